@@ -1,0 +1,92 @@
+"""The ``pikenas`` command line.
+
+Each command lives in its own module of this package and registers itself on :data:`app`.
+Errors a user can cause (:class:`space.errors.PikeNASError`, bad options) print one line and
+exit with code 2; runtime failures of a candidate exit with 1. ``PIKENAS_DEBUG=1`` shows
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+from space.errors import EvaluationError, PikeNASError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="pikenas",
+    help="Search low-precision CNN architectures scored by accuracy and ACE v2 (PikeLPN).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Search low-precision CNN architectures scored by accuracy and ACE v2 (PikeLPN)."""
+
+
+# Importing the command modules registers their commands on ``app`` (order = help order).
+from search.cli import (  # noqa: E402,F401
+    _zoo,
+    _ace,
+    _train,
+    _search,
+    _worker,
+    _front,
+    _dashboard,
+    _export,
+)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``pikenas: error: MESSAGE`` on stderr and return the Exit to raise."""
+    typer.echo(f"pikenas: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    logging.basicConfig(
+        level=os.environ.get("PIKENAS_LOG", "WARNING").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    debug = os.environ.get("PIKENAS_DEBUG") == "1"
+    try:
+        app(args=argv, prog_name="pikenas", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("pikenas: interrupted", err=True)
+        return 130
+    except TyperException as exc:  # bad command line: unknown option, bad value, ...
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"pikenas: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except EvaluationError as exc:
+        if debug:
+            raise
+        typer.echo(f"pikenas: failed: {exc}", err=True)
+        return 1
+    except PikeNASError as exc:
+        if debug:
+            raise
+        typer.echo(f"pikenas: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("pikenas: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`pikenas worker`."""
+
+from __future__ import annotations
+
+from search.cli import app  # noqa: F401

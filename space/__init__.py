@@ -1,0 +1,1 @@
+"""pikenas: space."""

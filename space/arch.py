@@ -1,0 +1,338 @@
+"""``ArchConfig``: the frozen, validated, versioned description of one candidate network.
+
+Everything that decides the network's function and cost is a field here: per block the
+depthwise and pointwise weight quantizers (family, bits, granularity: DHQ), the activation
+bits, the norm (float batch norm or QuantNorm), the scale format of every quantizer scale and
+folded multiplier (Double Quantization), the activation function, channels, stride, kernel size
+and residual. It round-trips through JSON exactly; :attr:`ArchConfig.archid` is a hash of its
+canonical JSON (without the free-text ``name``), so identical candidates are recognised.
+
+Conventions: bit-widths end in ``_bits``; ``32`` bits means float. Activation bits ``1`` is a
+binary (sign) activation, ``2..16`` a uniform (LSQ) quantizer, ``32`` float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from space.errors import ArchConfigError
+
+__all__ = [
+    "ARCH_VERSION",
+    "QUANTIZER_BITS",
+    "ACTIVATION_BITS",
+    "SCALE_FORMATS",
+    "QuantizerFamily",
+    "Granularity",
+    "ScaleFormat",
+    "NormKind",
+    "ActivationKind",
+    "ConvQuantSpec",
+    "ConvStemSpec",
+    "PokeStemSpec",
+    "PikeBlockSpec",
+    "PokeBottleneckSpec",
+    "HeadSpec",
+    "ArchConfig",
+    "conv_output_size",
+]
+
+ARCH_VERSION = 1
+
+QuantizerFamily = Literal["float", "uniform", "pow2", "binary", "ternary"]
+Granularity = Literal["per_tensor", "per_channel"]
+# Double Quantization: how quantizer scales and folded norm multipliers are stored.
+# float32: plain floats; intN: N-bit integers times one shared float; pow2: powers of two (shift).
+ScaleFormat = Literal["float32", "int16", "int8", "int4", "pow2"]
+SCALE_FORMATS: tuple[str, ...] = ("float32", "int16", "int8", "int4", "pow2")
+NormKind = Literal["batchnorm", "quantnorm"]
+ActivationKind = Literal["relu", "prelu", "dprelu", "none"]
+
+# Bit-widths each weight-quantizer family can take.
+QUANTIZER_BITS: dict[str, tuple[int, ...]] = {
+    "float": (32,),
+    "uniform": (2, 3, 4, 5, 6, 7, 8, 16),
+    "pow2": (2, 3, 4, 5, 6, 7, 8),
+    "binary": (1,),
+    "ternary": (2,),
+}
+ACTIVATION_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_activation_bits(value: int, field: str) -> None:
+    if value not in ACTIVATION_BITS:
+        raise ValueError(
+            f"{field}={value} is not supported; use one of {list(ACTIVATION_BITS)} "
+            "(1 = binary, 32 = float)"
+        )
+
+
+def _check_family_bits(family: str, bits: int, field: str) -> None:
+    allowed = QUANTIZER_BITS[family]
+    if bits not in allowed:
+        raise ValueError(
+            f"{field}={bits} is not possible for a {family!r} quantizer; "
+            f"use one of {list(allowed)} or change the quantizer family"
+        )
+
+
+class ConvQuantSpec(_Frozen):
+    """How the weights of one conv are quantized (one half of DHQ in a separable block)."""
+
+    weight_bits: int
+    weight_quantizer: QuantizerFamily = "uniform"
+    weight_granularity: Granularity = "per_channel"
+
+    @model_validator(mode="after")
+    def _bits_fit_family(self) -> ConvQuantSpec:
+        _check_family_bits(self.weight_quantizer, self.weight_bits, "weight_bits")
+        return self
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int, padding: str = "same") -> int:
+    """Spatial output size of a conv / pool on a ``size`` x ``size`` input.
+
+    ``same``: ``ceil(size / stride)`` (TF/Flax SAME, and PyTorch padding ``kernel_size // 2``
+    for odd kernels); ``valid``: ``floor((size - kernel_size) / stride) + 1``.
+    """
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - kernel_size) // stride + 1
+
+
+class ConvStemSpec(_Frozen):
+    """A plain k x k conv stem: conv -> norm -> activation -> requantize."""
+
+    kind: Literal["conv"] = "conv"
+    out_channels: int = Field(gt=0)
+    kernel_size: int = Field(default=3, gt=0)
+    stride: int = Field(default=2, gt=0)
+    input_bits: int = 8
+    conv: ConvQuantSpec = ConvQuantSpec(weight_bits=8)
+    activation_bits: int = 8
+    activation: ActivationKind = "relu"
+    norm: NormKind = "batchnorm"
+    scale_format: ScaleFormat = "float32"
+
+    @model_validator(mode="after")
+    def _bits(self) -> ConvStemSpec:
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={self.kernel_size} must be odd (same padding)")
+        _check_activation_bits(self.input_bits, "input_bits")
+        _check_activation_bits(self.activation_bits, "activation_bits")
+        return self
+
+    def output_size(self, size: int) -> int:
+        return conv_output_size(size, self.kernel_size, self.stride)
+
+
+class PokeStemSpec(_Frozen):
+    """PokeBNN's stem: a 4x4 stride-4 conv to ``group_channels`` (no pixel used twice), BN,
+    DPReLU, then a 3x3 grouped conv (``group_channels`` groups) to ``out_channels``, BN, DPReLU.
+    """
+
+    kind: Literal["pokebnn"] = "pokebnn"
+    group_channels: int = Field(default=32, gt=0)
+    out_channels: int = Field(default=64, gt=0)
+    input_bits: int = 8
+    weight_bits: int = 8
+    activation_bits: int = 8
+
+    @model_validator(mode="after")
+    def _bits(self) -> PokeStemSpec:
+        _check_activation_bits(self.input_bits, "input_bits")
+        _check_activation_bits(self.activation_bits, "activation_bits")
+        _check_family_bits("uniform", self.weight_bits, "weight_bits")
+        if self.out_channels % self.group_channels:
+            raise ValueError(
+                f"out_channels={self.out_channels} must be a multiple of "
+                f"group_channels={self.group_channels}"
+            )
+        return self
+
+    def output_size(self, size: int) -> int:
+        return conv_output_size(size, 4, 4, padding="valid")
+
+
+class PikeBlockSpec(_Frozen):
+    """A PikeLPN block: depthwise k x k conv -> norm -> activation -> requantize -> pointwise
+    1x1 conv -> norm -> activation -> requantize, with an optional identity residual.
+
+    ``depthwise`` and ``pointwise`` are quantized independently (DHQ). ``activation_bits`` is
+    the width of both requantized outputs. ``scale_format`` is the Double Quantization format of
+    every scale in the block (quantizer step sizes, QuantNorm multipliers).
+    """
+
+    kind: Literal["pikelpn"] = "pikelpn"
+    out_channels: int = Field(gt=0)
+    stride: Literal[1, 2] = 1
+    kernel_size: Literal[1, 3, 5, 7] = 3
+    residual: bool = False
+    depthwise: ConvQuantSpec
+    pointwise: ConvQuantSpec
+    activation_bits: int
+    activation: ActivationKind = "relu"
+    norm: NormKind = "batchnorm"
+    scale_format: ScaleFormat = "float32"
+
+    @model_validator(mode="after")
+    def _bits(self) -> PikeBlockSpec:
+        _check_activation_bits(self.activation_bits, "activation_bits")
+        return self
+
+    def output_size(self, size: int) -> int:
+        return conv_output_size(size, self.kernel_size, self.stride)
+
+
+class PokeBottleneckSpec(_Frozen):
+    """A PokeBNN bottleneck (ResNet-50 layout): three PokeConv units (1x1, 3x3 with the stage
+    stride, 1x1 to ``4 * channels``), each: binary conv, BN, local shortcut (zero-pad /
+    average-shrink, 3x3 stride-2 average pool when the size changes), block shortcut (tiled, on
+    the third unit), DPReLU, times a ``squeeze_excite_bits`` squeeze-excite of the unit's input,
+    BN.
+    """
+
+    kind: Literal["pokebnn_bottleneck"] = "pokebnn_bottleneck"
+    channels: int = Field(gt=0)
+    stride: Literal[1, 2] = 1
+    weight_bits: Literal[1] = 1
+    activation_bits: Literal[1] = 1
+    squeeze_excite_bits: int = 4
+
+    @property
+    def out_channels(self) -> int:
+        return 4 * self.channels
+
+    @model_validator(mode="after")
+    def _bits(self) -> PokeBottleneckSpec:
+        _check_family_bits("uniform", self.squeeze_excite_bits, "squeeze_excite_bits")
+        return self
+
+    def output_size(self, size: int) -> int:
+        return conv_output_size(size, 3, self.stride)
+
+
+class HeadSpec(_Frozen):
+    """Classifier head: global average pool -> quantize to ``input_bits`` -> linear."""
+
+    input_bits: int = 8
+    linear: ConvQuantSpec = ConvQuantSpec(weight_bits=8, weight_granularity="per_tensor")
+
+    @model_validator(mode="after")
+    def _bits(self) -> HeadSpec:
+        _check_activation_bits(self.input_bits, "input_bits")
+        return self
+
+
+StemSpec = Annotated[Union[ConvStemSpec, PokeStemSpec], Field(discriminator="kind")]
+BlockSpec = Annotated[Union[PikeBlockSpec, PokeBottleneckSpec], Field(discriminator="kind")]
+
+
+class ArchConfig(_Frozen):
+    """One candidate network: input geometry, stem, blocks, head.
+
+    ``resolution`` is the square input size in pixels; ``input_channels`` the image channels.
+    """
+
+    version: Literal[1] = ARCH_VERSION
+    name: str = ""
+    input_channels: int = Field(default=3, gt=0)
+    resolution: int = Field(default=224, gt=0)
+    num_classes: int = Field(default=1000, gt=1)
+    stem: StemSpec
+    blocks: tuple[BlockSpec, ...] = Field(min_length=1)
+    head: HeadSpec = HeadSpec()
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ArchConfig:
+        size = self.stem.output_size(self.resolution)
+        if size < 1:
+            raise ValueError(
+                f"stem shrinks a {self.resolution}x{self.resolution} input below 1x1; "
+                "raise resolution or reduce the stem stride / kernel_size"
+            )
+        channels = self.stem.out_channels
+        for index, block in enumerate(self.blocks):
+            if size == 1 and block.stride > 1:
+                raise ValueError(
+                    f"blocks.{index}.stride={block.stride} would stride a 1x1 feature map; "
+                    "use stride 1 there, fewer stride-2 blocks, or a larger resolution"
+                )
+            if isinstance(block, PikeBlockSpec) and block.residual:
+                if block.stride != 1 or block.out_channels != channels:
+                    raise ValueError(
+                        f"blocks.{index}.residual needs stride 1 and out_channels equal to the "
+                        f"input channels ({channels}); set residual to false or fix the block"
+                    )
+            size = block.output_size(size)
+            channels = block.out_channels
+        return self
+
+    # ---- serialization -------------------------------------------------------------------
+    def to_json(self, indent: int | None = 2) -> str:
+        """Exact JSON form; :meth:`from_json` of it gives an equal config."""
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ArchConfig:
+        """Parse and validate; any problem raises :class:`ArchConfigError` with one line."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise ArchConfigError(_one_line(exc)) from None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ArchConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ArchConfigError(_one_line(exc)) from None
+
+    def canonical_json(self) -> str:
+        """Sorted-key compact JSON of everything but ``name``: what :attr:`archid` hashes."""
+        data = self.model_dump(mode="json", exclude={"name"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def archid(self) -> str:
+        """16 hex digits of the SHA-256 of :meth:`canonical_json`."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    # ---- convenience ---------------------------------------------------------------------
+    def replace(self, **changes: Any) -> ArchConfig:
+        """A validated copy with some top-level fields changed."""
+        data = self.model_dump()
+        data.update(changes)
+        return ArchConfig.from_dict(data)
+
+    def feature_sizes(self) -> list[tuple[int, int]]:
+        """``(channels, spatial size)`` after the stem and after each block."""
+        size = self.stem.output_size(self.resolution)
+        sizes = [(self.stem.out_channels, size)]
+        for block in self.blocks:
+            size = block.output_size(size)
+            sizes.append((block.out_channels, size))
+        return sizes
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line naming the field and the fix."""
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "architecture"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key; remove it or check its spelling"
+    elif first["type"] == "missing":
+        message = "required key is missing; add it"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"invalid architecture: {location}: {message}{suffix}"
