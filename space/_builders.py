@@ -1,0 +1,16 @@
+"""Registries that map an ``ArchConfig`` part's ``kind`` to the function building its module.
+
+``space.build`` fills them (from ``space.blocks`` and ``space.pokebnn``); a new block kind
+registers its builder here and is then built, costed and tested like the others.
+Builders: ``STEM_BUILDERS[kind](spec, input_channels) -> nn.Module`` and
+``BLOCK_BUILDERS[kind](spec, in_channels) -> nn.Module``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from space.registry import Registry
+
+STEM_BUILDERS: Registry[Any] = Registry("stem kind")
+BLOCK_BUILDERS: Registry[Any] = Registry("block kind")
