@@ -15,9 +15,17 @@ from optuna.storages.journal import JournalFileBackend
 
 from space.errors import RunDirError
 
-__all__ = ["JOURNAL_NAME", "open_storage", "journal_path", "is_url"]
+__all__ = [
+    "DEFAULT_STUDY_NAME",
+    "JOURNAL_NAME",
+    "open_storage",
+    "open_study",
+    "journal_path",
+    "is_url",
+]
 
 JOURNAL_NAME = "study.log"
+DEFAULT_STUDY_NAME = "pikenas"
 _RDB_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+")
 
 
@@ -62,3 +70,29 @@ def open_storage(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def open_study(
+    target: str | Path | optuna.storages.BaseStorage, study_name: str | None = None
+) -> optuna.Study:
+    """The existing study ``study_name`` of a run folder, journal file, URL or storage object.
+
+    ``study_name=None`` picks the only study of the storage. No study, an unknown name or several
+    studies without a name raise :class:`RunDirError` (one line listing the study names).
+    """
+    storage = target if isinstance(target, optuna.storages.BaseStorage) else open_storage(target)
+    names = sorted(summary.study_name for summary in storage.get_all_studies())
+    where = "the storage" if isinstance(target, optuna.storages.BaseStorage) else repr(str(target))
+    if not names:
+        raise RunDirError(f"{where} holds no study; run 'pikenas search' into it first")
+    if study_name is None:
+        if len(names) > 1:
+            raise RunDirError(
+                f"{where} holds several studies ({', '.join(names)}); choose one with --study NAME"
+            )
+        study_name = names[0]
+    elif study_name not in names:
+        raise RunDirError(
+            f"no study named {study_name!r} in {where}; its studies are: {', '.join(names)}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)

@@ -1,0 +1,161 @@
+"""Exact 2-D Pareto front and hypervolume for (maximize accuracy, minimize ACE v2).
+
+Dominance: point ``p`` dominates ``q`` when ``p.accuracy >= q.accuracy`` and
+``p.ace_v2 <= q.ace_v2`` with at least one strict inequality. The front is the set of points
+no other point dominates. **Ties**: points with equal objective vectors do not dominate each
+other, so all of them are kept (a duplicate architecture scored twice appears twice); this is
+also what ``optuna.Study.best_trials`` returns. Points with a NaN or infinite objective are
+never on the front.
+
+Hypervolume: the area (accuracy x ACE) of the region dominated by the front and bounded by a
+reference point ``(ref_accuracy, ref_ace_v2)``. Default reference point (:func:`reference_point`):
+accuracy 0 and ``1.1 x`` the largest finite ACE v2 seen, so every finite point contributes.
+Points at or beyond the reference (accuracy <= ref, ace_v2 >= ref) contribute nothing.
+The normalized hypervolume divides by the area of the box between the reference point and the
+ideal point (accuracy 1, ACE v2 0): ``(1 - ref_accuracy) * ref_ace_v2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "REFERENCE_ACE_FACTOR",
+    "pareto_mask",
+    "pareto_front",
+    "reference_point",
+    "hypervolume",
+    "hypervolume_history",
+]
+
+#: default reference ACE v2 = this factor x the largest ACE v2 seen.
+REFERENCE_ACE_FACTOR = 1.1
+
+
+def _points(accuracy: Sequence[float] | np.ndarray, ace_v2: Sequence[float] | np.ndarray):
+    acc = np.asarray(accuracy, dtype=float).reshape(-1)
+    ace = np.asarray(ace_v2, dtype=float).reshape(-1)
+    if acc.shape != ace.shape:
+        raise ValueError(f"accuracy has {acc.size} values but ace_v2 has {ace.size}")
+    return acc, ace
+
+
+def pareto_mask(
+    accuracy: Sequence[float] | np.ndarray, ace_v2: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Boolean mask ``(n,)`` of the non-dominated points (ties all kept), O(n log n).
+
+    Sort by ACE v2 ascending, accuracy descending; sweep keeping the best accuracy seen. A point
+    is on the front when its accuracy beats every point of strictly lower ACE v2 and equals the
+    best accuracy among points of the same ACE v2.
+    """
+    acc, ace = _points(accuracy, ace_v2)
+    mask = np.zeros(acc.size, dtype=bool)
+    finite = np.flatnonzero(np.isfinite(acc) & np.isfinite(ace))
+    if finite.size == 0:
+        return mask
+    order = finite[np.lexsort((-acc[finite], ace[finite]))]
+    best_before = -np.inf  # best accuracy among points of strictly lower ACE v2
+    start = 0
+    while start < order.size:
+        stop = start
+        group_ace = ace[order[start]]
+        while stop < order.size and ace[order[stop]] == group_ace:
+            stop += 1
+        group = order[start:stop]
+        group_best = acc[group[0]]  # sorted by accuracy descending inside the group
+        if group_best > best_before:
+            mask[group[acc[group] == group_best]] = True
+            best_before = group_best
+        start = stop
+    return mask
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` (columns ``accuracy``, ``ace_v2``, optionally ``state``) on the
+    front, sorted by ACE v2 ascending then ``number``. Only ``COMPLETE`` rows count when a
+    ``state`` column is present.
+    """
+    candidates = frame
+    if "state" in frame.columns:
+        candidates = frame[frame["state"] == "COMPLETE"]
+    mask = pareto_mask(candidates["accuracy"].to_numpy(float), candidates["ace_v2"].to_numpy(float))
+    front = candidates[mask]
+    keys = ["ace_v2", "number"] if "number" in front.columns else ["ace_v2"]
+    return front.sort_values(keys, ignore_index=True)
+
+
+def reference_point(
+    ace_v2: Sequence[float] | np.ndarray, ref_accuracy: float = 0.0
+) -> tuple[float, float]:
+    """Default reference ``(ref_accuracy, 1.1 x max finite ace_v2)``; ``(0, 1)`` when no ACE v2
+    is finite (an empty study), so that hypervolumes are 0 rather than undefined.
+    """
+    ace = np.asarray(ace_v2, dtype=float)
+    ace = ace[np.isfinite(ace)]
+    worst = float(ace.max()) if ace.size else 0.0
+    return (float(ref_accuracy), REFERENCE_ACE_FACTOR * worst if worst > 0 else 1.0)
+
+
+def hypervolume(
+    accuracy: Sequence[float] | np.ndarray,
+    ace_v2: Sequence[float] | np.ndarray,
+    reference: tuple[float, float] | None = None,
+) -> float:
+    """Exact hypervolume (accuracy x ACE) of the points w.r.t. ``reference`` (default:
+    :func:`reference_point` of these points). O(n log n).
+    """
+    acc, ace = _points(accuracy, ace_v2)
+    ref_acc, ref_ace = reference if reference is not None else reference_point(ace)
+    keep = np.isfinite(acc) & np.isfinite(ace) & (acc > ref_acc) & (ace < ref_ace)
+    acc, ace = acc[keep], ace[keep]
+    if acc.size == 0:
+        return 0.0
+    mask = pareto_mask(acc, ace)
+    acc, ace = acc[mask], ace[mask]
+    order = np.lexsort((-acc, ace))  # ACE ascending -> accuracy ascending along the front
+    acc, ace = acc[order], ace[order]
+    # Strips between consecutive front ACE values: each front point owns the strip
+    # [ace_i, ace_{i+1}) with height acc_i - ref (the best accuracy reachable at that cost).
+    right = np.append(ace[1:], ref_ace)
+    return float(np.sum((right - ace) * (acc - ref_acc)))
+
+
+def hypervolume_history(
+    frame: pd.DataFrame, reference: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """Hypervolume after each completed trial, in trial-number order.
+
+    ``frame``: columns ``number``, ``state``, ``accuracy``, ``ace_v2`` (as from
+    :func:`results.trials.load`). The reference point is fixed for the whole history (default:
+    :func:`reference_point` over all completed trials), so the curve never decreases.
+    Returns columns ``number``, ``hypervolume`` (accuracy x ACE), ``normalized`` (in [0, 1]),
+    ``front_size``; ``attrs["reference"]`` holds the reference point.
+    """
+    done = frame[frame["state"] == "COMPLETE"].sort_values("number")
+    acc = done["accuracy"].to_numpy(float)
+    ace = done["ace_v2"].to_numpy(float)
+    ref = reference if reference is not None else reference_point(ace)
+    box = (1.0 - ref[0]) * ref[1]
+    volumes, sizes = [], []
+    front_acc, front_ace = np.empty(0), np.empty(0)
+    for point_acc, point_ace in zip(acc, ace, strict=True):
+        cand_acc = np.append(front_acc, point_acc)
+        cand_ace = np.append(front_ace, point_ace)
+        mask = pareto_mask(cand_acc, cand_ace)
+        front_acc, front_ace = cand_acc[mask], cand_ace[mask]
+        volumes.append(hypervolume(front_acc, front_ace, ref))
+        sizes.append(int(mask.sum()))
+    history = pd.DataFrame(
+        {
+            "number": done["number"].to_numpy(),
+            "hypervolume": np.asarray(volumes, dtype=float),
+            "normalized": np.asarray(volumes, dtype=float) / box if box > 0 else np.nan,
+            "front_size": np.asarray(sizes, dtype=int),
+        }
+    )
+    history.attrs["reference"] = ref
+    return history

@@ -1,0 +1,171 @@
+"""The trials of a study as a typed :class:`pandas.DataFrame` (one row per trial).
+
+Columns (see :data:`COLUMNS`):
+
+* ``number`` (Int64), ``state`` (``COMPLETE`` / ``PRUNED`` / ``FAIL`` / ``RUNNING`` / ``WAITING``);
+* ``accuracy`` (proxy top-1 in [0, 1]) and ``ace_v2`` (ACE): the trial's objective values;
+  ``ace_v2`` falls back to the user attr for trials without values (an over-budget trial was
+  costed before it was rejected); ``accuracy`` is NaN without values;
+* ``ace_v1`` (ACE), ``macs``, ``params`` (Int64), ``elementwise_share`` (share of ACE v2 spent
+  on elementwise operations, in [0, 1]);
+* ``status``, ``reason``, ``baseline`` (zoo name of an enqueued fixed point), ``duplicate_of``,
+  ``worker``, ``archid``;
+* ``layer_bits`` (``"8/8 4/8 ..."``: weight / input-activation bits per MAC layer, see
+  :mod:`results.layers`), ``weight_bits`` and ``activation_bits`` (lists of ints);
+* ``datetime_start`` / ``datetime_complete``, ``duration_s`` (s), ``proxy_wall_s`` (s);
+* ``val_accuracy``, ``test_accuracy``, ``final_accuracy``, ``final_val_accuracy`` (NaN when not
+  fully trained), ``final_wall_s`` (s), ``final_dir``;
+* ``arch`` (the ArchConfig JSON string, empty when the trial never got an architecture).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from results.layers import bits_string, layer_bits
+from results.storage import open_study
+from space.arch import ArchConfig
+from space.errors import ArchConfigError
+
+__all__ = ["COLUMNS", "load", "trials_frame", "trial_arch"]
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_ATTRS = (
+    "ace_v1",
+    "elementwise_share",
+    "val_accuracy",
+    "test_accuracy",
+    "val_loss",
+    "proxy_wall_s",
+    "images_per_s",
+    "final_accuracy",
+    "final_val_accuracy",
+    "final_wall_s",
+)
+_INT_ATTRS = ("macs", "params", "duplicate_of")
+_STR_ATTRS = ("status", "reason", "baseline", "worker", "final_dir")
+
+#: column name -> pandas dtype, in display order.
+COLUMNS: dict[str, str] = {
+    "number": "Int64",
+    "state": "str",
+    "archid": "str",
+    "accuracy": "float64",
+    "ace_v2": "float64",
+    "ace_v1": "float64",
+    "macs": "Int64",
+    "params": "Int64",
+    "elementwise_share": "float64",
+    "status": "str",
+    "reason": "str",
+    "baseline": "str",
+    "duplicate_of": "Int64",
+    "worker": "str",
+    "layer_bits": "str",
+    "weight_bits": "object",
+    "activation_bits": "object",
+    "datetime_start": "datetime64[us]",
+    "datetime_complete": "datetime64[us]",
+    "duration_s": "float64",
+    "proxy_wall_s": "float64",
+    "images_per_s": "float64",
+    "val_accuracy": "float64",
+    "test_accuracy": "float64",
+    "val_loss": "float64",
+    "final_accuracy": "float64",
+    "final_val_accuracy": "float64",
+    "final_wall_s": "float64",
+    "final_dir": "str",
+    "arch": "str",
+}
+
+
+def load(
+    run_dir_or_storage: str | Path | optuna.storages.BaseStorage | optuna.Study,
+    study: str | None = None,
+) -> pd.DataFrame:
+    """All trials of a study as a DataFrame with :data:`COLUMNS`, sorted by ``number``.
+
+    ``run_dir_or_storage``: a run folder, a journal file, a storage URL, a storage object or an
+    :class:`optuna.Study` (then ``study`` is ignored). ``study=None`` uses the only study.
+    An unknown folder or study raises :class:`~space.errors.RunDirError` (one line).
+    """
+    if isinstance(run_dir_or_storage, optuna.Study):
+        optuna_study = run_dir_or_storage
+    else:
+        optuna_study = open_study(run_dir_or_storage, study)
+    return trials_frame(optuna_study.get_trials(deepcopy=False))
+
+
+def trials_frame(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """The DataFrame of :func:`load` for already loaded trials."""
+    rows = [_row(trial) for trial in trials]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for column, dtype in COLUMNS.items():
+        if dtype == "object":
+            continue
+        frame[column] = frame[column].astype(dtype)
+    return frame.sort_values("number", ignore_index=True)
+
+
+def trial_arch(row: pd.Series | dict[str, Any]) -> ArchConfig | None:
+    """The ArchConfig of one row of :func:`load` (None when the trial has none)."""
+    text = row["arch"]
+    if not isinstance(text, str) or not text:
+        return None
+    return ArchConfig.from_json(text)
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    values = trial.values if trial.values is not None else []
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "archid": attrs.get("archid"),
+        "accuracy": _number(values[0]) if len(values) > 0 else math.nan,
+        "ace_v2": _number(values[1]) if len(values) > 1 else _number(attrs.get("ace_v2")),
+        "datetime_start": trial.datetime_start,
+        "datetime_complete": trial.datetime_complete,
+        "duration_s": (trial.duration.total_seconds() if trial.duration is not None else math.nan),
+        "arch": attrs.get("arch") or "",
+        "weight_bits": [],
+        "activation_bits": [],
+        "layer_bits": "",
+    }
+    for name in _FLOAT_ATTRS:
+        row[name] = _number(attrs.get(name))
+    for name in _INT_ATTRS:
+        value = attrs.get(name)
+        row[name] = int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    for name in _STR_ATTRS:
+        value = attrs.get(name)
+        row[name] = str(value) if value is not None else None
+    if row["arch"]:
+        try:
+            arch = ArchConfig.from_json(row["arch"])
+        except ArchConfigError as exc:  # a newer / broken arch must not hide the other trials
+            logger.warning("trial %d: unreadable arch attr: %s", trial.number, exc)
+        else:
+            layers = layer_bits(arch)
+            row["weight_bits"] = [layer.weight_bits for layer in layers]
+            row["activation_bits"] = [layer.activation_bits for layer in layers]
+            row["layer_bits"] = bits_string(arch)
+            if row["archid"] is None:
+                row["archid"] = arch.archid
+    return row
