@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     debug = os.environ.get("PIKENAS_DEBUG") == "1"
     try:
-        app(args=argv, prog_name="pikenas", standalone_mode=False)
+        # With standalone_mode=False click catches typer.Exit itself and returns its code.
+        result = app(args=argv, prog_name="pikenas", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("pikenas: interrupted", err=True)
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
