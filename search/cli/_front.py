@@ -2,4 +2,69 @@
 
 from __future__ import annotations
 
-from search.cli import app  # noqa: F401
+import json
+from typing import Annotated
+
+import typer
+
+from search.cli import app
+
+
+@app.command()
+def front(
+    run: Annotated[str, typer.Argument(help="Run folder (holds study.log) or storage URL.")],
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the only one).")
+    ] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of objects instead of a table.")
+    ] = False,
+) -> None:
+    """Print the accuracy / ACE v2 Pareto front of a run, cheapest first.
+
+    Columns: trial number, proxy accuracy, ACE v2, ACE v1, final accuracy (after full training),
+    archid, MACs, parameters, elementwise share of ACE v2, per-layer bits (weight/activation),
+    zoo baseline name.
+    """
+    from results.front import front_records, front_table
+    from results.trials import load
+    from search.cli import fail
+
+    if csv and as_json:
+        raise fail("--csv and --json exclude each other; pass one of them")
+    frame = load(run, study)
+    if as_json:
+        typer.echo(json.dumps(front_records(frame), indent=2))
+        return
+    table = front_table(frame)
+    if csv:
+        typer.echo(table.to_csv(index=False), nl=False)
+        return
+    typer.echo(_readable(table))
+
+
+def _readable(table) -> str:  # noqa: ANN001 - a pandas DataFrame, imported lazily
+    """Fixed-width text table of the front (accuracy in %, ACE with thousands separators)."""
+    if table.empty:
+        return "the study has no completed trial yet: the front is empty"
+    shown = table.loc[
+        :, ["number", "accuracy", "final_accuracy", "ace_v2", "ace_v1", "archid", "layer_bits"]
+    ].copy()
+    shown["baseline"] = table["baseline"].fillna("")
+    shown.columns = ["trial", "accuracy", "final", "ace_v2", "ace_v1", "archid", "bits", "baseline"]
+
+    def percent(value: float) -> str:
+        return "-" if value != value else f"{100 * value:.2f}%"
+
+    def count(value: float) -> str:
+        return "-" if value != value else f"{value:,.0f}"
+
+    for column, format_value in (
+        ("accuracy", percent),
+        ("final", percent),
+        ("ace_v2", count),
+        ("ace_v1", count),
+    ):
+        shown[column] = [format_value(float(value)) for value in shown[column]]
+    return shown.to_string(index=False)

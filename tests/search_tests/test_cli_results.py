@@ -1,0 +1,53 @@
+"""`pikenas front | dashboard | export` run in-process through the real entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search.cli import main
+from tests.results_tests._studies import MIXED, make_run
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    make_run(tmp_path / "run", MIXED)
+    return tmp_path / "run"
+
+
+def test_front_json_lists_the_front(run_dir, capsys):
+    assert main(["front", str(run_dir), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["number"] for r in records] == [0, 2, 3, 5]
+    assert {"number", "accuracy", "ace_v2", "archid", "ace_v1", "final_accuracy"} <= set(records[0])
+
+
+def test_front_table_and_csv(run_dir, capsys):
+    assert main(["front", str(run_dir)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["trial", "accuracy", "final", "ace_v2"]
+    assert len(table) == 5 and "95.00%" in table[-1]
+    assert main(["front", str(run_dir), "--csv", "--study", "pikenas"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("number,accuracy,ace_v2") and len(lines) == 5
+
+
+@pytest.mark.parametrize("command", ["front", "dashboard", "export"])
+def test_bad_run_folder_exits_2_with_one_line(tmp_path, capsys, command):
+    extra = ["--pareto"] if command == "export" else []
+    assert main([command, str(tmp_path / "missing"), *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "no study found" in captured.err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_unknown_study_exits_2_listing_names(run_dir, capsys):
+    assert main(["front", str(run_dir), "--study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its studies are: pikenas" in err
+
+
+def test_front_csv_and_json_together_is_rejected(run_dir, capsys):
+    assert main(["front", str(run_dir), "--csv", "--json"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
