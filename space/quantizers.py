@@ -1,0 +1,516 @@
+"""Fake quantizers for quantization-aware training, and Double Quantization of their scales.
+
+Every quantizer is an ``nn.Module`` mapping a float tensor to a float tensor whose values lie
+on the quantization grid ("fake quantization"), with explicit attributes the cost counter and
+the tests read:
+
+* ``bits``: width of one quantized value (32 = float pass-through);
+* ``family``: ``"float"``, ``"uniform"``, ``"pow2"``, ``"binary"`` or ``"ternary"``;
+* ``signed``: whether negative levels exist;
+* ``granularity``: ``"per_tensor"`` or ``"per_channel"`` (one scale per index of dim 0);
+* ``scale_format``: the Double Quantization (DQ) format of the quantizer's scales:
+  ``float32`` (as is), ``int16`` / ``int8`` / ``int4`` (N-bit unsigned integers times one shared
+  float, the largest scale; see :func:`quantize_scale`), ``pow2`` (powers of two, a shift).
+
+Gradients use straight-through estimators (STE) written so that the forward value is exact
+(``value.detach() + (surrogate - surrogate.detach())`` adds an exact zero), so outputs lie
+exactly on the grid. Everything runs on the ``meta`` device and exports to ONNX with
+``torch.onnx.export`` (no ``.item()``, no ``amax()`` without dims, no
+``torch.fake_quantize_*``).
+
+Quantizer initialisation is data-free: a weight quantizer is initialised from the weight by
+the layer that owns it (:meth:`Quantizer.init_from`); an activation quantizer starts with the
+LSQ initial step for a unit-variance input (use :meth:`Quantizer.init_from` on a calibration
+batch to do better).
+
+H2 / other users: build quantizers with :func:`make_quantizer` (weights) and
+:func:`make_activation_quantizer` (activations); read ``bits`` / ``family`` off the module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from space.errors import ArchConfigError
+from space.registry import Registry
+
+__all__ = [
+    "QUANTIZERS",
+    "Quantizer",
+    "FloatQuantizer",
+    "UniformQuantizer",
+    "Pow2Quantizer",
+    "BinaryQuantizer",
+    "TernaryQuantizer",
+    "make_quantizer",
+    "make_activation_quantizer",
+    "quantize_scale",
+    "scale_format_bits",
+    "ste",
+    "round_ste",
+]
+
+QUANTIZERS: Registry[type[Quantizer]] = Registry("quantizer family")
+
+_TINY = 1e-12
+
+
+def ste(value: Tensor, surrogate: Tensor) -> Tensor:
+    """Forward ``value`` exactly, backward the gradient of ``surrogate`` (straight-through)."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` (half to even) forward, identity gradient."""
+    return ste(torch.round(x), x)
+
+
+def _all_dims(t: Tensor) -> tuple[int, ...]:
+    return tuple(range(t.dim()))
+
+
+def scale_format_bits(scale_format: str) -> int | None:
+    """``N`` of an ``intN`` scale format, ``None`` for ``float32`` / ``pow2``."""
+    if scale_format in ("int16", "int8", "int4"):
+        return int(scale_format[3:])
+    if scale_format in ("float32", "pow2"):
+        return None
+    raise ArchConfigError(
+        f"scale_format={scale_format!r} is not supported; use float32, int16, int8, int4 or pow2"
+    )
+
+
+def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) -> Tensor:
+    """Double Quantization of a tensor of scales (any shape), with a straight-through gradient.
+
+    * ``float32``: returned as is.
+    * ``intN``: ``k * shared`` with ``shared = max|scale| / (2^N - 1)`` (one float for the whole
+      tensor) and ``k = round(scale / shared)`` an N-bit integer, clamped to ``[1, 2^N - 1]``
+      (unsigned, scales stay positive) or ``[-(2^(N-1) - 1), 2^(N-1) - 1]`` with ``signed``
+      (e.g. PReLU slopes; then ``shared = max|scale| / (2^(N-1) - 1)``). At most ``2^N`` values.
+    * ``pow2``: ``sign(scale) * 2^round(log2|scale|)`` (rounded in the log domain).
+
+    Gradient: identity with respect to ``scale`` (the shared float is treated as a constant).
+    """
+    if scale_format == "float32":
+        return scale
+    if scale_format == "pow2":
+        magnitude = scale.abs().clamp_min(_TINY)
+        rounded = torch.exp2(torch.round(torch.log2(magnitude)))
+        if signed:
+            rounded = torch.where(scale < 0, -rounded, rounded)
+        return ste(rounded, scale)
+    n_bits = scale_format_bits(scale_format)
+    assert n_bits is not None
+    levels = 2 ** (n_bits - 1) - 1 if signed else 2**n_bits - 1
+    largest = scale.detach().abs().amax(dim=_all_dims(scale), keepdim=True).clamp_min(_TINY)
+    shared = largest / levels
+    low = -levels if signed else 1
+    integers = torch.clamp(torch.round(scale.detach() / shared), low, levels)
+    return ste(integers * shared, scale)
+
+
+def _grad_scale(x: Tensor, factor: float) -> Tensor:
+    """Forward ``x``, backward gradient times ``factor`` (LSQ's step-size gradient scaling)."""
+    scaled = x * factor
+    return ste(x, scaled)
+
+
+class Quantizer(nn.Module):
+    """Base class. Subclasses set the attributes and implement ``forward(x) -> x_q``.
+
+    ``x`` has any shape; with ``per_channel`` granularity dim 0 indexes the channels (weights
+    ``(C_out, C_in / groups, k, k)`` or ``(out_features, in_features)``).
+    """
+
+    family: str = ""
+    bits: int = 32
+    signed: bool = True
+    granularity: str = "per_tensor"
+    scale_format: str = "float32"
+    has_scales: bool = False
+
+    def init_from(self, x: Tensor) -> None:
+        """Initialise learned scales from a representative tensor (weights or a batch)."""
+
+    def scale_for(self, x: Tensor) -> Tensor | None:
+        """The (double-quantized) scale used for input ``x``, broadcastable to ``x``."""
+        return None
+
+    def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(low, high)`` inside which the straight-through gradient is exactly 1."""
+        return None
+
+    def _channel_view(self, scale: Tensor, x: Tensor) -> Tensor:
+        if self.granularity == "per_channel":
+            return scale.view(-1, *([1] * (x.dim() - 1)))
+        return scale.view(*([1] * x.dim())) if x.dim() else scale.view(())
+
+    def _reduce_dims(self, x: Tensor) -> tuple[int, ...]:
+        start = 1 if self.granularity == "per_channel" else 0
+        return tuple(range(start, x.dim()))
+
+    def extra_repr(self) -> str:
+        return (
+            f"bits={self.bits}, signed={self.signed}, granularity={self.granularity}, "
+            f"scale_format={self.scale_format}"
+        )
+
+
+@QUANTIZERS.register("float")
+class FloatQuantizer(Quantizer):
+    """Float pass-through: ``y = x``. Gradient: identity. ``bits = 32``, no scales."""
+
+    family = "float"
+
+    def __init__(
+        self,
+        bits: int = 32,
+        *,
+        signed: bool = True,
+        granularity: str = "per_tensor",
+        channels: int = 1,
+        scale_format: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.bits = 32
+        self.signed = signed
+        self.granularity = granularity
+        self.scale_format = scale_format
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class _LearnedScale(Quantizer):
+    """Shared machinery of quantizers with a learned scale parameter ``scale``
+    (shape ``(channels,)`` per channel, ``(1,)`` per tensor), kept positive by a clamp."""
+
+    has_scales = True
+
+    def __init__(
+        self,
+        bits: int,
+        *,
+        signed: bool,
+        granularity: str,
+        channels: int,
+        scale_format: str,
+        initial_scale: float,
+    ) -> None:
+        super().__init__()
+        if granularity not in ("per_tensor", "per_channel"):
+            raise ArchConfigError(
+                f"granularity={granularity!r} is not supported; use per_tensor or per_channel"
+            )
+        scale_format_bits(scale_format)
+        self.bits = bits
+        self.signed = signed
+        self.granularity = granularity
+        self.scale_format = scale_format
+        count = channels if granularity == "per_channel" else 1
+        self.scale = nn.Parameter(torch.full((count,), float(initial_scale)))
+
+    def quantized_scale(self) -> Tensor:
+        """The learned scale after Double Quantization, shape ``(channels,)`` or ``(1,)``."""
+        return quantize_scale(self.scale.clamp_min(1e-8), self.scale_format)
+
+    def scale_for(self, x: Tensor) -> Tensor:
+        return self._channel_view(self.quantized_scale(), x)
+
+
+@QUANTIZERS.register("uniform")
+class UniformQuantizer(_LearnedScale):
+    """Uniform quantizer with a learned step size (LSQ, Esser et al. 2020).
+
+    Forward: ``y = clamp(round(x / s), q_min, q_max) * s`` with ``q_min, q_max =
+    -2^(b-1), 2^(b-1) - 1`` (signed) or ``0, 2^b - 1`` (unsigned); ``s`` is the learned step
+    (per tensor, or per channel over dim 0) after Double Quantization. At most ``2^b`` levels.
+
+    Gradient: straight-through for ``x`` (1 where ``q_min <= x / s <= q_max``, else 0); LSQ's
+    gradient for ``s``: ``round(v) - v`` inside the range and ``q_min`` / ``q_max`` outside
+    (``v = x / s``), scaled by ``1 / sqrt(numel_per_scale * q_max)``.
+    """
+
+    family = "uniform"
+
+    def __init__(
+        self,
+        bits: int = 8,
+        *,
+        signed: bool = True,
+        granularity: str = "per_tensor",
+        channels: int = 1,
+        scale_format: str = "float32",
+    ) -> None:
+        if not 2 <= bits <= 16:
+            raise ArchConfigError(f"bits={bits} is not possible for a uniform quantizer; use 2..16")
+        q_max = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        # LSQ's initial step for a unit-variance input: 2 E|x| / sqrt(q_max).
+        mean_abs = 0.8 if signed else 0.4
+        super().__init__(
+            bits,
+            signed=signed,
+            granularity=granularity,
+            channels=channels,
+            scale_format=scale_format,
+            initial_scale=2 * mean_abs / math.sqrt(q_max),
+        )
+        self.q_min = -(2 ** (bits - 1)) if signed else 0
+        self.q_max = q_max
+
+    @torch.no_grad()
+    def init_from(self, x: Tensor) -> None:
+        """LSQ initialisation: ``s = 2 mean|x| / sqrt(q_max)`` per channel or tensor."""
+        mean_abs = x.abs().mean(dim=self._reduce_dims(x)).reshape(-1)
+        self.scale.copy_((2 * mean_abs / math.sqrt(self.q_max)).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        per_scale = x.numel() // self.scale.numel() if x.numel() else 1
+        step = _grad_scale(self.scale_for(x), 1.0 / math.sqrt(max(per_scale, 1) * self.q_max))
+        v = torch.clamp(x / step, self.q_min, self.q_max)
+        return ste(torch.round(v), v) * step
+
+    def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        step = self.scale_for(x).detach()
+        return self.q_min * step, self.q_max * step
+
+
+@QUANTIZERS.register("pow2")
+class Pow2Quantizer(_LearnedScale):
+    """Power-of-two (logarithmic) quantizer with a learned scale ``s``.
+
+    Forward: ``v = clamp(x / s, -1, 1)``; ``y = s * sign(v) * 2^e`` with
+    ``e = clamp(round(log2|v|), -(L - 1), 0)`` and ``L = 2^(b-1) - 1`` magnitude levels, and
+    ``y = 0`` where ``|v| < 2^-(L-1) / 2`` (half the smallest level). One sign bit plus
+    ``b - 1`` bits of exponent code (one code is zero): ``2^b - 1`` levels; all non-zero outputs
+    are ``+-s * 2^e``, powers of two when ``s`` is (``scale_format="pow2"``).
+
+    Gradient: straight-through for ``x`` (1 where ``|x| <= s``, else 0); LSQ-style for ``s``
+    (``q(v) - v`` inside, ``+-1`` outside), scaled by ``1 / sqrt(numel_per_scale)``.
+    """
+
+    family = "pow2"
+
+    def __init__(
+        self,
+        bits: int = 4,
+        *,
+        signed: bool = True,
+        granularity: str = "per_tensor",
+        channels: int = 1,
+        scale_format: str = "float32",
+    ) -> None:
+        if not 2 <= bits <= 8:
+            raise ArchConfigError(f"bits={bits} is not possible for a pow2 quantizer; use 2..8")
+        super().__init__(
+            bits,
+            signed=signed,
+            granularity=granularity,
+            channels=channels,
+            scale_format=scale_format,
+            initial_scale=2.0,
+        )
+        self.min_exponent = -(2 ** (bits - 1) - 2)
+
+    @torch.no_grad()
+    def init_from(self, x: Tensor) -> None:
+        """``s = max|x|`` per channel or tensor (the largest level covers the data)."""
+        dims = self._reduce_dims(x)
+        largest = x.abs().amax(dim=dims) if dims else x.abs()
+        self.scale.copy_(largest.reshape(-1).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        per_scale = x.numel() // self.scale.numel() if x.numel() else 1
+        scale = _grad_scale(self.scale_for(x), 1.0 / math.sqrt(max(per_scale, 1)))
+        low = -1.0 if self.signed else 0.0
+        v = torch.clamp(x / scale, low, 1.0)
+        magnitude = v.abs()
+        exponent = torch.clamp(
+            torch.round(torch.log2(magnitude.clamp_min(_TINY))), self.min_exponent, 0
+        )
+        level = torch.exp2(exponent)
+        level = torch.where(magnitude < 2.0 ** (self.min_exponent - 1), 0.0, level)
+        level = torch.where(v < 0, -level, level)
+        return ste(level, v) * scale
+
+    def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.scale_for(x).detach()
+        return (-scale if self.signed else 0 * scale), scale
+
+
+class _DataScaled(Quantizer):
+    """Quantizers whose scale is a statistic of the input (XNOR-Net / TWN style)."""
+
+    def __init__(
+        self,
+        bits: int,
+        *,
+        granularity: str,
+        scale_format: str,
+        clip: float,
+    ) -> None:
+        super().__init__()
+        if granularity not in ("per_tensor", "per_channel"):
+            raise ArchConfigError(
+                f"granularity={granularity!r} is not supported; use per_tensor or per_channel"
+            )
+        scale_format_bits(scale_format)
+        self.bits = bits
+        self.signed = True
+        self.granularity = granularity
+        self.scale_format = scale_format
+        self.clip = clip
+
+    def _surrogate(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, -self.clip, self.clip)
+
+    def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        limit = torch.full((), self.clip, device=x.device, dtype=x.dtype)
+        return -limit, limit
+
+
+@QUANTIZERS.register("binary")
+class BinaryQuantizer(_DataScaled):
+    """Binary quantizer: ``y = sign(x) * a`` with ``sign(0) = +1``.
+
+    ``scaled=True`` (weights): ``a = mean|x|`` per channel (dim 0) or per tensor, after Double
+    Quantization. ``scaled=False`` (activations): ``a = 1``, a pure sign, no scales.
+
+    Gradient: straight-through, 1 where ``|x| <= clip`` (default 1, as Larq's ``ste_sign``), else
+    0; no gradient through ``a``.
+    """
+
+    family = "binary"
+
+    def __init__(
+        self,
+        bits: int = 1,
+        *,
+        signed: bool = True,
+        granularity: str = "per_channel",
+        channels: int = 1,
+        scale_format: str = "float32",
+        scaled: bool = True,
+        clip: float = 1.0,
+    ) -> None:
+        if bits != 1:
+            raise ArchConfigError(f"bits={bits} is not possible for a binary quantizer; use 1")
+        super().__init__(1, granularity=granularity, scale_format=scale_format, clip=clip)
+        self.scaled = scaled
+        self.has_scales = scaled
+
+    def scale_for(self, x: Tensor) -> Tensor | None:
+        if not self.scaled:
+            return None
+        dims = self._reduce_dims(x)
+        mean_abs = x.detach().abs().mean(dim=dims) if dims else x.detach().abs()
+        scale = quantize_scale(mean_abs.reshape(-1).clamp_min(_TINY), self.scale_format)
+        return self._channel_view(scale, x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        scale = self.scale_for(x)
+        value = signs if scale is None else signs * scale
+        return ste(value, self._surrogate(x))
+
+
+@QUANTIZERS.register("ternary")
+class TernaryQuantizer(_DataScaled):
+    """Ternary quantizer (TWN, Li et al. 2016): ``y = a * t``, ``t`` in ``{-1, 0, +1}``.
+
+    ``t = sign(x)`` where ``|x| > delta`` else 0, with ``delta = threshold * mean|x|`` (default
+    0.7) and ``a = mean of |x| over |x| > delta``, per channel (dim 0) or per tensor, after
+    Double Quantization. Gradient: straight-through, 1 where ``|x| <= clip`` (default 1), else
+    0; no gradient through ``a``.
+    """
+
+    family = "ternary"
+    has_scales = True
+
+    def __init__(
+        self,
+        bits: int = 2,
+        *,
+        signed: bool = True,
+        granularity: str = "per_channel",
+        channels: int = 1,
+        scale_format: str = "float32",
+        threshold: float = 0.7,
+        clip: float = 1.0,
+    ) -> None:
+        if bits != 2:
+            raise ArchConfigError(f"bits={bits} is not possible for a ternary quantizer; use 2")
+        super().__init__(2, granularity=granularity, scale_format=scale_format, clip=clip)
+        self.threshold = threshold
+
+    def _mask_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        dims = self._reduce_dims(x)
+        magnitude = x.detach().abs()
+        if dims:
+            delta = self.threshold * magnitude.mean(dim=dims, keepdim=True)
+        else:
+            delta = self.threshold * magnitude
+        mask = (magnitude > delta).to(x.dtype)
+        if dims:
+            total = (magnitude * mask).sum(dim=dims)
+            count = mask.sum(dim=dims).clamp_min(1.0)
+            scale = total / count
+        else:
+            scale = magnitude
+        scale = quantize_scale(scale.reshape(-1).clamp_min(_TINY), self.scale_format)
+        return mask, self._channel_view(scale, x)
+
+    def scale_for(self, x: Tensor) -> Tensor:
+        return self._mask_and_scale(x)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask, scale = self._mask_and_scale(x)
+        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        return ste(signs * mask * scale, self._surrogate(x))
+
+
+def make_quantizer(
+    family: str,
+    bits: int,
+    *,
+    signed: bool = True,
+    granularity: str = "per_tensor",
+    channels: int = 1,
+    scale_format: str = "float32",
+) -> Quantizer:
+    """A weight quantizer of ``family`` at ``bits`` bits.
+
+    ``channels`` is the size of dim 0 of the tensors it will see (used for ``per_channel``).
+    An unknown family raises :class:`space.errors.UnknownNameError`; bits the family cannot
+    take raise :class:`space.errors.ArchConfigError`.
+    """
+    cls: Any = QUANTIZERS.get(family)
+    return cls(
+        bits,
+        signed=signed,
+        granularity=granularity,
+        channels=channels,
+        scale_format=scale_format,
+    )
+
+
+def make_activation_quantizer(
+    bits: int, *, signed: bool, scale_format: str = "float32"
+) -> Quantizer:
+    """The requantizer of an activation tensor to ``bits`` bits (per tensor).
+
+    ``1``: pure sign (:class:`BinaryQuantizer` with ``scaled=False``); ``2..16``:
+    :class:`UniformQuantizer` (unsigned after ReLU: pass ``signed=False``); ``32``: float.
+    """
+    if bits == 32:
+        return FloatQuantizer()
+    if bits == 1:
+        return BinaryQuantizer(1, granularity="per_tensor", scale_format=scale_format, scaled=False)
+    return UniformQuantizer(
+        bits, signed=signed, granularity="per_tensor", channels=1, scale_format=scale_format
+    )

@@ -1,0 +1,247 @@
+"""Properties of every registered quantizer, at every bit-width and scale format it takes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from space.arch import QUANTIZER_BITS, SCALE_FORMATS
+from space.errors import ArchConfigError, UnknownNameError
+from space.quantizers import (
+    QUANTIZERS,
+    BinaryQuantizer,
+    Pow2Quantizer,
+    make_activation_quantizer,
+    make_quantizer,
+    quantize_scale,
+)
+
+torch.set_num_threads(1)
+
+CASES = [
+    (family, bits, granularity, scale_format)
+    for family in QUANTIZERS.names()
+    for bits in QUANTIZER_BITS[family]
+    for granularity in ("per_tensor", "per_channel")
+    for scale_format in SCALE_FORMATS
+    if family != "float" or (granularity, scale_format) == ("per_tensor", "float32")
+]
+CHANNELS = 4
+
+
+def _weights(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(CHANNELS, 3, 3, 3, generator=generator) * 0.3
+
+
+def _built(family: str, bits: int, granularity: str, scale_format: str) -> torch.nn.Module:
+    quantizer = make_quantizer(
+        family, bits, granularity=granularity, channels=CHANNELS, scale_format=scale_format
+    )
+    quantizer.init_from(_weights())
+    return quantizer
+
+
+def _groups(y: torch.Tensor, granularity: str) -> list[torch.Tensor]:
+    return list(y) if granularity == "per_channel" else [y]
+
+
+def test_registry_covers_every_family() -> None:
+    assert sorted(QUANTIZERS.names()) == sorted(QUANTIZER_BITS)
+    with pytest.raises(UnknownNameError, match="choose one of"):
+        make_quantizer("log", 4)
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES[::4])
+def test_attributes_visible(family: str, bits: int, granularity: str, scale_format: str) -> None:
+    quantizer = _built(family, bits, granularity, scale_format)
+    assert quantizer.family == family
+    assert quantizer.bits == bits
+    assert quantizer.granularity == granularity
+    assert quantizer.scale_format == scale_format
+    assert isinstance(quantizer.signed, bool)
+    assert quantizer.__doc__ and "Gradient" in quantizer.__doc__
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES)
+def test_levels_and_idempotence(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    quantizer = _built(family, bits, granularity, scale_format)
+    x = _weights(1) * 3  # wider than the weights, so clipping happens too
+    y = quantizer(x)
+    if family != "float":
+        for group in _groups(y, granularity):
+            assert len(torch.unique(group)) <= 2**bits
+    torch.testing.assert_close(quantizer(y), y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES)
+def test_straight_through_gradient(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    quantizer = _built(family, bits, granularity, scale_format)
+    x = _weights(2)
+    limits = quantizer.clip_range(x)
+    if limits is not None:
+        low, high = limits
+        inside = (x > low * 0.999) & (x < high * 0.999)
+        x = torch.where(inside, x, 0.5 * (low + high).expand_as(x))
+    x = x.clone().requires_grad_(True)
+    quantizer(x).sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, torch.ones_like(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale_format", SCALE_FORMATS)
+def test_gradient_zero_outside_the_range(scale_format: str) -> None:
+    quantizer = make_quantizer("uniform", 4, scale_format=scale_format)
+    step = float(quantizer.scale_for(torch.zeros(1)).detach())
+    x = torch.tensor([100.0 * step, -100.0 * step, 0.3 * step], requires_grad=True)
+    quantizer(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_uniform_step_gets_lsq_gradient() -> None:
+    quantizer = make_quantizer("uniform", 4, signed=True)
+    with torch.no_grad():
+        quantizer.scale.fill_(1.0)
+    x = torch.tensor([0.25, 100.0])  # inside: round(v) - v = -0.25; above: q_max = 7
+    quantizer(x).sum().backward()
+    grad_factor = 1.0 / (2 * 7) ** 0.5
+    torch.testing.assert_close(quantizer.scale.grad, torch.tensor([(-0.25 + 7) * grad_factor]))
+
+
+@pytest.mark.parametrize("bits", QUANTIZER_BITS["pow2"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_pow2_outputs_are_signed_powers_of_two(bits: int, granularity: str) -> None:
+    quantizer = _built("pow2", bits, granularity, "pow2")
+    y = quantizer(_weights(3) * 2)
+    nonzero = y[y != 0].abs()
+    assert nonzero.numel() > 0
+    exponents = torch.log2(nonzero)
+    assert torch.equal(exponents, torch.round(exponents))  # scale is a power of two too
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_pow2_outputs_relative_to_a_float_scale(granularity: str) -> None:
+    quantizer = _built("pow2", 4, granularity, "float32")
+    x = _weights(4)
+    ratio = (quantizer(x) / quantizer.scale_for(x)).abs()
+    exponents = torch.log2(ratio[ratio != 0])
+    torch.testing.assert_close(exponents, torch.round(exponents), rtol=0, atol=1e-5)
+    assert int(exponents.min()) >= Pow2Quantizer(4).min_exponent
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_binary_outputs_are_plus_minus_scale(granularity: str) -> None:
+    quantizer = _built("binary", 1, granularity, "float32")
+    x = _weights(5)
+    y = quantizer(x)
+    scale = quantizer.scale_for(x).expand_as(x)
+    assert torch.equal(y.abs(), scale)
+    assert torch.equal(torch.sign(y), torch.where(x >= 0, 1.0, -1.0))
+    expected_scale = x.abs().mean(dim=(1, 2, 3)) if granularity == "per_channel" else x.abs().mean()
+    torch.testing.assert_close(scale.reshape(CHANNELS, -1)[:, 0], expected_scale.expand(CHANNELS))
+
+
+def test_binary_activation_is_a_pure_sign() -> None:
+    quantizer = make_activation_quantizer(1, signed=True)
+    assert isinstance(quantizer, BinaryQuantizer) and quantizer.scale_for(torch.ones(1)) is None
+    assert quantizer(torch.tensor([-0.2, 0.0, 3.0])).tolist() == [-1.0, 1.0, 1.0]
+
+
+def test_ternary_levels_follow_twn() -> None:
+    quantizer = make_quantizer("ternary", 2, granularity="per_tensor")
+    x = torch.tensor([-1.0, -0.1, 0.0, 0.2, 0.9])  # mean|x| = 0.44, delta = 0.308
+    y = quantizer(x)
+    assert y.tolist() == pytest.approx([-0.95, 0.0, 0.0, 0.0, 0.95])
+
+
+@pytest.mark.parametrize("bits", [16, 8, 4])
+def test_int_scales_take_at_most_2_to_the_n_values(bits: int) -> None:
+    scales = torch.rand(300, generator=torch.Generator().manual_seed(0)) + 1e-3
+    quantized = quantize_scale(scales, f"int{bits}")
+    assert len(torch.unique(quantized)) <= 2**bits
+    step = scales.max() / (2**bits - 1)
+    integers = quantized / step
+    torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=1e-3)
+    assert quantized.min() > 0
+
+
+def test_pow2_scales_are_powers_of_two_and_pass_gradient() -> None:
+    scales = torch.tensor([0.3, 1.0, 5.0, 0.011], requires_grad=True)
+    quantized = quantize_scale(scales, "pow2")
+    assert quantized.tolist() == [0.25, 1.0, 4.0, 2.0**-7]
+    quantized.sum().backward()
+    torch.testing.assert_close(scales.grad, torch.ones(4))
+
+
+@pytest.mark.parametrize(("family", "bits"), [("uniform", 4), ("pow2", 4), ("binary", 1)])
+@pytest.mark.parametrize("scale_format", ["int4", "pow2"])
+def test_quantizer_scales_are_double_quantized(family: str, bits: int, scale_format: str) -> None:
+    quantizer = _built(family, bits, "per_channel", scale_format)
+    scale = quantizer.scale_for(_weights(6)).reshape(-1)
+    if scale_format == "pow2":
+        exponents = torch.log2(scale)
+        assert torch.equal(exponents, torch.round(exponents))
+    else:
+        integers = scale / (scale.max() / 15)
+        torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_activation_quantizer_unsigned_levels(bits: int) -> None:
+    quantizer = make_activation_quantizer(bits, signed=False)
+    y = quantizer(torch.linspace(-3, 3, 1001))
+    assert len(torch.unique(y)) <= 2**bits
+    if bits > 1:
+        assert float(y.min().detach()) == 0.0
+
+
+def test_bad_arguments_raise_arch_config_error() -> None:
+    with pytest.raises(ArchConfigError, match="bits=3"):
+        make_quantizer("binary", 3)
+    with pytest.raises(ArchConfigError, match="scale_format"):
+        make_quantizer("uniform", 4, scale_format="int3x")
+    with pytest.raises(ArchConfigError, match="granularity"):
+        make_quantizer("uniform", 4, granularity="per_row")
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES[::3])
+def test_runs_on_the_meta_device(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    with torch.device("meta"):
+        quantizer = make_quantizer(
+            family, bits, granularity=granularity, channels=CHANNELS, scale_format=scale_format
+        )
+        weights = torch.empty(CHANNELS, 3, 3, 3)
+        quantizer.init_from(weights)
+        y = quantizer(weights)
+    assert y.device.type == "meta" and y.shape == weights.shape
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bits=st.sampled_from([2, 3, 4, 8]),
+    signed=st.booleans(),
+    values=st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=1, max_size=64),
+    step=st.floats(1e-3, 10.0),
+)
+def test_uniform_property(bits: int, signed: bool, values: list[float], step: float) -> None:
+    quantizer = make_quantizer("uniform", bits, signed=signed)
+    with torch.no_grad():
+        quantizer.scale.fill_(step)
+    x = torch.tensor(values)
+    y = quantizer(x)
+    assert len(torch.unique(y)) <= 2**bits
+    torch.testing.assert_close(quantizer(y), y, rtol=1e-6, atol=1e-6)
+    actual_step = quantizer.scale_for(x).reshape(())
+    assert float((y / actual_step - torch.round(y / actual_step)).abs().max()) < 1e-3
+    # never farther than half a step from x inside the range
+    low, high = quantizer.clip_range(x)
+    inside = (x >= low) & (x <= high)
+    assert bool(((y - x).abs()[inside] <= actual_step * 0.5 + 1e-5).all())
