@@ -1,0 +1,36 @@
+"""ACE v1 / ACE v2 cost counting (public API).
+
+``count_ace(arch_or_module)`` builds the network on the meta device, collects every module's
+declaration of the arithmetic it executes at inference, and prices it with a :class:`CostTable`
+into an :class:`AceReport` (totals, elementwise element counts, per-layer breakdown)::
+
+    from evaluators.ace import CostTable, count_ace
+    from space.zoo import get_zoo_arch
+
+    report = count_ace(get_zoo_arch("mobilenet_v1-1.0-w8a8"))
+    print(report.ace_v1, report.ace_v2, report.elementwise_share)
+    print(report.to_table())
+    bf16 = count_ace(get_zoo_arch("pokebnn-1.0x"), cost_table=CostTable.default(float_bits=16))
+"""
+
+from __future__ import annotations
+
+from evaluators._cost_table import COST_RULES, FLOAT_WIDTHS, CostTable, OpPrice
+from evaluators._counter import ROOT_LAYER, count_ace, declarations
+from evaluators._report import AceReport, BreakdownRow, LayerSummary
+from evaluators._torch_handlers import TORCH_HANDLERS, register_torch_handler
+
+__all__ = [
+    "AceReport",
+    "BreakdownRow",
+    "COST_RULES",
+    "CostTable",
+    "FLOAT_WIDTHS",
+    "LayerSummary",
+    "OpPrice",
+    "ROOT_LAYER",
+    "TORCH_HANDLERS",
+    "count_ace",
+    "declarations",
+    "register_torch_handler",
+]
