@@ -17,9 +17,8 @@ def test_front_matches_optuna_best_trials(tmp_path):
     assert table["ace_v2"].is_monotonic_increasing and table["accuracy"].is_monotonic_increasing
 
 
-def test_front_records_are_json_ready(tmp_path):
-    make_run(tmp_path, MIXED)
-    records = front_records(load(tmp_path))
+def test_front_records_are_json_ready(mixed_run):
+    records = front_records(load(mixed_run))
     assert records[0]["number"] == 0 and isinstance(records[0]["number"], int)
     assert records[0]["final_accuracy"] is None and records[-1]["final_accuracy"] == 0.95
     assert records[0]["baseline"] == "mobilenet_v1-0.25-w4a4"

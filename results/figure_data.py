@@ -1,0 +1,213 @@
+"""Pure data functions behind the figures (tested; :mod:`results.figures` only draws them).
+
+Every function takes the trials frame of :func:`results.trials.load` (or an ACE report) and
+returns plain DataFrames / dicts. Accuracy is a fraction in [0, 1]; ACE values are in the cost
+table's unit (bit-ops).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from results.layers import arch_summary, layer_bits
+from results.pareto import hypervolume_history, pareto_mask
+from results.ranking import kendall_tau
+from results.trials import trial_arch
+from space.errors import ArchConfigError
+
+__all__ = [
+    "pareto_scatter_data",
+    "hypervolume_data",
+    "bits_heatmap_data",
+    "ace_breakdown_data",
+    "proxy_final_data",
+]
+
+logger = logging.getLogger(__name__)
+
+# Use a logarithmic ACE axis when the costs span more than this ratio.
+_LOG_AXIS_RATIO = 20.0
+
+
+def _completed(frame: pd.DataFrame) -> pd.DataFrame:
+    done = frame[frame["state"] == "COMPLETE"]
+    finite = np.isfinite(done["accuracy"].to_numpy(float)) & np.isfinite(
+        done["ace_v2"].to_numpy(float)
+    )
+    return done[finite].sort_values("number", ignore_index=True)
+
+
+def _summary(row: pd.Series) -> str:
+    try:
+        arch = trial_arch(row)
+    except ArchConfigError:
+        return "(unreadable architecture)"
+    return arch_summary(arch) if arch is not None else "(no architecture recorded)"
+
+
+def pareto_scatter_data(
+    frame: pd.DataFrame, zoo_ace: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """Data of the Pareto scatter.
+
+    Returns a dict with
+
+    * ``points``: one row per completed trial with finite objectives (``number``, ``accuracy``,
+      ``ace_v2``, ``ace_v1``, ``mac_cost`` and ``elementwise_cost`` (ACE v2 split by the
+      trial's ``elementwise_share``; NaN when unknown), ``on_front``, ``baseline`` (zoo name or
+      ``""``), ``status``, ``archid``, ``layer_bits``, ``summary`` (one-line architecture));
+    * ``front``: the front rows (``number``, ``accuracy``, ``ace_v2``) sorted by ACE v2, to be
+      drawn as a step line (horizontal then vertical);
+    * ``zoo``: reference ACE v2 of zoo models costed with ``count_ace`` (``name``, ``ace_v2``),
+      from ``zoo_ace`` (empty when not given);
+    * ``log_x``: whether the ACE axis should be logarithmic.
+    """
+    done = _completed(frame)
+    share = done["elementwise_share"].to_numpy(float)
+    ace = done["ace_v2"].to_numpy(float)
+    points = pd.DataFrame(
+        {
+            "number": done["number"].astype(int),
+            "accuracy": done["accuracy"].astype(float),
+            "ace_v2": ace,
+            "ace_v1": done["ace_v1"].astype(float),
+            "mac_cost": ace * (1.0 - share),
+            "elementwise_cost": ace * share,
+            "on_front": pareto_mask(done["accuracy"].to_numpy(float), ace),
+            "baseline": done["baseline"].fillna("").astype(str),
+            "status": done["status"].fillna("").astype(str),
+            "archid": done["archid"].fillna("").astype(str),
+            "layer_bits": done["layer_bits"].fillna("").astype(str),
+            "summary": [_summary(row) for _, row in done.iterrows()],
+        }
+    )
+    front = (
+        points.loc[points["on_front"], ["number", "accuracy", "ace_v2"]]
+        .sort_values(["ace_v2", "accuracy", "number"])
+        .reset_index(drop=True)
+    )
+    zoo = pd.DataFrame(
+        {"name": list((zoo_ace or {}).keys()), "ace_v2": list((zoo_ace or {}).values())},
+        columns=["name", "ace_v2"],
+    ).astype({"name": str, "ace_v2": float})
+    costs = np.concatenate([ace, zoo["ace_v2"].to_numpy(float)])
+    costs = costs[np.isfinite(costs) & (costs > 0)]
+    log_x = bool(costs.size and costs.max() / costs.min() > _LOG_AXIS_RATIO)
+    return {"points": points, "front": front, "zoo": zoo, "log_x": log_x}
+
+
+def hypervolume_data(
+    frame: pd.DataFrame, reference: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Hypervolume after each completed trial (see :func:`results.pareto.hypervolume_history`):
+    ``history`` (``number``, ``hypervolume``, ``normalized``, ``front_size``) and ``reference``.
+    """
+    history = hypervolume_history(_completed(frame), reference)
+    return {"history": history, "reference": history.attrs["reference"]}
+
+
+def _layer_order(name: str) -> tuple[int, int, int]:
+    """Forward order of the layer names of :func:`results.layers.layer_bits`."""
+    if name.startswith("stem"):
+        return (0, 0, int(name[-1]) if name[-1].isdigit() else 0)
+    if name == "head":
+        return (2, 0, 0)
+    match = re.fullmatch(r"b(\d+)\.(dw|pw|conv(\d))", name)
+    if match is None:
+        return (1, 10**6, 0)
+    part = {"dw": 0, "pw": 1}.get(match.group(2), int(match.group(3) or 0))
+    return (1, int(match.group(1)), part)
+
+
+def bits_heatmap_data(frame: pd.DataFrame) -> dict[str, Any]:
+    """Per-layer bit-widths of the front (rows: front trials by ACE v2; columns: layers).
+
+    Returns ``rows`` (trial numbers), ``row_labels``, ``layers`` (column names in forward
+    order, the union over the front), ``weight_bits`` and ``activation_bits`` (float arrays
+    ``(rows, layers)``, NaN where an architecture has no such layer) and ``text`` (``"w/a"``
+    per cell, ``""`` where absent).
+    """
+    done = _completed(frame)
+    front = done[pareto_mask(done["accuracy"].to_numpy(float), done["ace_v2"].to_numpy(float))]
+    front = front.sort_values(["ace_v2", "number"])
+    per_row: list[dict[str, tuple[int, int]]] = []
+    numbers: list[int] = []
+    labels: list[str] = []
+    for _, row in front.iterrows():
+        try:
+            arch = trial_arch(row)
+        except ArchConfigError:
+            arch = None
+        if arch is None:
+            continue
+        per_row.append({lb.layer: (lb.weight_bits, lb.activation_bits) for lb in layer_bits(arch)})
+        numbers.append(int(row["number"]))
+        labels.append(f"#{int(row['number'])} ({100 * row['accuracy']:.1f}%)")
+    layers = sorted({name for bits in per_row for name in bits}, key=_layer_order)
+    weight = np.full((len(per_row), len(layers)), np.nan)
+    activation = np.full_like(weight, np.nan)
+    text = [["" for _ in layers] for _ in per_row]
+    for i, bits in enumerate(per_row):
+        for j, name in enumerate(layers):
+            if name in bits:
+                weight[i, j], activation[i, j] = bits[name]
+                text[i][j] = f"{bits[name][0]}/{bits[name][1]}"
+    return {
+        "rows": numbers,
+        "row_labels": labels,
+        "layers": layers,
+        "weight_bits": weight,
+        "activation_bits": activation,
+        "text": text,
+    }
+
+
+def ace_breakdown_data(report: Mapping[str, Any] | Any) -> pd.DataFrame:
+    """ACE v2 per layer split into MAC and elementwise cost, from an ACE report.
+
+    ``report``: an :class:`evaluators.ace.AceReport` or its ``to_dict()``; its ``breakdown``
+    rows (``layer``, ``op``, ``cost``) are summed per layer: ``op == "mac"`` is MAC cost,
+    every other op kind elementwise cost. Returns columns ``layer``, ``mac_cost``,
+    ``elementwise_cost``, ``total`` in the report's layer order.
+    """
+    data = report.to_dict() if hasattr(report, "to_dict") else report
+    rows = pd.DataFrame(list(data["breakdown"]), columns=None)
+    if rows.empty:
+        return pd.DataFrame(columns=["layer", "mac_cost", "elementwise_cost", "total"])
+    is_mac = rows["op"] == "mac"
+    rows = rows.assign(
+        mac_cost=np.where(is_mac, rows["cost"].astype(float), 0.0),
+        elementwise_cost=np.where(is_mac, 0.0, rows["cost"].astype(float)),
+    )
+    order = list(dict.fromkeys(rows["layer"]))
+    table = rows.groupby("layer", sort=False)[["mac_cost", "elementwise_cost"]].sum()
+    table = table.reindex(order).reset_index()
+    table["total"] = table["mac_cost"] + table["elementwise_cost"]
+    return table
+
+
+def proxy_final_data(frame: pd.DataFrame) -> dict[str, Any]:
+    """Proxy vs final accuracy of the fully trained trials.
+
+    Returns ``points`` (``number``, ``accuracy``, ``final_accuracy``, ``ace_v2``) and ``tau``
+    (Kendall tau-b between proxy and final accuracy; NaN with fewer than two trained trials).
+    """
+    done = _completed(frame)
+    trained = done[np.isfinite(done["final_accuracy"].to_numpy(float))]
+    points = pd.DataFrame(
+        {
+            "number": trained["number"].astype(int),
+            "accuracy": trained["accuracy"].astype(float),
+            "final_accuracy": trained["final_accuracy"].astype(float),
+            "ace_v2": trained["ace_v2"].astype(float),
+        }
+    ).reset_index(drop=True)
+    tau = kendall_tau(points["accuracy"], points["final_accuracy"]) if len(points) else math.nan
+    return {"points": points, "tau": tau}

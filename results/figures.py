@@ -1,0 +1,209 @@
+"""Plotly renderers of the data in :mod:`results.figure_data` (thin: no computation here).
+
+Plotly renders hover texts, labels and titles as a subset of HTML, so every user string
+(architecture names, zoo names, study names) is passed through :func:`html.escape`.
+The Pareto scatter's trial points carry ``meta="trials"`` (one point per completed trial,
+split into a search trace and a zoo-baseline trace) so that pages and tests can count them.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = [
+    "TRIALS_META",
+    "pareto_figure",
+    "hypervolume_figure",
+    "bits_heatmap_figure",
+    "ace_breakdown_figure",
+    "proxy_final_figure",
+]
+
+TRIALS_META = "trials"
+_ACE_AXIS = "ACE v2 (bit-ops)"
+
+
+def _hover(points: pd.DataFrame) -> list[str]:
+    texts = []
+    for row in points.itertuples(index=False):
+        split = (
+            f"MAC {row.mac_cost:,.0f} + elementwise {row.elementwise_cost:,.0f}"
+            if math.isfinite(row.mac_cost)
+            else "split unknown"
+        )
+        name = f"<b>{html.escape(row.baseline)}</b><br>" if row.baseline else ""
+        texts.append(
+            f"{name}trial #{row.number} ({html.escape(row.status)})<br>"
+            f"accuracy {100 * row.accuracy:.2f}%<br>"
+            f"ACE v2 {row.ace_v2:,.0f} = {split}<br>"
+            f"ACE v1 {row.ace_v1:,.0f}<br>"
+            f"archid {html.escape(row.archid)}<br>"
+            f"bits w/a {html.escape(row.layer_bits)}<br>"
+            f"{html.escape(row.summary)}"
+        )
+    return texts
+
+
+def pareto_figure(data: dict[str, Any], title: str = "Pareto front") -> go.Figure:
+    """Scatter of every completed trial (accuracy vs ACE v2), the front as a step line, zoo
+    baselines labelled, costed zoo models as dashed vertical lines.
+    """
+    points: pd.DataFrame = data["points"]
+    figure = go.Figure()
+    for is_baseline, name, marker in (
+        (False, "trials", {"size": 8, "color": "#1f77b4", "opacity": 0.7}),
+        (True, "zoo baselines", {"size": 12, "color": "#d62728", "symbol": "diamond"}),
+    ):
+        part = points[(points["baseline"] != "") == is_baseline]
+        marker = dict(marker)
+        if not is_baseline:
+            marker["line"] = {"width": [2 if f else 0 for f in part["on_front"]], "color": "black"}
+        figure.add_trace(
+            go.Scatter(
+                x=part["ace_v2"].tolist(),
+                y=part["accuracy"].tolist(),
+                customdata=part["number"].tolist(),
+                mode="markers+text" if is_baseline else "markers",
+                text=[html.escape(n) for n in part["baseline"]] if is_baseline else None,
+                textposition="top center",
+                hovertext=_hover(part),
+                hoverinfo="text",
+                name=name,
+                marker=marker,
+                meta=TRIALS_META,
+            )
+        )
+    front: pd.DataFrame = data["front"]
+    figure.add_trace(
+        go.Scatter(
+            x=front["ace_v2"].tolist(),
+            y=front["accuracy"].tolist(),
+            mode="lines",
+            line={"shape": "hv", "color": "black", "width": 1.5},
+            name="Pareto front",
+            hoverinfo="skip",
+        )
+    )
+    for row in data["zoo"].itertuples(index=False):
+        figure.add_vline(
+            x=row.ace_v2,
+            line={"dash": "dash", "color": "#888", "width": 1},
+            annotation_text=html.escape(row.name),
+            annotation_textangle=-90,
+        )
+    figure.update_layout(
+        title=html.escape(title),
+        xaxis={"title": _ACE_AXIS, "type": "log" if data["log_x"] else "linear"},
+        yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
+        hovermode="closest",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def hypervolume_figure(data: dict[str, Any], title: str = "Hypervolume over trials") -> go.Figure:
+    """Normalized hypervolume after each completed trial (reference point in the title)."""
+    history: pd.DataFrame = data["history"]
+    ref_acc, ref_ace = data["reference"]
+    figure = go.Figure(
+        go.Scatter(
+            x=history["number"].tolist(),
+            y=history["normalized"].tolist(),
+            mode="lines+markers",
+            line={"shape": "hv"},
+            customdata=np.stack(
+                [history["hypervolume"].to_numpy(float), history["front_size"].to_numpy(float)],
+                axis=-1,
+            ).tolist()
+            if len(history)
+            else [],
+            hovertemplate="trial %{x}<br>normalized %{y:.4f}<br>hypervolume %{customdata[0]:.4g}"
+            "<br>front size %{customdata[1]}<extra></extra>",
+            name="hypervolume",
+        )
+    )
+    figure.update_layout(
+        title=f"{html.escape(title)} (reference: accuracy {ref_acc:g}, ACE v2 {ref_ace:,.0f})",
+        xaxis={"title": "trial number"},
+        yaxis={"title": "hypervolume / reference box", "rangemode": "tozero"},
+    )
+    return figure
+
+
+def _nan_to_none(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]
+
+
+def bits_heatmap_figure(
+    data: dict[str, Any], title: str = "Per-layer bit-widths of the front"
+) -> go.Figure:
+    """Heat map of weight bits (colour) per front trial and layer; cells show ``w/a``."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=_nan_to_none(data["weight_bits"]),
+            x=list(data["layers"]),
+            y=list(data["row_labels"]),
+            text=data["text"],
+            texttemplate="%{text}",
+            customdata=_nan_to_none(data["activation_bits"]),
+            hovertemplate="%{y}<br>%{x}: weight %{z} bits, activation %{customdata} bits"
+            "<extra></extra>",
+            colorscale="Viridis",
+            colorbar={"title": "weight bits"},
+            hoverongaps=False,
+        )
+    )
+    figure.update_layout(
+        title=html.escape(title),
+        xaxis={"title": "layer (w/a bits)"},
+        yaxis={"title": "front trial (cheapest first)", "type": "category"},
+    )
+    return figure
+
+
+def ace_breakdown_figure(table: pd.DataFrame, title: str = "ACE v2 per layer") -> go.Figure:
+    """Stacked bars per layer: MAC cost vs elementwise cost (ACE v2 bit-ops)."""
+    layers = [html.escape(str(name)) for name in table["layer"]]
+    figure = go.Figure(
+        [
+            go.Bar(x=layers, y=table["mac_cost"].tolist(), name="MACs"),
+            go.Bar(x=layers, y=table["elementwise_cost"].tolist(), name="elementwise"),
+        ]
+    )
+    figure.update_layout(
+        title=html.escape(title),
+        barmode="stack",
+        xaxis={"title": "layer"},
+        yaxis={"title": _ACE_AXIS},
+    )
+    return figure
+
+
+def proxy_final_figure(data: dict[str, Any], title: str = "Proxy vs final accuracy") -> go.Figure:
+    """Final accuracy against proxy accuracy of fully trained trials; Kendall tau in the title."""
+    points: pd.DataFrame = data["points"]
+    tau = data["tau"]
+    tau_text = "n/a (needs two trained trials)" if math.isnan(tau) else f"{tau:.3f}"
+    figure = go.Figure(
+        go.Scatter(
+            x=points["accuracy"].tolist(),
+            y=points["final_accuracy"].tolist(),
+            customdata=points["number"].tolist(),
+            mode="markers",
+            marker={"size": 9},
+            hovertemplate="trial %{customdata}<br>proxy %{x:.2%}<br>final %{y:.2%}<extra></extra>",
+            name="trained trials",
+        )
+    )
+    figure.update_layout(
+        title=f"{html.escape(title)} (Kendall tau = {tau_text})",
+        xaxis={"title": "proxy accuracy", "tickformat": ".0%"},
+        yaxis={"title": "final accuracy", "tickformat": ".0%"},
+    )
+    return figure
