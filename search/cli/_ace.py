@@ -1,5 +1,99 @@
-"""`pikenas ace`."""
+"""`pikenas ace`: the ACE v1 / ACE v2 report of a zoo model or an ArchConfig JSON file."""
 
 from __future__ import annotations
 
-from search.cli import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from search.cli import app
+
+if TYPE_CHECKING:
+    from space.arch import ArchConfig
+
+
+@app.command()
+def ace(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME_OR_ARCH_JSON",
+            help="A zoo name (see 'pikenas zoo') or the path of an ArchConfig JSON file.",
+        ),
+    ],
+    resolution: Annotated[
+        int | None,
+        typer.Option("--resolution", min=1, help="Input size in pixels (default: the model's)."),
+    ] = None,
+    cost_table: Annotated[
+        Path | None,
+        typer.Option(
+            "--cost-table",
+            help="A cost table (YAML or JSON, see configs/cost_tables/); default: DESIGN.md's.",
+        ),
+    ] = None,
+    float_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--float-bits",
+            help="Count float operands at 32 (fp32) or 16 (fp16/bf16) bits; default: the table's.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Count ACE v1 and ACE v2 of one network on one 1 x C x R x R input, before any training.
+
+    Prints a per-layer table (MACs, ACE v1, ACE v2 of MACs and of elementwise operations) and
+    the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
+    elementwise_share, elementwise_elements and the per-layer breakdown.
+    """
+    from evaluators.ace import FLOAT_WIDTHS, CostTable, count_ace
+    from search.cli import fail
+    from space.errors import PikeNASError
+
+    if float_bits is not None and float_bits not in FLOAT_WIDTHS:
+        raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
+    try:
+        arch = _resolve(target, resolution)
+        table = CostTable.load(cost_table) if cost_table is not None else CostTable.default()
+        if float_bits is not None:
+            table = table.with_float_bits(float_bits)
+        report = count_ace(arch, cost_table=table)
+    except PikeNASError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        data = {"name": arch.name or target, "archid": arch.archid, **report.to_dict()}
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(report.to_table())
+
+
+def _resolve(target: str, resolution: int | None) -> ArchConfig:
+    """The ArchConfig of a JSON file (when ``target`` names one) or of a zoo model."""
+    from space.arch import ArchConfig
+    from space.errors import ArchConfigError
+
+    path = Path(target)
+    looks_like_file = path.suffix.lower() == ".json" or "/" in target or "\\" in target
+    if path.is_file() or looks_like_file:
+        if not path.is_file():
+            raise ArchConfigError(
+                f"{target}: no such file; pass an ArchConfig JSON file or a zoo name "
+                "('pikenas zoo' lists them)"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArchConfigError(f"{target}: cannot read it ({exc})") from None
+        try:
+            arch = ArchConfig.from_json(text)
+        except ArchConfigError as exc:
+            raise ArchConfigError(f"{target}: {exc}") from None
+        if resolution is not None and resolution != arch.resolution:
+            arch = arch.replace(resolution=resolution)
+        return arch
+    from space.zoo import get_zoo_arch
+
+    return get_zoo_arch(target, resolution=resolution)
