@@ -203,7 +203,7 @@ def proxy_final_figure(data: dict[str, Any], title: str = "Proxy vs final accura
     )
     figure.update_layout(
         title=f"{html.escape(title)} (Kendall tau = {tau_text})",
-        xaxis={"title": "proxy accuracy", "tickformat": ".0%"},
-        yaxis={"title": "final accuracy", "tickformat": ".0%"},
+        xaxis={"title": "proxy accuracy", "tickformat": ".0%", "range": [0, 1.02]},
+        yaxis={"title": "final accuracy", "tickformat": ".0%", "range": [0, 1.02]},
     )
     return figure

@@ -2,4 +2,66 @@
 
 from __future__ import annotations
 
-from search.cli import app  # noqa: F401
+import time
+from typing import Annotated
+
+import typer
+
+from search.cli import app
+
+
+@app.command()
+def dashboard(
+    run: Annotated[str, typer.Argument(help="Run folder (holds study.log) or storage URL.")],
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the only one).")
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="HTML file to write (default: RUN/dashboard.html)."),
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve a live page instead of writing a file.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port for --serve.")] = 8050,
+    host: Annotated[
+        str, typer.Option("--host", help="Address for --serve (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    refresh: Annotated[
+        float, typer.Option("--refresh", min=0.5, help="Seconds between live page updates.")
+    ] = 5.0,
+    breakdowns: Annotated[
+        bool,
+        typer.Option(
+            "--breakdowns/--no-breakdowns", help="Count ACE v2 per layer for the front trials."
+        ),
+    ] = True,
+) -> None:
+    """Write an offline HTML dashboard of a run, or serve a live one with --serve.
+
+    The file is self-contained (plotly.js inline): Pareto scatter with zoo baselines,
+    hypervolume over trials, per-layer bit-widths of the front, ACE v2 breakdown per layer,
+    proxy vs final accuracy, the front table. The live page re-reads the study every
+    --refresh seconds, so new trials appear while a search runs; stop it with Ctrl-C.
+    """
+    from results.dashboard import serve as start_server
+    from results.dashboard import write_dashboard
+    from search.cli import fail
+
+    if serve and out is not None:
+        raise fail("--out writes a file and --serve serves a page; pass only one of them")
+    if not serve:
+        path = write_dashboard(run, study, out, breakdowns=breakdowns)
+        typer.echo(f"dashboard written to {path}")
+        return
+    server = start_server(
+        run, study, host=host, port=port, refresh_s=refresh, breakdowns=breakdowns
+    )
+    typer.echo(f"serving the live dashboard on {server.url} (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("dashboard stopped")
+    finally:
+        server.shutdown()

@@ -51,3 +51,14 @@ def test_unknown_study_exits_2_listing_names(run_dir, capsys):
 def test_front_csv_and_json_together_is_rejected(run_dir, capsys):
     assert main(["front", str(run_dir), "--csv", "--json"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_dashboard_writes_the_offline_file(run_dir, capsys):
+    assert main(["dashboard", str(run_dir), "--no-breakdowns"]) == 0
+    assert (run_dir / "dashboard.html").is_file()
+    assert "dashboard written to" in capsys.readouterr().out
+
+
+def test_dashboard_serve_and_out_exclude_each_other(run_dir, capsys):
+    assert main(["dashboard", str(run_dir), "--serve", "--out", "x.html"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,331 @@
+"""The results dashboard: one self-contained offline HTML file, or a live local server.
+
+The page holds plotly.js inline and its data as JSON in a ``<script type="application/json">``
+element (``<``, ``>`` and ``&`` escaped as ``\\u003c`` ..., so no user string can close the
+element); the page script draws the figures and builds the front table with ``textContent``.
+Strings that plotly renders as HTML (hover texts, titles) are escaped in
+:mod:`results.figures`; the page title and header are escaped with :func:`html.escape`.
+
+Live mode (:func:`serve`): the same page, served by a :class:`ThreadingHTTPServer` in a thread,
+fetches ``data.json`` every ``refresh_s`` seconds and redraws, so new trials appear while a
+search runs. It binds to 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import math
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from results._atomic import atomic_write_text
+from results.figure_data import (
+    ace_breakdown_data,
+    bits_heatmap_data,
+    hypervolume_data,
+    pareto_scatter_data,
+    proxy_final_data,
+)
+from results.figures import (
+    ace_breakdown_figure,
+    bits_heatmap_figure,
+    hypervolume_figure,
+    pareto_figure,
+    proxy_final_figure,
+)
+from results.front import front_records
+from results.storage import open_study
+from results.trials import trials_frame
+from space.arch import ArchConfig
+from space.errors import PikeNASError, RunDirError
+
+__all__ = [
+    "DASHBOARD_NAME",
+    "MAX_BREAKDOWNS",
+    "dashboard_data",
+    "render_html",
+    "write_dashboard",
+    "serve",
+    "DashboardServer",
+]
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD_NAME = "dashboard.html"
+#: ACE breakdowns are computed for at most this many front trials (the most accurate ones).
+MAX_BREAKDOWNS = 40
+_FRONT_FIELDS = ("number", "accuracy", "final_accuracy", "ace_v2", "ace_v1", "archid")
+
+
+def _figure_json(figure: Any) -> dict[str, Any]:
+    return json.loads(figure.to_json())
+
+
+@functools.lru_cache(maxsize=512)
+def _breakdown_table(arch_json: str) -> tuple[pd.DataFrame, float]:
+    """Per-layer ACE v2 split and total of one architecture (cached: the live page redraws)."""
+    from evaluators.ace import count_ace
+
+    report = count_ace(ArchConfig.from_json(arch_json))
+    return ace_breakdown_data(report), float(report.ace_v2)
+
+
+def _breakdown_figure(arch_json: str, number: int) -> dict[str, Any]:
+    table, total = _breakdown_table(arch_json)
+    title = f"ACE v2 per layer of trial #{number} (total {total:,.0f})"
+    return _figure_json(ace_breakdown_figure(table, title=title))
+
+
+def _breakdowns(front: pd.DataFrame) -> tuple[dict[str, Any], dict[str, str]]:
+    figures: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    chosen = front.sort_values(["accuracy", "number"], ascending=[False, True])
+    for row in chosen.head(MAX_BREAKDOWNS).itertuples(index=False):
+        if not row.arch:
+            continue
+        try:
+            figures[str(row.number)] = _breakdown_figure(row.arch, int(row.number))
+        except PikeNASError as exc:  # shown on the page instead of the figure
+            logger.warning("trial %d: no ACE breakdown: %s", row.number, exc)
+            problems[str(row.number)] = str(exc)
+    return figures, problems
+
+
+def _clean(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def dashboard_data(
+    study: optuna.Study,
+    *,
+    zoo_ace: dict[str, float] | None = None,
+    breakdowns: bool = True,
+    run_label: str = "",
+) -> dict[str, Any]:
+    """Everything the page shows, JSON-able: ``title``, ``summary`` (counts, dataset, sampler,
+    hypervolume), ``figures`` (plotly JSON of ``pareto``, ``hypervolume``, ``bits``,
+    ``proxy_final``), ``breakdowns`` (trial number -> figure; front trials only, see
+    :data:`MAX_BREAKDOWNS`), ``breakdown_errors`` and ``front`` (records).
+    """
+    frame = trials_frame(study.get_trials(deepcopy=False))
+    attrs = study.user_attrs
+    try:
+        sampler = json.loads(attrs.get("search_config") or "{}").get("sampler", "")
+    except (json.JSONDecodeError, AttributeError):
+        sampler = ""
+    title = f"pikenas: {study.study_name}"
+    pareto = pareto_scatter_data(frame, zoo_ace)
+    hypervolume = hypervolume_data(frame)
+    history = hypervolume["history"]
+    front = frame[frame["number"].isin(pareto["front"]["number"])]
+    breakdown_figures, breakdown_errors = _breakdowns(front) if breakdowns else ({}, {})
+    counts = frame["state"].value_counts().to_dict()
+    summary = {
+        "study": study.study_name,
+        "run": run_label,
+        "dataset": str(attrs.get("dataset", "")),
+        "sampler": str(sampler),
+        "cost_table": str(attrs.get("cost_table", "")),
+        "trials": int(len(frame)),
+        "states": {str(k): int(v) for k, v in counts.items()},
+        "front_size": int(len(pareto["front"])),
+        "hypervolume": _clean(float(history["normalized"].iloc[-1])) if len(history) else None,
+        "reference": list(hypervolume["reference"]),
+        "updated": datetime.now().isoformat(timespec="seconds"),
+    }
+    records = [{k: _clean(r[k]) for k in _FRONT_FIELDS} for r in front_records(frame)]
+    for record, row in zip(records, front_records(frame), strict=True):
+        record["bits"] = row["layer_bits"]
+        record["baseline"] = row["baseline"]
+    return {
+        "title": title,
+        "summary": summary,
+        "figures": {
+            "pareto": _figure_json(pareto_figure(pareto, title="Proxy accuracy vs ACE v2")),
+            "hypervolume": _figure_json(hypervolume_figure(hypervolume)),
+            "bits": _figure_json(bits_heatmap_figure(bits_heatmap_data(frame))),
+            "proxy_final": _figure_json(proxy_final_figure(proxy_final_data(frame))),
+        },
+        "breakdowns": breakdown_figures,
+        "breakdown_errors": breakdown_errors,
+        "front": records,
+    }
+
+
+def _script_json(data: dict[str, Any]) -> str:
+    """JSON safe inside a <script> element: no ``<``, ``>`` or ``&`` characters remain."""
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@functools.lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def render_html(data: dict[str, Any], *, live: bool = False, refresh_s: float = 5.0) -> str:
+    """The page for ``data`` (from :func:`dashboard_data`). ``live``: poll ``data.json``."""
+    from results._dashboard_page import PAGE_CSS, PAGE_SCRIPT
+
+    title = html.escape(data["title"])
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"
+        f"<title>{title}</title><style>{PAGE_CSS}</style>"
+        f"<script>{_plotly_js()}</script></head>\n<body>"
+        f"<header><h1 id='title'>{title}</h1><p id='summary'></p><p id='status'></p></header>"
+        "<main><div id='pareto' class='plot wide'></div>"
+        "<div class='row'><div id='hypervolume' class='plot'></div>"
+        "<div id='proxy_final' class='plot'></div></div>"
+        "<div id='bits' class='plot wide'></div>"
+        "<section><label>ACE v2 breakdown of front trial "
+        "<select id='breakdown-trial'></select></label><p id='breakdown-note'></p>"
+        "<div id='breakdown' class='plot wide'></div></section>"
+        "<section><h2>Pareto front</h2><table id='front'><thead></thead><tbody></tbody></table>"
+        "</section></main>\n"
+        f"<script id='pikenas-data' type='application/json'>{_script_json(data)}</script>\n"
+        f"<script>const PIKENAS_LIVE = {json.dumps(bool(live))}; "
+        f"const PIKENAS_REFRESH_MS = {int(refresh_s * 1000)};\n{PAGE_SCRIPT}</script>"
+        "</body></html>\n"
+    )
+
+
+def write_dashboard(
+    run: str | Path | optuna.Study,
+    study: str | None = None,
+    out: str | Path | None = None,
+    *,
+    zoo_ace: dict[str, float] | None = None,
+    breakdowns: bool = True,
+) -> Path:
+    """Write the offline dashboard of ``run`` to ``out`` (default ``RUN/dashboard.html``)
+    atomically and return its path. A storage URL or study object needs ``out``.
+    """
+    if out is None:
+        if isinstance(run, optuna.Study) or not Path(run).is_dir():
+            raise RunDirError(f"{run!r} is not a run folder; pass --out FILE for the dashboard")
+        out = Path(run) / DASHBOARD_NAME
+    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
+    label = "" if isinstance(run, optuna.Study) else str(run)
+    data = dashboard_data(optuna_study, zoo_ace=zoo_ace, breakdowns=breakdowns, run_label=label)
+    path = atomic_write_text(Path(out), render_html(data))
+    logger.info("dashboard written to %s", path)
+    return path
+
+
+class DashboardServer:
+    """A live dashboard served from a background thread; :meth:`shutdown` stops it."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8050,
+        refresh_s: float = 5.0,
+        zoo_ace: dict[str, float] | None = None,
+        breakdowns: bool = True,
+        run_label: str = "",
+    ) -> None:
+        self._study = study
+        self._options = {"zoo_ace": zoo_ace, "breakdowns": breakdowns, "run_label": run_label}
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()  # one data computation at a time
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path in ("/", "/index.html"):
+                        body = render_html(server.data(), live=True, refresh_s=refresh_s)
+                        self._send(200, "text/html; charset=utf-8", body)
+                    elif path == "/data.json":
+                        body = json.dumps(server.data(), allow_nan=False)
+                        self._send(200, "application/json", body)
+                    else:
+                        self._send(404, "text/plain; charset=utf-8", "not found\n")
+                except Exception as exc:  # keep serving; the page shows the error
+                    logger.exception("dashboard request %s failed", path)
+                    self._send(500, "text/plain; charset=utf-8", f"error: {exc}\n")
+
+            def _send(self, status: int, content_type: str, body: str) -> None:
+                payload = body.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                logger.debug("dashboard: " + format, *args)
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def data(self) -> dict[str, Any]:
+        """Fresh dashboard data (re-reads the study)."""
+        with self._lock:
+            return dashboard_data(self._study, **self._options)
+
+    def start(self) -> DashboardServer:
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(
+    run: str | Path | optuna.Study,
+    study: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    refresh_s: float = 5.0,
+    zoo_ace: dict[str, float] | None = None,
+    breakdowns: bool = True,
+) -> DashboardServer:
+    """Start a live dashboard of ``run`` on ``http://host:port/`` (port 0: any free port) in a
+    background thread and return it (``.url``, ``.shutdown()``).
+    """
+    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
+    label = "" if isinstance(run, optuna.Study) else str(run)
+    try:
+        server = DashboardServer(
+            optuna_study,
+            host=host,
+            port=port,
+            refresh_s=refresh_s,
+            zoo_ace=zoo_ace,
+            breakdowns=breakdowns,
+            run_label=label,
+        )
+    except OSError as exc:
+        raise PikeNASError(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port"
+        ) from None
+    return server.start()

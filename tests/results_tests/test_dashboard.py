@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from results.dashboard import dashboard_data, render_html, serve, write_dashboard
+from results.storage import open_study
+from tests.results_tests._studies import MIXED, Point, make_run, record
+
+EVIL = "</script><script>alert(1)</script><b>x</b>&"
+
+
+def embedded_data(page: str) -> dict:
+    match = re.search(
+        r"<script id='pikenas-data' type='application/json'>(.*?)</script>", page, re.S
+    )
+    assert match is not None
+    return json.loads(match.group(1))
+
+
+def trial_points(data: dict) -> int:
+    traces = data["figures"]["pareto"]["data"]
+    return sum(len(t.get("x", [])) for t in traces if t.get("meta") == "trials")
+
+
+def test_offline_file_default_path_and_points(mixed_run, tmp_path):
+    out = write_dashboard(mixed_run, out=tmp_path / "d.html", breakdowns=False)
+    page = out.read_text()
+    assert "Plotly" in page and "<script src=" not in page  # plotly.js inline, nothing fetched
+    data = embedded_data(page)
+    assert trial_points(data) == 6  # one point per completed trial
+    assert [r["number"] for r in data["front"]] == [0, 2, 3, 5]
+    assert data["summary"]["states"] == {"COMPLETE": 6, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
+    assert "PIKENAS_LIVE = false" in page
+
+
+def test_default_output_is_run_dashboard_html(tmp_path):
+    make_run(tmp_path, MIXED[:2])
+    assert write_dashboard(tmp_path, breakdowns=False) == tmp_path / "dashboard.html"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_user_strings_cannot_break_out(tmp_path):
+    study = make_run(tmp_path, [Point(0.5, 10.0, attrs={"baseline": EVIL})], study_name=EVIL)
+    study.set_user_attr("dataset", EVIL)
+    page = write_dashboard(tmp_path, breakdowns=False).read_text()
+    assert EVIL not in page and "<script>alert" not in page and "<b>x" not in page
+    assert "&lt;/script&gt;" in page  # the escaped title
+    data = embedded_data(page)
+    assert data["summary"]["study"] == EVIL and data["summary"]["dataset"] == EVIL  # round trip
+
+
+def test_breakdowns_for_front_trials(mixed_run):
+    data = dashboard_data(open_study(mixed_run))
+    assert set(data["breakdowns"]) == {"0", "2", "3", "5"} and data["breakdown_errors"] == {}
+    bars = data["breakdowns"]["5"]["data"]
+    assert [t["name"] for t in bars] == ["MACs", "elementwise"]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+@pytest.mark.slow
+def test_live_server_shows_new_trials(tmp_path):
+    study = make_run(tmp_path, MIXED[:3])
+    server = serve(tmp_path, port=0, refresh_s=1.0, breakdowns=False)
+    try:
+        status, page = get(server.url)
+        assert status == 200 and "PIKENAS_LIVE = true" in page
+        assert trial_points(embedded_data(page)) == 3
+        record(study, Point(0.99, 5.0))
+        status, body = get(server.url + "data.json")
+        assert status == 200 and trial_points(json.loads(body)) == 4
+        assert get(server.url + "nope")[0] == 404
+    finally:
+        server.shutdown()
+
+
+def test_render_html_is_deterministic_in_structure(mixed_run):
+    data = dashboard_data(open_study(mixed_run), breakdowns=False)
+    page = render_html(data, live=True, refresh_s=2.5)
+    assert "PIKENAS_REFRESH_MS = 2500" in page and page.count("<html") == 1
