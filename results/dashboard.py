@@ -215,11 +215,11 @@ def write_dashboard(
     """Write the offline dashboard of ``run`` to ``out`` (default ``RUN/dashboard.html``)
     atomically and return its path. A storage URL or study object needs ``out``.
     """
+    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
     if out is None:
         if isinstance(run, optuna.Study) or not Path(run).is_dir():
             raise RunDirError(f"{run!r} is not a run folder; pass --out FILE for the dashboard")
         out = Path(run) / DASHBOARD_NAME
-    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
     label = "" if isinstance(run, optuna.Study) else str(run)
     data = dashboard_data(optuna_study, zoo_ace=zoo_ace, breakdowns=breakdowns, run_label=label)
     path = atomic_write_text(Path(out), render_html(data))

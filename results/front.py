@@ -66,9 +66,9 @@ def write_front_csv(
 
     ``run`` is a run folder, storage URL or study; a URL or study needs ``out``.
     """
+    table = front_table(load(run, study))
     if out is None:
         if isinstance(run, optuna.Study) or not Path(run).is_dir():
             raise RunDirError(f"{run!r} is not a run folder; pass out=PATH for front.csv")
         out = Path(run) / FRONT_CSV
-    table = front_table(load(run, study))
     return atomic_write_text(Path(out), table.to_csv(index=False))
