@@ -103,6 +103,69 @@ def _counted_modules(root: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return counted
 
 
+# Exact torch types whose forward is elementwise (output shape = input shape).
+_TORCH_ELEMENTWISE: frozenset[type] = frozenset(
+    {
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.PReLU,
+        nn.Hardtanh,
+        nn.Sigmoid,
+        nn.Hardsigmoid,
+        nn.Identity,
+        nn.Dropout,
+    }
+)
+_ELEMENTWISE_CACHE: dict[type, bool] = {}
+
+
+def _space_elementwise_bases() -> tuple[type, ...]:
+    """pikenas's quantizers and activations: elementwise by their contract (space/), whether
+    or not they carry the :class:`space.costs.ShapePreserving` marker."""
+    from space.activations import Activation
+    from space.quantizers import Quantizer
+
+    return (Quantizer, Activation)
+
+
+def _is_elementwise(module_type: type) -> bool:
+    known = _ELEMENTWISE_CACHE.get(module_type)
+    if known is None:
+        known = (
+            module_type in _TORCH_ELEMENTWISE
+            or getattr(module_type, "preserves_shape", False) is True
+            or issubclass(module_type, _space_elementwise_bases())
+        )
+        _ELEMENTWISE_CACHE[module_type] = known
+    return known
+
+
+def _pass_through(x: Any, *args: Any, **kwargs: Any) -> Any:
+    return x
+
+
+def _skip_elementwise_arithmetic(model: nn.Module) -> list[nn.Module]:
+    """Make every elementwise module of ``model`` return its input during the shape pass.
+
+    Shapes are all the pass needs, and on the meta device each elementwise op costs about a
+    millisecond of Python (torch's reference kernels), so fake quantizers would dominate the
+    time. Hooks still fire. Returns the patched modules (undo with :func:`_restore`).
+    """
+    patched = []
+    for module in model.modules():
+        if "forward" not in module.__dict__ and _is_elementwise(type(module)):
+            object.__setattr__(module, "forward", _pass_through)
+            patched.append(module)
+    return patched
+
+
+def _restore(patched: list[nn.Module]) -> None:
+    for module in patched:
+        object.__delattr__(module, "forward")
+
+
 def _first_tensor_shape(value: Any) -> Shape | None:
     if isinstance(value, torch.Tensor):
         return tuple(value.shape)
@@ -196,6 +259,7 @@ def declarations(
         for index, (_, module, _) in enumerate(counted)
     ]
     training = [(module, module.training) for module in model.modules()]
+    patched = _skip_elementwise_arithmetic(model)
     try:
         model.eval()
         with torch.no_grad():
@@ -208,6 +272,7 @@ def declarations(
             f"{type(exc).__name__}: {exc}"
         ) from exc
     finally:
+        _restore(patched)
         for handle in handles:
             handle.remove()
         for module, mode in training:

@@ -29,6 +29,7 @@ __all__ = [
     "CostDeclaration",
     "CostDeclaring",
     "CostContainer",
+    "ShapePreserving",
     "accumulator_bits",
     "FLOAT_BITS",
 ]
@@ -106,6 +107,19 @@ class CostContainer:
     """
 
     cost_container = True
+
+
+class ShapePreserving:
+    """Mixin marking a module whose output has exactly the shape of its first input (norm
+    stages, activations, quantizers, residual adds).
+
+    The ACE counter only needs shapes from its forward pass on the meta device, where every
+    elementwise op costs about a millisecond of Python; it makes such a module return its
+    first input during that pass (hooks still record the shapes; the module's own
+    ``inference_ops`` is still counted). Mark only modules whose output shape never differs.
+    """
+
+    preserves_shape = True
 
 
 def accumulator_bits(weight_bits: int, activation_bits: int, fan_in: int) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from evaluators.ace import ROOT_LAYER, TORCH_HANDLERS, AceReport, CostTable, count_ace
-from space.costs import CostContainer, CostDeclaration, Op, accumulator_bits
+from space.costs import CostContainer, CostDeclaration, Op, ShapePreserving, accumulator_bits
 from space.errors import CostModelError
 
 torch.set_num_threads(1)
@@ -494,3 +494,25 @@ def test_float_bits_and_missing_file_rejected(tmp_path: Path) -> None:
         CostTable.load(path)
     with pytest.raises(CostModelError, match="no such file"):
         CostTable.load(tmp_path / "absent.yaml")
+
+
+def test_shape_preserving_modules_skip_their_arithmetic_in_the_shape_pass() -> None:
+    class Exploding(ShapePreserving, ToyFloatRescale):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("the shape pass must not run this arithmetic")
+
+    class Net(CostContainer, nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = ToyQuantConv(2, 3)
+            self.norm = ToyQuantNormPow2(17)
+            self.rescale = Exploding()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rescale(self.norm(self.conv(x)))
+
+    with torch.device("meta"):
+        model = Net()
+    assert count_ace(model, input_shape=TOY_INPUT).ace_v2 == TOY_ACE_V2
+    with pytest.raises(RuntimeError):  # the patch is undone afterwards
+        model.rescale(torch.empty(TOY_INPUT, device="meta"))
