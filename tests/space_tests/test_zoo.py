@@ -192,3 +192,83 @@ def test_registry_entries_build_with_overrides() -> None:
     entry = ZOO.get("pokebnn-0.5x")
     arch = entry.build(resolution=64, num_classes=10)
     assert (arch.resolution, arch.num_classes) == (64, 10)
+
+
+# ---- built models ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_zoo_model_builds_on_meta_at_its_default_size(name: str) -> None:
+    import torch
+
+    from space.build import build_model
+
+    arch = get_zoo_arch(name)  # 224x224 for ImageNet models, 8x8 for tiny ones
+    model = build_model(arch, device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert len(model.blocks) == len(arch.blocks)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert isinstance(model, torch.nn.Module)
+
+
+FORWARD_CASES = [
+    ("mobilenet_v1-0.25-float", 32),
+    ("mobilenet_v1-0.25-w8a8", 32),
+    ("mobilenet_v1-0.25-w4a4", 32),
+    ("pikelpn-1x", 32),
+    ("pokebnn-0.5x", 64),
+    *[(name, None) for name in zoo_names() if name.startswith("tiny-")],
+]
+
+
+@pytest.mark.parametrize(("name", "resolution"), FORWARD_CASES)
+def test_forward_and_backward_on_a_small_input(name: str, resolution: int | None) -> None:
+    import torch
+
+    from space.build import build_model
+
+    torch.set_num_threads(1)
+    arch = get_zoo_arch(name, resolution=resolution, num_classes=10)
+    model = build_model(arch, seed=0)
+    x = torch.randn(2, arch.input_channels, arch.resolution, arch.resolution)
+    logits = model(x)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 7])).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    first_conv = next(p for n, p in model.named_parameters() if n.endswith("weight"))
+    assert torch.isfinite(first_conv.grad).all() and float(first_conv.grad.abs().sum()) > 0
+
+
+# ---- counted with the ACE counter (evaluators) -------------------------------------------
+
+
+def test_mobilenet_counted_macs_and_ace_v1() -> None:
+    from evaluators.ace import count_ace
+
+    w8a8 = count_ace(get_zoo_arch("mobilenet_v1-1.0-w8a8"))
+    assert w8a8.macs == 568_740_352
+    assert w8a8.ace_v1 == 64 * 568_740_352
+    small = get_zoo_arch("mobilenet_v1-0.5-w4a4", resolution=128)
+    report = count_ace(small)
+    total = mobilenet_macs_by_hand(0.5, 128)
+    stem = 64 * 64 * 16 * 3 * 9
+    head = 512 * 1000
+    assert report.macs == total
+    assert report.ace_v1 == 64 * (stem + head) + 16 * (total - stem - head)
+
+
+@pytest.mark.slow
+def test_pokebnn_official_numbers_through_the_counter() -> None:
+    from evaluators.ace import count_ace
+
+    report = count_ace(get_zoo_arch("pokebnn-1.0x"))
+    assert report.ace_v1 == 4_091_469_824 + 131_072_000
+    head_ace = sum(
+        row.count * row.bits_a * row.bits_b
+        for row in report.breakdown
+        if row.op == "mac" and row.layer.startswith("head")
+    )
+    assert head_ace == 131_072_000
+    assert report.elementwise_elements["batchnorm"] == 17_912_832
+    assert report.elementwise_elements["dprelu"] == 9_106_944
