@@ -44,7 +44,7 @@ from results.figures import (
 )
 from results.front import front_records
 from results.storage import open_study
-from results.trials import trials_frame
+from results.trials import study_info, trials_frame
 from space.arch import ArchConfig
 from space.errors import PikeNASError, RunDirError
 
@@ -119,11 +119,7 @@ def dashboard_data(
     :data:`MAX_BREAKDOWNS`), ``breakdown_errors`` and ``front`` (records).
     """
     frame = trials_frame(study.get_trials(deepcopy=False))
-    attrs = study.user_attrs
-    try:
-        sampler = json.loads(attrs.get("search_config") or "{}").get("sampler", "")
-    except (json.JSONDecodeError, AttributeError):
-        sampler = ""
+    info = study_info(study)
     title = f"pikenas: {study.study_name}"
     pareto = pareto_scatter_data(frame, zoo_ace)
     hypervolume = hypervolume_data(frame)
@@ -132,11 +128,11 @@ def dashboard_data(
     breakdown_figures, breakdown_errors = _breakdowns(front) if breakdowns else ({}, {})
     counts = frame["state"].value_counts().to_dict()
     summary = {
-        "study": study.study_name,
+        "study": info["study"],
         "run": run_label,
-        "dataset": str(attrs.get("dataset", "")),
-        "sampler": str(sampler),
-        "cost_table": str(attrs.get("cost_table", "")),
+        "dataset": info["dataset"],
+        "sampler": info["sampler"],
+        "cost_table": info["cost_table"],
         "trials": int(len(frame)),
         "states": {str(k): int(v) for k, v in counts.items()},
         "front_size": int(len(pareto["front"])),

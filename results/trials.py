@@ -20,6 +20,7 @@ Columns (see :data:`COLUMNS`):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -33,7 +34,7 @@ from results.storage import open_study
 from space.arch import ArchConfig
 from space.errors import ArchConfigError
 
-__all__ = ["COLUMNS", "load", "trials_frame", "trial_arch"]
+__all__ = ["COLUMNS", "load", "trials_frame", "trial_arch", "study_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,27 @@ def trial_arch(row: pd.Series | dict[str, Any]) -> ArchConfig | None:
     if not isinstance(text, str) or not text:
         return None
     return ArchConfig.from_json(text)
+
+
+def study_info(study: optuna.Study) -> dict[str, str]:
+    """How a study was made, from its user attrs: ``study``, ``dataset``, ``sampler``,
+    ``cost_table``, ``pikenas_version`` (``""`` when not recorded).
+    """
+    attrs = study.user_attrs
+    try:
+        config = json.loads(attrs.get("search_config") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    search = config.get("search") if isinstance(config.get("search"), dict) else {}
+    sampler = search.get("sampler", config.get("sampler", ""))
+    return {
+        "study": study.study_name,
+        "dataset": str(attrs.get("dataset", "")),
+        "sampler": str(sampler or ""),
+        "cost_table": str(attrs.get("cost_table", "")),
+        "pikenas_version": str(attrs.get("pikenas_version", "")),
+    }
 
 
 def _number(value: Any) -> float:

@@ -100,7 +100,9 @@ def make_run(
     )
     study.set_user_attr("pikenas_version", "0.1.0")
     study.set_user_attr("dataset", "digits")
-    study.set_user_attr("search_config", json.dumps({"sampler": "nsga2", "dataset": "digits"}))
+    study.set_user_attr(
+        "search_config", json.dumps({"search": {"sampler": "nsga2"}, "dataset": {"name": "digits"}})
+    )
     study.set_user_attr("cost_table", "default")
     for point in points:
         record(study, point)

@@ -82,3 +82,16 @@ def test_layer_bits_of_pokebnn_like_blocks():
     layers = layer_bits(arch)
     assert [layer.layer for layer in layers] == ["stem", "b0.dw", "b0.pw", "head"]
     assert bits_string(arch) == "8/8 2/8 2/3 8/8"
+
+
+def test_study_info(mixed_run):
+    from results.trials import study_info
+
+    info = study_info(open_study(mixed_run))
+    assert info == {
+        "study": "pikenas",
+        "dataset": "digits",
+        "sampler": "nsga2",
+        "cost_table": "default",
+        "pikenas_version": "0.1.0",
+    }
