@@ -327,7 +327,7 @@ class ArchConfig(_Frozen):
 def _one_line(exc: ValidationError) -> str:
     """Turn pydantic's multi-line report into one line naming the field and the fix."""
     first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "architecture"
+    location = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key; remove it or check its spelling"
@@ -335,4 +335,5 @@ def _one_line(exc: ValidationError) -> str:
         message = "required key is missing; add it"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"invalid architecture: {location}: {message}{suffix}"
+    where = f"{location}: " if location else ""  # whole-config checks name the field themselves
+    return f"invalid architecture: {where}{message}{suffix}"
