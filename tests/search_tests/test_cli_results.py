@@ -62,3 +62,20 @@ def test_dashboard_writes_the_offline_file(run_dir, capsys):
 def test_dashboard_serve_and_out_exclude_each_other(run_dir, capsys):
     assert main(["dashboard", str(run_dir), "--serve", "--out", "x.html"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_export_needs_exactly_one_selector(run_dir, capsys):
+    assert main(["export", str(run_dir)]) == 2
+    assert main(["export", str(run_dir), "--trial", "1", "--pareto"]) == 2
+    assert capsys.readouterr().err.count("exactly one of --trial N and --pareto") == 2
+
+
+def test_export_trial_writes_a_bundle(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--trial", "1", "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.strip() == f"exported {tmp_path / 'b' / 'trial-1'}"
+    assert (tmp_path / "b" / "trial-1" / "model.onnx").is_file()
+
+
+def test_export_unknown_trial_exits_2(run_dir, capsys):
+    assert main(["export", str(run_dir), "--trial", "99"]) == 2
+    assert "no trial 99" in capsys.readouterr().err

@@ -1,0 +1,266 @@
+"""Export bundles: a discovered architecture as files that rebuild and run it anywhere.
+
+A bundle is a folder ``trial-<N>/`` holding
+
+* ``arch.json``: the :class:`~space.arch.ArchConfig` (``pikenas ace arch.json`` costs it again);
+* ``weights.safetensors``: the fully trained weights, copied from the trial's ``final_dir``
+  (only when the candidate was fully trained; the model card says when they are absent);
+* ``model.onnx``: ``build_model(arch)`` in eval mode (with those weights), input ``input``
+  ``(batch, C, H, W)`` float, output ``logits`` ``(batch, classes)``; checked with
+  ``onnx.checker`` and against PyTorch in onnxruntime (max abs difference <= :data:`ONNX_ATOL`
+  on random inputs of another batch size than the traced one), else the export fails;
+* ``cost.json``: ``count_ace(arch).to_dict()`` (ACE v1 / v2 totals and per-layer breakdown);
+* ``README.md``: the model card.
+
+Each bundle is built in a temp folder and renamed into place (atomic per bundle).
+
+ONNX exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The default
+torch.export-based exporter also works for these models, but took 10-35 s per model on the
+project's 2-core machines (the TorchScript one: about 1 s) and cannot give the batch dimension
+a dynamic size here (the LSQ quantizers compute their gradient scale from the element count of
+the input, which becomes a symbolic ``sqrt`` it cannot translate). The onnxruntime check above
+guards the traced graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+from torch import nn
+
+from results._atomic import atomic_directory
+from results._model_card import model_card
+from results.pareto import pareto_front
+from results.storage import open_study
+from results.trials import study_info, trial_arch, trials_frame
+from space.arch import ArchConfig
+from space.errors import EvaluationError, RunDirError
+
+__all__ = [
+    "ARCH_FILE",
+    "WEIGHTS_FILE",
+    "ONNX_FILE",
+    "COST_FILE",
+    "CARD_FILE",
+    "ONNX_ATOL",
+    "bundle_name",
+    "export_trial",
+    "export_pareto",
+    "load_bundle",
+    "export_onnx",
+]
+
+logger = logging.getLogger(__name__)
+
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "weights.safetensors"
+ONNX_FILE = "model.onnx"
+COST_FILE = "cost.json"
+CARD_FILE = "README.md"
+#: largest accepted |onnxruntime - PyTorch| on the logits.
+ONNX_ATOL = 1e-4
+_TRACE_BATCH = 2
+_CHECK_BATCH = 3
+
+
+def bundle_name(number: int) -> str:
+    """``trial-<number>``: the folder name of a trial's bundle."""
+    return f"trial-{number}"
+
+
+def load_bundle(folder: str | Path) -> tuple[ArchConfig, nn.Module]:
+    """Rebuild the network of a bundle from ``arch.json`` (+ ``weights.safetensors`` when
+    present) without unpickling anything; the module is in eval mode on the CPU.
+    """
+    folder = Path(folder)
+    arch_path = folder / ARCH_FILE
+    if not arch_path.is_file():
+        raise RunDirError(
+            f"{folder} is not an export bundle (no {ARCH_FILE}); pass a trial-N folder"
+        )
+    arch = ArchConfig.from_json(arch_path.read_text(encoding="utf-8"))
+    model = _build(arch, folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None)
+    return arch, model
+
+
+def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
+    from safetensors.torch import load_file
+
+    from space.build import build_model
+
+    model = build_model(arch)
+    if weights is not None:
+        try:
+            model.load_state_dict(load_file(str(weights)), strict=True)
+        except (RuntimeError, OSError) as exc:
+            raise RunDirError(
+                f"{weights} does not fit architecture {arch.archid}: "
+                f"{str(exc).splitlines()[0]}; export the trial again"
+            ) from None
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> float:
+    """Export ``model`` (eval mode) to ``path``; check it and return max |ORT - PyTorch|.
+
+    Raises :class:`EvaluationError` when onnx.checker rejects the file or the outputs differ
+    by more than :data:`ONNX_ATOL`.
+    """
+    import onnx
+    import onnxruntime
+
+    shape = (arch.input_channels, arch.resolution, arch.resolution)
+    generator = torch.Generator().manual_seed(0)
+    traced_input = torch.randn((_TRACE_BATCH, *shape), generator=generator)
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns that it is deprecated and that Python numbers in the
+        # quantizers become constants; the onnxruntime comparison below checks the result.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (traced_input,),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise EvaluationError(f"ONNX export of {arch.archid} is invalid: {exc}") from None
+    check_input = torch.randn((_CHECK_BATCH, *shape), generator=generator)
+    with torch.no_grad():
+        expected = model(check_input).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    actual = session.run(["logits"], {"input": check_input.numpy()})[0]
+    if actual.shape != expected.shape:
+        raise EvaluationError(
+            f"ONNX export of {arch.archid}: onnxruntime gives shape {actual.shape}, "
+            f"PyTorch {expected.shape}"
+        )
+    difference = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    if not math.isfinite(difference) or difference > ONNX_ATOL:
+        raise EvaluationError(
+            f"ONNX export of {arch.archid}: onnxruntime differs from PyTorch by {difference:.3g} "
+            f"(limit {ONNX_ATOL:g}); the exported graph is wrong"
+        )
+    return difference
+
+
+def _trained_weights(row: pd.Series, arch: ArchConfig) -> Path | None:
+    """The trial's full-training weights, or None when it was not fully trained."""
+    final_dir = row["final_dir"]
+    if not isinstance(final_dir, str) or not final_dir:
+        return None
+    weights = Path(final_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise RunDirError(
+            f"trial {row['number']} was fully trained into {final_dir} but {weights.name} is "
+            "missing there; restore that folder or train the trial again"
+        )
+    final_arch = Path(final_dir) / ARCH_FILE
+    if final_arch.is_file():
+        trained = ArchConfig.from_json(final_arch.read_text(encoding="utf-8"))
+        if trained.archid != arch.archid:
+            raise RunDirError(
+                f"{final_arch} describes architecture {trained.archid}, but trial "
+                f"{row['number']} has {arch.archid}; the final_dir belongs to another trial"
+            )
+    return weights
+
+
+def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
+    from evaluators.ace import count_ace
+
+    number = int(row["number"])
+    arch = trial_arch(row)
+    if arch is None:
+        raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
+    weights = _trained_weights(row, arch)
+    target = out_dir / bundle_name(number)
+    with atomic_directory(target) as folder:
+        (folder / ARCH_FILE).write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
+        model = _build(arch, weights)
+        if weights is not None:
+            shutil.copyfile(weights, folder / WEIGHTS_FILE)
+        difference = export_onnx(model, arch, folder / ONNX_FILE)
+        cost = count_ace(arch).to_dict()
+        (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
+        card = model_card(
+            arch=arch,
+            row=row,
+            info=info,
+            cost=cost,
+            has_weights=weights is not None,
+            onnx_difference=difference,
+            folder_name=target.name,
+        )
+        (folder / CARD_FILE).write_text(card, encoding="utf-8")
+    logger.info("exported trial %d to %s (ONNX max diff %.2g)", number, target, difference)
+    return target
+
+
+def _study_and_frame(
+    run: str | Path | optuna.Study, study: str | None
+) -> tuple[optuna.Study, pd.DataFrame]:
+    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
+    return optuna_study, trials_frame(optuna_study.get_trials(deepcopy=False))
+
+
+def _default_out(run: str | Path | optuna.Study, out_dir: str | Path | None) -> Path:
+    if out_dir is not None:
+        return Path(out_dir).expanduser().resolve()
+    if isinstance(run, optuna.Study) or not Path(run).is_dir():
+        raise RunDirError(f"{run!r} is not a run folder; pass --out DIR for the bundles")
+    return Path(run).resolve() / "exports"
+
+
+def export_trial(
+    run: str | Path | optuna.Study,
+    number: int,
+    out_dir: str | Path | None = None,
+    study: str | None = None,
+) -> Path:
+    """Export trial ``number`` of ``run`` to ``out_dir/trial-<number>`` (default
+    ``RUN/exports``); return the bundle folder.
+    """
+    optuna_study, frame = _study_and_frame(run, study)
+    rows = frame[frame["number"] == number]
+    if rows.empty:
+        last = int(frame["number"].max()) if len(frame) else -1
+        raise RunDirError(
+            f"study {optuna_study.study_name!r} has no trial {number}; "
+            f"trial numbers go from 0 to {last}"
+        )
+    return _write_bundle(rows.iloc[0], study_info(optuna_study), _default_out(run, out_dir))
+
+
+def export_pareto(
+    run: str | Path | optuna.Study,
+    out_dir: str | Path | None = None,
+    study: str | None = None,
+) -> list[Path]:
+    """Export every trial on the Pareto front (one bundle per distinct architecture: of trials
+    with the same archid the lowest number is exported); return the bundle folders.
+    """
+    optuna_study, frame = _study_and_frame(run, study)
+    front = pareto_front(frame)
+    if front.empty:
+        raise RunDirError(
+            f"study {optuna_study.study_name!r} has no completed trial, so no front to export"
+        )
+    front = front.sort_values("number").drop_duplicates("archid", keep="first")
+    out = _default_out(run, out_dir)
+    info = study_info(optuna_study)
+    return [_write_bundle(row, info, out) for _, row in front.iterrows()]
