@@ -1,0 +1,124 @@
+"""The folder of one full training run (``pikenas train --out DIR``).
+
+Files: ``arch.json`` (the architecture as trained, fitted to the data set), ``config.json``
+(the :class:`~evaluators.training.TrainConfig`), ``checkpoint.safetensors`` (after every
+epoch), and when finished ``weights.safetensors`` and ``metrics.json`` (written last: its
+presence marks a finished run). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file
+
+from evaluators._checkpoint import write_text_atomic
+from space.arch import ArchConfig
+from space.errors import ArchConfigError, RunDirError
+
+if TYPE_CHECKING:
+    from evaluators.training import TrainConfig, TrainResult
+
+__all__ = ["RunFolder", "RUN_FILES"]
+
+RUN_FILES = (
+    "arch.json",
+    "config.json",
+    "checkpoint.safetensors",
+    "weights.safetensors",
+    "metrics.json",
+    "teacher",
+)
+# Options that do not change what is computed (bit-exactness aside): resuming with another
+# thread count, device or data folder path is allowed.
+_RESUMABLE_CHANGES = ("threads", "device", "data_dir")
+
+
+class RunFolder:
+    """Paths and reads / writes of one run folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.arch_path = folder / "arch.json"
+        self.config_path = folder / "config.json"
+        self.checkpoint_path = folder / "checkpoint.safetensors"
+        self.weights_path = folder / "weights.safetensors"
+        self.metrics_path = folder / "metrics.json"
+
+    def _refuse(self, why: str) -> RunDirError:
+        return RunDirError(
+            f"{self.folder} {why}; pass another --out (or delete that folder to start over)"
+        )
+
+    def read_arch(self) -> ArchConfig:
+        try:
+            return ArchConfig.from_json(self.arch_path.read_text())
+        except (OSError, ArchConfigError) as exc:
+            raise RunDirError(f"cannot read {self.arch_path}: {exc}") from None
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        try:
+            model.load_state_dict(load_file(str(self.weights_path)), strict=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise RunDirError(f"cannot load {self.weights_path}: {first_line}") from None
+
+    def start(self, arch: ArchConfig, config: TrainConfig) -> TrainResult | None:
+        """Check the folder belongs to this run (or is new) and record arch and config.
+
+        Returns the stored result when the run has already finished, else ``None``.
+        """
+        from evaluators.training import TrainConfig, TrainResult
+
+        if self.folder.exists() and not self.folder.is_dir():
+            raise self._refuse("is a file, not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        strangers = sorted(
+            path.name
+            for path in self.folder.iterdir()
+            if path.name not in RUN_FILES and not path.name.endswith(".tmp")
+        )
+        if strangers:
+            raise self._refuse(f"holds files that are not a training run ({strangers[0]}, ...)")
+        if self.arch_path.exists():
+            stored_arch = self.read_arch()
+            if stored_arch.canonical_json() != arch.canonical_json():
+                raise self._refuse(
+                    f"holds a run of another architecture ({stored_arch.name or 'unnamed'}, "
+                    f"archid {stored_arch.archid}; this one is {arch.archid})"
+                )
+        if self.config_path.exists():
+            try:
+                stored = TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise RunDirError(f"cannot read {self.config_path}: {exc}") from None
+            mine, theirs = config.model_dump(), stored.model_dump()
+            for option in mine:
+                if option not in _RESUMABLE_CHANGES and mine[option] != theirs[option]:
+                    raise self._refuse(
+                        f"holds a run with {option}={theirs[option]!r} (this one has "
+                        f"{mine[option]!r})"
+                    )
+        if self.metrics_path.exists() and self.weights_path.exists():
+            return TrainResult.from_dict(json.loads(self.metrics_path.read_text()))
+        if not self.arch_path.exists():
+            write_text_atomic(self.arch_path, arch.to_json() + "\n")
+        if not self.config_path.exists():
+            write_text_atomic(self.config_path, config.model_dump_json(indent=2) + "\n")
+        return None
+
+    def finish(self, result: TrainResult, arch: ArchConfig, config: TrainConfig) -> None:
+        """Write ``metrics.json`` (last: it marks the run finished)."""
+        metrics: dict[str, Any] = {
+            "name": arch.name,
+            "archid": arch.archid,
+            "dataset": config.dataset,
+            "seed": config.seed,
+            **result.to_dict(),
+        }
+        write_text_atomic(self.metrics_path, json.dumps(metrics, indent=2) + "\n")
