@@ -100,6 +100,8 @@ def model_card(
     """The model card text (markdown) of one bundle."""
     number = int(row["number"])
     title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
+    searched = row["arch"]
+    refitted = isinstance(searched, str) and searched and ArchConfig.from_json(searched) != arch
     baseline = row["baseline"] if isinstance(row["baseline"], str) and row["baseline"] else ""
     if has_weights:
         weights_text = (
@@ -142,7 +144,13 @@ def model_card(
         "",
         f"Input `(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float, "
         f"output `(N, {arch.num_classes})` logits. archid `{arch.archid}`"
-        f"{', name ' + _cell(arch.name) if arch.name else ''}.",
+        f"{', name ' + _cell(arch.name) if arch.name else ''}."
+        + (
+            " Full training fitted the input size / classes to its data set, so this differs "
+            "from the searched architecture in that geometry only."
+            if refitted
+            else ""
+        ),
         "",
         *_architecture_rows(arch),
         "",

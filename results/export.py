@@ -4,7 +4,9 @@ A bundle is a folder ``trial-<N>/`` holding
 
 * ``arch.json``: the :class:`~space.arch.ArchConfig` (``pikenas ace arch.json`` costs it again);
 * ``weights.safetensors``: the fully trained weights, copied from the trial's ``final_dir``
-  (only when the candidate was fully trained; the model card says when they are absent);
+  (only when the candidate was fully trained; the model card says when they are absent).
+  Full training may have fitted the input size / classes to its data set: the bundle then
+  describes the trained network (``arch.json`` of ``final_dir``), which the card notes;
 * ``model.onnx``: ``build_model(arch)`` in eval mode (with those weights), input ``input``
   ``(batch, C, H, W)`` float, output ``logits`` ``(batch, classes)``; checked with
   ``onnx.checker`` and against PyTorch in onnxruntime (max abs difference <= :data:`ONNX_ATOL`
@@ -158,11 +160,16 @@ def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> float:
     return difference
 
 
-def _trained_weights(row: pd.Series, arch: ArchConfig) -> Path | None:
-    """The trial's full-training weights, or None when it was not fully trained."""
+def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
+    """The trial's full-training weights and the architecture they belong to.
+
+    Without full training: ``(None, arch)``. Full training may fit the architecture to its
+    data set (``input_channels``, ``resolution``, ``num_classes``): then the bundle uses the
+    ``arch.json`` of ``final_dir``, which must otherwise equal the trial's architecture.
+    """
     final_dir = row["final_dir"]
     if not isinstance(final_dir, str) or not final_dir:
-        return None
+        return None, arch
     weights = Path(final_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise RunDirError(
@@ -170,14 +177,20 @@ def _trained_weights(row: pd.Series, arch: ArchConfig) -> Path | None:
             "missing there; restore that folder or train the trial again"
         )
     final_arch = Path(final_dir) / ARCH_FILE
-    if final_arch.is_file():
-        trained = ArchConfig.from_json(final_arch.read_text(encoding="utf-8"))
-        if trained.archid != arch.archid:
-            raise RunDirError(
-                f"{final_arch} describes architecture {trained.archid}, but trial "
-                f"{row['number']} has {arch.archid}; the final_dir belongs to another trial"
-            )
-    return weights
+    if not final_arch.is_file():
+        return weights, arch
+    trained = ArchConfig.from_json(final_arch.read_text(encoding="utf-8"))
+    geometry = {
+        "input_channels": arch.input_channels,
+        "resolution": arch.resolution,
+        "num_classes": arch.num_classes,
+    }
+    if trained.replace(**geometry).archid != arch.archid:
+        raise RunDirError(
+            f"{final_arch} describes architecture {trained.archid}, which is not trial "
+            f"{row['number']}'s {arch.archid}; the final_dir belongs to another trial"
+        )
+    return weights, trained
 
 
 def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
@@ -187,7 +200,7 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
     arch = trial_arch(row)
     if arch is None:
         raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
-    weights = _trained_weights(row, arch)
+    weights, arch = _trained(row, arch)
     target = out_dir / bundle_name(number)
     with atomic_directory(target) as folder:
         (folder / ARCH_FILE).write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
