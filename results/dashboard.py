@@ -52,6 +52,7 @@ __all__ = [
     "DASHBOARD_NAME",
     "MAX_BREAKDOWNS",
     "dashboard_data",
+    "zoo_reference_costs",
     "render_html",
     "write_dashboard",
     "serve",
@@ -98,6 +99,35 @@ def _breakdowns(front: pd.DataFrame) -> tuple[dict[str, Any], dict[str, str]]:
             logger.warning("trial %d: no ACE breakdown: %s", row.number, exc)
             problems[str(row.number)] = str(exc)
     return figures, problems
+
+
+def zoo_reference_costs(names: list[str], frame: pd.DataFrame) -> dict[str, float]:
+    """ACE v2 of zoo models at the geometry (input channels, resolution, classes) of the
+    study's trials, for the dashed reference lines of the Pareto plot. An unknown name or a
+    model that cannot take that geometry raises a one-line :class:`PikeNASError`.
+    """
+    from evaluators.ace import count_ace
+    from space.zoo import get_zoo_arch
+
+    if not names:
+        return {}
+    archs = [text for text in frame["arch"] if isinstance(text, str) and text]
+    if not archs:
+        raise RunDirError("the study has no trial with an architecture yet; drop --zoo for now")
+    like = ArchConfig.from_json(archs[0])
+    return {
+        name: float(
+            count_ace(
+                get_zoo_arch(
+                    name,
+                    resolution=like.resolution,
+                    input_channels=like.input_channels,
+                    num_classes=like.num_classes,
+                )
+            ).ace_v2
+        )
+        for name in names
+    }
 
 
 def _clean(value: Any) -> Any:

@@ -30,6 +30,13 @@ def dashboard(
     refresh: Annotated[
         float, typer.Option("--refresh", min=0.5, help="Seconds between live page updates.")
     ] = 5.0,
+    zoo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zoo",
+            help="Zoo model to draw as an ACE v2 reference line (repeatable; see 'pikenas zoo').",
+        ),
+    ] = None,
     breakdowns: Annotated[
         bool,
         typer.Option(
@@ -45,17 +52,19 @@ def dashboard(
     --refresh seconds, so new trials appear while a search runs; stop it with Ctrl-C.
     """
     from results.dashboard import serve as start_server
-    from results.dashboard import write_dashboard
+    from results.dashboard import write_dashboard, zoo_reference_costs
+    from results.trials import load
     from search.cli import fail
 
     if serve and out is not None:
         raise fail("--out writes a file and --serve serves a page; pass only one of them")
+    zoo_ace = zoo_reference_costs(list(zoo), load(run, study)) if zoo else None
     if not serve:
-        path = write_dashboard(run, study, out, breakdowns=breakdowns)
+        path = write_dashboard(run, study, out, zoo_ace=zoo_ace, breakdowns=breakdowns)
         typer.echo(f"dashboard written to {path}")
         return
     server = start_server(
-        run, study, host=host, port=port, refresh_s=refresh, breakdowns=breakdowns
+        run, study, host=host, port=port, refresh_s=refresh, zoo_ace=zoo_ace, breakdowns=breakdowns
     )
     typer.echo(f"serving the live dashboard on {server.url} (Ctrl-C stops it)")
     try:

@@ -89,3 +89,18 @@ def test_render_html_is_deterministic_in_structure(mixed_run):
     data = dashboard_data(open_study(mixed_run), breakdowns=False)
     page = render_html(data, live=True, refresh_s=2.5)
     assert "PIKENAS_REFRESH_MS = 2500" in page and page.count("<html") == 1
+
+
+def test_zoo_reference_costs_use_the_study_geometry(mixed_run):
+    from evaluators.ace import count_ace
+    from results.dashboard import zoo_reference_costs
+    from results.trials import load
+    from space.errors import UnknownNameError
+    from space.zoo import get_zoo_arch
+
+    frame = load(mixed_run)
+    costs = zoo_reference_costs(["tiny-w8a8"], frame)
+    expected = count_ace(get_zoo_arch("tiny-w8a8", resolution=8, input_channels=1, num_classes=10))
+    assert costs == {"tiny-w8a8": float(expected.ace_v2)}
+    with pytest.raises(UnknownNameError):
+        zoo_reference_costs(["no-such-model"], frame)

@@ -79,3 +79,11 @@ def test_export_trial_writes_a_bundle(run_dir, tmp_path, capsys):
 def test_export_unknown_trial_exits_2(run_dir, capsys):
     assert main(["export", str(run_dir), "--trial", "99"]) == 2
     assert "no trial 99" in capsys.readouterr().err
+
+
+def test_dashboard_zoo_reference_and_unknown_zoo_name(run_dir, capsys):
+    args = ["dashboard", str(run_dir), "--no-breakdowns", "--zoo", "tiny-w4a4"]
+    assert main(args) == 0
+    assert "tiny-w4a4" in (run_dir / "dashboard.html").read_text()
+    assert main(["dashboard", str(run_dir), "--zoo", "nope"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
