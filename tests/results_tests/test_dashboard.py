@@ -104,3 +104,12 @@ def test_zoo_reference_costs_use_the_study_geometry(mixed_run):
     assert costs == {"tiny-w8a8": float(expected.ace_v2)}
     with pytest.raises(UnknownNameError):
         zoo_reference_costs(["no-such-model"], frame)
+
+
+def test_empty_and_all_failed_studies_render(tmp_path):
+    make_run(tmp_path / "empty", [])
+    make_run(tmp_path / "failed", [Point(state="FAIL"), Point(state="PRUNED")])
+    for name in ("empty", "failed"):
+        data = embedded_data(write_dashboard(tmp_path / name).read_text())
+        assert trial_points(data) == 0 and data["front"] == [] and data["breakdowns"] == {}
+        assert data["summary"]["hypervolume"] is None
