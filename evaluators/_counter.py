@@ -76,8 +76,12 @@ def _counted_modules(root: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """
     counted: list[tuple[str, nn.Module, str]] = []
     stack: list[tuple[str, nn.Module]] = [("", root)]
+    seen: set[int] = set()
     while stack:
         path, module = stack.pop()
+        if id(module) in seen:  # registered under two names: its calls are counted once
+            continue
+        seen.add(id(module))
         kind = _module_kind(type(module))
         if kind == "declares" or kind == "handler":
             counted.append((path or ROOT_LAYER, module, kind))

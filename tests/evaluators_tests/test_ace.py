@@ -358,6 +358,13 @@ def test_module_called_twice_is_counted_twice_with_params_once() -> None:
     assert report.params == 4
 
 
+def test_module_registered_under_two_names_is_counted_per_call() -> None:
+    shared = nn.ReLU()
+    model = nn.Sequential(shared, nn.Sequential(shared))
+    report = count_ace(model, input_shape=(1, 1, 2, 2))
+    assert report.ace_v2 == 2 * 4 * 32  # two calls of 4 compares, not four
+
+
 def test_declaring_root_and_missing_input_shape() -> None:
     with torch.device("meta"):
         conv = ToyQuantConv(2, 3)
