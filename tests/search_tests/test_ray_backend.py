@@ -109,21 +109,6 @@ def test_ray_search_writes_the_local_backends_study(tmp_path: Path, ray_session:
         worker_host, _, worker_pid = trial.user_attrs["worker"].rpartition(":")
         assert int(worker_pid) != os.getpid()  # told by the driver, run in a Ray actor
 
-    # Rerunning with more trials continues the same study up to the new count.
-    more = run_ray_search(
-        config,
-        study,
-        make_sampler("random", 1, 4),
-        n_trials=8,
-        out_dir=tmp_path,
-        evaluator_spec="fake",
-        workers=2,
-        shutdown=False,
-    )
-    reloaded = optuna.load_study(study_name="pikenas", storage=open_storage(tmp_path))
-    assert Counter(t.state for t in reloaded.trials)[TrialState.COMPLETE] == 8
-    assert more.complete == 2
-
 
 DRIVER = """
 import sys
