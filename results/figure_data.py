@@ -7,6 +7,7 @@ table's unit (bit-ops).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -20,6 +21,7 @@ from results.layers import arch_summary, layer_bits
 from results.pareto import hypervolume_history, pareto_mask
 from results.ranking import kendall_tau
 from results.trials import trial_arch
+from space.arch import ArchConfig
 from space.errors import ArchConfigError
 
 __all__ = [
@@ -45,11 +47,18 @@ def _completed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary(row: pd.Series) -> str:
+    text = row["arch"]
+    if not isinstance(text, str) or not text:
+        return "(no architecture recorded)"
+    return _summary_of(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _summary_of(arch_json: str) -> str:
     try:
-        arch = trial_arch(row)
+        return arch_summary(ArchConfig.from_json(arch_json))
     except ArchConfigError:
         return "(unreadable architecture)"
-    return arch_summary(arch) if arch is not None else "(no architecture recorded)"
 
 
 def pareto_scatter_data(

@@ -63,12 +63,13 @@ def pareto_figure(data: dict[str, Any], title: str = "Pareto front") -> go.Figur
         part = points[(points["baseline"] != "") == is_baseline]
         marker = dict(marker)
         if not is_baseline:
-            marker["line"] = {"width": [2 if f else 0 for f in part["on_front"]], "color": "black"}
+            width = np.where(part["on_front"].to_numpy(bool), 2.0, 0.0)
+            marker["line"] = {"width": width, "color": "black"}
         figure.add_trace(
             go.Scatter(
-                x=part["ace_v2"].tolist(),
-                y=part["accuracy"].tolist(),
-                customdata=part["number"].tolist(),
+                x=part["ace_v2"].to_numpy(float),
+                y=part["accuracy"].to_numpy(float),
+                customdata=part["number"].to_numpy(int),
                 mode="markers+text" if is_baseline else "markers",
                 text=[html.escape(n) for n in part["baseline"]] if is_baseline else None,
                 textposition="top center",
@@ -113,16 +114,14 @@ def hypervolume_figure(data: dict[str, Any], title: str = "Hypervolume over tria
     ref_acc, ref_ace = data["reference"]
     figure = go.Figure(
         go.Scatter(
-            x=history["number"].tolist(),
-            y=history["normalized"].tolist(),
+            x=history["number"].to_numpy(int),
+            y=history["normalized"].to_numpy(float),
             mode="lines+markers",
             line={"shape": "hv"},
             customdata=np.stack(
                 [history["hypervolume"].to_numpy(float), history["front_size"].to_numpy(float)],
                 axis=-1,
-            ).tolist()
-            if len(history)
-            else [],
+            ).reshape(-1, 2),
             hovertemplate="trial %{x}<br>normalized %{y:.4f}<br>hypervolume %{customdata[0]:.4g}"
             "<br>front size %{customdata[1]}<extra></extra>",
             name="hypervolume",

@@ -58,19 +58,14 @@ def pareto_mask(
     if finite.size == 0:
         return mask
     order = finite[np.lexsort((-acc[finite], ace[finite]))]
-    best_before = -np.inf  # best accuracy among points of strictly lower ACE v2
-    start = 0
-    while start < order.size:
-        stop = start
-        group_ace = ace[order[start]]
-        while stop < order.size and ace[order[stop]] == group_ace:
-            stop += 1
-        group = order[start:stop]
-        group_best = acc[group[0]]  # sorted by accuracy descending inside the group
-        if group_best > best_before:
-            mask[group[acc[group] == group_best]] = True
-            best_before = group_best
-        start = stop
+    sorted_acc, sorted_ace = acc[order], ace[order]
+    # groups of equal ACE v2; the first member of a group holds its best accuracy
+    starts = np.flatnonzero(np.r_[True, sorted_ace[1:] != sorted_ace[:-1]])
+    group_of = np.cumsum(np.r_[True, sorted_ace[1:] != sorted_ace[:-1]]) - 1
+    group_best = sorted_acc[starts]
+    best_before = np.r_[-np.inf, np.maximum.accumulate(group_best)[:-1]]
+    on_front = (sorted_acc == group_best[group_of]) & (group_best[group_of] > best_before[group_of])
+    mask[order[on_front]] = True
     return mask
 
 
@@ -142,13 +137,23 @@ def hypervolume_history(
     box = (1.0 - ref[0]) * ref[1]
     volumes, sizes = [], []
     front_acc, front_ace = np.empty(0), np.empty(0)
+    volume = 0.0
     for point_acc, point_ace in zip(acc, ace, strict=True):
-        cand_acc = np.append(front_acc, point_acc)
-        cand_ace = np.append(front_ace, point_ace)
-        mask = pareto_mask(cand_acc, cand_ace)
-        front_acc, front_ace = cand_acc[mask], cand_ace[mask]
-        volumes.append(hypervolume(front_acc, front_ace, ref))
-        sizes.append(int(mask.sum()))
+        dominated = bool(
+            np.any(
+                (front_acc >= point_acc)
+                & (front_ace <= point_ace)
+                & ((front_acc > point_acc) | (front_ace < point_ace))
+            )
+        )
+        if not dominated and np.isfinite(point_acc) and np.isfinite(point_ace):
+            cand_acc = np.append(front_acc, point_acc)
+            cand_ace = np.append(front_ace, point_ace)
+            mask = pareto_mask(cand_acc, cand_ace)
+            front_acc, front_ace = cand_acc[mask], cand_ace[mask]
+            volume = hypervolume(front_acc, front_ace, ref)
+        volumes.append(volume)
+        sizes.append(int(front_acc.size))
     history = pd.DataFrame(
         {
             "number": done["number"].to_numpy(),

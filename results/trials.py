@@ -20,6 +20,7 @@ Columns (see :data:`COLUMNS`):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -121,6 +122,12 @@ def trial_arch(row: pd.Series | dict[str, Any]) -> ArchConfig | None:
     text = row["arch"]
     if not isinstance(text, str) or not text:
         return None
+    return _parse_arch(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_arch(text: str) -> ArchConfig:
+    """Parse an arch attr once (ArchConfig is frozen; a live dashboard re-reads every trial)."""
     return ArchConfig.from_json(text)
 
 
@@ -143,6 +150,19 @@ def study_info(study: optuna.Study) -> dict[str, str]:
         "cost_table": str(attrs.get("cost_table", "")),
         "pikenas_version": str(attrs.get("pikenas_version", "")),
     }
+
+
+@functools.lru_cache(maxsize=8192)
+def _arch_columns(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...], str]:
+    """archid, weight bits, activation bits and bits string of an arch attr (cached)."""
+    arch = _parse_arch(text)
+    layers = layer_bits(arch)
+    return (
+        arch.archid,
+        tuple(layer.weight_bits for layer in layers),
+        tuple(layer.activation_bits for layer in layers),
+        bits_string(arch),
+    )
 
 
 def _number(value: Any) -> float:
@@ -180,14 +200,13 @@ def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         row[name] = str(value) if value is not None else None
     if row["arch"]:
         try:
-            arch = ArchConfig.from_json(row["arch"])
+            archid, weight_bits, activation_bits, bits = _arch_columns(row["arch"])
         except ArchConfigError as exc:  # a newer / broken arch must not hide the other trials
             logger.warning("trial %d: unreadable arch attr: %s", trial.number, exc)
         else:
-            layers = layer_bits(arch)
-            row["weight_bits"] = [layer.weight_bits for layer in layers]
-            row["activation_bits"] = [layer.activation_bits for layer in layers]
-            row["layer_bits"] = bits_string(arch)
+            row["weight_bits"] = list(weight_bits)
+            row["activation_bits"] = list(activation_bits)
+            row["layer_bits"] = bits
             if row["archid"] is None:
-                row["archid"] = arch.archid
+                row["archid"] = archid
     return row
