@@ -67,9 +67,10 @@ def pareto_figure(data: dict[str, Any], title: str = "Pareto front") -> go.Figur
             marker["line"] = {"width": width, "color": "black"}
         figure.add_trace(
             go.Scatter(
-                x=part["ace_v2"].to_numpy(float),
-                y=part["accuracy"].to_numpy(float),
-                customdata=part["number"].to_numpy(int),
+                # plain lists: pages and tests count the points from the JSON
+                x=part["ace_v2"].tolist(),
+                y=part["accuracy"].tolist(),
+                customdata=part["number"].tolist(),
                 mode="markers+text" if is_baseline else "markers",
                 text=[html.escape(n) for n in part["baseline"]] if is_baseline else None,
                 textposition="top center",
