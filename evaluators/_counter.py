@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -150,15 +150,29 @@ def _pass_through(x: Any, *args: Any, **kwargs: Any) -> Any:
     return x
 
 
-def _skip_elementwise_arithmetic(model: nn.Module) -> list[nn.Module]:
-    """Make every elementwise module of ``model`` return its input during the shape pass.
+def _all_modules(root: nn.Module) -> list[nn.Module]:
+    """Every module under ``root`` once (a plain walk: ``nn.Module.modules`` is slower)."""
+    found = [root]
+    seen = {id(root)}
+    index = 0
+    while index < len(found):
+        for child in found[index]._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+        index += 1
+    return found
+
+
+def _skip_elementwise_arithmetic(modules: list[nn.Module]) -> list[nn.Module]:
+    """Make every elementwise module return its input during the shape pass.
 
     Shapes are all the pass needs, and on the meta device each elementwise op costs about a
     millisecond of Python (torch's reference kernels), so fake quantizers would dominate the
     time. Hooks still fire. Returns the patched modules (undo with :func:`_restore`).
     """
     patched = []
-    for module in model.modules():
+    for module in modules:
         if "forward" not in module.__dict__ and _is_elementwise(type(module)):
             object.__setattr__(module, "forward", _pass_through)
             patched.append(module)
@@ -211,12 +225,11 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 
 def _on_meta(model: nn.Module) -> bool:
-    return all(t.device.type == "meta" for t in _tensors(model))
-
-
-def _tensors(model: nn.Module) -> Iterator[torch.Tensor]:
-    yield from model.parameters()
-    yield from model.buffers()
+    for module in _all_modules(model):
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is not None and tensor.device.type != "meta":
+                return False
+    return True
 
 
 def _prepare(
@@ -262,10 +275,12 @@ def declarations(
         module.register_forward_hook(_recorder(calls[index]), with_kwargs=True)
         for index, (_, module, _) in enumerate(counted)
     ]
-    training = [(module, module.training) for module in model.modules()]
-    patched = _skip_elementwise_arithmetic(model)
+    modules = _all_modules(model)
+    training = [module.training for module in modules]
+    patched = _skip_elementwise_arithmetic(modules)
     try:
-        model.eval()
+        for module in modules:  # eval mode: running statistics, no batch statistics
+            object.__setattr__(module, "training", False)
         with torch.no_grad():
             model(torch.empty(shape, device="meta"))
     except CostModelError:
@@ -279,8 +294,8 @@ def declarations(
         _restore(patched)
         for handle in handles:
             handle.remove()
-        for module, mode in training:
-            module.training = mode
+        for module, mode in zip(modules, training, strict=True):
+            object.__setattr__(module, "training", mode)
 
     result: list[tuple[str, str, CostDeclaration]] = []
     for (path, module, kind), module_calls in zip(counted, calls, strict=True):
