@@ -82,7 +82,7 @@ def _breakdown_table(arch_json: str) -> tuple[pd.DataFrame, float]:
 
 def _breakdown_figure(arch_json: str, number: int) -> dict[str, Any]:
     table, total = _breakdown_table(arch_json)
-    title = f"ACE v2 per layer of trial #{number} (total {total:,.0f})"
+    title = f"ACE v2 per block of trial #{number}: MACs vs elementwise (total {total:,.0f})"
     return _figure_json(ace_breakdown_figure(table, title=title))
 
 

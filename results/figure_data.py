@@ -178,18 +178,30 @@ def bits_heatmap_data(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def ace_breakdown_data(report: Mapping[str, Any] | Any) -> pd.DataFrame:
+def _block_of(layer: str) -> str:
+    """``blocks.3.pointwise_stage`` -> ``blocks.3``; ``stem.conv`` -> ``stem``."""
+    parts = layer.split(".")
+    return ".".join(parts[:2]) if parts[0] == "blocks" and len(parts) > 1 else parts[0]
+
+
+def ace_breakdown_data(report: Mapping[str, Any] | Any, by: str = "block") -> pd.DataFrame:
     """ACE v2 per layer split into MAC and elementwise cost, from an ACE report.
 
     ``report``: an :class:`evaluators.ace.AceReport` or its ``to_dict()``; its ``breakdown``
     rows (``layer``, ``op``, ``cost``) are summed per layer: ``op == "mac"`` is MAC cost,
-    every other op kind elementwise cost. Returns columns ``layer``, ``mac_cost``,
-    ``elementwise_cost``, ``total`` in the report's layer order.
+    every other op kind elementwise cost. ``by="block"`` sums the modules of one block
+    (``blocks.3.*`` -> ``blocks.3``, ``stem.*`` -> ``stem``, ``head.*`` -> ``head``);
+    ``by="module"`` keeps the report's module paths. Returns columns ``layer``, ``mac_cost``,
+    ``elementwise_cost``, ``total`` in the report's order.
     """
+    if by not in ("block", "module"):
+        raise ValueError(f"by={by!r}; use 'block' or 'module'")
     data = report.to_dict() if hasattr(report, "to_dict") else report
     rows = pd.DataFrame(list(data["breakdown"]), columns=None)
     if rows.empty:
         return pd.DataFrame(columns=["layer", "mac_cost", "elementwise_cost", "total"])
+    if by == "block":
+        rows["layer"] = [_block_of(str(layer)) for layer in rows["layer"]]
     is_mac = rows["op"] == "mac"
     rows = rows.assign(
         mac_cost=np.where(is_mac, rows["cost"].astype(float), 0.0),

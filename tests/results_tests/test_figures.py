@@ -106,6 +106,24 @@ def test_ace_breakdown_data_sums_per_layer():
     assert [t.name for t in figure.data] == ["MACs", "elementwise"]
 
 
+def test_ace_breakdown_groups_modules_by_block():
+    report = {
+        "breakdown": [
+            {"layer": "stem.conv", "op": "mac", "cost": 10},
+            {"layer": "stem.stage", "op": "mul", "cost": 5},
+            {"layer": "blocks.0.depthwise", "op": "mac", "cost": 3},
+            {"layer": "blocks.0.depthwise_stage", "op": "add", "cost": 2},
+            {"layer": "blocks.10.pointwise", "op": "mac", "cost": 7},
+            {"layer": "head.linear", "op": "mac", "cost": 1},
+        ]
+    }
+    table = ace_breakdown_data(report)
+    assert table["layer"].tolist() == ["stem", "blocks.0", "blocks.10", "head"]
+    assert table["mac_cost"].tolist() == [10.0, 3.0, 7.0, 1.0]
+    assert table["elementwise_cost"].tolist() == [5.0, 2.0, 0.0, 0.0]
+    assert len(ace_breakdown_data(report, by="module")) == 6
+
+
 def test_proxy_final_data(tmp_path):
     make_run(
         tmp_path,
