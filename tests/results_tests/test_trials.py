@@ -95,3 +95,10 @@ def test_study_info(mixed_run):
         "cost_table": "default",
         "pikenas_version": "0.1.0",
     }
+
+
+def test_unreadable_arch_does_not_hide_the_trial(tmp_path, caplog):
+    make_run(tmp_path, [Point(0.5, 10.0, attrs={"arch": '{"version": 99}'})])
+    frame = load(tmp_path)
+    assert frame.loc[0, "accuracy"] == 0.5 and frame.loc[0, "layer_bits"] == ""
+    assert "unreadable arch" in caplog.text
