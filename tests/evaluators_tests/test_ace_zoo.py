@@ -186,6 +186,9 @@ def test_mobilenet_w8a8_ace_v2_from_the_rules(width: str, resolution: int) -> No
     expected += _pool_and_head(8, size, channels, 1000)
     report = count_ace(get_zoo_arch(f"mobilenet_v1-{width}-w8a8", resolution=resolution))
     assert report.ace_v2 == expected
+    conv_outputs = sum(elements for *_, elements in convs)
+    assert report.elementwise_elements["batchnorm"] == conv_outputs
+    assert report.elementwise_elements["relu"] == conv_outputs
 
 
 @pytest.mark.parametrize("resolution", [96, 128])
