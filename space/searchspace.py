@@ -1,0 +1,387 @@
+"""The searchable space: a fixed skeleton of PikeLPN blocks with per-block choices.
+
+Encoding (what a sampler sees): a FIXED-LENGTH list of categorical genes. Every stage has one
+``s<i>_channels`` gene and every block ``b<j>`` (numbered over the whole network from 0) has
+all of :data:`BLOCK_GENES`, whatever the other genes say, so NSGA-II's crossover and mutation
+always act on meaningful genes and never fall back to random sampling because a parameter
+appeared or vanished. Combinations that an :class:`~space.arch.ArchConfig` cannot take are
+repaired deterministically in :meth:`SearchSpace.decode` (:func:`repair_bits`):
+
+* the quantizer family fixes the bits: ``binary`` -> 1, ``ternary`` -> 2, ``float`` -> 32;
+* ``uniform`` / ``pow2`` with bits that family cannot take -> the nearest bits it can take
+  (preferring the gene's own choices; ties go to the lower width, the cheaper one);
+* ``residual`` only where the block keeps the feature map: stride 1 and as many output as input
+  channels; elsewhere it is turned off.
+
+The skeleton (stages: number of blocks and stride; the stem and the head, 8-bit by default) is
+fixed. The space imports no optimizer: :meth:`SearchSpace.suggest` takes any object with an
+Optuna-style ``suggest_categorical(name, choices)`` method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from space.arch import (
+    ACTIVATION_BITS,
+    QUANTIZER_BITS,
+    ActivationKind,
+    ArchConfig,
+    ConvQuantSpec,
+    ConvStemSpec,
+    Granularity,
+    HeadSpec,
+    NormKind,
+    PikeBlockSpec,
+    QuantizerFamily,
+    ScaleFormat,
+)
+from space.errors import ArchConfigError, SearchConfigError
+
+__all__ = [
+    "BLOCK_GENES",
+    "BlockChoices",
+    "StageSpace",
+    "SearchSpace",
+    "SuggestsCategorical",
+    "repair_bits",
+]
+
+logger = logging.getLogger(__name__)
+
+#: per-block gene names, in encoding order (the full name is ``b<j>_<gene>``).
+BLOCK_GENES: tuple[str, ...] = (
+    "kernel_size",
+    "dw_quantizer",
+    "dw_bits",
+    "pw_quantizer",
+    "pw_bits",
+    "activation_bits",
+    "activation",
+    "norm",
+    "scale_format",
+    "residual",
+)
+
+_WEIGHT_BITS: tuple[int, ...] = tuple(sorted({b for bits in QUANTIZER_BITS.values() for b in bits}))
+
+Choice = bool | int | str
+
+
+class SuggestsCategorical(Protocol):
+    """What :meth:`SearchSpace.suggest` needs of a trial (an ``optuna.trial.Trial`` fits)."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _nonempty_unique(values: tuple[Any, ...], field: str) -> tuple[Any, ...]:
+    if not values:
+        raise ValueError(f"{field} needs at least one choice")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{field} lists a choice twice: {list(values)}; list each once")
+    return values
+
+
+class BlockChoices(_Strict):
+    """The choices every searchable block offers (one categorical gene per field).
+
+    Bits are in bits; ``dw_*`` is the depthwise k x k conv, ``pw_*`` the pointwise 1 x 1 conv
+    (their separate families are DHQ); ``scale_format`` is the Double Quantization format of the
+    block's scales and folded QuantNorm multipliers.
+    """
+
+    kernel_size: tuple[int, ...] = (3, 5)
+    dw_quantizer: tuple[QuantizerFamily, ...] = ("uniform", "pow2", "binary", "ternary")
+    dw_bits: tuple[int, ...] = (2, 4, 8)
+    pw_quantizer: tuple[QuantizerFamily, ...] = ("uniform", "pow2", "binary", "ternary")
+    pw_bits: tuple[int, ...] = (2, 4, 8)
+    activation_bits: tuple[int, ...] = (2, 4, 8)
+    activation: tuple[ActivationKind, ...] = ("relu", "prelu", "dprelu")
+    norm: tuple[NormKind, ...] = ("batchnorm", "quantnorm")
+    scale_format: tuple[ScaleFormat, ...] = ("float32", "int8", "pow2")
+    residual: tuple[bool, ...] = (False, True)
+    dw_granularity: Granularity = "per_channel"
+    pw_granularity: Granularity = "per_channel"
+
+    @field_validator(*BLOCK_GENES)
+    @classmethod
+    def _choices(cls, values: tuple[Any, ...], info: Any) -> tuple[Any, ...]:
+        return _nonempty_unique(values, info.field_name)
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _kernels(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        for value in values:
+            if value not in (1, 3, 5, 7):
+                raise ValueError(f"kernel_size {value} is not supported; use 1, 3, 5 or 7")
+        return values
+
+    @field_validator("dw_bits", "pw_bits")
+    @classmethod
+    def _weight_bits(cls, values: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        for value in values:
+            if value not in _WEIGHT_BITS:
+                raise ValueError(
+                    f"{info.field_name} {value} is not a weight width any quantizer takes; "
+                    f"use values from {list(_WEIGHT_BITS)}"
+                )
+        return values
+
+    @field_validator("activation_bits")
+    @classmethod
+    def _activation_bits(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        for value in values:
+            if value not in ACTIVATION_BITS:
+                raise ValueError(
+                    f"activation_bits {value} is not supported; use values from "
+                    f"{list(ACTIVATION_BITS)} (1 = binary, 32 = float)"
+                )
+        return values
+
+
+class StageSpace(_Strict):
+    """One stage of the fixed skeleton: ``blocks`` blocks, the first with ``stride``, all with
+    the same searched output ``channels`` (one gene per stage)."""
+
+    blocks: int = Field(ge=1, le=16)
+    stride: int = 1
+    channels: tuple[int, ...]
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, value: int) -> int:
+        if value not in (1, 2):
+            raise ValueError(f"stride {value} is not supported; use 1 or 2")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        for value in values:
+            if value < 1:
+                raise ValueError(f"channels {value} must be a positive integer")
+        return _nonempty_unique(values, "channels")
+
+
+def repair_bits(family: str, bits: int, choices: tuple[int, ...] = ()) -> int:
+    """The weight width a ``family`` quantizer gets for the gene value ``bits``.
+
+    Fixed-width families ignore ``bits`` (binary 1, ternary 2, float 32). For ``uniform`` /
+    ``pow2``, ``bits`` is kept when the family can take it; otherwise the nearest width the
+    family can take, preferring widths among ``choices``; ties go to the lower (cheaper) width.
+    """
+    allowed = QUANTIZER_BITS[family]
+    if bits in allowed:
+        return bits
+    preferred = [b for b in allowed if b in choices] or list(allowed)
+    return min(preferred, key=lambda b: (abs(b - bits), b))
+
+
+def _nearest(value: Any, choices: tuple[Any, ...]) -> Any:
+    """``value`` when it is a choice; else the nearest numeric choice (ties: lower) or the
+    first choice for non-numeric genes."""
+    if value in choices:
+        return value
+    numeric = [c for c in choices if isinstance(c, int) and not isinstance(c, bool)]
+    if isinstance(value, int) and not isinstance(value, bool) and numeric:
+        return min(numeric, key=lambda c: (abs(c - value), c))
+    return choices[0]
+
+
+class SearchSpace(_Strict):
+    """The searchable space: input geometry, a fixed stem / head and the stage skeleton, plus
+    the per-block :class:`BlockChoices`.
+
+    ``input_channels`` / ``resolution`` (pixels) / ``num_classes`` describe the data the
+    decoded architectures take; the search fits them to the data set before costing.
+    """
+
+    input_channels: int = Field(default=1, gt=0)
+    resolution: int = Field(default=8, gt=0)
+    num_classes: int = Field(default=10, gt=1)
+    stem: ConvStemSpec = ConvStemSpec(out_channels=16, kernel_size=3, stride=1)
+    stages: tuple[StageSpace, ...] = Field(min_length=1)
+    choices: BlockChoices = BlockChoices()
+    head: HeadSpec = HeadSpec()
+
+    @model_validator(mode="after")
+    def _skeleton_fits(self) -> SearchSpace:
+        # Decoding the first choice of every gene validates the geometry (strides vs resolution).
+        try:
+            self.decode(self.default_params())
+        except ArchConfigError as exc:
+            raise ValueError(f"the stage skeleton does not fit: {exc}") from None
+        return self
+
+    # ---- the encoding ----------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return sum(stage.blocks for stage in self.stages)
+
+    def distributions(self) -> dict[str, tuple[Choice, ...]]:
+        """Every gene name -> its choices, in encoding order (the same keys for every
+        candidate). ``search.samplers`` turns these into Optuna categorical distributions."""
+        genes: dict[str, tuple[Choice, ...]] = {}
+        for index, stage in enumerate(self.stages):
+            genes[f"s{index}_channels"] = stage.channels
+        for block in range(self.num_blocks):
+            for gene in BLOCK_GENES:
+                genes[f"b{block}_{gene}"] = getattr(self.choices, gene)
+        return genes
+
+    def default_params(self) -> dict[str, Choice]:
+        """The genome of the first choice of every gene."""
+        return {name: choices[0] for name, choices in self.distributions().items()}
+
+    def suggest(self, trial: SuggestsCategorical) -> ArchConfig:
+        """Ask ``trial`` for every gene (in encoding order) and decode the answer."""
+        params = {
+            name: trial.suggest_categorical(name, list(choices))
+            for name, choices in self.distributions().items()
+        }
+        return self.decode(params)
+
+    def decode(self, params: Mapping[str, Any], name: str = "searched") -> ArchConfig:
+        """The architecture of a genome, with the repair rules of the module docstring applied.
+
+        Every gene must be present with one of its choices; anything else raises
+        :class:`SearchConfigError` naming the gene.
+        """
+        genes = self.distributions()
+        unknown = sorted(set(params) - set(genes))
+        if unknown:
+            raise SearchConfigError(
+                f"unknown gene(s) {', '.join(unknown)}; this space has {len(genes)} genes "
+                f"(s<i>_channels and b<j>_<{'|'.join(BLOCK_GENES)}>)"
+            )
+        for gene, choices in genes.items():
+            if gene not in params:
+                raise SearchConfigError(f"gene {gene} is missing; give one of {list(choices)}")
+            if params[gene] not in choices:
+                raise SearchConfigError(
+                    f"gene {gene}={params[gene]!r} is not one of its choices {list(choices)}"
+                )
+        blocks: list[PikeBlockSpec] = []
+        in_channels = self.stem.out_channels
+        index = 0
+        for stage_index, stage in enumerate(self.stages):
+            out_channels = int(params[f"s{stage_index}_channels"])
+            for position in range(stage.blocks):
+                stride = stage.stride if position == 0 else 1
+                blocks.append(self._decode_block(params, index, in_channels, out_channels, stride))
+                in_channels = out_channels
+                index += 1
+        return ArchConfig.from_dict(
+            {
+                "name": name,
+                "input_channels": self.input_channels,
+                "resolution": self.resolution,
+                "num_classes": self.num_classes,
+                "stem": self.stem,
+                "blocks": tuple(blocks),
+                "head": self.head,
+            }
+        )
+
+    def _decode_block(
+        self,
+        params: Mapping[str, Any],
+        index: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+    ) -> PikeBlockSpec:
+        def gene(name: str) -> Any:
+            return params[f"b{index}_{name}"]
+
+        choices = self.choices
+        dw_family = gene("dw_quantizer")
+        pw_family = gene("pw_quantizer")
+        keeps_shape = stride == 1 and in_channels == out_channels
+        return PikeBlockSpec(
+            out_channels=out_channels,
+            stride=stride,
+            kernel_size=int(gene("kernel_size")),
+            residual=bool(gene("residual")) and keeps_shape,
+            depthwise=ConvQuantSpec(
+                weight_bits=repair_bits(dw_family, int(gene("dw_bits")), choices.dw_bits),
+                weight_quantizer=dw_family,
+                weight_granularity=choices.dw_granularity,
+            ),
+            pointwise=ConvQuantSpec(
+                weight_bits=repair_bits(pw_family, int(gene("pw_bits")), choices.pw_bits),
+                weight_quantizer=pw_family,
+                weight_granularity=choices.pw_granularity,
+            ),
+            activation_bits=int(gene("activation_bits")),
+            activation=gene("activation"),
+            norm=gene("norm"),
+            scale_format=gene("scale_format"),
+        )
+
+    def encode(self, arch: ArchConfig) -> dict[str, Choice]:
+        """The genome nearest to ``arch`` (used to enqueue zoo baselines as fixed points).
+
+        ``arch`` must be a network of PikeLPN blocks with as many blocks as the skeleton. Each
+        gene takes the arch's value when it is a choice, else the nearest numeric choice (or
+        the first choice for a family / kind the space does not offer). Stage channels come from
+        the stage's first block. Fixed-width families encode their bits gene as the nearest
+        choice, which decoding ignores. See :meth:`encodes_exactly` for lossless-ness.
+        """
+        blocks = arch.blocks
+        if len(blocks) != self.num_blocks or not all(
+            isinstance(block, PikeBlockSpec) for block in blocks
+        ):
+            kinds = sorted({block.kind for block in blocks})
+            raise SearchConfigError(
+                f"architecture {arch.name or arch.archid!r} has {len(blocks)} block(s) of kind "
+                f"{', '.join(kinds)}; this space needs {self.num_blocks} PikeLPN blocks; "
+                "choose a baseline with the space's skeleton or change space.stages"
+            )
+        genes = self.distributions()
+        params: dict[str, Choice] = {}
+        start = 0
+        for stage_index, stage in enumerate(self.stages):
+            name = f"s{stage_index}_channels"
+            params[name] = _nearest(blocks[start].out_channels, genes[name])
+            start += stage.blocks
+        for index, block in enumerate(blocks):
+            assert isinstance(block, PikeBlockSpec)
+            values: dict[str, Any] = {
+                "kernel_size": block.kernel_size,
+                "dw_quantizer": block.depthwise.weight_quantizer,
+                "dw_bits": block.depthwise.weight_bits,
+                "pw_quantizer": block.pointwise.weight_quantizer,
+                "pw_bits": block.pointwise.weight_bits,
+                "activation_bits": block.activation_bits,
+                "activation": block.activation,
+                "norm": block.norm,
+                "scale_format": block.scale_format,
+                "residual": block.residual,
+            }
+            for gene, value in values.items():
+                name = f"b{index}_{gene}"
+                params[name] = _nearest(value, genes[name])
+        return params
+
+    def encodes_exactly(self, arch: ArchConfig) -> bool:
+        """Whether ``decode(encode(arch))`` is ``arch`` (same archid, with the space's input
+        geometry): the arch lies in the space."""
+        try:
+            decoded = self.decode(self.encode(arch))
+        except SearchConfigError:
+            return False
+        fitted = arch.replace(
+            input_channels=self.input_channels,
+            resolution=self.resolution,
+            num_classes=self.num_classes,
+        )
+        return decoded.archid == fitted.archid
