@@ -14,7 +14,10 @@ from search.cli import app
 def zoo(
     name: Annotated[
         str | None,
-        typer.Argument(help="Zoo model name (e.g. mobilenet_v1-1.0-w8a8); omit to list them all."),
+        typer.Argument(
+            metavar="NAME",
+            help="Zoo model name (e.g. mobilenet_v1-1.0-w8a8); omit to list them all.",
+        ),
     ] = None,
     as_json: Annotated[
         bool,
