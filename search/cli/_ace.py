@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 @app.command()
 def ace(
-    target: Annotated[
+    name_or_arch_json: Annotated[
         str,
         typer.Argument(
             metavar="NAME_OR_ARCH_JSON",
             help="A zoo name (see 'pikenas zoo') or the path of an ArchConfig JSON file.",
+            show_default=False,
         ),
     ],
     resolution: Annotated[
@@ -56,7 +57,7 @@ def ace(
     if float_bits is not None and float_bits not in FLOAT_WIDTHS:
         raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
     try:
-        arch = _resolve(target, resolution)
+        arch = _resolve(name_or_arch_json, resolution)
         table = CostTable.load(cost_table) if cost_table is not None else CostTable.default()
         if float_bits is not None:
             table = table.with_float_bits(float_bits)
@@ -64,7 +65,8 @@ def ace(
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        data = {"name": arch.name or target, "archid": arch.archid, **report.to_dict()}
+        name = arch.name or name_or_arch_json
+        data = {"name": name, "archid": arch.archid, **report.to_dict()}
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(report.to_table())
