@@ -26,6 +26,9 @@ TIMED_MODEL = "mobilenet_v1-1.0-w8a8"
 
 
 def _giga(value: float) -> str:
+    """Billions (G) with three decimals; millions (M) below 0.1 G so tiny models stay legible."""
+    if value < 1e8:
+        return f"{value / 1e6:,.3f} M"
     return f"{value / 1e9:,.3f} G"
 
 
@@ -83,7 +86,7 @@ def main() -> None:
     rows = [_row(name, table) for name in zoo_names()]
     print(
         f"cost table: {table.name} ({table.unit}, float operands at {table.float_bits} bits); "
-        "G = 1e9"
+        "G = 1e9, M = 1e6"
     )
     if args.markdown:
         print("| " + " | ".join(header) + " |")
