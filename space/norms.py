@@ -28,9 +28,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from space.activations import make_activation
+from space.activations import ReLU, make_activation
 from space.costs import FLOAT_BITS, CostDeclaration, Op
 from space.layers import QuantConv2d
 from space.quantizers import (
@@ -64,6 +65,16 @@ def _requant_ops(bits: int, elements: int, width: int, is_float: bool) -> tuple[
     return [Op("compare", 2 * elements, width, width, is_float, "clip")], "requantize"
 
 
+def _relu_is_in_the_clip(activation: nn.Module, requantizer: nn.Module) -> bool:
+    """An unsigned uniform requantizer clamps at 0 with zero gradient below it, exactly what a
+    ReLU before it does (values and gradients), so the ReLU pass can be skipped in training."""
+    return (
+        isinstance(activation, ReLU)
+        and isinstance(requantizer, UniformQuantizer)
+        and not requantizer.signed
+    )
+
+
 class BatchNormStage(nn.Module):
     """Float batch norm -> activation -> requantize to ``activation_bits``.
 
@@ -90,9 +101,11 @@ class BatchNormStage(nn.Module):
         self.requantizer = make_activation_quantizer(
             activation_bits, signed=activation != "relu", scale_format=scale_format
         )
+        self._relu_folded = _relu_is_in_the_clip(self.activation, self.requantizer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.requantizer(self.activation(self.norm(x)))
+        y = self.norm(x)
+        return self.requantizer(y if self._relu_folded else self.activation(y))
 
     def inference_ops(
         self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
@@ -167,20 +180,10 @@ class QuantNormStage(nn.Module):
         self.requantizer = make_activation_quantizer(
             activation_bits, signed=activation != "relu", scale_format=scale_format
         )
+        self._relu_folded = _relu_is_in_the_clip(self.activation, self.requantizer)
 
-    def folded(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The fake-quantized ``(m_c, c_c)``, each ``(C,)``; updates running statistics in
-        training (batch statistics of ``x`` ``(N, C, H, W)`` are used then, as in BN)."""
-        if self.training:
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                count = x.numel() // x.shape[1]
-                unbiased = var * (count / max(count - 1, 1))
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        multiplier = self.weight * torch.rsqrt(var + self.eps)
+    def _fold(self, mean: Tensor, inverse_std: Tensor) -> tuple[Tensor, Tensor]:
+        multiplier = self.weight * inverse_std
         bias = self.bias - mean * multiplier
         multiplier = quantize_scale(multiplier, self.scale_format, signed=True)
         if isinstance(self.requantizer, UniformQuantizer):
@@ -190,10 +193,44 @@ class QuantNormStage(nn.Module):
         bias = ste(torch.round(bias / grid) * grid, bias)
         return multiplier, bias
 
+    def folded(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The fake-quantized ``(m_c, c_c)``, each ``(C,)``, for input ``x`` ``(N, C, H, W)``
+        (batch statistics in training, which also updates the running statistics)."""
+        if self.training:
+            mean, inverse_std = self._batch_statistics(x)
+            return self._fold(mean, inverse_std)
+        return self._fold(self.running_mean, torch.rsqrt(self.running_var + self.eps))
+
+    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Detached per-channel ``(mean, 1 / sqrt(var + eps))`` of ``x`` (biased variance)."""
+        with torch.no_grad():
+            if x.device.type == "meta":  # no meta kernel for the fused statistics
+                var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            else:
+                mean, var = torch.batch_norm_update_stats(x, None, None, self.momentum)
+            return mean, torch.rsqrt(var + self.eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        multiplier, bias = self.folded(x)
-        y = x * _channel_view(multiplier) + _channel_view(bias)
-        return self.requantizer(self.activation(y))
+        if self.training:
+            # m x + c == BN(x; weight w' = m / invstd, bias b' = c + m mean) with the batch's
+            # statistics: the fused BN kernel gives BN's gradient through the statistics and
+            # updates the running statistics; w', b' carry the fake-quantized m and c.
+            mean, inverse_std = self._batch_statistics(x)
+            multiplier, bias = self._fold(mean, inverse_std)
+            y = F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                multiplier / inverse_std,
+                bias + multiplier * mean,
+                True,
+                self.momentum,
+                self.eps,
+            )
+        else:
+            multiplier, bias = self.folded(x)
+            y = torch.addcmul(_channel_view(bias), x, _channel_view(multiplier))
+        return self.requantizer(y if self._relu_folded else self.activation(y))
 
     def inference_ops(
         self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]

@@ -120,6 +120,85 @@ def _grad_scale(x: Tensor, factor: float) -> Tensor:
     return ste(x, scaled)
 
 
+def _use_fused(*tensors: Tensor) -> bool:
+    """Use the fused autograd functions (fewer passes over memory) in eager training only;
+    tracing, export and the meta device take the plain, equivalent ops."""
+    return (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in tensors)
+        and tensors[0].device.type != "meta"
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    )
+
+
+class _LsqFunction(torch.autograd.Function):
+    """LSQ in one autograd node: ``y = round(clamp(x / s, q_min, q_max)) * s``.
+
+    Backward: ``dx = g`` where ``q_min < x / s < q_max`` else 0 (one fused ``hardtanh_backward``
+    pass, no bool masks, which are slow on CPU); ``ds = factor * sum(g * (round(v) - v))`` inside
+    and ``sum(g * bound)`` outside, computed as ``sum(g * levels) - sum(dx * v)`` (two dot
+    products for a per-tensor step, ``v = x / s``).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, step: Tensor, q_min: int, q_max: int, grad_factor: float
+    ) -> Tensor:
+        v = x / step
+        levels = torch.clamp(v, q_min, q_max).round_()
+        ctx.save_for_backward(v, levels)
+        ctx.bounds = (q_min, q_max)
+        ctx.step_shape = step.shape
+        ctx.grad_factor = grad_factor
+        return levels * step
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        v, levels = ctx.saved_tensors
+        grad_x = torch.ops.aten.hardtanh_backward(grad, v, *ctx.bounds)
+        grad_step = None
+        if ctx.needs_input_grad[1]:
+            if ctx.step_shape.numel() == 1 and _same_dense_layout(grad, levels, grad_x, v):
+                total = torch.dot(_flat(grad), _flat(levels)) - torch.dot(_flat(grad_x), _flat(v))
+                grad_step = total.reshape(ctx.step_shape)
+            else:
+                grad_step = (grad * levels - grad_x * v).sum_to_size(ctx.step_shape)
+            grad_step = grad_step * ctx.grad_factor
+        return grad_x, grad_step, None, None, None
+
+
+def _same_dense_layout(*tensors: Tensor) -> bool:
+    first = tensors[0]
+    dense = first.is_contiguous() or (
+        first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
+    )
+    return dense and all(
+        t.shape == first.shape and t.stride() == first.stride() and t.dtype == first.dtype
+        for t in tensors[1:]
+    )
+
+
+def _flat(t: Tensor) -> Tensor:
+    """The elements of a dense tensor in memory order, as a 1-D view."""
+    return t.as_strided((t.numel(),), (1,))
+
+
+class _SignFunction(torch.autograd.Function):
+    """``y = +1 if x >= 0 else -1``; backward ``g`` where ``|x| < clip`` else 0."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, clip: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.clip = clip
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, x, -ctx.clip, ctx.clip), None
+
+
 class Quantizer(nn.Module):
     """Base class. Subclasses set the attributes and implement ``forward(x) -> x_q``.
 
@@ -271,7 +350,12 @@ class UniformQuantizer(_LearnedScale):
 
     def forward(self, x: Tensor) -> Tensor:
         per_scale = x.numel() // self.scale.numel() if x.numel() else 1
-        step = _grad_scale(self.scale_for(x), 1.0 / math.sqrt(max(per_scale, 1) * self.q_max))
+        grad_factor = 1.0 / math.sqrt(max(per_scale, 1) * self.q_max)
+        step = self.scale_for(x)
+        if _use_fused(x, step):
+            return _LsqFunction.apply(x, step, self.q_min, self.q_max, grad_factor)
+        # Plain ops (inference, export, meta): same values, same gradients.
+        step = _grad_scale(step, grad_factor)
         v = torch.clamp(x / step, self.q_min, self.q_max)
         return ste(torch.round(v), v) * step
 
@@ -413,8 +497,10 @@ class BinaryQuantizer(_DataScaled):
         return self._channel_view(scale, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
         scale = self.scale_for(x)
+        if scale is None and _use_fused(x):
+            return _SignFunction.apply(x, self.clip)
+        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
         value = signs if scale is None else signs * scale
         return ste(value, self._surrogate(x))
 

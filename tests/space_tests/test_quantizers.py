@@ -245,3 +245,47 @@ def test_uniform_property(bits: int, signed: bool, values: list[float], step: fl
     low, high = quantizer.clip_range(x)
     inside = (x >= low) & (x <= high)
     assert bool(((y - x).abs()[inside] <= actual_step * 0.5 + 1e-5).all())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_training_path_equals_the_plain_ops(
+    bits: int, signed: bool, channels_last: bool
+) -> None:
+    """Training uses one fused autograd node; export / no-grad use plain ops: same results."""
+    quantizer = make_activation_quantizer(bits, signed=signed, scale_format="pow2")
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(bits)) * 2
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(7))
+    results = []
+    for fused in (True, False):
+        quantizer.zero_grad()
+        leaf = x.clone().requires_grad_(True)
+        if fused:
+            y = quantizer(leaf)
+        else:
+            monkeypatched = torch.jit.is_tracing  # force the plain path via the tracing flag
+            torch.jit.is_tracing = lambda: True  # type: ignore[assignment]
+            try:
+                y = quantizer(leaf)
+            finally:
+                torch.jit.is_tracing = monkeypatched  # type: ignore[assignment]
+        assert y.grad_fn is not None
+        (y * upstream).sum().backward()
+        results.append((y.detach(), leaf.grad, quantizer.scale.grad.clone()))
+    (y_fused, dx_fused, ds_fused), (y_plain, dx_plain, ds_plain) = results
+    assert "LsqFunction" in type(quantizer(x.requires_grad_(True)).grad_fn).__name__
+    torch.testing.assert_close(y_fused, y_plain)
+    torch.testing.assert_close(dx_fused, dx_plain)
+    torch.testing.assert_close(ds_fused, ds_plain)
+
+
+def test_fused_sign_equals_the_plain_ops() -> None:
+    quantizer = make_activation_quantizer(1, signed=True)
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.7, 1.5], requires_grad=True)
+    y = quantizer(x)
+    y.sum().backward()
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
