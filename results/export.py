@@ -264,8 +264,8 @@ def export_pareto(
     out_dir: str | Path | None = None,
     study: str | None = None,
 ) -> list[Path]:
-    """Export every trial on the Pareto front (one bundle per distinct architecture: of trials
-    with the same archid the lowest number is exported); return the bundle folders.
+    """Export every trial on the Pareto front, one bundle per distinct architecture (of trials
+    with the same archid the fully trained one, else the lowest number); return the folders.
     """
     optuna_study, frame = _study_and_frame(run, study)
     front = pareto_front(frame)
@@ -273,7 +273,14 @@ def export_pareto(
         raise RunDirError(
             f"study {optuna_study.study_name!r} has no completed trial, so no front to export"
         )
-    front = front.sort_values("number").drop_duplicates("archid", keep="first")
+    # one bundle per architecture: prefer the fully trained trial, then the lowest number
+    trained = front["final_dir"].fillna("").astype(str) != ""
+    front = (
+        front.assign(_untrained=~trained)
+        .sort_values(["_untrained", "number"])
+        .drop_duplicates("archid", keep="first")
+        .sort_values("number")
+    )
     out = _default_out(run, out_dir)
     info = study_info(optuna_study)
     return [_write_bundle(row, info, out) for _, row in front.iterrows()]

@@ -149,3 +149,17 @@ class _CallCounter(torch.nn.Module):
 def test_onnx_mismatch_fails_loudly(tmp_path):
     with pytest.raises(EvaluationError, match="differs from PyTorch"):
         export_onnx(_CallCounter(), tiny_arch(), tmp_path / "m.onnx")
+
+
+def test_pareto_export_prefers_the_trained_duplicate(tmp_path):
+    run = tmp_path / "run"
+    make_run(
+        run,
+        [
+            Point(0.9, 900.0, bits=((2, 2),)),
+            Point(0.9, 900.0, bits=((2, 2),), attrs={"final_dir": str(tmp_path / "gone")}),
+        ],
+    )
+    # trial 1 is the trained one, so it is chosen and its missing weights are reported
+    with pytest.raises(RunDirError, match="trial 1 was fully trained"):
+        export_pareto(run)
