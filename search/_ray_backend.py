@@ -52,9 +52,10 @@ from space.errors import PikeNASError
 if TYPE_CHECKING:
     import optuna
 
+    from search.backends import ProgressCallback, RunRequest
     from search.config import SearchConfig
 
-__all__ = ["RaySearchSummary", "run_ray_search", "ray_environment"]
+__all__ = ["RaySearchSummary", "run_ray", "run_ray_search", "ray_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +70,15 @@ _NUMBER_KEY = "pikenas_trial_number"
 
 @dataclass
 class RaySearchSummary:
-    """What one Ray run did: trials it told, by state; stale trials it failed at start; the
-    Tune experiment folder; seconds from the first suggestion to the end."""
+    """What one Ray run did: trials it told, by state; stale trials it failed at start; why it
+    gave up (every candidate rejected), if it did; the Tune experiment folder; seconds of
+    ``Tuner.fit``."""
 
     complete: int = 0
     pruned: int = 0
     failed: int = 0
     recovered: list[int] = field(default_factory=list)
+    gave_up: str | None = None
     experiment_dir: str = ""
     wall_s: float = 0.0
 
@@ -185,34 +188,51 @@ def _make_searcher_class() -> type:
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
+    from search._journal import flush
     from search.objective import set_trial_user_attrs
-    from search.worker import HEARTBEAT_ATTR, worker_label
+    from search.worker import HEARTBEAT_ATTR, max_rejected, worker_label
 
     class _PikeNASOptunaSearch(OptunaSearch):
         """OptunaSearch that stores pikenas user attributes, tells PRUNED / FAIL outcomes and
-        stops once the study holds ``n_trials`` COMPLETE trials."""
+        stops once the study holds ``n_trials`` COMPLETE trials (or gives up, like
+        :func:`search.worker.work`, when too many were rejected)."""
 
         def __init__(
-            self, *, n_trials: int, complete: int, summary: RaySearchSummary, **kwargs: Any
+            self,
+            *,
+            n_trials: int,
+            complete: int,
+            rejected: int,
+            summary: RaySearchSummary,
+            **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
             self.n_trials = n_trials
             self.complete = complete
+            self.rejected = rejected
             self.summary = summary
             self.driver_label = worker_label()
             self.live: dict[str, Any] = {}
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None | str:
-            if self.complete >= self.n_trials:
+            if self.complete >= self.n_trials or self.summary.gave_up:
+                return Searcher.FINISHED
+            if self.rejected >= max_rejected(self.n_trials):
+                self.summary.gave_up = (
+                    f"{self.rejected} trials were rejected or failed for {self.complete} "
+                    "complete ones; check the trials' reason attribute (raise max_ace? a "
+                    "broken data set?)"
+                )
+                logger.error("giving up: %s", self.summary.gave_up)
                 return Searcher.FINISHED
             if self.complete + len(self.live) >= self.n_trials:
                 return None  # a running trial may still be PRUNED or FAIL: wait for it
             config = super().suggest(trial_id)
             ot_trial = self._ot_trials[trial_id]
             self.live[trial_id] = ot_trial
-            self._ot_study._storage.set_trial_user_attr(
-                ot_trial._trial_id, "worker", self.driver_label
-            )
+            storage = self._ot_study._storage
+            storage.set_trial_user_attr(ot_trial._trial_id, "worker", self.driver_label)
+            flush(storage)  # the owner must be visible at once (stale-trial checks)
             return config
 
         def beat(self) -> None:
@@ -251,9 +271,11 @@ def _make_searcher_class() -> type:
                 self.summary.complete += 1
             elif state == "PRUNED":
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                self.rejected += 1
                 self.summary.pruned += 1
             else:
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                self.rejected += 1
                 self.summary.failed += 1
             self._completed_trials.add(trial_id)
 
@@ -284,8 +306,6 @@ def _connect(address: str | None, num_cpus: int) -> None:
     are detected) bound to 127.0.0.1."""
     import ray
 
-    for key, value in ray_environment().items():
-        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
     common: dict[str, Any] = {
@@ -295,7 +315,9 @@ def _connect(address: str | None, num_cpus: int) -> None:
     }
     if address:
         try:
-            ray.init(address=address, **common)
+            # The cluster's processes were started elsewhere: give the trials our settings.
+            env_vars = {key: os.environ[key] for key in ray_environment()}
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise PikeNASError(
                 f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
@@ -306,22 +328,28 @@ def _connect(address: str | None, num_cpus: int) -> None:
         ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
 
 
-class _HeartbeatCallbackFactory:
-    @staticmethod
-    def make(searcher: Any, interval_s: float) -> Any:
-        from ray.tune import Callback
+def _driver_callback(
+    searcher: Any, interval_s: float, on_progress: Callable[[], None] | None
+) -> Any:
+    """Tune callback of the driver's loop: heartbeats every ``interval_s`` seconds and
+    ``on_progress()`` every second."""
+    from ray.tune import Callback
 
-        class _Heartbeat(Callback):
-            def __init__(self) -> None:
-                self.last = 0.0
+    class _DriverTicks(Callback):
+        def __init__(self) -> None:
+            self.last_beat = 0.0
+            self.last_progress = 0.0
 
-            def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-                now = time.monotonic()
-                if now - self.last >= interval_s:
-                    self.last = now
-                    searcher.beat()
+        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            now = time.monotonic()
+            if now - self.last_beat >= interval_s:
+                self.last_beat = now
+                searcher.beat()
+            if on_progress is not None and now - self.last_progress >= 1.0:
+                self.last_progress = now
+                on_progress()
 
-        return _Heartbeat()
+    return _DriverTicks()
 
 
 def run_ray_search(
@@ -340,6 +368,7 @@ def run_ray_search(
     reuse_actors: bool = True,
     heartbeat_interval: float = 5.0,
     stale_after: float = 60.0,
+    on_progress: Callable[[], None] | None = None,
     shutdown: bool = True,
 ) -> RaySearchSummary:
     """Run Ray Tune until ``study`` holds ``n_trials`` COMPLETE trials.
@@ -348,8 +377,12 @@ def run_ray_search(
     (its storage must be reachable from the driver only). ``workers`` is the number of trials
     run at once (default: local Ray 1, a cluster all its CPUs // ``cpus_per_trial``); each gets
     ``cpus_per_trial`` CPUs (and torch threads) and ``gpus_per_trial`` GPUs. Ray's own files go
-    to ``OUT/ray``. ``shutdown=False`` leaves Ray running (benchmarks, tests).
+    to ``OUT/ray``. ``on_progress()`` is called about once a second while trials run.
+    ``shutdown=False`` leaves Ray running (benchmarks, tests).
     """
+    for key, value in ray_environment().items():
+        os.environ.setdefault(key, value)
+    from optuna.trial import TrialState
     from ray import tune
 
     from search._journal import buffered
@@ -364,7 +397,9 @@ def run_ray_search(
     out = Path(out_dir).expanduser().resolve()
     summary = RaySearchSummary()
     summary.recovered = recover_stale_trials(study, stale_after=stale_after)
-    complete, _ = count_trials(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    complete, _ = count_trials(trials)
+    rejected = sum(1 for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL))
     if complete >= n_trials:
         logger.info("study %s already holds %d COMPLETE trials", study.study_name, complete)
         return summary
@@ -391,6 +426,7 @@ def run_ray_search(
         study_name=study.study_name,
         n_trials=n_trials,
         complete=complete,
+        rejected=rejected,
         summary=summary,
     )
     resources: dict[str, float] = {"cpu": cpus_per_trial}
@@ -421,7 +457,7 @@ def run_ray_search(
             storage_path=str(out / "ray"),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_HeartbeatCallbackFactory.make(searcher, heartbeat_interval)],
+            callbacks=[_driver_callback(searcher, heartbeat_interval, on_progress)],
             verbose=0,
         ),
     )
@@ -447,3 +483,61 @@ def _absolute_paths(config: SearchConfig) -> SearchConfig:
         return config
     dataset = config.dataset.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
     return config.model_copy(update={"dataset": dataset})
+
+
+def run_ray(request: RunRequest, progress: ProgressCallback | None = None) -> None:
+    """The ``ray`` entry of :data:`search.backends.BACKENDS`: run ``request`` on Ray Tune.
+
+    ``request.options`` may hold ``address`` (join that cluster), ``cpus_per_trial`` (default:
+    local Ray ``cores // workers``, a cluster 1) and ``gpus_per_trial`` (default 0);
+    ``request.workers`` trials run at once.
+    """
+    import optuna
+
+    from results.storage import open_storage
+    from search._journal import buffered
+    from search.local import threads_per_worker
+    from search.progress import snapshot
+    from search.samplers import make_sampler
+    from space.errors import EvaluationError
+
+    options = dict(request.options)
+    address = options.pop("address", None) or None
+    cpus_per_trial = options.pop("cpus_per_trial", None)
+    gpus_per_trial = float(options.pop("gpus_per_trial", None) or 0.0)
+    if options:
+        raise PikeNASError(f"unknown Ray backend options: {', '.join(sorted(options))}")
+    if cpus_per_trial is None:
+        cpus_per_trial = 1 if address else threads_per_worker(request.workers)
+    settings = request.config.search
+    study = optuna.load_study(
+        study_name=request.study_name, storage=buffered(open_storage(request.storage_target))
+    )
+
+    def report() -> None:
+        if progress is not None:
+            progress(snapshot(study, request.n_trials))
+
+    summary = run_ray_search(
+        request.config,
+        study,
+        make_sampler(settings.sampler, settings.seed, settings.population_size),
+        n_trials=request.n_trials,
+        out_dir=request.out,
+        evaluator_spec=request.evaluator,
+        workers=request.workers,
+        cpus_per_trial=int(cpus_per_trial),
+        gpus_per_trial=gpus_per_trial,
+        address=address,
+        heartbeat_interval=request.heartbeat_interval,
+        stale_after=request.stale_after,
+        on_progress=report if progress is not None else None,
+    )
+    final = snapshot(study, request.n_trials)
+    if progress is not None:
+        progress(final)
+    if final.complete < request.n_trials:
+        reason = summary.gave_up or "the Ray run stopped early"
+        raise EvaluationError(
+            f"the study holds {final.complete} of {request.n_trials} COMPLETE trials: {reason}"
+        )
