@@ -15,7 +15,14 @@ from space._zoo_mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
 from space._zoo_parts import Precision, ZooEntry, separable_arch
 from space.arch import ArchConfig, ConvQuantSpec
 
-__all__ = ["TINY_LAYOUT", "TINY_STEM_CHANNELS", "TINY_PRECISIONS", "tiny_net", "tiny_entries"]
+__all__ = [
+    "TINY_LAYOUT",
+    "TINY_STEM_CHANNELS",
+    "TINY_PRECISIONS",
+    "tiny_net",
+    "tiny_entries",
+    "TINY_BINARY_WIDTH",
+]
 
 TINY_STEM_CHANNELS = 16
 # (out_channels, stride, residual)
@@ -25,6 +32,9 @@ TINY_LAYOUT: tuple[tuple[int, int, bool], ...] = (
     (64, 1, True),
     (128, 2, False),
 )
+# Binary nets need width to match the accuracy of multi-bit ones (Bi-Real Net, ReActNet):
+# tiny-binary doubles every channel count (binary MACs are cheap: 1x1 bits each).
+TINY_BINARY_WIDTH = 2
 
 _U8 = ConvQuantSpec(weight_bits=8, weight_quantizer="uniform", weight_granularity="per_channel")
 _U8_TENSOR = ConvQuantSpec(
@@ -45,7 +55,7 @@ TINY_BINARY_PRECISION = Precision(
     stem_activation="prelu",
 )
 
-TINY_PRECISIONS: dict[str, tuple[Precision, str]] = {
+TINY_PRECISIONS: dict[str, tuple[Precision, str]] = {  # kind -> (recipe, description)
     "float": (MOBILENET_PRECISIONS["float"][0], "32-bit float everywhere, float BN + ReLU"),
     "w8a8": (
         MOBILENET_PRECISIONS["w8a8"][0],
@@ -57,8 +67,9 @@ TINY_PRECISIONS: dict[str, tuple[Precision, str]] = {
     ),
     "binary": (
         TINY_BINARY_PRECISION,
-        "blocks with binary (sign x per-channel scale) weights and 1-bit activations, float "
-        "BN + PReLU before the sign; 8-bit stem (8-bit output) and head",
+        "2x channels (32 stem, 64-256 blocks) with binary (sign x per-channel scale) weights "
+        "and 1-bit activations, float BN + PReLU before the sign; 8-bit stem (8-bit output) "
+        "and head",
     ),
     "pikelpn": (
         PIKELPN_PRECISION,
@@ -72,17 +83,21 @@ def tiny_net(
     *,
     name: str,
     precision: Precision,
+    width: int = 1,
     resolution: int | None = None,
     input_channels: int | None = None,
     num_classes: int | None = None,
 ) -> ArchConfig:
-    """A tiny separable net; defaults fit scikit-learn's digits (1x8x8, 10 classes)."""
+    """A tiny separable net; defaults fit scikit-learn's digits (1x8x8, 10 classes).
+
+    ``width``: channel multiplier of the stem and every block.
+    """
     return separable_arch(
         name=name,
         precision=precision,
-        stem_channels=TINY_STEM_CHANNELS,
+        stem_channels=TINY_STEM_CHANNELS * width,
         stem_stride=1,
-        layout=TINY_LAYOUT,
+        layout=[(c * width, s, r) for c, s, r in TINY_LAYOUT],
         resolution=8 if resolution is None else resolution,
         input_channels=1 if input_channels is None else input_channels,
         num_classes=10 if num_classes is None else num_classes,
@@ -96,7 +111,7 @@ def tiny_entries() -> list[ZooEntry]:
         description = (
             "tiny 4-block PikeLPN-block net for digits / CIFAR (default 1x8x8, 10 classes): " + what
         )
-        entries.append(
-            ZooEntry(name, description, functools.partial(tiny_net, name=name, precision=precision))
-        )
+        width = TINY_BINARY_WIDTH if kind == "binary" else 1
+        factory = functools.partial(tiny_net, name=name, precision=precision, width=width)
+        entries.append(ZooEntry(name, description, factory))
     return entries
