@@ -1,7 +1,8 @@
-"""The Ray backend writes the same study as the local backend (a real local Ray, fake evaluator).
+"""The Ray backend writes the same study as the local backend (real Ray, fake evaluator).
 
-One Ray session per test module (starting Ray costs seconds); the killed-driver test runs the
-driver in a subprocess.
+The first test starts a local Ray in this process; the killed-driver test runs its drivers in
+subprocesses that join a throw-away cluster started with ``ray start --head`` (the
+``--address`` path).
 """
 
 from __future__ import annotations
@@ -118,13 +119,53 @@ from tests.search_tests.test_ray_backend import _config, _new_study
 from pathlib import Path
 run_dir = Path(sys.argv[1])
 run_ray_search(_config(None), _new_study(run_dir), make_sampler("random", 0, 4), n_trials=4,
-               out_dir=run_dir, evaluator_spec="fake:" + sys.argv[2], workers=2)
+               out_dir=run_dir, evaluator_spec="fake:" + sys.argv[2], workers=2,
+               address=sys.argv[3])
 """
 
 
-def test_killed_driver_is_resumed(tmp_path: Path) -> None:
-    """SIGKILL the driver while its trials run; the rerun fails them, retries their genomes
-    and ends with exactly N COMPLETE trials and none running."""
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Address of a one-node cluster started with ``ray start --head`` (stopped afterwards:
+    only the processes this fixture started, never other Ray instances)."""
+    import socket
+
+    from search._ray_backend import ray_environment
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("ray-cluster") / "ray-start.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block"]
+    command += ["--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2"]
+    command += ["--include-dashboard", "false", "--disable-usage-stats"]
+    with open(log, "wb") as out:
+        head = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **ray_environment()},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while b"Ray runtime started" not in log.read_bytes():
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"ray start failed: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()  # --block: ray start stops the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_killed_driver_is_resumed(tmp_path: Path, ray_cluster: str) -> None:
+    """SIGKILL the driver (joined to a running cluster) while it has trials running; the
+    rerun fails them, retries their genomes and ends with exactly N COMPLETE trials and none
+    running."""
     import optuna
     from optuna.trial import TrialState
 
@@ -132,7 +173,7 @@ def test_killed_driver_is_resumed(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(tmp_path), "60"],
+        [sys.executable, "-c", DRIVER, str(tmp_path), "60", ray_cluster],
         cwd=root,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -140,13 +181,13 @@ def test_killed_driver_is_resumed(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _wait_for_running_trials(tmp_path, count=2, timeout=90)
+        _wait_for_running_trials(tmp_path, count=2, timeout=60)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
 
     rerun = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp_path), "0"],
+        [sys.executable, "-c", DRIVER, str(tmp_path), "0", ray_cluster],
         cwd=root,
         capture_output=True,
         text=True,
@@ -181,7 +222,6 @@ def _wait_for_running_trials(run_dir: Path, count: int, timeout: float) -> None:
             if study is not None:
                 running = study.get_trials(states=(TrialState.RUNNING,))
                 if len(running) >= count and all(t.params for t in running):
-                    time.sleep(2.0)  # let the actors start the proxy step
                     return
         time.sleep(0.5)
     raise AssertionError(f"the driver never had {count} trials running")
