@@ -122,7 +122,16 @@ class SearchConfig(_Strict):
                 data["max_ace"] = value
             else:
                 data["search"][key] = value
-        return config_from_dict(data, source="command line")
+        try:
+            return config_from_dict(data, source="command line", check_references=False)
+        except SearchConfigError as exc:
+            text = str(exc).removeprefix("command line: ")
+            for key in changes:
+                location = "max_ace" if key == "max_ace" else f"search.{key}"
+                if text.startswith(location + ":"):
+                    option = "--" + key.replace("_", "-")
+                    raise SearchConfigError(f"{option}{text[len(location) :]}") from None
+            raise
 
     def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
         """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
