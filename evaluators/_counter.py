@@ -2,9 +2,11 @@
 
 How a model is counted:
 
-1. The model is built on the meta device (no memory, no arithmetic) and run once on a
+1. The model is built on the meta device (no memory, no values) and run once on a
    ``(1, C, R, R)`` meta tensor; forward hooks record each counted module's first tensor input
-   shape and output shape on every call.
+   shape and output shape on every call. Only shapes matter in this pass, so elementwise
+   modules (:class:`space.costs.ShapePreserving`, pikenas quantizers and activations, plain
+   torch norms / activations) return their input instead of computing.
 2. The module tree is walked from the root. A module with ``inference_ops`` is counted from its
    own declaration (its children are not visited: the declaration covers them). A
    :class:`space.costs.CostContainer`, ``nn.Sequential``, ``nn.ModuleList`` or ``nn.ModuleDict``
@@ -297,6 +299,7 @@ def declarations(
         for module, mode in zip(modules, training, strict=True):
             object.__setattr__(module, "training", mode)
 
+    logger.debug("ACE shape pass: %d counted modules, %d patched", len(counted), len(patched))
     result: list[tuple[str, str, CostDeclaration]] = []
     for (path, module, kind), module_calls in zip(counted, calls, strict=True):
         type_name = type(module).__name__
