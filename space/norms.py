@@ -182,12 +182,14 @@ class QuantNormStage(nn.Module):
         )
         self._relu_folded = _relu_is_in_the_clip(self.activation, self.requantizer)
 
-    def _fold(self, mean: Tensor, inverse_std: Tensor) -> tuple[Tensor, Tensor]:
-        multiplier = self.weight * inverse_std
-        bias = self.bias - mean * multiplier
+    def _fold(
+        self, mean: Tensor, inverse_std: Tensor, gamma: Tensor, beta: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        multiplier = gamma * inverse_std
+        bias = beta - mean * multiplier
         multiplier = quantize_scale(multiplier, self.scale_format, signed=True)
         if isinstance(self.requantizer, UniformQuantizer):
-            grid = self.requantizer.quantized_scale().detach() / 2**BIAS_FRACTION_BITS
+            grid = self.requantizer.scale_value() / 2**BIAS_FRACTION_BITS
         else:
             grid = torch.full_like(bias[:1], 1.0 / 2**BIAS_FRACTION_BITS).detach()
         bias = ste(torch.round(bias / grid) * grid, bias)
@@ -198,8 +200,9 @@ class QuantNormStage(nn.Module):
         (batch statistics in training, which also updates the running statistics)."""
         if self.training:
             mean, inverse_std = self._batch_statistics(x)
-            return self._fold(mean, inverse_std)
-        return self._fold(self.running_mean, torch.rsqrt(self.running_var + self.eps))
+        else:
+            mean, inverse_std = self.running_mean, torch.rsqrt(self.running_var + self.eps)
+        return self._fold(mean, inverse_std, self.weight, self.bias)
 
     def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Detached per-channel ``(mean, 1 / sqrt(var + eps))`` of ``x`` (biased variance)."""
@@ -214,18 +217,17 @@ class QuantNormStage(nn.Module):
         if self.training:
             # m x + c == BN(x; weight w' = m / invstd, bias b' = c + m mean) with the batch's
             # statistics: the fused BN kernel gives BN's gradient through the statistics and
-            # updates the running statistics; w', b' carry the fake-quantized m and c.
+            # updates the running statistics; w', b' carry the fake-quantized m and c. With the
+            # straight-through estimators dw'/dgamma = 1, db'/dbeta = 1, db'/dgamma = 0, so the
+            # folded values are computed without autograd and attached to gamma and beta.
             mean, inverse_std = self._batch_statistics(x)
-            multiplier, bias = self._fold(mean, inverse_std)
+            multiplier, bias = self._fold(
+                mean, inverse_std, self.weight.detach(), self.bias.detach()
+            )
+            weight = ste(multiplier / inverse_std, self.weight)
+            shift = ste(bias + multiplier * mean, self.bias)
             y = F.batch_norm(
-                x,
-                self.running_mean,
-                self.running_var,
-                multiplier / inverse_std,
-                bias + multiplier * mean,
-                True,
-                self.momentum,
-                self.eps,
+                x, self.running_mean, self.running_var, weight, shift, True, self.momentum, self.eps
             )
         else:
             multiplier, bias = self.folded(x)

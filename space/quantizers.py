@@ -14,9 +14,10 @@ the tests read:
 
 Gradients use straight-through estimators (STE) written so that the forward value is exact
 (``value.detach() + (surrogate - surrogate.detach())`` adds an exact zero), so outputs lie
-exactly on the grid. Everything runs on the ``meta`` device and exports to ONNX with
-``torch.onnx.export`` (no ``.item()``, no ``amax()`` without dims, no
-``torch.fake_quantize_*``).
+exactly on the grid. In eager training the same estimators run as single custom autograd nodes
+(:func:`ste`, :class:`_LevelsFunction`) for speed; export and the meta device use the plain
+ops. Everything runs on the ``meta`` device and exports to ONNX with ``torch.onnx.export``
+(no ``.item()``, no ``amax()`` without dims, no ``torch.fake_quantize_*``).
 
 Quantizer initialisation is data-free: a weight quantizer is initialised from the weight by
 the layer that owns it (:meth:`Quantizer.init_from`); an activation quantizer starts with the
@@ -51,22 +52,82 @@ __all__ = [
     "quantize_scale",
     "scale_format_bits",
     "ste",
+    "clipped_ste",
     "round_ste",
 ]
 
 QUANTIZERS: Registry[type[Quantizer]] = Registry("quantizer family")
 
 _TINY = 1e-12
+# Below this many elements the plain straight-through ops are cheaper than a custom autograd
+# node (whose Python overhead is tens of microseconds); above it the node saves memory passes.
+_LARGE = 1 << 15
+
+
+def _eager_training(*tensors: Tensor) -> bool:
+    """True in eager training (grad enabled, a tensor needs grad, a real device): then the
+    straight-through estimators run as single custom autograd nodes (fewer passes and far fewer
+    tiny autograd nodes). Tracing, export, ``no_grad`` and the meta device take plain ops with
+    the same values and gradients."""
+    return (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in tensors)
+        and tensors[0].device.type != "meta"
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    )
+
+
+class _Replace(torch.autograd.Function):
+    """Forward ``value``; the gradient goes to ``surrogate`` unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, surrogate: Tensor) -> Tensor:  # type: ignore[override]
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return None, grad
+
+
+class _ClippedReplace(torch.autograd.Function):
+    """Forward ``value``; the gradient goes to ``x`` where ``|x| < clip``, else 0."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, x: Tensor, clip: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.clip = clip
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return None, torch.ops.aten.hardtanh_backward(grad, x, -ctx.clip, ctx.clip), None
 
 
 def ste(value: Tensor, surrogate: Tensor) -> Tensor:
-    """Forward ``value`` exactly, backward the gradient of ``surrogate`` (straight-through)."""
+    """Forward ``value`` exactly, backward the gradient of ``surrogate`` (straight-through).
+
+    The plain form ``value.detach() + (surrogate - surrogate.detach())`` adds an exact zero, so
+    outputs lie exactly on the grid; for large tensors in eager training one custom node does
+    the same.
+    """
+    if surrogate.numel() >= _LARGE and _eager_training(surrogate):
+        return _Replace.apply(value.detach(), surrogate)
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def clipped_ste(value: Tensor, x: Tensor, clip: float) -> Tensor:
+    """Forward ``value``; gradient 1 with respect to ``x`` where ``|x| <= clip``, else 0."""
+    if _eager_training(x):
+        return _ClippedReplace.apply(value.detach(), x, clip)
+    surrogate = torch.clamp(x, -clip, clip)
     return value.detach() + (surrogate - surrogate.detach())
 
 
 def round_ste(x: Tensor) -> Tensor:
     """``round(x)`` (half to even) forward, identity gradient."""
-    return ste(torch.round(x), x)
+    return ste(torch.round(x.detach()), x)
 
 
 def _all_dims(t: Tensor) -> tuple[int, ...]:
@@ -84,6 +145,22 @@ def scale_format_bits(scale_format: str) -> int | None:
     )
 
 
+def _double_quantized(scale: Tensor, scale_format: str, signed: bool) -> Tensor:
+    """The values of :func:`quantize_scale` (no gradient bookkeeping; ``scale`` detached)."""
+    if scale_format == "float32":
+        return scale
+    if scale_format == "pow2":
+        rounded = torch.exp2(torch.round(torch.log2(scale.abs().clamp_min(_TINY))))
+        return torch.where(scale < 0, -rounded, rounded) if signed else rounded
+    n_bits = scale_format_bits(scale_format)
+    assert n_bits is not None
+    levels = 2 ** (n_bits - 1) - 1 if signed else 2**n_bits - 1
+    largest = scale.abs().amax(dim=_all_dims(scale), keepdim=True).clamp_min(_TINY)
+    shared = largest / levels
+    low = -levels if signed else 1
+    return torch.clamp(torch.round(scale / shared), low, levels) * shared
+
+
 def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) -> Tensor:
     """Double Quantization of a tensor of scales (any shape), with a straight-through gradient.
 
@@ -98,58 +175,57 @@ def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) ->
     """
     if scale_format == "float32":
         return scale
-    if scale_format == "pow2":
-        magnitude = scale.abs().clamp_min(_TINY)
-        rounded = torch.exp2(torch.round(torch.log2(magnitude)))
-        if signed:
-            rounded = torch.where(scale < 0, -rounded, rounded)
-        return ste(rounded, scale)
-    n_bits = scale_format_bits(scale_format)
-    assert n_bits is not None
-    levels = 2 ** (n_bits - 1) - 1 if signed else 2**n_bits - 1
-    largest = scale.detach().abs().amax(dim=_all_dims(scale), keepdim=True).clamp_min(_TINY)
-    shared = largest / levels
-    low = -levels if signed else 1
-    integers = torch.clamp(torch.round(scale.detach() / shared), low, levels)
-    return ste(integers * shared, scale)
+    return ste(_double_quantized(scale.detach(), scale_format, signed), scale)
 
 
 def _grad_scale(x: Tensor, factor: float) -> Tensor:
     """Forward ``x``, backward gradient times ``factor`` (LSQ's step-size gradient scaling)."""
-    scaled = x * factor
-    return ste(x, scaled)
+    return x.detach() + (x * factor - (x * factor).detach())
 
 
-def _use_fused(*tensors: Tensor) -> bool:
-    """Use the fused autograd functions (fewer passes over memory) in eager training only;
-    tracing, export and the meta device take the plain, equivalent ops."""
-    return (
-        torch.is_grad_enabled()
-        and any(t.requires_grad for t in tensors)
-        and tensors[0].device.type != "meta"
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-    )
+def _pow2_levels(v: Tensor, min_exponent: int) -> Tensor:
+    """``sign(v) * 2^clamp(round(log2|v|), min_exponent, 0)``, 0 below half the smallest level,
+    for ``v`` in ``[-1, 1]`` (no gradient)."""
+    magnitude = v.abs()
+    exponent = torch.clamp(torch.round(torch.log2(magnitude.clamp_min(_TINY))), min_exponent, 0)
+    level = torch.exp2(exponent)
+    level = torch.where(magnitude < 2.0 ** (min_exponent - 1), 0.0, level)
+    return torch.where(v < 0, -level, level)
 
 
-class _LsqFunction(torch.autograd.Function):
-    """LSQ in one autograd node: ``y = round(clamp(x / s, q_min, q_max)) * s``.
+class _LevelsFunction(torch.autograd.Function):
+    """A learned-scale quantizer in one autograd node (eager training):
+    ``s = view(DQ(clamp(scale, 1e-8)))``, ``y = L(clamp(x / s, low, high)) * s`` with ``L`` =
+    round (uniform / LSQ) or the power-of-two levels (``min_exponent`` given).
 
-    Backward: ``dx = g`` where ``q_min < x / s < q_max`` else 0 (one fused ``hardtanh_backward``
-    pass, no bool masks, which are slow on CPU); ``ds = factor * sum(g * (round(v) - v))`` inside
-    and ``sum(g * bound)`` outside, computed as ``sum(g * levels) - sum(dx * v)`` (two dot
-    products for a per-tensor step, ``v = x / s``).
+    Backward: ``dx = g`` where ``low < x / s < high`` else 0 (one fused ``hardtanh_backward``
+    pass, no bool masks, which are slow on CPU); ``ds = factor * sum(g * (L(v) - v))`` inside and
+    ``sum(g * L(v))`` outside (LSQ), computed as ``sum(g * L) - sum(dx * v)`` (two dot products
+    for a per-tensor scale, ``v = x / s``), passed straight through the Double Quantization to
+    the raw ``scale``. One node instead of a dozen keeps small tensors cheap.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, step: Tensor, q_min: int, q_max: int, grad_factor: float
+        ctx: Any,
+        x: Tensor,
+        scale: Tensor,
+        scale_format: str,
+        view_shape: tuple[int, ...],
+        low: float,
+        high: float,
+        grad_factor: float,
+        min_exponent: int | None,
     ) -> Tensor:
+        step = _double_quantized(scale.clamp_min(1e-8), scale_format, False).view(view_shape)
         v = x / step
-        levels = torch.clamp(v, q_min, q_max).round_()
+        if min_exponent is None:
+            levels = torch.clamp(v, low, high).round_()
+        else:
+            levels = _pow2_levels(torch.clamp(v, low, high), min_exponent)
         ctx.save_for_backward(v, levels)
-        ctx.bounds = (q_min, q_max)
-        ctx.step_shape = step.shape
+        ctx.bounds = (low, high)
+        ctx.shapes = (step.shape, scale.shape)
         ctx.grad_factor = grad_factor
         return levels * step
 
@@ -157,15 +233,15 @@ class _LsqFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         v, levels = ctx.saved_tensors
         grad_x = torch.ops.aten.hardtanh_backward(grad, v, *ctx.bounds)
-        grad_step = None
+        grad_scale = None
         if ctx.needs_input_grad[1]:
-            if ctx.step_shape.numel() == 1 and _same_dense_layout(grad, levels, grad_x, v):
+            step_shape, scale_shape = ctx.shapes
+            if math.prod(scale_shape) == 1 and _same_dense_layout(grad, levels, grad_x, v):
                 total = torch.dot(_flat(grad), _flat(levels)) - torch.dot(_flat(grad_x), _flat(v))
-                grad_step = total.reshape(ctx.step_shape)
             else:
-                grad_step = (grad * levels - grad_x * v).sum_to_size(ctx.step_shape)
-            grad_step = grad_step * ctx.grad_factor
-        return grad_x, grad_step, None, None, None
+                total = (grad * levels - grad_x * v).sum_to_size(step_shape)
+            grad_scale = total.reshape(scale_shape) * ctx.grad_factor
+        return grad_x, grad_scale, None, None, None, None, None, None
 
 
 def _same_dense_layout(*tensors: Tensor) -> bool:
@@ -182,21 +258,6 @@ def _same_dense_layout(*tensors: Tensor) -> bool:
 def _flat(t: Tensor) -> Tensor:
     """The elements of a dense tensor in memory order, as a 1-D view."""
     return t.as_strided((t.numel(),), (1,))
-
-
-class _SignFunction(torch.autograd.Function):
-    """``y = +1 if x >= 0 else -1``; backward ``g`` where ``|x| < clip`` else 0."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, clip: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.clip = clip
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.hardtanh_backward(grad, x, -ctx.clip, ctx.clip), None
 
 
 class Quantizer(nn.Module):
@@ -224,10 +285,14 @@ class Quantizer(nn.Module):
         """``(low, high)`` inside which the straight-through gradient is exactly 1."""
         return None
 
-    def _channel_view(self, scale: Tensor, x: Tensor) -> Tensor:
+    def _view_shape(self, x: Tensor) -> tuple[int, ...]:
+        """Shape that broadcasts a ``(channels,)`` or ``(1,)`` scale against ``x``."""
         if self.granularity == "per_channel":
-            return scale.view(-1, *([1] * (x.dim() - 1)))
-        return scale.view(*([1] * x.dim())) if x.dim() else scale.view(())
+            return (-1, *([1] * (x.dim() - 1)))
+        return (1,) * x.dim()
+
+    def _channel_view(self, scale: Tensor, x: Tensor) -> Tensor:
+        return scale.view(self._view_shape(x))
 
     def _reduce_dims(self, x: Tensor) -> tuple[int, ...]:
         start = 1 if self.granularity == "per_channel" else 0
@@ -294,9 +359,14 @@ class _LearnedScale(Quantizer):
         count = channels if granularity == "per_channel" else 1
         self.scale = nn.Parameter(torch.full((count,), float(initial_scale)))
 
+    def scale_value(self) -> Tensor:
+        """:meth:`quantized_scale` without gradient (e.g. a grid for other quantities)."""
+        return _double_quantized(self.scale.detach().clamp_min(1e-8), self.scale_format, False)
+
     def quantized_scale(self) -> Tensor:
-        """The learned scale after Double Quantization, shape ``(channels,)`` or ``(1,)``."""
-        return quantize_scale(self.scale.clamp_min(1e-8), self.scale_format)
+        """The learned scale after Double Quantization, shape ``(channels,)`` or ``(1,)``;
+        straight-through gradient to ``scale`` (kept positive by a clamp at 1e-8)."""
+        return ste(self.scale_value(), self.scale)
 
     def scale_for(self, x: Tensor) -> Tensor:
         return self._channel_view(self.quantized_scale(), x)
@@ -351,9 +421,18 @@ class UniformQuantizer(_LearnedScale):
     def forward(self, x: Tensor) -> Tensor:
         per_scale = x.numel() // self.scale.numel() if x.numel() else 1
         grad_factor = 1.0 / math.sqrt(max(per_scale, 1) * self.q_max)
+        if _eager_training(x, self.scale):
+            return _LevelsFunction.apply(
+                x,
+                self.scale,
+                self.scale_format,
+                self._view_shape(x),
+                self.q_min,
+                self.q_max,
+                grad_factor,
+                None,
+            )
         step = self.scale_for(x)
-        if _use_fused(x, step):
-            return _LsqFunction.apply(x, step, self.q_min, self.q_max, grad_factor)
         # Plain ops (inference, export, meta): same values, same gradients.
         step = _grad_scale(step, grad_factor)
         v = torch.clamp(x / step, self.q_min, self.q_max)
@@ -410,17 +489,23 @@ class Pow2Quantizer(_LearnedScale):
 
     def forward(self, x: Tensor) -> Tensor:
         per_scale = x.numel() // self.scale.numel() if x.numel() else 1
-        scale = _grad_scale(self.scale_for(x), 1.0 / math.sqrt(max(per_scale, 1)))
+        grad_factor = 1.0 / math.sqrt(max(per_scale, 1))
         low = -1.0 if self.signed else 0.0
+        if _eager_training(x, self.scale):
+            return _LevelsFunction.apply(
+                x,
+                self.scale,
+                self.scale_format,
+                self._view_shape(x),
+                low,
+                1.0,
+                grad_factor,
+                self.min_exponent,
+            )
+        scale = self.scale_for(x)
+        scale = _grad_scale(scale, grad_factor)
         v = torch.clamp(x / scale, low, 1.0)
-        magnitude = v.abs()
-        exponent = torch.clamp(
-            torch.round(torch.log2(magnitude.clamp_min(_TINY))), self.min_exponent, 0
-        )
-        level = torch.exp2(exponent)
-        level = torch.where(magnitude < 2.0 ** (self.min_exponent - 1), 0.0, level)
-        level = torch.where(v < 0, -level, level)
-        return ste(level, v) * scale
+        return ste(_pow2_levels(v.detach(), self.min_exponent), v) * scale
 
     def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.scale_for(x).detach()
@@ -449,9 +534,6 @@ class _DataScaled(Quantizer):
         self.granularity = granularity
         self.scale_format = scale_format
         self.clip = clip
-
-    def _surrogate(self, x: Tensor) -> Tensor:
-        return torch.clamp(x, -self.clip, self.clip)
 
     def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         limit = torch.full((), self.clip, device=x.device, dtype=x.dtype)
@@ -493,16 +575,14 @@ class BinaryQuantizer(_DataScaled):
             return None
         dims = self._reduce_dims(x)
         mean_abs = x.detach().abs().mean(dim=dims) if dims else x.detach().abs()
-        scale = quantize_scale(mean_abs.reshape(-1).clamp_min(_TINY), self.scale_format)
+        scale = _double_quantized(mean_abs.reshape(-1).clamp_min(_TINY), self.scale_format, False)
         return self._channel_view(scale, x)
 
     def forward(self, x: Tensor) -> Tensor:
         scale = self.scale_for(x)
-        if scale is None and _use_fused(x):
-            return _SignFunction.apply(x, self.clip)
-        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
         value = signs if scale is None else signs * scale
-        return ste(value, self._surrogate(x))
+        return clipped_ste(value, x, self.clip)
 
 
 @QUANTIZERS.register("ternary")
@@ -548,7 +628,7 @@ class TernaryQuantizer(_DataScaled):
             scale = total / count
         else:
             scale = magnitude
-        scale = quantize_scale(scale.reshape(-1).clamp_min(_TINY), self.scale_format)
+        scale = _double_quantized(scale.reshape(-1).clamp_min(_TINY), self.scale_format, False)
         return mask, self._channel_view(scale, x)
 
     def scale_for(self, x: Tensor) -> Tensor:
@@ -556,8 +636,8 @@ class TernaryQuantizer(_DataScaled):
 
     def forward(self, x: Tensor) -> Tensor:
         mask, scale = self._mask_and_scale(x)
-        signs = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-        return ste(signs * mask * scale, self._surrogate(x))
+        signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
+        return clipped_ste(signs * mask * scale, x, self.clip)
 
 
 def make_quantizer(

@@ -437,3 +437,21 @@ def test_onnx_export_matches_onnxruntime(tmp_path) -> None:  # noqa: ANN001
     with torch.no_grad():
         expected = model(x).numpy()
     assert abs(result - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("scale_format", ["pow2", "int4", "float32"])
+def test_quantnorm_training_forward_is_the_folded_affine(scale_format: str) -> None:
+    """Training goes through the fused BN kernel; its output must equal requant(m_q x + c_q)."""
+    torch.manual_seed(1)
+    stage = QuantNormStage(3, activation="none", activation_bits=32, scale_format=scale_format)
+    with torch.no_grad():
+        stage.weight.uniform_(0.5, 2.0)
+        stage.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(4, 3, 5, 5) * 3 + 0.5
+    multiplier, bias = stage.folded(x)
+    expected = x * multiplier.view(1, 3, 1, 1) + bias.view(1, 3, 1, 1)
+    y = stage(x.requires_grad_(True))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert stage.weight.grad is not None and stage.bias.grad is not None
+    torch.testing.assert_close(stage.bias.grad, torch.full((3,), 100.0))
