@@ -117,8 +117,8 @@ def _find_folder(data_dir: Path | None, folder: str, files: tuple[str, ...], nam
         raise DataError(f"data folder {data_dir} does not exist; pass the folder holding {folder}")
     missing = [file for file in files if not (data_dir / file).is_file()]
     raise DataError(
-        f"{name}: {data_dir} lacks {', '.join(missing)}; expected the official python-format "
-        f"files ({', '.join(files)}) in {data_dir} or {data_dir / folder}"
+        f"{name}: {data_dir} lacks {', '.join(missing)} (official python-format files); put "
+        f"them in {data_dir} or {data_dir / folder}"
     )
 
 

@@ -177,7 +177,7 @@ def test_cifar100_official_format_is_read_back(tmp_path):
 
 def test_cifar_missing_files_name_the_expected_files(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(b"")
-    with pytest.raises(DataError, match="lacks data_batch_2, .*test_batch.*data_batch_1"):
+    with pytest.raises(DataError, match="lacks data_batch_2, .*test_batch \\(official"):
         load_dataset("cifar10", data_dir=tmp_path)
     with pytest.raises(DataError, match="cifar100 needs --data-dir.*train, test"):
         load_dataset("cifar100")
