@@ -47,7 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from space.errors import PikeNASError
+from space.errors import PikeNASError, SearchConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +55,13 @@ if TYPE_CHECKING:
     from search.backends import ProgressCallback, RunRequest
     from search.config import SearchConfig
 
-__all__ = ["RaySearchSummary", "run_ray", "run_ray_search", "ray_environment"]
+__all__ = [
+    "RaySearchSummary",
+    "ray_options",
+    "run_ray",
+    "run_ray_search",
+    "ray_environment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +100,46 @@ def ray_environment() -> dict[str, str]:
         "RAY_AIR_NEW_OUTPUT": "0",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     }
+
+
+def ray_options(
+    backend: str,
+    *,
+    address: str | None = None,
+    cpus_per_trial: int | None = None,
+    gpus_per_trial: float | None = None,
+) -> dict[str, Any]:
+    """The ``RunRequest.options`` of the command-line Ray settings, validated (imports no Ray).
+
+    The settings belong to ``--backend ray`` only: given with another backend they are
+    refused rather than silently ignored.
+    """
+    given = {
+        "--address": address,
+        "--cpus-per-trial": cpus_per_trial,
+        "--gpus-per-trial": gpus_per_trial,
+    }
+    if backend != "ray":
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise SearchConfigError(
+                f"{', '.join(named)} apply to --backend ray only; add --backend ray or drop them"
+            )
+        return {}
+    if cpus_per_trial is not None and cpus_per_trial < 1:
+        raise SearchConfigError(f"--cpus-per-trial must be at least 1 (got {cpus_per_trial})")
+    if gpus_per_trial is not None and gpus_per_trial < 0:
+        raise SearchConfigError(f"--gpus-per-trial must be 0 or more (got {gpus_per_trial})")
+    if address is not None and not address.strip():
+        raise SearchConfigError("--address must be HOST:PORT of a Ray head (ray start --head)")
+    options: dict[str, Any] = {}
+    if address:
+        options["address"] = address.strip()
+    if cpus_per_trial is not None:
+        options["cpus_per_trial"] = cpus_per_trial
+    if gpus_per_trial is not None:
+        options["gpus_per_trial"] = gpus_per_trial
+    return options
 
 
 # ---- the trial (runs in a Ray actor) ---------------------------------------------------------
@@ -336,20 +382,31 @@ def _driver_callback(
     from ray.tune import Callback
 
     class _DriverTicks(Callback):
-        def __init__(self) -> None:
+        # No closure over the arguments: Tune pickles its run config (tuner.pkl, for
+        # Tuner.restore, which pikenas does not use), and the hooks hold a live display and
+        # storage locks, which __getstate__ leaves out.
+        def __init__(
+            self, searcher: Any, interval_s: float, on_progress: Callable[[], None] | None
+        ) -> None:
+            self.searcher = searcher
+            self.interval_s = interval_s
+            self.on_progress = on_progress
             self.last_beat = 0.0
             self.last_progress = 0.0
 
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "searcher": None, "on_progress": None}
+
         def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
             now = time.monotonic()
-            if now - self.last_beat >= interval_s:
+            if self.searcher is not None and now - self.last_beat >= self.interval_s:
                 self.last_beat = now
-                searcher.beat()
-            if on_progress is not None and now - self.last_progress >= 1.0:
+                self.searcher.beat()
+            if self.on_progress is not None and now - self.last_progress >= 1.0:
                 self.last_progress = now
-                on_progress()
+                self.on_progress()
 
-    return _DriverTicks()
+    return _DriverTicks(searcher, interval_s, on_progress)
 
 
 def run_ray_search(

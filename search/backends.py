@@ -66,3 +66,4 @@ def _lazy(module: str, function: str) -> Backend:
 
 
 BACKENDS.add("local", _lazy("search.local", "run_local"))
+BACKENDS.add("ray", _lazy("search._ray_backend", "run_ray"))

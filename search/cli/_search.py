@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,9 +31,11 @@ def _build_request(
     evaluator: str,
     heartbeat_interval: float,
     stale_after: float,
+    ray: dict[str, Any] | None = None,
 ) -> RunRequest:
     """Validate every input and build the run request; creates nothing (errors exit 2)."""
     from results.storage import is_url
+    from search._ray_backend import ray_options
     from search.backends import BACKENDS, RunRequest
     from search.config import load_config
     from search.objective import EVALUATORS
@@ -44,6 +46,7 @@ def _build_request(
     if not study.strip():
         raise SearchConfigError("--study must be a non-empty name")
     BACKENDS.get(backend)  # unknown names list the valid ones
+    options = ray_options(backend, **(ray or {}))
     EVALUATORS.get(evaluator.partition(":")[0])
     if heartbeat_interval <= 0 or stale_after <= 2 * heartbeat_interval:
         raise SearchConfigError(
@@ -76,6 +79,7 @@ def _build_request(
         evaluator=evaluator,
         heartbeat_interval=heartbeat_interval,
         stale_after=stale_after,
+        options=options,
     )
 
 
@@ -179,8 +183,20 @@ def search(
         typer.Option("--max-ace", help="ACE v2 budget: candidates above it are not trained."),
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="Where trials run: local (worker processes).")
+        str,
+        typer.Option("--backend", help="Where trials run: local (worker processes) or ray."),
     ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray: join this cluster (HOST:PORT of 'ray start --head')."),
+    ] = None,
+    cpus_per_trial: Annotated[
+        int | None,
+        typer.Option("--cpus-per-trial", help="Ray: CPUs (torch threads) per trial."),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None, typer.Option("--gpus-per-trial", help="Ray: GPUs per trial (0.5: share).")
+    ] = None,
     evaluator: Annotated[
         str,
         typer.Option("--evaluator", hidden=True, help="proxy, or fake[:DELAY_S] for tests."),
@@ -221,6 +237,11 @@ def search(
         evaluator=evaluator,
         heartbeat_interval=heartbeat_interval,
         stale_after=stale_after,
+        ray={
+            "address": address,
+            "cpus_per_trial": cpus_per_trial,
+            "gpus_per_trial": gpus_per_trial,
+        },
     )
     result = _run_with_display(request, export)
     _report(request, result)
