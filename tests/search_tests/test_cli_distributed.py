@@ -1,0 +1,135 @@
+"""Command-line checks of the distributed options (in-process, no Ray, no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+
+CONFIG = """\
+space:
+  stages:
+    - {blocks: 1, stride: 1, channels: [8, 16]}
+search: {population_size: 4}
+"""
+
+
+@pytest.fixture()
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--address", "127.0.0.1:6379"], "--address apply to --backend ray only"),
+        (["--cpus-per-trial", "2"], "--cpus-per-trial apply to --backend ray only"),
+        (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial must be at least 1"),
+        (["--backend", "ray", "--gpus-per-trial", "-1"], "--gpus-per-trial must be 0 or more"),
+        (["--backend", "ray", "--address", " "], "--address must be HOST:PORT"),
+    ],
+)
+def test_search_refuses_bad_ray_options_before_creating_anything(
+    tmp_path: Path,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "run"
+    code = main(["search", str(config_file), "--out", str(out), *options])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_ray_options_reach_the_request(config_file: Path, tmp_path: Path) -> None:
+    from search.cli._search import _build_request
+
+    request = _build_request(
+        str(config_file),
+        trials=None,
+        workers=3,
+        sampler=None,
+        seed=None,
+        study="pikenas",
+        out=str(tmp_path / "run"),
+        storage=None,
+        full_train_top=None,
+        population_size=None,
+        max_ace=None,
+        backend="ray",
+        evaluator="fake",
+        heartbeat_interval=5.0,
+        stale_after=60.0,
+        ray={"address": "10.0.0.1:6379", "cpus_per_trial": 4, "gpus_per_trial": 0.5},
+    )
+    assert request.backend == "ray"
+    assert request.options == {
+        "address": "10.0.0.1:6379",
+        "cpus_per_trial": 4,
+        "gpus_per_trial": 0.5,
+    }
+
+
+def test_worker_fills_a_journal_study(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    journal = tmp_path / "shared.log"
+    argv = ["worker", str(config_file), "--storage", str(journal), "--study", "s"]
+    assert main([*argv, "--trials", "3", "--evaluator", "fake"]) == 0
+    assert "study 's' holds 3 COMPLETE trials (0 running)" in capsys.readouterr().out
+
+    study = optuna.load_study(
+        study_name="s",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        ),
+    )
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert {"pikenas_version", "dataset", "search_config", "cost_table"} <= set(study.user_attrs)
+    # Rerunning with a larger N resumes the same study.
+    assert main([*argv, "--trials", "4", "--evaluator", "fake"]) == 0
+    assert "holds 4 COMPLETE trials" in capsys.readouterr().out
+
+
+def test_worker_refuses_a_study_made_with_another_config(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--storage", str(tmp_path / "shared.log"), "--study", "s", "--evaluator", "fake"]
+    assert main(["worker", str(config_file), *options, "--trials", "1"]) == 0
+    other = tmp_path / "other.yaml"
+    other.write_text(CONFIG.replace("[8, 16]", "[8, 24]"))
+    capsys.readouterr()
+    assert main(["worker", str(other), *options, "--trials", "2"]) == 2
+    assert "was created with another search config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--heartbeat-interval", "5", "--stale-after", "6"], "must exceed twice"),
+        (["--sampler", "annealing"], "unknown sampler 'annealing'"),
+    ],
+)
+def test_worker_refuses_bad_options(
+    tmp_path: Path,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    journal = tmp_path / "shared.log"
+    code = main(["worker", str(config_file), "--storage", str(journal), *options])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not journal.exists()
