@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from space.arch import ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.costs import FLOAT_BITS, CostContainer, CostDeclaration, Op
+from space.costs import FLOAT_BITS, CostContainer, CostDeclaration, Op, ShapePreserving
 from space.layers import QuantConv2d, QuantLinear
 from space.norms import make_output_stage
 from space.quantizers import UniformQuantizer, make_activation_quantizer
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-class InputQuantizer(nn.Module):
+class InputQuantizer(nn.Module, ShapePreserving):
     """Fake-quantizes the network input ``(N, C, H, W)`` to ``bits`` (signed, per tensor).
 
     At inference the pixels already arrive as ``bits``-bit integers (the normalisation is
@@ -47,7 +47,7 @@ class InputQuantizer(nn.Module):
         super().__init__()
         self.bits = bits
         self.quantizer = make_activation_quantizer(bits, signed=True, scale_format=scale_format)
-        if isinstance(self.quantizer, UniformQuantizer):
+        if isinstance(self.quantizer, UniformQuantizer) and not self.quantizer.scale.is_meta:
             with torch.no_grad():
                 self.quantizer.scale.fill_(4.0 / self.quantizer.q_max)
 
@@ -93,7 +93,7 @@ class ConvStem(nn.Module, CostContainer):
         return self.stage(self.conv(self.input_quantizer(x)))
 
 
-class ResidualAdd(nn.Module):
+class ResidualAdd(nn.Module, ShapePreserving):
     """``y = requantize(a + b)`` back to ``bits`` (the block output and its input).
 
     Declared (ACE_RULES): ``add(E, b, b, "residual")`` and ``compare(2E, b+1, b+1, "clip")``;

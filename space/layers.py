@@ -90,6 +90,8 @@ class QuantConv2d(nn.Module):
     def reset_parameters(self) -> None:
         """Kaiming-normal weights (fan-out, as in ResNet / MobileNet), then the weight
         quantizer's initialisation from them. Deterministic under ``torch.manual_seed``."""
+        if self.weight.is_meta:  # no values to initialise (the ACE counter builds on meta)
+            return
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         if self.bias is not None:
             self.bias.zero_()
@@ -173,6 +175,8 @@ class QuantLinear(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Normal(0, 0.01) weights and zero bias (timm / torchvision classifier init)."""
+        if self.weight.is_meta:
+            return
         nn.init.normal_(self.weight, 0.0, 0.01)
         if self.bias is not None:
             self.bias.zero_()

@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from space.activations import ReLU, make_activation
-from space.costs import FLOAT_BITS, CostDeclaration, Op
+from space.costs import FLOAT_BITS, CostDeclaration, Op, ShapePreserving
 from space.layers import QuantConv2d
 from space.quantizers import (
     UniformQuantizer,
@@ -75,7 +75,7 @@ def _relu_is_in_the_clip(activation: nn.Module, requantizer: nn.Module) -> bool:
     )
 
 
-class BatchNormStage(nn.Module):
+class BatchNormStage(nn.Module, ShapePreserving):
     """Float batch norm -> activation -> requantize to ``activation_bits``.
 
     ``input_is_float``: the conv before is float (no dequantize at inference).
@@ -130,7 +130,7 @@ class BatchNormStage(nn.Module):
         return CostDeclaration(tuple(ops), elements, 2 * self.channels + activation.params)
 
 
-class QuantNormStage(nn.Module):
+class QuantNormStage(nn.Module, ShapePreserving):
     """QuantNorm: batch norm folded into the requantization, with fake-quantized folded
     multiplier (per ``scale_format``) and bias; then activation and requantization.
 
