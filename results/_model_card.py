@@ -87,6 +87,18 @@ def _architecture_rows(arch: ArchConfig) -> list[str]:
     return rows
 
 
+def _onnx_text(check: Any) -> str:
+    if check.tie_sensitivity is None:
+        return f"onnxruntime matched PyTorch within {check.max_difference:.2g} at export."
+    return (
+        f"onnxruntime differed from PyTorch by up to {check.max_difference:.2g} at export. "
+        "This network is tie-sensitive: values that sit exactly on a sign / rounding threshold "
+        "(typical of untrained weights, whose batch norms are still the identity) fall on "
+        "either side with float32 rounding, so even PyTorch float32 and float64 differ by "
+        f"{check.tie_sensitivity:.2g}; trained weights remove most such ties."
+    )
+
+
 def model_card(
     *,
     arch: ArchConfig,
@@ -94,7 +106,7 @@ def model_card(
     info: dict[str, str],
     cost: dict[str, Any],
     has_weights: bool,
-    onnx_difference: float,
+    onnx_check: Any,
     folder_name: str,
 ) -> str:
     """The model card text (markdown) of one bundle."""
@@ -173,8 +185,9 @@ def model_card(
         "",
         "- `arch.json`: the architecture (`ArchConfig`); `pikenas ace arch.json` costs it again.",
         f"- {weights_text}",
-        "- `model.onnx`: the network in eval mode; input `input` `(batch, C, H, W)`, output "
-        f"`logits`; onnxruntime matched PyTorch within {onnx_difference:.2g} at export.",
+        "- `model.onnx`: the network in eval mode; input `input` "
+        f"`(1, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
+        f"`logits` `(1, {arch.num_classes})`; {_onnx_text(onnx_check)}",
         "- `cost.json`: the ACE v1 / ACE v2 report with the per-layer breakdown.",
         "",
         "## How to load",
@@ -183,14 +196,14 @@ def model_card(
         "from results.export import load_bundle",
         "",
         f'arch, model = load_bundle("{folder_name}")  # safetensors only, nothing unpickled',
-        "logits = model(images)  # images: (N, C, H, W) float tensor",
+        "logits = model(images)  # images: (N, C, H, W) float tensor, any N",
         "```",
         "",
         "```python",
         "import onnxruntime",
         "",
         f'session = onnxruntime.InferenceSession("{folder_name}/model.onnx")',
-        'logits = session.run(["logits"], {"input": images_numpy_float32})[0]',
+        'logits = session.run(["logits"], {"input": image})[0]  # image: (1, C, H, W) float32',
         "```",
         "",
     ]

@@ -8,29 +8,32 @@ A bundle is a folder ``trial-<N>/`` holding
   Full training may have fitted the input size / classes to its data set: the bundle then
   describes the trained network (``arch.json`` of ``final_dir``), which the card notes;
 * ``model.onnx``: ``build_model(arch)`` in eval mode (with those weights), input ``input``
-  ``(batch, C, H, W)`` float, output ``logits`` ``(batch, classes)``; checked with
-  ``onnx.checker`` and against PyTorch in onnxruntime (max abs difference <= :data:`ONNX_ATOL`
-  on random inputs of another batch size than the traced one), else the export fails;
+  ``(1, C, H, W)`` float, output ``logits`` ``(1, classes)``; checked with ``onnx.checker``
+  and against PyTorch in onnxruntime on random inputs (max abs difference <=
+  :data:`ONNX_ATOL`), else the export fails (see :func:`export_onnx` for tie-sensitive
+  networks);
 * ``cost.json``: ``count_ace(arch).to_dict()`` (ACE v1 / v2 totals and per-layer breakdown);
 * ``README.md``: the model card.
 
 Each bundle is built in a temp folder and renamed into place (atomic per bundle).
 
-ONNX exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The default
-torch.export-based exporter also works for these models, but took 10-35 s per model on the
-project's 2-core machines (the TorchScript one: about 1 s) and cannot give the batch dimension
-a dynamic size here (the LSQ quantizers compute their gradient scale from the element count of
-the input, which becomes a symbolic ``sqrt`` it cannot translate). The onnxruntime check above
-guards the traced graph.
+ONNX exporter: the default torch.export-based ``torch.onnx.export(..., dynamo=True)`` (it
+handles every quantizer, including the ``exp2`` of power-of-two scales, which the deprecated
+TorchScript exporter cannot translate). The batch size is fixed at 1: with a dynamic batch the
+LSQ quantizers' gradient scale ``1 / sqrt(numel)`` becomes a symbolic ``sqrt`` the exporter
+cannot translate (it would need ``space.quantizers`` to skip that factor without gradients).
+About 4-12 s per model on the project's 2-core machines.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +62,7 @@ __all__ = [
     "export_pareto",
     "load_bundle",
     "export_onnx",
+    "OnnxCheck",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,8 +74,8 @@ COST_FILE = "cost.json"
 CARD_FILE = "README.md"
 #: largest accepted |onnxruntime - PyTorch| on the logits.
 ONNX_ATOL = 1e-4
-_TRACE_BATCH = 2
-_CHECK_BATCH = 3
+#: random inputs compared between onnxruntime and PyTorch.
+_CHECK_SAMPLES = 4
 
 
 def bundle_name(number: int) -> str:
@@ -111,53 +115,89 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     return model.eval()
 
 
-def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> float:
-    """Export ``model`` (eval mode) to ``path``; check it and return max |ORT - PyTorch|.
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How ``model.onnx`` compared with PyTorch: ``max_difference`` = max |ORT - PyTorch| on
+    the logits; ``tie_sensitivity`` = max |PyTorch float32 - PyTorch float64| when the strict
+    comparison failed (None when it passed)."""
 
-    Raises :class:`EvaluationError` when onnx.checker rejects the file or the outputs differ
-    by more than :data:`ONNX_ATOL`.
+    max_difference: float
+    tie_sensitivity: float | None = None
+
+
+def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> OnnxCheck:
+    """Export ``model`` (eval mode) to ``path``, check it and compare it with PyTorch.
+
+    The check runs :data:`_CHECK_SAMPLES` random inputs through onnxruntime and PyTorch and
+    accepts a max abs difference <= :data:`ONNX_ATOL`. Networks with binary / low-bit
+    thresholds can be *tie-sensitive*: a value that is exactly on a sign or rounding threshold
+    in exact arithmetic (typical of untrained networks, whose batch norms are still the
+    identity) lands on either side depending on float32 summation order, so no two runtimes
+    agree to 1e-4. When the strict comparison fails, PyTorch float32 is compared with PyTorch
+    float64 on the same inputs; if that differs by more than :data:`ONNX_ATOL` too, the
+    network is tie-sensitive and onnxruntime is accepted within ``ONNX_ATOL + 2 x`` that
+    difference (the card says so). Anything else raises :class:`EvaluationError`.
     """
     import onnx
     import onnxruntime
 
-    shape = (arch.input_channels, arch.resolution, arch.resolution)
+    shape = (1, arch.input_channels, arch.resolution, arch.resolution)
     generator = torch.Generator().manual_seed(0)
-    traced_input = torch.randn((_TRACE_BATCH, *shape), generator=generator)
     with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter warns that it is deprecated and that Python numbers in the
-        # quantizers become constants; the onnxruntime comparison below checks the result.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (traced_input,),
-            str(path),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-        )
+        warnings.simplefilter("ignore")  # exporter chatter (torchvision ops absent, ...)
+        try:
+            torch.onnx.export(
+                model,
+                (torch.randn(shape, generator=generator),),
+                str(path),
+                dynamo=True,
+                verbose=False,
+                external_data=False,  # one self-contained file
+                input_names=["input"],
+                output_names=["logits"],
+            )
+        except Exception as exc:  # the exporter raises many types; one line is enough
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise EvaluationError(f"ONNX export of {arch.archid} failed: {message}") from None
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise EvaluationError(f"ONNX export of {arch.archid} is invalid: {exc}") from None
-    check_input = torch.randn((_CHECK_BATCH, *shape), generator=generator)
-    with torch.no_grad():
-        expected = model(check_input).numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(["logits"], {"input": check_input.numpy()})[0]
+    inputs = [torch.randn(shape, generator=generator) for _ in range(_CHECK_SAMPLES)]
+    with torch.no_grad():
+        expected = np.stack([model(x).numpy() for x in inputs])
+    actual = np.stack([session.run(["logits"], {"input": x.numpy()})[0] for x in inputs])
     if actual.shape != expected.shape:
         raise EvaluationError(
-            f"ONNX export of {arch.archid}: onnxruntime gives shape {actual.shape}, "
-            f"PyTorch {expected.shape}"
+            f"ONNX export of {arch.archid}: onnxruntime gives shape {actual.shape[1:]}, "
+            f"PyTorch {expected.shape[1:]}"
         )
-    difference = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
-    if not math.isfinite(difference) or difference > ONNX_ATOL:
-        raise EvaluationError(
-            f"ONNX export of {arch.archid}: onnxruntime differs from PyTorch by {difference:.3g} "
-            f"(limit {ONNX_ATOL:g}); the exported graph is wrong"
+    difference = float(np.max(np.abs(actual - expected)))
+    if math.isfinite(difference) and difference <= ONNX_ATOL:
+        return OnnxCheck(difference)
+    double = copy.deepcopy(model).double()
+    with torch.no_grad():
+        exact = np.stack([double(x.double()).numpy() for x in inputs])
+    sensitivity = float(np.max(np.abs(expected - exact)))
+    if (
+        math.isfinite(difference)
+        and sensitivity > ONNX_ATOL
+        and difference <= ONNX_ATOL + 2 * sensitivity
+    ):
+        logger.warning(
+            "ONNX export of %s: onnxruntime differs from PyTorch by %.3g, but this network is "
+            "tie-sensitive (PyTorch float32 vs float64: %.3g); accepted",
+            arch.archid,
+            difference,
+            sensitivity,
         )
-    return difference
+        return OnnxCheck(difference, sensitivity)
+    raise EvaluationError(
+        f"ONNX export of {arch.archid}: onnxruntime differs from PyTorch by {difference:.3g} "
+        f"(limit {ONNX_ATOL:g}; PyTorch float32 vs float64: {sensitivity:.3g}); "
+        "the exported graph is wrong"
+    )
 
 
 def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
@@ -207,7 +247,7 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
         model = _build(arch, weights)
         if weights is not None:
             shutil.copyfile(weights, folder / WEIGHTS_FILE)
-        difference = export_onnx(model, arch, folder / ONNX_FILE)
+        check = export_onnx(model, arch, folder / ONNX_FILE)
         cost = count_ace(arch).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
         card = model_card(
@@ -216,11 +256,13 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
             info=info,
             cost=cost,
             has_weights=weights is not None,
-            onnx_difference=difference,
+            onnx_check=check,
             folder_name=target.name,
         )
         (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    logger.info("exported trial %d to %s (ONNX max diff %.2g)", number, target, difference)
+    logger.info(
+        "exported trial %d to %s (ONNX max diff %.2g)", number, target, check.max_difference
+    )
     return target
 
 

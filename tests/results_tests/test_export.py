@@ -20,6 +20,7 @@ from results.export import (
     export_trial,
     load_bundle,
 )
+from space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
 from space.build import build_model
 from space.errors import EvaluationError, RunDirError
 from tests.results_tests._studies import Point, make_run, tiny_arch
@@ -90,7 +91,9 @@ def test_bundle_round_trip_gives_identical_outputs_and_ace(exported):
     cost = json.loads((bundles[1] / COST_FILE).read_text())
     assert cost["ace_v2"] == count_ace(arch).ace_v2 and cost["breakdown"]
     session = onnxruntime.InferenceSession(str(bundles[1] / ONNX_FILE))
-    logits = session.run(["logits"], {"input": x.numpy()})[0]
+    logits = np.concatenate(
+        [session.run(["logits"], {"input": x[i : i + 1].numpy()})[0] for i in range(4)]
+    )
     assert np.max(np.abs(logits - reference)) <= 1e-4
     assert np.abs(reference).max() > 1e-3  # the comparison is not trivially between zeros
 
@@ -134,32 +137,34 @@ def test_export_replaces_an_existing_bundle(tmp_path):
     assert (bundle / ONNX_FILE).is_file()
 
 
-class _CallCounter(torch.nn.Module):
-    """Output changes with every call: the traced graph cannot match later calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
+class _ExportsSomethingElse(torch.nn.Module):
+    """Computes x in eager mode but 2 x while being exported: a wrong graph."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x.flatten(1)[:, :10] * self.calls
+        scale = 2.0 if torch.compiler.is_exporting() else 1.0
+        return x.flatten(1)[:, :10] * scale
 
 
+@pytest.mark.slow
 def test_onnx_mismatch_fails_loudly(tmp_path):
-    with pytest.raises(EvaluationError, match="differs from PyTorch"):
-        export_onnx(_CallCounter(), tiny_arch(), tmp_path / "m.onnx")
+    with pytest.raises(EvaluationError, match="differs from PyTorch by .*the exported graph"):
+        export_onnx(_ExportsSomethingElse(), tiny_arch(), tmp_path / "m.onnx")
 
 
-def test_pareto_export_prefers_the_trained_duplicate(tmp_path):
-    run = tmp_path / "run"
-    make_run(
-        run,
-        [
-            Point(0.9, 900.0, bits=((2, 2),)),
-            Point(0.9, 900.0, bits=((2, 2),), attrs={"final_dir": str(tmp_path / "gone")}),
-        ],
+@pytest.mark.slow
+def test_tie_sensitive_binary_network_is_accepted_and_explained(tmp_path):
+    """Untrained binary blocks after a ReLU stem: depthwise sums are exactly 0 in exact
+    arithmetic, float32 noise decides their sign, so runtimes cannot agree to 1e-4."""
+    binary = ConvQuantSpec(weight_bits=1, weight_quantizer="binary")
+    block = PikeBlockSpec(
+        out_channels=64,
+        depthwise=binary,
+        pointwise=binary,
+        activation_bits=1,
+        activation="prelu",
     )
-    # trial 1 is the trained one, so it is chosen and its missing weights are reported
-    with pytest.raises(RunDirError, match="trial 1 was fully trained"):
-        export_pareto(run)
+    arch = tiny_arch().model_copy(update={"blocks": (block, block)})
+    arch = ArchConfig.from_json(arch.to_json())
+    check = export_onnx(build_model(arch).eval(), arch, tmp_path / "m.onnx")
+    assert check.tie_sensitivity is not None and check.tie_sensitivity > 1e-4
+    assert check.max_difference <= 1e-4 + 2 * check.tie_sensitivity
