@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     sampler = make_sampler(config.search.sampler, spec["seed"], config.search.population_size)
     study = optuna.load_study(study_name=spec["study"], storage=storage, sampler=sampler)
     lock = ask_lock_for(spec["storage"], spec["study"])
+    if lock is None:  # e.g. SQLite: all local workers share this machine, so a file lock works
+        from search.worker import FileLock
+
+        lock = FileLock(Path(spec["out"]) / "ask.lock")
     try:
         summary = work(
             study,
