@@ -70,6 +70,7 @@ def test_export_needs_exactly_one_selector(run_dir, capsys):
     assert capsys.readouterr().err.count("exactly one of --trial N and --pareto") == 2
 
 
+@pytest.mark.slow
 def test_export_trial_writes_a_bundle(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--trial", "1", "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().out.strip() == f"exported {tmp_path / 'b' / 'trial-1'}"
