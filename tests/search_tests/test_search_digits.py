@@ -26,8 +26,8 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
     from evaluators.ace import count_ace
 
     data = yaml.safe_load(default_config_text())
-    data["proxy"].update(epochs=1)
-    data["full"].update(epochs=1)
+    data["proxy"].update(epochs=1, data_fraction=0.3)
+    data["full"].update(epochs=1, data_fraction=0.3)
     data["baselines"] = ["tiny-w4a4"]
     data["search"].update(trials=3, population_size=2, full_train_top=1)
     config = config_from_dict(data)
