@@ -52,6 +52,7 @@ __all__ = [
     "worker_label",
     "count_trials",
     "recover_stale_trials",
+    "stale_reason",
     "work",
     "max_rejected",
 ]
