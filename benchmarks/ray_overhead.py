@@ -12,6 +12,9 @@ for a smaller run, ``--skip-proxy`` for the overhead part only).
 2. Throughput: the embedded digits search (the default proxy budget) with 2 workers, through the
    command line, ``--backend ray`` against ``--backend local``, same trials and seed: wall time
    of the command and trials per hour between the first trial's start and the last one's end.
+   Both start with the config's four zoo baselines; after them the candidates differ (the local
+   workers seed their samplers ``seed + worker index``, the Ray driver ``seed``), so their
+   training costs differ somewhat too.
 
 Timings vary by 20-30 % from run to run on a shared machine.
 """
@@ -114,7 +117,7 @@ def search_cli(backend: str, trials: int, workers: int, run_dir: Path) -> tuple[
     """``pikenas search`` (embedded digits default) with ``backend``; (wall s, timeline)."""
     command = [PIKENAS, "search", "--out", str(run_dir), "--trials", str(trials)]
     command += ["--workers", str(workers), "--seed", "0", "--full-train-top", "0"]
-    command += ["--backend", backend]
+    command += ["--backend", backend, "--no-export"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
