@@ -110,7 +110,7 @@ def test_sigkill_mid_search_then_rerun_ends_with_exactly_n(tmp_path: Path) -> No
     command += ["--out", str(out), "--evaluator", "fake:0.4", "--full-train-top", "0"]
     command += ["--no-export"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             time.sleep(0.2)
