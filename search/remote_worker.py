@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from space.errors import PikeNASError
+from space.errors import PikeNASError, RunDirError
 
 if TYPE_CHECKING:
     import optuna
@@ -57,7 +57,8 @@ def advisory_lock_key(study_name: str) -> int:
 class PostgresAdvisoryLock(AbstractContextManager["PostgresAdvisoryLock"]):
     """A reusable lock held on a PostgreSQL server: ``with lock: ...`` takes the session-level
     advisory lock of ``study_name`` on a dedicated connection (the server releases it when the
-    process dies). Call :meth:`close` when done."""
+    process dies). A connection lost between two uses is opened again. Call :meth:`close` when
+    done."""
 
     def __init__(self, url: str, study_name: str) -> None:
         from sqlalchemy import create_engine
@@ -65,21 +66,43 @@ class PostgresAdvisoryLock(AbstractContextManager["PostgresAdvisoryLock"]):
 
         self.key = advisory_lock_key(study_name)
         self._engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        self._connection = self._engine.connect()
+        self._connection: Any = None
+
+    def _execute(self, sql: str) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        for attempt in (1, 2):
+            try:
+                if self._connection is None:
+                    self._connection = self._engine.connect()
+                self._connection.execute(text(sql), {"key": self.key})
+                return
+            except DBAPIError as exc:
+                self._drop_connection()
+                if attempt == 2 or not exc.connection_invalidated:
+                    where = self._engine.url.render_as_string(hide_password=True)
+                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                    raise RunDirError(f"PostgreSQL at {where}: {reason}") from None
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
 
     def __enter__(self) -> PostgresAdvisoryLock:
-        from sqlalchemy import text
-
-        self._connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+        self._execute("SELECT pg_advisory_lock(:key)")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from sqlalchemy import text
-
-        self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+        try:
+            self._execute("SELECT pg_advisory_unlock(:key)")
+        except RunDirError as error:  # the connection died: the server dropped the lock too
+            logger.warning("advisory lock: %s", error)
 
     def close(self) -> None:
-        self._connection.close()
+        self._drop_connection()
         self._engine.dispose()
 
 

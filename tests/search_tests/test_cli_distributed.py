@@ -133,3 +133,14 @@ def test_worker_refuses_bad_options(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not journal.exists()
+
+
+def test_worker_reports_an_unreachable_database_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql+psycopg2://pikenas:secret-word@127.0.0.1:1/pikenas"
+    assert main(["worker", "--storage", url, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pikenas: error: PostgreSQL at postgresql+psycopg2://pikenas:***@")
+    assert "secret-word" not in err
+    assert len(err.strip().splitlines()) == 1

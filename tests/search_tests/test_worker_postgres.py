@@ -172,3 +172,43 @@ def _wait_for_running_trial_with_heartbeat(url: str, timeout: float) -> int:
                     return trial.number
         time.sleep(0.5)
     raise AssertionError("worker A never started a trial")
+
+
+def test_advisory_lock_excludes_and_survives_a_lost_connection(postgres_url: str) -> None:
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from search.remote_worker import PostgresAdvisoryLock
+
+    first = PostgresAdvisoryLock(postgres_url, "shared")
+    second = PostgresAdvisoryLock(postgres_url, "shared")
+    other_study = PostgresAdvisoryLock(postgres_url, "another")
+    entered = threading.Event()
+    try:
+        with first:
+            waiter = threading.Thread(target=lambda: (second.__enter__(), entered.set()))
+            waiter.start()
+            with other_study:  # a different study's lock is independent
+                pass
+            assert not entered.wait(1.0)  # the second holder waits for the first
+        assert entered.wait(10.0)
+        second.__exit__(None, None, None)
+        waiter.join()
+
+        # The server drops the first lock's idle connection; the next use reconnects.
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        admin.dispose()
+        assert killed >= 1
+        with first:
+            pass
+    finally:
+        for lock in (first, second, other_study):
+            lock.close()
