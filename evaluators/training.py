@@ -11,10 +11,12 @@ Accuracies are fractions in ``[0, 1]``; losses are mean cross-entropy (no smooth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +39,15 @@ from evaluators.datasets import (
 from space.arch import ArchConfig
 from space.errors import DataError, EvaluationError, SearchConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "train", "learning_rate", "build_teacher"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "train",
+    "read_metrics",
+    "learning_rate",
+    "build_teacher",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -428,18 +438,15 @@ def _prepare(
     return fit_arch_to_dataset(arch, splits), splits
 
 
-def _with_threads(threads: int):
-    """Set the torch thread count for the duration of a run, then restore it."""
-
-    class _Threads:
-        def __enter__(self) -> None:
-            self.previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-
-        def __exit__(self, *exc_info: object) -> None:
-            torch.set_num_threads(self.previous)
-
-    return _Threads()
+@contextlib.contextmanager
+def _with_threads(threads: int) -> Iterator[None]:
+    """Set the torch CPU thread count for the duration of a run, then restore it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def evaluate(
