@@ -148,7 +148,7 @@ def dashboard_data(
     ``proxy_final``), ``breakdowns`` (trial number -> figure; front trials only, see
     :data:`MAX_BREAKDOWNS`), ``breakdown_errors`` and ``front`` (records).
     """
-    frame = trials_frame(study.get_trials(deepcopy=False))
+    frame = trials_frame(study)
     info = study_info(study)
     title = f"pikenas: {study.study_name}"
     pareto = pareto_scatter_data(frame, zoo_ace)

@@ -270,7 +270,7 @@ def _study_and_frame(
     run: str | Path | optuna.Study, study: str | None
 ) -> tuple[optuna.Study, pd.DataFrame]:
     optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
-    return optuna_study, trials_frame(optuna_study.get_trials(deepcopy=False))
+    return optuna_study, trials_frame(optuna_study)
 
 
 def _default_out(run: str | Path | optuna.Study, out_dir: str | Path | None) -> Path:

@@ -35,7 +35,17 @@ from results.storage import open_study
 from space.arch import ArchConfig
 from space.errors import ArchConfigError
 
-__all__ = ["COLUMNS", "load", "trials_frame", "trial_arch", "study_info"]
+__all__ = [
+    "COLUMNS",
+    "FINAL_RESULTS_ATTR",
+    "load",
+    "final_results",
+    "trials_frame",
+    "trial_arch",
+    "study_info",
+]
+
+FINAL_RESULTS_ATTR = "final_results"
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +113,30 @@ def load(
         optuna_study = run_dir_or_storage
     else:
         optuna_study = open_study(run_dir_or_storage, study)
-    return trials_frame(optuna_study.get_trials(deepcopy=False))
+    return trials_frame(optuna_study)
 
 
-def trials_frame(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
-    """The DataFrame of :func:`load` for already loaded trials."""
-    rows = [_row(trial) for trial in trials]
+def final_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Full-training results by trial number, from the study attr :data:`FINAL_RESULTS_ATTR`.
+
+    They live on the study because Optuna does not let a finished trial be changed.
+    """
+    stored = study.user_attrs.get(FINAL_RESULTS_ATTR) or {}
+    if not isinstance(stored, dict):
+        return {}
+    return {int(number): dict(values) for number, values in stored.items()}
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """The DataFrame of :func:`load` for an opened study."""
+    finals = final_results(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row = _row(trial)
+        for name, value in finals.get(trial.number, {}).items():
+            if name in row:
+                row[name] = str(value) if name in _STR_ATTRS else _number(value)
+        rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column, dtype in COLUMNS.items():
         if dtype == "object":

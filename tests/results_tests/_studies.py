@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from results.storage import DEFAULT_STUDY_NAME, open_storage
+from results.trials import FINAL_RESULTS_ATTR
 from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,6 +80,13 @@ def record(study: optuna.Study, point: Point) -> int:
     if point.state == "PRUNED":
         attrs["reason"] = "ACE v2 over budget"
     attrs.update(point.attrs)
+    # Full-training results go to the study (as search.finalize stores them: Optuna does
+    # not let a finished trial change).
+    final = {key: attrs.pop(key) for key in list(attrs) if key.startswith("final_")}
+    if final:
+        stored = dict(study.user_attrs.get(FINAL_RESULTS_ATTR) or {})
+        stored[str(trial.number)] = final
+        study.set_user_attr(FINAL_RESULTS_ATTR, stored)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     if point.state == "COMPLETE":
