@@ -2,7 +2,8 @@
 
 Each worker (:mod:`search._local_worker`) is a fresh Python process with
 ``max(1, cores // N)`` torch threads (so N x threads <= cores: oversubscribing two cores was 7x
-slower), running :func:`search.worker.work` on the buffered journal ``OUT/study.log`` (or the
+slower; 1 thread for tiny inputs such as 8x8 digits, see :func:`threads_per_worker`),
+running :func:`search.worker.work` on the buffered journal ``OUT/study.log`` (or the
 ``--storage`` URL) under the run's ``fcntl`` ask lock, so the study ends with exactly N
 COMPLETE trials. Workers die with this process (``PR_SET_PDEATHSIG``); their trials are then
 failed by the next run's heartbeat check and retried. Worker logs go to ``OUT/logs/``.
@@ -24,7 +25,14 @@ from pathlib import Path
 from search.backends import ProgressCallback, RunRequest
 from space.errors import EvaluationError
 
-__all__ = ["MAX_RESTARTS", "GAVE_UP_EXIT", "available_cores", "threads_per_worker", "run_local"]
+__all__ = [
+    "MAX_RESTARTS",
+    "GAVE_UP_EXIT",
+    "SMALL_INPUT_RESOLUTION",
+    "available_cores",
+    "threads_per_worker",
+    "run_local",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +50,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """Torch threads per worker so that ``workers x threads <= cores`` (at least 1)."""
+#: inputs up to this many pixels a side train fastest on one torch thread: on 8x8 digits two
+#: threads were 5x slower than one (thread synchronisation dominates such tiny feature maps).
+SMALL_INPUT_RESOLUTION = 16
+
+
+def threads_per_worker(
+    workers: int, cores: int | None = None, resolution: int | None = None
+) -> int:
+    """Torch threads per worker: ``cores // workers`` (so ``workers x threads <= cores``, at
+    least 1), but 1 for inputs of at most :data:`SMALL_INPUT_RESOLUTION` pixels a side."""
+    if resolution is not None and resolution <= SMALL_INPUT_RESOLUTION:
+        return 1
     return max(1, (cores or available_cores()) // max(1, workers))
 
 
@@ -105,7 +123,7 @@ def run_local(request: RunRequest, progress: ProgressCallback | None = None) -> 
             request.workers,
             cores,
         )
-    threads = threads_per_worker(request.workers, cores)
+    threads = threads_per_worker(request.workers, cores, request.config.space.resolution)
     watcher = optuna.load_study(
         study_name=request.study_name, storage=open_storage(request.storage_target)
     )

@@ -81,9 +81,10 @@ def _trainer(request: RunRequest) -> Trainer:
     if request.evaluator.startswith("fake"):
         return fake_trainer
     from search.finalize import _real_trainer
-    from search.local import available_cores
+    from search.local import threads_per_worker
 
-    return _real_trainer(request.config.train_config("full", threads=available_cores()))
+    threads = threads_per_worker(1, resolution=request.config.space.resolution)
+    return _real_trainer(request.config.train_config("full", threads=threads))
 
 
 def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Any:
