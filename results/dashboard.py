@@ -43,7 +43,7 @@ from results.figures import (
     proxy_final_figure,
 )
 from results.front import front_records
-from results.storage import open_study
+from results.storage import display_name, open_study
 from results.trials import study_info, trials_frame
 from space.arch import ArchConfig
 from space.errors import PikeNASError, RunDirError
@@ -246,7 +246,7 @@ def write_dashboard(
         if isinstance(run, optuna.Study) or not Path(run).is_dir():
             raise RunDirError(f"{run!r} is not a run folder; pass --out FILE for the dashboard")
         out = Path(run) / DASHBOARD_NAME
-    label = "" if isinstance(run, optuna.Study) else str(run)
+    label = "" if isinstance(run, optuna.Study) else display_name(run)
     data = dashboard_data(optuna_study, zoo_ace=zoo_ace, breakdowns=breakdowns, run_label=label)
     path = atomic_write_text(Path(out), render_html(data))
     logger.info("dashboard written to %s", path)
@@ -339,7 +339,7 @@ def serve(
     background thread and return it (``.url``, ``.shutdown()``).
     """
     optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
-    label = "" if isinstance(run, optuna.Study) else str(run)
+    label = "" if isinstance(run, optuna.Study) else display_name(run)
     try:
         server = DashboardServer(
             optuna_study,

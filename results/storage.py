@@ -16,6 +16,7 @@ from optuna.storages.journal import JournalFileBackend
 from space.errors import RunDirError
 
 __all__ = [
+    "display_name",
     "DEFAULT_STUDY_NAME",
     "JOURNAL_NAME",
     "open_storage",
@@ -27,6 +28,19 @@ __all__ = [
 JOURNAL_NAME = "study.log"
 DEFAULT_STUDY_NAME = "pikenas"
 _RDB_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+")
+
+
+def display_name(target: str | Path) -> str:
+    """``target`` for messages and pages: an RDB URL with its password replaced by ``***``."""
+    text = str(target)
+    if not text.startswith(_RDB_PREFIXES):
+        return text
+    from sqlalchemy.engine import make_url  # optuna's RDB storage already depends on it
+
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show only its scheme
+        return text.split("://", 1)[0] + "://…"
 
 
 def is_url(target: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from results.trials import FINAL_RESULTS_ATTR, final_results
 from space.arch import ArchConfig
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FINAL_RESULTS_ATTR = "final_results"
 KENDALL_TAU_ATTR = "kendall_tau"
 
 #: ``trainer(arch, out_dir) -> metrics`` with at least ``test_accuracy``, ``val_accuracy`` and
@@ -98,12 +98,6 @@ def select_winners(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
         seen.add(archid)
         winners.append(trial)
     return winners[:top_k]
-
-
-def final_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """The stored final results by trial number."""
-    stored = study.user_attrs.get(FINAL_RESULTS_ATTR) or {}
-    return {int(number): dict(values) for number, values in stored.items()}
 
 
 def _real_trainer(config: Any) -> Trainer:

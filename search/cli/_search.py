@@ -122,7 +122,9 @@ def _report(request: RunRequest, result: RunResult) -> None:
     from search.progress import snapshot
 
     snap = snapshot(result.study, request.n_trials)
-    where = request.storage or str(request.out / "study.log")
+    from results.storage import display_name
+
+    where = display_name(request.storage) if request.storage else str(request.out / "study.log")
     typer.echo(
         f"study {request.study_name!r}: {snap.complete} COMPLETE trials "
         f"({snap.pruned} over budget, {snap.failed} failed) in {where}"

@@ -102,3 +102,11 @@ def test_unreadable_arch_does_not_hide_the_trial(tmp_path, caplog):
     frame = load(tmp_path)
     assert frame.loc[0, "accuracy"] == 0.5 and frame.loc[0, "layer_bits"] == ""
     assert "unreadable arch" in caplog.text
+
+
+def test_display_name_hides_passwords():
+    from results.storage import display_name
+
+    shown = display_name("postgresql+psycopg2://pikenas:s3cret@127.0.0.1:5432/pikenas")
+    assert "s3cret" not in shown and shown.endswith("@127.0.0.1:5432/pikenas")
+    assert display_name("/runs/demo") == "/runs/demo"
