@@ -274,6 +274,18 @@ class Quantizer(nn.Module):
     scale_format: str = "float32"
     has_scales: bool = False
 
+    def _configure(self, bits: int, signed: bool, granularity: str, scale_format: str) -> None:
+        """Validate and set the attributes every scaled quantizer has."""
+        if granularity not in ("per_tensor", "per_channel"):
+            raise ArchConfigError(
+                f"granularity={granularity!r} is not supported; use per_tensor or per_channel"
+            )
+        scale_format_bits(scale_format)
+        self.bits = bits
+        self.signed = signed
+        self.granularity = granularity
+        self.scale_format = scale_format
+
     def init_from(self, x: Tensor) -> None:
         """Initialise learned scales from a representative tensor (weights or a batch)."""
 
@@ -347,15 +359,7 @@ class _LearnedScale(Quantizer):
         initial_scale: float,
     ) -> None:
         super().__init__()
-        if granularity not in ("per_tensor", "per_channel"):
-            raise ArchConfigError(
-                f"granularity={granularity!r} is not supported; use per_tensor or per_channel"
-            )
-        scale_format_bits(scale_format)
-        self.bits = bits
-        self.signed = signed
-        self.granularity = granularity
-        self.scale_format = scale_format
+        self._configure(bits, signed, granularity, scale_format)
         count = channels if granularity == "per_channel" else 1
         self.scale = nn.Parameter(torch.full((count,), float(initial_scale)))
 
@@ -524,15 +528,7 @@ class _DataScaled(Quantizer):
         clip: float,
     ) -> None:
         super().__init__()
-        if granularity not in ("per_tensor", "per_channel"):
-            raise ArchConfigError(
-                f"granularity={granularity!r} is not supported; use per_tensor or per_channel"
-            )
-        scale_format_bits(scale_format)
-        self.bits = bits
-        self.signed = True
-        self.granularity = granularity
-        self.scale_format = scale_format
+        self._configure(bits, True, granularity, scale_format)
         self.clip = clip
 
     def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
