@@ -143,6 +143,8 @@ def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> OnnxCheck:
 
     shape = (1, arch.input_channels, arch.resolution, arch.resolution)
     generator = torch.Generator().manual_seed(0)
+    # The exporter logs "torchvision is not installed" for each export: not our concern.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter chatter (torchvision ops absent, ...)
         try:
