@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -233,8 +233,8 @@ class HeadSpec(_Frozen):
         return self
 
 
-StemSpec = Annotated[Union[ConvStemSpec, PokeStemSpec], Field(discriminator="kind")]
-BlockSpec = Annotated[Union[PikeBlockSpec, PokeBottleneckSpec], Field(discriminator="kind")]
+StemSpec = Annotated[ConvStemSpec | PokeStemSpec, Field(discriminator="kind")]
+BlockSpec = Annotated[PikeBlockSpec | PokeBottleneckSpec, Field(discriminator="kind")]
 
 
 class ArchConfig(_Frozen):

@@ -35,7 +35,7 @@ def _root() -> None:
 
 
 # Importing the command modules registers their commands on ``app`` (order = help order).
-from search.cli import (  # noqa: E402,F401
+from search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
     _zoo,
     _ace,
     _train,
