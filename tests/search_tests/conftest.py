@@ -183,3 +183,20 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         connection.close()
+
+
+#: a one-block search space: enough for worker and CLI tests of the distributed paths
+SMALL_CONFIG = """\
+space:
+  stages:
+    - {blocks: 1, stride: 1, channels: [8, 16]}
+search: {population_size: 4}
+"""
+
+
+@pytest.fixture()
+def config_file(tmp_path: Path) -> Path:
+    """A search config file holding :data:`SMALL_CONFIG`."""
+    path = tmp_path / "search.yaml"
+    path.write_text(SMALL_CONFIG)
+    return path

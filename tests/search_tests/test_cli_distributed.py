@@ -7,20 +7,7 @@ from pathlib import Path
 import pytest
 
 from search.cli import main
-
-CONFIG = """\
-space:
-  stages:
-    - {blocks: 1, stride: 1, channels: [8, 16]}
-search: {population_size: 4}
-"""
-
-
-@pytest.fixture()
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "search.yaml"
-    path.write_text(CONFIG)
-    return path
+from tests.search_tests.conftest import SMALL_CONFIG as CONFIG
 
 
 @pytest.mark.parametrize(

@@ -19,19 +19,6 @@ import pytest
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PIKENAS = str(Path(sys.executable).with_name("pikenas"))
-CONFIG = """\
-space:
-  stages:
-    - {blocks: 1, stride: 1, channels: [8, 16]}
-search: {population_size: 4}
-"""
-
-
-@pytest.fixture()
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "search.yaml"
-    path.write_text(CONFIG)
-    return path
 
 
 def _worker_command(config: Path, url: str, *options: str) -> list[str]:
