@@ -1,11 +1,14 @@
 """pikenas.space: architecture descriptions, quantizers, PikeLPN blocks and ``build_model``.
 
-Importing ``space`` imports torch and pydantic only (no optuna, ray or plotly).
+Importing ``space`` imports pydantic only; the torch-based names load on first use
+(never optuna, ray or plotly).
 """
 
 from __future__ import annotations
 
-from space.activations import ACTIVATIONS, DPReLU, PReLU, ReLU, make_activation
+import importlib
+from typing import Any
+
 from space.arch import (
     ARCH_VERSION,
     ArchConfig,
@@ -16,7 +19,6 @@ from space.arch import (
     PokeBottleneckSpec,
     PokeStemSpec,
 )
-from space.build import PikeNet, build_model
 from space.errors import (
     ArchConfigError,
     CostModelError,
@@ -27,19 +29,39 @@ from space.errors import (
     SearchConfigError,
     UnknownNameError,
 )
-from space.layers import QuantConv2d, QuantLinear
-from space.norms import BatchNormStage, QuantNormStage
-from space.quantizers import (
-    QUANTIZERS,
-    BinaryQuantizer,
-    FloatQuantizer,
-    Pow2Quantizer,
-    Quantizer,
-    TernaryQuantizer,
-    UniformQuantizer,
-    make_activation_quantizer,
-    make_quantizer,
-)
+
+# Names whose modules import torch are loaded on first use (PEP 562), so that importing the
+# errors or ArchConfig (every CLI start, ``pikenas --help``) does not pay torch's import.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["ACTIVATIONS", "DPReLU", "PReLU", "ReLU", "make_activation"], "activations"),
+    **dict.fromkeys(["PikeNet", "build_model"], "build"),
+    **dict.fromkeys(["QuantConv2d", "QuantLinear"], "layers"),
+    **dict.fromkeys(["BatchNormStage", "QuantNormStage"], "norms"),
+    **dict.fromkeys(
+        [
+            "QUANTIZERS",
+            "BinaryQuantizer",
+            "FloatQuantizer",
+            "Pow2Quantizer",
+            "Quantizer",
+            "TernaryQuantizer",
+            "UniformQuantizer",
+            "make_activation_quantizer",
+            "make_quantizer",
+        ],
+        "quantizers",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'space' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"space.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ARCH_VERSION",
@@ -79,3 +101,7 @@ __all__ = [
     "SearchConfigError",
     "RunDirError",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
