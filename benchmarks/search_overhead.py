@@ -6,8 +6,8 @@ sampler (random, so sampling costs the same) and the default digits space (43 ge
 * ``raw optuna``: ``study.ask()``, ``suggest_categorical`` for every gene, ``study.tell``;
 * ``pikenas``: :func:`search.worker.work` with the fake evaluator: the ask lock and trial
   count, worker label, heartbeat thread, decode to an ArchConfig, fake ACE and accuracy,
-  duplicate lookup, the STUDY.md user attributes, tell; on the buffered journal storage
-  (one append per batch of writes) as the local backend runs it;
+  duplicate lookup, the docs/study_contract.md user attributes, tell; on the buffered journal
+  storage (one append per batch of writes) as the local backend runs it;
 * ``pikenas, unbuffered``: the same on Optuna's plain journal storage (one ``fsync`` per
   parameter and attribute), to show what the buffering buys.
 

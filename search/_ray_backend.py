@@ -1,7 +1,7 @@
 """The Ray backend: Ray Tune runs the candidates, Optuna (through ``OptunaSearch``) proposes them.
 
 This is the only module of pikenas that imports Ray. It writes the same two-objective study as
-the local backend, with the same trial user attributes and states (see STUDY.md):
+the local backend, with the same trial user attributes and states (see docs/study_contract.md):
 
 * ``OptunaSearch`` is the multi-objective searcher (``metric`` / ``mode`` are set on it only:
   set in ``TuneConfig`` too, the study silently becomes single-objective), bound to the run's

@@ -8,8 +8,8 @@ else proxy-train it (COMPLETE). Any exception of the candidate (a data misfit, a
 outcome with its reason: a candidate never stops the search.
 
 :func:`run_trial` applies it to an Optuna trial: decode the genome, write the trial user
-attributes of STUDY.md and tell the study. Values are ``[accuracy, ace_v2]`` (directions
-``maximize, minimize``).
+attributes of docs/study_contract.md and tell the study. Values are ``[accuracy, ace_v2]``
+(directions ``maximize, minimize``).
 
 Evaluators (``EVALUATORS[name](config, threads, option)``): ``proxy`` (the real one:
 ``evaluators.ace.count_ace`` and ``evaluators.training.evaluate``) and ``fake`` (a zero-cost,
@@ -83,7 +83,7 @@ class ProxyMetrics:
 @dataclass
 class Outcome:
     """How a trial ends: ``state`` (COMPLETE / PRUNED / FAIL), ``values`` ``(accuracy,
-    ace_v2)`` for COMPLETE, and the user attributes to store (STUDY.md names)."""
+    ace_v2)`` for COMPLETE, and the user attributes to store (docs/study_contract.md names)."""
 
     state: Literal["COMPLETE", "PRUNED", "FAIL"]
     values: tuple[float, float] | None = None

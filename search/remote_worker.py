@@ -2,8 +2,8 @@
 
 Start it on any number of machines against one storage (PostgreSQL in practice; any Optuna
 storage URL or journal file works on one machine). Each worker creates the study if it does
-not exist yet (directions ``maximize, minimize``, the study attributes of STUDY.md, the zoo
-baselines enqueued once), then runs the same per-trial logic as the local backend
+not exist yet (directions ``maximize, minimize``, the study attributes of docs/study_contract.md,
+the zoo baselines enqueued once), then runs the same per-trial logic as the local backend
 (:func:`search.worker.work` -> :func:`search.objective.run_trial`) until the study holds N
 COMPLETE trials.
 
@@ -182,7 +182,7 @@ def _searched(config_json: str) -> str:
 
 
 def _initialise_study(study: optuna.Study, config: SearchConfig) -> None:
-    """Study attributes of STUDY.md and the zoo baselines enqueued as fixed points."""
+    """Study attributes of docs/study_contract.md and the zoo baselines enqueued as fixed points."""
     from importlib.metadata import version
 
     from space.zoo import get_zoo_arch

@@ -1,10 +1,11 @@
-"""Activation functions that declare their inference arithmetic (ACE_RULES).
+"""Activation functions that declare their inference arithmetic (docs/ace_v2_rules.md).
 
 ``ReLU``, ``PReLU``, ``DPReLU`` (PokeBNN) and ``NoActivation``, each usable standalone on
 ``(N, C, H, W)`` or ``(N, C)`` tensors. Each knows the width it runs at:
 
-* ``working_bits`` (``X`` in ACE_RULES): 32 with ``float_operands=True`` after a float batch
-  norm (the default, what standalone use means), or the QuantNorm working width (integer);
+* ``working_bits`` (``X`` in docs/ace_v2_rules.md): 32 with ``float_operands=True`` after a
+  float batch norm (the default, what standalone use means), or the QuantNorm working width
+  (integer);
 * ``slope_format``: how a learned slope is stored at inference and fake-quantized in the
   forward pass: ``"float32"`` (float multiply), ``"int8"`` (8-bit integer with one shared
   float: ``mul(E, X, 8)``), ``"pow2"`` (power of two: a shift);

@@ -39,7 +39,7 @@ class InputQuantizer(nn.Module, ShapePreserving):
     """Fake-quantizes the network input ``(N, C, H, W)`` to ``bits`` (signed, per tensor).
 
     At inference the pixels already arrive as ``bits``-bit integers (the normalisation is
-    folded into the first layer), so this declares no operations (ACE_RULES).
+    folded into the first layer), so this declares no operations (docs/ace_v2_rules.md).
     The step starts at ``4 / q_max`` (a normalised image spans about +-4) and is learned.
     """
 
@@ -96,9 +96,10 @@ class ConvStem(nn.Module, CostContainer):
 class ResidualAdd(nn.Module, ShapePreserving):
     """``y = requantize(a + b)`` back to ``bits`` (the block output and its input).
 
-    Declared (ACE_RULES): ``add(E, b, b, "residual")`` and ``compare(2E, b+1, b+1, "clip")``;
-    float (``bits = 32``): ``add(E, 32, 32, float)``. The rule treats both operands as integers
-    on one grid; in training the sum is requantized with this module's own learned step.
+    Declared (docs/ace_v2_rules.md): ``add(E, b, b, "residual")`` and
+    ``compare(2E, b+1, b+1, "clip")``; float (``bits = 32``): ``add(E, 32, 32, float)``. The
+    rule treats both operands as integers on one grid; in training the sum is requantized with
+    this module's own learned step.
     """
 
     def __init__(self, bits: int, *, signed: bool, scale_format: str = "float32") -> None:
@@ -189,10 +190,11 @@ class GlobalAvgPoolQuant(nn.Module):
     """Global average pool ``(N, C, H, W) -> (N, C)`` then the head input quantizer to
     ``output_bits`` (signed per ``signed``; 32 = none).
 
-    Declared (ACE_RULES) for ``feature_bits = b`` and ``H * W`` pixels: ``add(N*C*H*W, Ab, Ab,
-    "pool_sum")`` with ``Ab = min(32, b + ceil(log2(H*W)))``; ``pool_scale``: a shift when
-    ``H*W`` is a power of two, else ``mul(N*C, 32, 32, float)``; the quantizer: ``mul``, ``round``
-    and ``compare(2*N*C)`` at 32 float (``compare(N*C)`` "sign" for 1 bit).
+    Declared (docs/ace_v2_rules.md) for ``feature_bits = b`` and ``H * W`` pixels:
+    ``add(N*C*H*W, Ab, Ab, "pool_sum")`` with ``Ab = min(32, b + ceil(log2(H*W)))``;
+    ``pool_scale``: a shift when ``H*W`` is a power of two, else ``mul(N*C, 32, 32, float)``; the
+    quantizer: ``mul``, ``round`` and ``compare(2*N*C)`` at 32 float (``compare(N*C)`` "sign" for 1
+    bit).
     """
 
     def __init__(self, feature_bits: int, output_bits: int, *, signed: bool = True) -> None:

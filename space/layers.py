@@ -1,4 +1,4 @@
-"""Quantized conv and linear layers that declare their inference MACs (ACE_RULES).
+"""Quantized conv and linear layers that declare their inference MACs (docs/ace_v2_rules.md).
 
 A layer quantizes its *weights* with its own weight quantizer (run offline at deployment, so
 no inference cost); its *input* is expected to be quantized already by the module before it

@@ -14,8 +14,8 @@ Two kinds (``ArchConfig`` ``norm``):
   step, both in the forward pass (straight-through gradients).
 
 Input ``(N, C, H, W)`` float (the fake-quantized conv output), output the same shape on the
-``activation_bits`` grid. Each stage declares its inference ops per ACE_RULES, including those of
-its activation; ``accumulator_bits`` (``A``) comes from the conv before it.
+``activation_bits`` grid. Each stage declares its inference ops per docs/ace_v2_rules.md, including
+those of its activation; ``accumulator_bits`` (``A``) comes from the conv before it.
 
 Modelling note: the deployed integer multiplier is ``m_c * s_w * s_in / s_out``. With pow2 Double
 Quantization everywhere in a block every factor is a power of two, so rounding ``m_c`` to a
@@ -111,7 +111,7 @@ class BatchNormStage(nn.Module, ShapePreserving):
         self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
     ) -> CostDeclaration:
         """Float ops: [dequantize], bn_scale, bn_shift, activation, [requant mul, round,
-        clip | sign]; see ACE_RULES."""
+        clip | sign]; see docs/ace_v2_rules.md."""
         e = math.prod(output_shape)
         f = FLOAT_BITS
         ops: list[Op] = []
@@ -134,7 +134,7 @@ class QuantNormStage(nn.Module, ShapePreserving):
     """QuantNorm: batch norm folded into the requantization, with fake-quantized folded
     multiplier (per ``scale_format``) and bias; then activation and requantization.
 
-    Working width ``X`` at inference (ACE_RULES): pow2 -> ``A`` (integer), intN ->
+    Working width ``X`` at inference (docs/ace_v2_rules.md): pow2 -> ``A`` (integer), intN ->
     ``min(32, A + N)`` (integer), float32 -> 32 (float). The activation runs at ``X`` with an
     8-bit slope (a shift for pow2); ReLU is free (the lower clip bound).
     """

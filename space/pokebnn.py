@@ -19,8 +19,9 @@ Modules (NCHW, float tensors on the fake-quantization grid):
   ``squeeze_excite_bits`` weights and inputs, ``C_in // 8`` hidden channels and biases.
 * :class:`PokeBottleneck`: three units (1x1, 3x3 with the stride, 1x1 to ``4 * channels``).
 
-Every module declares its inference arithmetic (``inference_ops``, ACE_RULES): binary / 4-bit /
-8-bit MACs, and the float elementwise work (BN, DPReLU, shortcuts, pooling, SE scaling) at 32
+Every module declares its inference arithmetic (``inference_ops``, docs/ace_v2_rules.md): binary /
+4-bit / 8-bit MACs, and the float elementwise work (BN, DPReLU, shortcuts, pooling, SE scaling) at
+32
 bits. ``elements`` holds the generic kinds (``batchnorm``, ``dprelu``, ``sign``,
 ``requantize``, ``squeeze_excite``, ``residual_add``) and the reference implementation's
 ``size_stats`` counters under their names without ``_sops`` (``reshape_add_ch_shrink``,

@@ -141,7 +141,7 @@ def test_paper_point_elementwise_share() -> None:
     assert share["pikelpn-1x"] < share["mobilenet_v1-1.0-w4a4"]
 
 
-# ---- ACE v2 from ACE_RULES, written independently of the modules' declarations ----------
+# ---- ACE v2 from docs/ace_v2_rules.md, written independently of the modules' declarations
 def _mobilenet_geometry(width: float, resolution: int) -> list[tuple[str, int, int, int]]:
     """(part, MACs, fan-in, output elements) of every conv, in order."""
     layers = []
@@ -166,7 +166,7 @@ def _mobilenet_geometry(width: float, resolution: int) -> list[tuple[str, int, i
 
 def _pool_and_head(feature_bits: int, size: int, channels: int, classes: int) -> int:
     """Global pool of b-bit features, 8-bit head input quantizer, 8-bit linear with float
-    dequantize and bias (ACE_RULES)."""
+    dequantize and bias (docs/ace_v2_rules.md)."""
     pixels = size * size
     sum_bits = min(32, feature_bits + math.ceil(math.log2(pixels)))
     cost = channels * pixels * sum_bits  # pool_sum adds

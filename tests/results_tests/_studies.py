@@ -1,4 +1,4 @@
-"""Small real Optuna studies following the STUDY.md contract, for results tests."""
+"""Small real Optuna studies following the docs/study_contract.md contract, for results tests."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """PikeLPN blocks, output stages and build_model: forward/backward, meta device, declared
-inference ops worked out by hand (ACE_RULES), determinism, channels_last and ONNX export."""
+inference ops worked out by hand (docs/ace_v2_rules.md), determinism, channels_last and ONNX
+export."""
 
 from __future__ import annotations
 
