@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from results._atomic import atomic_write_text
+from results._atomic import atomic_write
 from results.figure_data import (
     ace_breakdown_data,
     bits_heatmap_data,
@@ -248,7 +248,7 @@ def write_dashboard(
         out = Path(run) / DASHBOARD_NAME
     label = "" if isinstance(run, optuna.Study) else display_name(run)
     data = dashboard_data(optuna_study, zoo_ace=zoo_ace, breakdowns=breakdowns, run_label=label)
-    path = atomic_write_text(Path(out), render_html(data))
+    path = atomic_write(Path(out), render_html(data))
     logger.info("dashboard written to %s", path)
     return path
 
