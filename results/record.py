@@ -184,7 +184,7 @@ def record_worker_report(study: optuna.Study, report: WorkerReport) -> None:
 def worker_reports(study: optuna.Study) -> dict[str, WorkerReport]:
     """Every stored :class:`WorkerReport` of ``study`` by worker label."""
     reports = {}
-    for key, value in study.system_attrs.items():
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
         if key.startswith(_WORKER_PREFIX) and isinstance(value, dict):
             reports[key.removeprefix(_WORKER_PREFIX)] = _read(WorkerReport, value, key)
     return reports

@@ -111,7 +111,7 @@ def parse_storage(target: str | Path, *, folders: bool = True) -> StorageTarget:
         return StorageTarget("journal", path=path.resolve())
     if not folders:
         raise RunDirError(
-            f"storage {text!r} is neither a storage URL nor a journal file; give "
+            f"{text!r} is neither a storage URL nor a journal file ending in .log; give "
             f"{_FORMS.split(', ', 1)[1]}"
         )
     return StorageTarget("journal", path=path.resolve() / JOURNAL_NAME)

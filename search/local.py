@@ -21,7 +21,13 @@ from collections.abc import Callable
 from results.record import worker_reports
 from results.storage import open_study
 from search.progress import Snapshot, snapshot
-from search.spec import RunRequest, WorkerSpec, available_cores, threads_per_worker
+from search.spec import (
+    RunRequest,
+    WorkerSpec,
+    available_cores,
+    threads_per_worker,
+    worker_environment,
+)
 from space.errors import EvaluationError
 
 __all__ = ["MAX_RESTARTS", "run_local", "stopped_early"]
@@ -35,9 +41,7 @@ _POLL_S = 0.5
 def _start(request: RunRequest, index: int, spec: WorkerSpec) -> subprocess.Popen[bytes]:
     logs = request.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(spec.threads)
+    env = {**os.environ, **worker_environment(spec.threads)}
     with open(logs / f"worker-{index}.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "search.worker"],

@@ -11,6 +11,7 @@ folder, how many workers and where they are placed (``local`` processes or ``ray
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -29,6 +30,7 @@ __all__ = [
     "WorkerSpec",
     "available_cores",
     "threads_per_worker",
+    "worker_environment",
 ]
 
 BackendName = Literal["local", "ray"]
@@ -45,6 +47,15 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """Environment variables of a worker process: ``threads`` for the math libraries, and this
+    process's import path, so that a worker imports what its parent imports (a custom
+    evaluator module, as ``multiprocessing`` does for its children)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    path = os.pathsep.join(entry for entry in sys.path if entry)
+    return {**dict.fromkeys(names, str(threads)), "PYTHONPATH": path}
 
 
 def threads_per_worker(
@@ -108,8 +119,8 @@ class RayPlacement(StrictModel):
     torch threads) and GPUs per worker (``None``: local Ray ``cores // workers``, a cluster 1)."""
 
     address: str | None = None
-    cpus_per_worker: int | None = Field(None, ge=1)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_trial: int | None = Field(None, ge=1)
+    gpus_per_trial: float = Field(0.0, ge=0)
 
 
 class RunRequest(StrictModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -54,7 +54,6 @@ def dashboard(
     from results.dashboard import serve as start_server
     from results.dashboard import write_dashboard, zoo_reference_costs
     from results.trials import load
-    from search.cli import fail
 
     if serve and out is not None:
         raise fail("--out writes a file and --serve serves a page; pass only one of them")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -29,7 +29,6 @@ def front(
     """
     from results.front import front_records, front_table
     from results.trials import load
-    from search.cli import fail
 
     if csv and as_json:
         raise fail("--csv and --json exclude each other; pass one of them")
