@@ -43,6 +43,7 @@ __all__ = [
     "trials_frame",
     "trial_arch",
     "study_info",
+    "study_cost_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,16 +140,20 @@ def _parse_arch(text: str) -> ArchConfig:
     return ArchConfig.from_json(text)
 
 
+def _search_config(record: StudyRecord) -> dict[str, Any]:
+    try:
+        config = json.loads(record.search_config or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def study_info(study: optuna.Study) -> dict[str, str]:
     """How a study was made: ``study``, ``dataset``, ``sampler``, ``cost_table``, ``cost_unit``,
     ``cost_label`` (the cost objective's name), ``pikenas_version`` (``""`` when not recorded).
     """
     record = StudyRecord.of(study)
-    try:
-        config = json.loads(record.search_config or "{}")
-    except json.JSONDecodeError:
-        config = {}
-    search = config.get("search") if isinstance(config, dict) else None
+    search = _search_config(record).get("search")
     sampler = search.get("sampler", "") if isinstance(search, dict) else ""
     return {
         "study": study.study_name,
@@ -159,6 +164,15 @@ def study_info(study: optuna.Study) -> dict[str, str]:
         "cost_label": record.metric_names[1],
         "pikenas_version": record.pikenas_version,
     }
+
+
+def study_cost_table(study: optuna.Study) -> Any:
+    """The ``evaluators.ace.CostTable`` that scored the study (its config records it; the
+    default table when it does not say)."""
+    from evaluators.ace import CostTable
+
+    table = _search_config(StudyRecord.of(study)).get("cost_table")
+    return CostTable.from_dict(table) if isinstance(table, dict) else CostTable.default()
 
 
 @functools.lru_cache(maxsize=8192)

@@ -139,16 +139,17 @@ def _report(request: RunRequest, result: RunResult) -> None:
         f"({snap.pruned} over budget, {snap.failed} failed) in "
         f"{display_name(request.worker.storage)}"
     )
-    cost = study_info(result.study)["cost_label"]
+    info = study_info(result.study)
     typer.echo(
         f"front: {snap.front_size} candidates; best proxy accuracy {snap.best_accuracy:.4f}; "
-        f"lowest {cost} {snap.lowest_ace_v2:.6g}"
+        f"lowest ACE v2 {snap.lowest_ace_v2:.6g} {info['cost_unit']} "
+        f"(cost table {info['cost_table']})"
     )
     if result.final is not None and result.final.winners:
         for winner in result.final.winners:
             typer.echo(
                 f"  trial {winner.number}: proxy {winner.proxy_accuracy:.4f} -> final "
-                f"{winner.result.final_accuracy:.4f} ({cost} {winner.ace_v2:.6g}) in "
+                f"{winner.result.final_accuracy:.4f} (ACE v2 {winner.ace_v2:.6g}) in "
                 f"{winner.result.final_dir}"
             )
         tau = result.final.kendall_tau
