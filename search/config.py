@@ -30,7 +30,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from results._strict import StrictModel, one_line
-from space.errors import CostModelError, PikeNASError, SearchConfigError
+from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from space.searchspace import SearchSpace
 
 __all__ = [
@@ -76,7 +76,10 @@ class SearchSettings(StrictModel):
     def _known_sampler(cls, value: str) -> str:
         from search.samplers import SAMPLERS
 
-        SAMPLERS.get(value)  # unknown names list the valid ones
+        try:
+            SAMPLERS.get(value)
+        except UnknownNameError as exc:  # its message lists the valid names
+            raise ValueError(str(exc)) from None
         return value
 
 
