@@ -7,20 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+import search.cli._common as common
 from search.cli._app import app
-from search.cli._common import (
-    ConfigArgument,
-    CostTableOption,
-    EvaluatorOption,
-    FloatBitsOption,
-    HeartbeatOption,
-    SamplerOption,
-    SeedOption,
-    StaleAfterOption,
-    StudyOption,
-    TrialsOption,
-    worker_spec,
-)
 
 if TYPE_CHECKING:
     from search.pipeline import RunResult
@@ -74,7 +62,7 @@ def _build_request(
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchConfigError(f"--out {run_dir} is a file; give a folder for the run")
     try:
-        spec = worker_spec(
+        spec = common.worker_spec(
             config_path,
             storage=storage if storage is not None else str(run_dir / "study.log"),
             study=study,
@@ -162,14 +150,14 @@ def _report(request: RunRequest, result: RunResult) -> None:
 
 @app.command()
 def search(
-    config: ConfigArgument = None,
-    trials: TrialsOption = None,
+    config: common.ConfigArgument = None,
+    trials: common.TrialsOption = None,
     workers: Annotated[
         int, typer.Option("--workers", help="Worker processes (torch threads: cores // N).")
     ] = 2,
-    sampler: SamplerOption = None,
-    seed: SeedOption = None,
-    study: StudyOption = "pikenas",
+    sampler: common.SamplerOption = None,
+    seed: common.SeedOption = None,
+    study: common.StudyOption = "pikenas",
     out: Annotated[
         str | None, typer.Option("--out", help="Run folder (default: runs/<study>).")
     ] = None,
@@ -188,8 +176,8 @@ def search(
         float | None,
         typer.Option("--max-ace", help="ACE v2 budget: candidates above it are not trained."),
     ] = None,
-    cost_table: CostTableOption = None,
-    float_bits: FloatBitsOption = None,
+    cost_table: common.CostTableOption = None,
+    float_bits: common.FloatBitsOption = None,
     backend: Annotated[
         str, typer.Option("--backend", help="Where workers run: local (processes) or ray.")
     ] = "local",
@@ -205,9 +193,9 @@ def search(
         float | None,
         typer.Option("--gpus-per-trial", help="Ray: GPUs of each worker (0.5: share one)."),
     ] = None,
-    evaluator: EvaluatorOption = None,
-    heartbeat_interval: HeartbeatOption = 5.0,
-    stale_after: StaleAfterOption = 60.0,
+    evaluator: common.EvaluatorOption = None,
+    heartbeat_interval: common.HeartbeatOption = 5.0,
+    stale_after: common.StaleAfterOption = 60.0,
     export: Annotated[
         bool, typer.Option("--export/--no-export", help="Export the front's bundles at the end.")
     ] = True,

@@ -6,19 +6,8 @@ from typing import Annotated
 
 import typer
 
+import search.cli._common as common
 from search.cli._app import app
-from search.cli._common import (
-    ConfigArgument,
-    CostTableOption,
-    EvaluatorOption,
-    FloatBitsOption,
-    HeartbeatOption,
-    SamplerOption,
-    StaleAfterOption,
-    StudyOption,
-    TrialsOption,
-    worker_spec,
-)
 
 
 @app.command()
@@ -31,22 +20,22 @@ def worker(
             "(or any Optuna storage URL / journal file on one machine).",
         ),
     ],
-    config: ConfigArgument = None,
-    study: StudyOption = "pikenas",
-    trials: TrialsOption = None,
+    config: common.ConfigArgument = None,
+    study: common.StudyOption = "pikenas",
+    trials: common.TrialsOption = None,
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Sampler seed; give each worker its own (default: random)."),
     ] = None,
-    sampler: SamplerOption = None,
+    sampler: common.SamplerOption = None,
     threads: Annotated[
         int, typer.Option("--threads", help="Torch threads of this worker (one per core).")
     ] = 1,
-    cost_table: CostTableOption = None,
-    float_bits: FloatBitsOption = None,
-    heartbeat_interval: HeartbeatOption = 5.0,
-    stale_after: StaleAfterOption = 60.0,
-    evaluator: EvaluatorOption = None,
+    cost_table: common.CostTableOption = None,
+    float_bits: common.FloatBitsOption = None,
+    heartbeat_interval: common.HeartbeatOption = 5.0,
+    stale_after: common.StaleAfterOption = 60.0,
+    evaluator: common.EvaluatorOption = None,
 ) -> None:
     """Join a shared study and evaluate candidates until it holds N COMPLETE trials.
 
@@ -59,7 +48,7 @@ def worker(
     from results.storage import open_study
     from search.worker import run_worker
 
-    spec = worker_spec(
+    spec = common.worker_spec(
         config,
         storage=storage,
         study=study,

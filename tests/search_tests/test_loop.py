@@ -40,6 +40,22 @@ def small_space(**choices: object) -> SearchSpace:
     )
 
 
+def few_archs_space(activation_bits: tuple[int, ...] = (8,)) -> SearchSpace:
+    """:func:`small_space` with one choice per gene but channels (2 x 2) and activation bits."""
+    return small_space(
+        kernel_size=(3,),
+        dw_quantizer=("uniform",),
+        pw_quantizer=("uniform",),
+        dw_bits=(4,),
+        pw_bits=(4,),
+        activation_bits=activation_bits,
+        activation=("relu",),
+        norm=("batchnorm",),
+        scale_format=("float32",),
+        residual=(False,),
+    )
+
+
 def make_study(
     tmp_path: Path, sampler: str = "nsga2", seed: int = 0, space: SearchSpace | None = None
 ) -> optuna.Study:
@@ -83,19 +99,7 @@ def test_exactly_n_complete_with_the_contract_attrs(tmp_path: Path) -> None:
 
 
 def test_duplicates_reuse_the_values_and_are_not_trained(tmp_path: Path) -> None:
-    # 2 channel choices x 2 x (2 activation widths): few distinct archs, many duplicates
-    space = small_space(
-        kernel_size=(3,),
-        dw_quantizer=("uniform",),
-        pw_quantizer=("uniform",),
-        dw_bits=(4,),
-        pw_bits=(4,),
-        activation_bits=(2, 8),
-        activation=("relu",),
-        norm=("batchnorm",),
-        scale_format=("float32",),
-        residual=(False,),
-    )
+    space = few_archs_space(activation_bits=(2, 8))  # 16 architectures, many duplicates
     study = make_study(tmp_path, sampler="random", space=space)
     evaluator = FakeEvaluator()
     work(study, space, evaluator, 20)
@@ -288,18 +292,7 @@ def test_two_workers_share_a_study_exactly_and_never_train_an_archid_twice(
 ) -> None:
     """Two workers (threads, each with its own storage and lock, as two processes have) on one
     journal: a space of four architectures, so they keep proposing the same ones at once."""
-    space = small_space(
-        kernel_size=(3,),
-        dw_quantizer=("uniform",),
-        pw_quantizer=("uniform",),
-        dw_bits=(4,),
-        pw_bits=(4,),
-        activation_bits=(8,),
-        activation=("relu",),
-        norm=("batchnorm",),
-        scale_format=("float32",),
-        residual=(False,),
-    )
+    space = few_archs_space()
     make_study(tmp_path, sampler="random", space=space)
     evaluators = [FakeEvaluator(delay_s=0.05), FakeEvaluator(delay_s=0.05)]
 
