@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "config_from_dict",
     "resolve_cost_table",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_NAME = "default_search.yaml"
 #: TrainConfig fields the search sets itself (from ``dataset:`` and the worker's cores).
@@ -172,6 +175,36 @@ class SearchConfig(StrictModel):
                     raise SearchConfigError(f"{option}{text[len(location) :]}") from None
             raise
 
+    def baseline_genomes(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(zoo name, genome)`` of each baseline at the space's geometry (the nearest genome
+        when the model is not inside the space). A bad name raises a one-line error naming its
+        index."""
+        from space.zoo import get_zoo_arch, zoo_names
+
+        known = set(zoo_names())
+        space = self.space
+        genomes = []
+        for index, name in enumerate(self.baselines):
+            if name not in known:
+                raise SearchConfigError(
+                    f"baselines.{index}: unknown zoo model {name!r}; see 'pikenas zoo' for the "
+                    "names"
+                )
+            try:
+                arch = get_zoo_arch(
+                    name,
+                    resolution=space.resolution,
+                    input_channels=space.input_channels,
+                    num_classes=space.num_classes,
+                )
+                genome = space.encode(arch)
+            except PikeNASError as exc:
+                raise SearchConfigError(f"baselines.{index}: {exc}") from None
+            if not space.encodes_exactly(arch):
+                logger.info("baseline %s is not inside the space; its nearest genome is used", name)
+            genomes.append((name, genome))
+        return genomes
+
     def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
         """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
         from evaluators.training import TrainConfig
@@ -270,9 +303,7 @@ def _check_budgets(config: SearchConfig, source: str) -> None:
 
 
 def _check_baselines(config: SearchConfig, source: str) -> None:
-    from search.study import baseline_genomes
-
     try:
-        baseline_genomes(config)
+        config.baseline_genomes()
     except PikeNASError as exc:
         raise SearchConfigError(f"{source}: {exc}") from None

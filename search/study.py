@@ -13,10 +13,9 @@ precise message) and the same config apart from its ``search:`` run settings.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -26,38 +25,7 @@ from space.errors import PikeNASError, SearchConfigError
 if TYPE_CHECKING:
     from search.config import SearchConfig
 
-__all__ = ["baseline_genomes", "open_search_study"]
-
-logger = logging.getLogger(__name__)
-
-
-def baseline_genomes(config: SearchConfig) -> list[tuple[str, dict[str, Any]]]:
-    """``(zoo name, genome)`` of each baseline at the space's geometry (nearest genome when the
-    model is not inside the space). A bad name raises a one-line error naming its index."""
-    from space.zoo import get_zoo_arch, zoo_names
-
-    known = set(zoo_names())
-    space = config.space
-    genomes = []
-    for index, name in enumerate(config.baselines):
-        if name not in known:
-            raise SearchConfigError(
-                f"baselines.{index}: unknown zoo model {name!r}; see 'pikenas zoo' for the names"
-            )
-        try:
-            arch = get_zoo_arch(
-                name,
-                resolution=space.resolution,
-                input_channels=space.input_channels,
-                num_classes=space.num_classes,
-            )
-            genome = space.encode(arch)
-        except PikeNASError as exc:
-            raise SearchConfigError(f"baselines.{index}: {exc}") from None
-        if not space.encodes_exactly(arch):
-            logger.info("baseline %s is not inside the space; its nearest genome is used", name)
-        genomes.append((name, genome))
-    return genomes
+__all__ = ["open_search_study"]
 
 
 def open_search_study(
@@ -100,7 +68,7 @@ def _initialise(study: optuna.Study, config: SearchConfig) -> None:
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(record.metric_names)
-    for name, genome in baseline_genomes(config):
+    for name, genome in config.baseline_genomes():
         study.enqueue_trial(genome, user_attrs=TrialRecord(baseline=name).to_attrs())
     update_study_record(study, search_config=config.to_json())
 
