@@ -77,9 +77,10 @@ def _check_same_search(study_name: str, record: StudyRecord, config: SearchConfi
     stored = json.loads(record.search_config)
     table = config.cost_table_object()
     if stored.get("cost_table") != config.cost_table:
+        mine = repr(table.name) if table.name != record.cost_table else "another table of that name"
         raise SearchConfigError(
             f"study {study_name!r} was scored with cost table {record.cost_table!r}, this "
-            f"search uses {table.name!r}; pass the study's --cost-table (or another --study)"
+            f"search uses {mine}; pass the study's --cost-table (or another --study)"
         )
     stored.pop("search", None)
     if stored != json.loads(config.searched_json()):
