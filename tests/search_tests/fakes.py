@@ -106,3 +106,8 @@ def fake(config: Any, threads: int) -> FakeEvaluator:
 
 def fake_training(config: Any, threads: int) -> FakeTraining:
     return FakeTraining(config, delay_s=_delay())
+
+
+def broken(config: Any, threads: int) -> FakeEvaluator:
+    """A factory that always fails: a worker that cannot start (tests of restarts)."""
+    raise RuntimeError("this evaluator cannot start")

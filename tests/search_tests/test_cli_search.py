@@ -103,3 +103,30 @@ def test_fake_search_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert record.kendall_tau == 1.0  # the fake's full training repeats its proxy accuracy
     assert (out / "front.csv").is_file() and (out / "dashboard.html").is_file()
     assert yaml.safe_load((out / "config.yaml").read_text())["search"]["trials"] == 6
+
+
+def test_workers_that_give_up_say_why_through_the_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--trials", "2", "--out", str(out), "--evaluator", FAKE, "--max-ace", "1"]
+    assert main([*args, "--workers", "2", "--no-export", "--full-train-top", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("pikenas: failed: the study holds 0 of 2 COMPLETE trials: ")
+    assert "trials were rejected or failed for 0 complete ones" in err
+    pruned = counts(load(out))
+    # max_rejected(2) = 70, plus at most the other worker's trial running at that moment
+    assert set(pruned) == {"PRUNED"} and 70 <= pruned["PRUNED"] <= 71
+
+
+def test_a_worker_that_cannot_start_is_restarted_then_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--trials", "2", "--out", str(out), "--workers", "1", "--no-export"]
+    args += ["--evaluator", "tests.search_tests.fakes:broken"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("pikenas: failed: worker 0 exited with code 1 after 3 restarts")
+    assert "(RuntimeError: this evaluator cannot start)" in err  # read from the study
+    assert len((out / "logs" / "worker-0.log").read_text().split("Traceback")) == 5  # 1 + 3
