@@ -134,8 +134,8 @@ class _StudyView:
                     self.trained.setdefault(attrs["archid"], (trial.number, list(trial.values)))
             elif trial.state == TrialState.RUNNING:
                 self.running += 1
-                attrs = trial.user_attrs
-                if attrs.get("archid") and "status" not in attrs:
+                attrs = trial.user_attrs  # claimed, or trained and about to be told
+                if attrs.get("archid") and attrs.get("status") not in ("failed", "over_budget"):
                     self.training.setdefault(attrs["archid"], trial.number)
         return self
 
@@ -309,9 +309,8 @@ def run_trial(
     written: dict | None = None,
 ) -> Outcome:
     """Decode ``trial``'s genome, decide it, store its record (but the attributes already
-    ``written``) and tell the study. When another
-    worker has meanwhile failed the trial (it took it for dead), the outcome is dropped with a
-    warning and returned as FAIL."""
+    ``written``) and tell the study. When another worker has meanwhile failed the trial (it
+    took it for dead), the outcome is dropped with a warning and returned as FAIL."""
     storage = study._storage
     try:
         try:
