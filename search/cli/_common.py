@@ -108,7 +108,6 @@ def worker_spec(
     *,
     storage: str,
     study: str,
-    trials: int | None,
     overrides: dict[str, object],
     evaluator: str | None,
     heartbeat_interval: float,
@@ -116,7 +115,8 @@ def worker_spec(
     seed: int | None = None,
     threads: int = 1,
 ) -> WorkerSpec:
-    """The validated spec of the command line's worker(s); any problem raises a one-line
+    """The validated spec of the command line's worker(s): the config with the command line's
+    ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
     :class:`SearchConfigError` naming the option (creates nothing)."""
     from results._strict import one_line
     from search.config import load_config
@@ -131,7 +131,7 @@ def worker_spec(
             config=config,
             storage=storage,
             study_name=study.strip(),
-            n_trials=trials if trials is not None else config.search.trials,
+            n_trials=config.search.trials,
             seed=seed,
             threads=threads,
             evaluator=evaluator,

@@ -66,7 +66,6 @@ def _build_request(
             config_path,
             storage=storage if storage is not None else str(run_dir / "study.log"),
             study=study,
-            trials=overrides["trials"],  # type: ignore[arg-type]
             overrides=overrides,
             evaluator=evaluator,
             heartbeat_interval=heartbeat_interval,

@@ -52,7 +52,6 @@ def worker(
         config,
         storage=storage,
         study=study,
-        trials=trials,
         overrides={
             "trials": trials,
             "sampler": sampler,
