@@ -17,8 +17,9 @@ Dead workers: the worker records ``worker`` = ``host:pid`` on each trial it runs
 refreshes the trial's :data:`~results.record.HEARTBEAT_ATTR` every ``heartbeat_interval``
 seconds. A RUNNING trial is stale when its worker is a dead process on this host, or when its
 heartbeat (or start) is older than ``stale_after`` seconds. Workers fail stale trials when they
-start and whenever they wait, and enqueue their genome again (``retry_of``; at most
-:data:`MAX_RETRIES` times, so a candidate that kills its worker cannot loop forever).
+start and whenever they wait, and enqueue the genome of a trial that had got as far as its
+architecture again (``retry_of``; at most :data:`MAX_RETRIES` times, so a candidate that kills
+its worker cannot loop forever).
 
 When it stops, the worker stores its :class:`~results.record.WorkerReport` in the study.
 """
@@ -198,8 +199,8 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     if retries > MAX_RETRIES:
         logger.warning("trial %d: retried %d times already; giving up", trial.number, MAX_RETRIES)
         return
-    if not trial.params:
-        return  # nothing was sampled yet: the sampler proposes afresh anyway
+    if old.arch is None:
+        return  # it died before it had a whole candidate: the sampler proposes afresh
     retry = TrialRecord(retry_of=trial.number, retries=retries, baseline=old.baseline)
     study.enqueue_trial(dict(trial.params), user_attrs=retry.to_attrs(), skip_if_exists=False)
 

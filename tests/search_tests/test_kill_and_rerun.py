@@ -1,6 +1,7 @@
 """The promise of ``--trials N``, on every backend: SIGKILL in the middle, rerun the same
 command, and the study holds exactly N COMPLETE trials, none RUNNING, no architecture trained
-twice, and every trial the kill left running failed (its worker is gone) and retried.
+twice, and every trial the kill left running failed (its worker is gone) and its candidate
+retried.
 
 Backends: the local backend on the run's journal file and on SQLite, two ``pikenas worker``
 processes on a journal file and on PostgreSQL, and the Ray backend (a local Ray). Every process
@@ -73,14 +74,21 @@ def _ready(storage: str) -> bool:
         engine.dispose()
 
 
-def _counts(storage: str) -> Counter[TrialState]:
+def _counts(storage: str) -> Counter[str]:
+    """Trials by state, and ``training``: RUNNING ones that have their architecture (claimed,
+    so killing now leaves a candidate mid-training)."""
     if not _ready(storage):
         return Counter()
     try:
         study = open_study(storage)
     except Exception:  # noqa: BLE001 - the study is not created yet
         return Counter()
-    return Counter(trial.state for trial in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(trial.state.name for trial in trials)
+    counts["training"] = sum(
+        1 for t in trials if t.state == TrialState.RUNNING and "arch" in t.user_attrs
+    )
+    return counts
 
 
 def _kill_mid_run(commands: list[list[str]], storage: str) -> None:
@@ -98,7 +106,7 @@ def _kill_mid_run(commands: list[list[str]], storage: str) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             counts = _counts(storage)
-            if counts[TrialState.COMPLETE] >= 3 and counts[TrialState.RUNNING] >= 1:
+            if counts["COMPLETE"] >= 3 and counts["training"] >= 1:
                 break
             assert all(process.poll() is None for process in processes), "a run ended early"
             time.sleep(0.2)
@@ -115,6 +123,12 @@ def _kill_mid_run(commands: list[list[str]], storage: str) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _logs(run: Path) -> str:
+    """The local workers' logs, for a failure's message."""
+    logs = sorted((run / "logs").glob("*.log")) if (run / "logs").is_dir() else []
+    return "\n".join(f"{log.name}: {log.read_text()[-3000:]}" for log in logs)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -128,7 +142,7 @@ def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
     _kill_mid_run(commands, storage)
     killed = open_study(storage)
     left_running = [t.number for t in killed.trials if t.state == TrialState.RUNNING]
-    assert left_running and _counts(storage)[TrialState.COMPLETE] < N
+    assert left_running and _counts(storage)["COMPLETE"] < N
 
     reruns = [
         subprocess.Popen(
@@ -142,7 +156,7 @@ def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
 
     study = open_study(storage)
     states = Counter(trial.state for trial in study.trials)
-    assert states[TrialState.COMPLETE] == N and states[TrialState.RUNNING] == 0
+    assert states[TrialState.COMPLETE] == N and states[TrialState.RUNNING] == 0, _logs(run)
     records = {trial.number: TrialRecord.of(trial) for trial in study.trials}
     trained = [record.archid for record in records.values() if record.status == "ok"]
     assert len(trained) == len(set(trained)), "an architecture was trained twice"

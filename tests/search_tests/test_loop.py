@@ -182,11 +182,13 @@ def test_dead_workers_trials_are_failed_and_their_genome_retried(tmp_path: Path)
     # a trial "run" by a process of this host that no longer exists
     study.enqueue_trial(genome, user_attrs={"baseline": "tiny-x"})
     orphan = study.ask()
-    space.suggest(orphan)
+    arch = space.suggest(orphan)
     dead_pid = 2**22 + 12345  # above Linux's pid_max default
-    study._storage.set_trial_user_attr(
-        orphan._trial_id, "worker", f"{socket.gethostname()}:{dead_pid}"
-    )
+    for key, value in {
+        "worker": f"{socket.gethostname()}:{dead_pid}",
+        "arch": arch.to_json(),
+    }.items():
+        study._storage.set_trial_user_attr(orphan._trial_id, key, value)  # claimed, then died
     frozen = study.trials[orphan.number]
     assert "is gone" in stale_reason(frozen, stale_after=60)
 
@@ -214,7 +216,7 @@ def test_silent_trials_of_other_hosts_go_stale_after_the_timeout(tmp_path: Path)
     assert recover_stale_trials(study, stale_after=-1) == [0]
     assert recover_stale_trials(study, stale_after=-1) == []  # failed once only
     assert study.trials[0].state == TrialState.FAIL
-    # nothing was sampled, so there is nothing to enqueue again
+    # it never got as far as an architecture, so there is no candidate to enqueue again
     assert len(study.trials) == 1
 
 
