@@ -141,10 +141,15 @@ class _StudyView:
         return self
 
 
-def stale_reason(trial: FrozenTrial, *, stale_after: float, study_name: str = "") -> str | None:
+def stale_reason(
+    trial: FrozenTrial, *, stale_after: float, study_name: str = "", locked: bool = False
+) -> str | None:
     """Why RUNNING ``trial`` (of ``study_name``) has no live worker, or None when it may still
-    be running."""
+    be running. ``locked``: the caller holds the study's ask lock, under which every worker
+    labels the trial it asks, so a trial without a label lost its worker in between."""
     label = TrialRecord.of(trial).worker or ""
+    if not label and locked:
+        return "its worker died between asking for it and recording itself"
     host, _, pid_text = label.rpartition(":")
     if host == socket.gethostname() and pid_text.isdigit():
         pid = int(pid_text)
@@ -172,13 +177,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_stale_trials(study: optuna.Study, *, stale_after: float) -> list[int]:
-    """Fail every stale RUNNING trial and enqueue its genome again; the numbers failed here.
-    A trial is finished once, so only the worker whose FAIL went through enqueues the retry."""
+def recover_stale_trials(
+    study: optuna.Study, *, stale_after: float, locked: bool = False
+) -> list[int]:
+    """Fail every stale RUNNING trial (:func:`stale_reason`) and enqueue its candidate again;
+    the numbers failed here. A trial is finished once, so only the worker whose FAIL went
+    through enqueues the retry."""
     storage = study._storage
     recovered: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = stale_reason(trial, stale_after=stale_after, study_name=study.study_name)
+        reason = stale_reason(
+            trial, stale_after=stale_after, study_name=study.study_name, locked=locked
+        )
         if reason is None:
             continue
         try:
@@ -227,6 +237,7 @@ def work(
     (see the module docstring); returns (and stores) what this worker did."""
     label = worker_label()
     lock = ask_lock if ask_lock is not None else NoLock()
+    locked = not isinstance(lock, NoLock)  # recovery runs under the lock
     storage = study._storage
     heartbeat = _Heartbeat(storage, heartbeat_interval)
     view = _StudyView()
@@ -238,7 +249,7 @@ def work(
     def recover_if_due() -> None:
         nonlocal last_recovery
         if time.monotonic() - last_recovery > max(1.0, heartbeat_interval):
-            recovered.extend(recover_stale_trials(study, stale_after=stale_after))
+            recovered.extend(recover_stale_trials(study, stale_after=stale_after, locked=locked))
             last_recovery = time.monotonic()
 
     def claim_for(trial: optuna.trial.Trial, written: dict) -> Claim:

@@ -215,9 +215,13 @@ def test_silent_trials_of_other_hosts_go_stale_after_the_timeout(tmp_path: Path)
     assert recover_stale_trials(study, stale_after=60) == []
     assert recover_stale_trials(study, stale_after=-1) == [0]
     assert recover_stale_trials(study, stale_after=-1) == []  # failed once only
+    unlabelled = study.ask()  # under the ask lock every worker labels its trial at once
+    assert stale_reason(study.trials[1], stale_after=60) is None
+    assert "recording itself" in stale_reason(study.trials[1], stale_after=60, locked=True)
+    assert recover_stale_trials(study, stale_after=60, locked=True) == [unlabelled.number]
     assert study.trials[0].state == TrialState.FAIL
-    # it never got as far as an architecture, so there is no candidate to enqueue again
-    assert len(study.trials) == 1
+    # they never got as far as an architecture, so there is no candidate to enqueue again
+    assert len(study.trials) == 2
 
 
 def test_evaluate_candidate_turns_any_exception_into_fail() -> None:
