@@ -1,8 +1,8 @@
 """A journal storage that writes a trial's parameters and user attributes in one append.
 
 Optuna's :class:`~optuna.storages.JournalStorage` appends (lock, write, ``fsync``) once per
-operation: about 6 ms each on this project's disks, so a 50-gene candidate costs about 0.4 s of
-storage time per trial, serialized across workers by the file lock. :class:`BufferedJournalStorage`
+operation, so a 50-gene candidate costs 50 appends, serialized across workers by the file lock
+(``benchmarks/search_overhead.py`` measures what that costs). :class:`BufferedJournalStorage`
 holds ``set_trial_param`` and ``set_trial_user_attr`` records (the very records Optuna writes)
 in memory and appends them together right before any other storage call — every read and every
 other write flushes first, so this process always sees its own writes and other processes see

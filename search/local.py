@@ -1,7 +1,7 @@
 """The local backend: N worker processes on this machine, each running :mod:`search.worker`.
 
 Each worker gets its :class:`~search.spec.WorkerSpec` (its own seed, ``max(1, cores // N)``
-torch threads: oversubscribing two cores was 7x slower; 1 thread for tiny inputs) as JSON on
+torch threads, so that workers never oversubscribe the cores; 1 thread for tiny inputs) as JSON on
 stdin, and its log goes to ``OUT/logs/worker-<i>.log``. This process only watches: it reports
 progress snapshots of the study, restarts a worker that crashed (at most :data:`MAX_RESTARTS`
 times in all) and returns once every worker has stopped. What the workers did, and why one
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+import optuna
 
 from results.record import worker_reports
 from results.storage import open_study
@@ -57,12 +59,9 @@ def _start(request: RunRequest, index: int, spec: WorkerSpec) -> subprocess.Pope
     return process
 
 
-def stopped_early(study: object, request: RunRequest, final: Snapshot) -> EvaluationError:
+def stopped_early(study: optuna.Study, request: RunRequest, final: Snapshot) -> EvaluationError:
     """The error of a run that ended below N COMPLETE trials, with its workers' reasons."""
-    reasons = [
-        report.gave_up or report.error or ""
-        for report in worker_reports(study).values()  # type: ignore[arg-type]
-    ]
+    reasons = [report.gave_up or report.error or "" for report in worker_reports(study).values()]
     reason = next((text for text in reasons if text), "the workers stopped early")
     return EvaluationError(
         f"the study holds {final.complete} of {request.n_trials} COMPLETE trials: {reason}"

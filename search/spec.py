@@ -36,8 +36,8 @@ __all__ = [
 BackendName = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 
-#: inputs up to this many pixels a side train fastest on one torch thread: on 8x8 digits two
-#: threads were 5x slower than one (thread synchronisation dominates such tiny feature maps).
+#: inputs up to this many pixels a side train fastest on one torch thread (thread
+#: synchronisation dominates such tiny feature maps; see DESIGN's measured facts).
 SMALL_INPUT_RESOLUTION = 16
 
 
