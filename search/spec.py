@@ -37,7 +37,7 @@ BackendName = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 #: inputs up to this many pixels a side train fastest on one torch thread (thread
-#: synchronisation dominates such tiny feature maps; see DESIGN's measured facts).
+#: synchronisation dominates such tiny feature maps).
 SMALL_INPUT_RESOLUTION = 16
 
 
