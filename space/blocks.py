@@ -92,10 +92,11 @@ class InputQuantizer(nn.Module):
 
 
 def _conv_stage(builder: ProgramBuilder, conv: QuantConv2d, stage: nn.Module, x: Value,
-                name: str) -> Value:
-    with builder.layer(name):
+                names: tuple[str, str]) -> Value:
+    """The conv (layer ``names[0]``) and its output stage (``names[1]``): module paths."""
+    with builder.layer(names[0]):
         acc, weight, acc_scale = conv.lower(builder, x)
-    with builder.layer(f"{name}_stage"):
+    with builder.layer(names[1]):
         return stage.lower(builder, acc, acc_scale, weight)
 
 
@@ -139,7 +140,7 @@ class ConvStem(nn.Module):
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
         with builder.layer("input_quantizer"):
             x = self.input_quantizer.lower(builder, x)
-        return _conv_stage(builder, self.conv, self.stage, x, "conv")
+        return _conv_stage(builder, self.conv, self.stage, x, ("conv", "stage"))
 
 
 class ResidualAdd(nn.Module):
@@ -321,8 +322,10 @@ class PikeBlock(nn.Module):
         return self.residual(y, pw_step, x, step), step_of(self.residual.requantizer)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        y = _conv_stage(builder, self.depthwise, self.depthwise_stage, x, "depthwise")
-        y = _conv_stage(builder, self.pointwise, self.pointwise_stage, y, "pointwise")
+        y = _conv_stage(builder, self.depthwise, self.depthwise_stage, x,
+                        ("depthwise", "depthwise_stage"))
+        y = _conv_stage(builder, self.pointwise, self.pointwise_stage, y,
+                        ("pointwise", "pointwise_stage"))
         if self.residual is None:
             return y
         with builder.layer("residual"):

@@ -115,6 +115,11 @@ class ProgramBuilder:
                 raise LoweringError(f"{self.current_layer}: constant {hint} has no value")
             data = array.detach().cpu().double().numpy() if isinstance(array, Tensor) else array
             data = np.asarray(data).reshape(shape)
+            if not np.all(np.isfinite(data)):
+                raise LoweringError(
+                    f"{self.current_layer}: constant {hint} is not finite (NaN or inf): the "
+                    "weights diverged; retrain with a lower learning rate"
+                )
             if dtype == "int":
                 rounded = np.rint(data)
                 if not np.array_equal(rounded, data) or rounded.min(initial=lo) < lo or (
