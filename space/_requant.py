@@ -115,8 +115,9 @@ class IntegerRanges:
 
     @property
     def exponent_range(self) -> tuple[int, int]:
-        """Exponents ``e`` of the output grid that still change the output."""
-        return -(self.t_bits + 1), self.out.bits + 1
+        """Exponents ``e`` of the output grid that still change the output (beyond them every
+        output is 0, or saturates: clamping there is lossless)."""
+        return -(self.t_bits + 1), self.out.bits
 
     @property
     def slope_shift_max(self) -> int:
