@@ -94,10 +94,8 @@ class InputQuantizer(nn.Module):
 def _conv_stage(builder: ProgramBuilder, conv: QuantConv2d, stage: nn.Module, x: Value,
                 names: tuple[str, str]) -> Value:
     """The conv (layer ``names[0]``) and its output stage (``names[1]``): module paths."""
-    with builder.layer(names[0]):
-        acc, weight, acc_scale = conv.lower(builder, x)
-    with builder.layer(names[1]):
-        return stage.lower(builder, acc, acc_scale, weight)
+    acc, weight, acc_scale = builder.part(names[0], conv, x)
+    return builder.part(names[1], stage, acc, acc_scale, weight)
 
 
 class ConvStem(nn.Module):
@@ -138,8 +136,7 @@ class ConvStem(nn.Module):
         return y, step_of(self.stage.requantizer)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        with builder.layer("input_quantizer"):
-            x = self.input_quantizer.lower(builder, x)
+        x = builder.part("input_quantizer", self.input_quantizer, x)
         return _conv_stage(builder, self.conv, self.stage, x, ("conv", "stage"))
 
 
@@ -328,8 +325,7 @@ class PikeBlock(nn.Module):
                         ("pointwise", "pointwise_stage"))
         if self.residual is None:
             return y
-        with builder.layer("residual"):
-            return self.residual.lower(builder, y, x)
+        return builder.part("residual", self.residual, y, x)
 
 
 class GlobalAvgPoolQuant(nn.Module):
@@ -395,10 +391,8 @@ class Head(nn.Module):
         return self.linear(pooled)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        with builder.layer("pool"):
-            x = self.pool.lower(builder, x)
-        with builder.layer("linear"):
-            return self.linear.lower(builder, x)
+        x = builder.part("pool", self.pool, x)
+        return builder.part("linear", self.linear, x)
 
 
 @STEM_BUILDERS.register("conv")

@@ -76,13 +76,11 @@ class PikeNet(nn.Module):
         return self.program_on(x.device)(x)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        with builder.layer("stem"):
-            y = self.stem.lower(builder, x)
-        for index, block in enumerate(self.blocks):
-            with builder.layer(f"blocks.{index}"):
-                y = block.lower(builder, y)
-        with builder.layer("head"):
-            return self.head.lower(builder, y)
+        parts = [("stem", self.stem)]
+        parts += [(f"blocks.{index}", block) for index, block in enumerate(self.blocks)]
+        for path, part in [*parts, ("head", self.head)]:
+            x = builder.part(path, part, x)
+        return x
 
     def program(self) -> IntegerProgram:
         """The integer program of the current weights (see :func:`space.lowering.lower`)."""

@@ -72,6 +72,12 @@ class ProgramBuilder:
         finally:
             self._path.pop()
 
+    def part(self, name: str, module: nn.Module, *args: Any) -> Any:
+        """``module.lower(self, *args)`` inside layer ``name`` (strict: a module without a
+        lowering is an error naming it and its path)."""
+        with self.layer(name):
+            return require_lowering(module, self.current_layer)(self, *args)
+
     @property
     def current_layer(self) -> str:
         return ".".join(self._path) or "(model)"

@@ -296,8 +296,7 @@ class PokeConv(nn.Module):
             q = lower_output(builder, x, output_codes(self.input_quantizer), scale=1.0,
                              kind="sign")
             builder.note("sign", x.elements)
-        with builder.layer("conv"):
-            acc, _, acc_scale = self.conv.lower(builder, q)
+        acc, _, acc_scale = builder.part("conv", self.conv, q)
         e = acc.elements
         shape = channel_shape(acc.shape)
         builder.note("batchnorm", 2 * e)
@@ -320,8 +319,7 @@ class PokeConv(nn.Module):
             with builder.layer("block_shortcut"):
                 block = _lower_shortcut(builder, block_input, acc.shape, "tile", "block_shortcut")
                 t = builder.add(t, block, kind="residual")
-        with builder.layer("squeeze_excite"):
-            scales = self.squeeze_excite.lower(builder, x)  # (C_out, 1, 1) per sample
+        scales = builder.part("squeeze_excite", self.squeeze_excite, x)  # (C_out, 1, 1)
         # BN2's multiplier, the SE scale, DPReLU's slopes and bias_y: per (sample, channel)
         m2, b2 = _affine(self.norm_out) if have else (None, None)
         act = self.activation
@@ -369,12 +367,9 @@ class PokeBottleneck(nn.Module):
         return self.unit3(y, block_input=x), None
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        with builder.layer("unit1"):
-            y = self.unit1.lower(builder, x)
-        with builder.layer("unit2"):
-            y = self.unit2.lower(builder, y)
-        with builder.layer("unit3"):
-            return self.unit3.lower(builder, y, block_input=x)
+        y = builder.part("unit1", self.unit1, x)
+        y = builder.part("unit2", self.unit2, y)
+        return builder.part("unit3", self.unit3, y, x)
 
 
 class PokeStem(nn.Module):
@@ -423,10 +418,8 @@ class PokeStem(nn.Module):
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
         have = builder.with_constants
-        with builder.layer("input_quantizer"):
-            x = self.input_quantizer.lower(builder, x)
-        with builder.layer("conv"):
-            acc, _, acc_scale = self.conv.lower(builder, x)
+        x = builder.part("input_quantizer", self.input_quantizer, x)
+        acc, _, acc_scale = builder.part("conv", self.conv, x)
         codes = output_codes(self.requantizer)
         with builder.layer("conv_stage"):
             builder.note("batchnorm", acc.elements)
@@ -437,8 +430,7 @@ class PokeStem(nn.Module):
             y = lower_float(builder, acc, acc_scale * m / s_out if have else None,
                             b / s_out if have else None, self.activation, codes, s_out,
                             kind="batchnorm")
-        with builder.layer("group_conv"):
-            acc, _, acc_scale = self.group_conv.lower(builder, y)
+        acc, _, acc_scale = builder.part("group_conv", self.group_conv, y)
         with builder.layer("group_stage"):
             builder.note("batchnorm", acc.elements)
             builder.note("dprelu", acc.elements)
