@@ -478,9 +478,9 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
     header: dict[str, Any] = {}
     chunks, offset = [], 0
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
+        array = np.asarray(arrays[name])  # (ascontiguousarray would make a scalar 1-d)
         code = "I64" if array.dtype.kind in "iu" else "F32"
-        data = array.astype(np.dtype(_DTYPES[code]).newbyteorder("<")).tobytes()
+        data = array.astype(np.dtype(_DTYPES[code]).newbyteorder("<")).tobytes(order="C")
         header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
