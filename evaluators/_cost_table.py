@@ -44,8 +44,8 @@ from typing import Any, Literal
 
 import yaml
 
-from space.program import FLOAT_BITS, OP_KINDS
 from space.errors import CostModelError
+from space.program import FLOAT_BITS, OP_KINDS
 
 __all__ = ["COST_RULES", "FLOAT_WIDTHS", "CostRule", "OpPrice", "CostTable"]
 

@@ -104,8 +104,11 @@ def count_ace(
     for (layer, kind, bits_a, bits_b, is_float), (count, v1, labels) in rows.items():
         cost = count * table.unit_cost(kind, bits_a, bits_b, is_float)
         module = "+".join(layer_kinds.get(layer, [])) or "-"
-        breakdown.append(BreakdownRow(layer, module, kind, count, bits_a, bits_b, is_float,
-                                      "+".join(labels), cost, v1))
+        breakdown.append(
+            BreakdownRow(
+                layer, module, kind, count, bits_a, bits_b, is_float, "+".join(labels), cost, v1
+            )
+        )
         op_totals[kind] = op_totals.get(kind, 0) + cost
         totals = layer_totals.setdefault(layer, [0, 0, 0, 0])
         if kind == "mac":
@@ -117,8 +120,9 @@ def count_ace(
     for layer in params:
         layer_totals.setdefault(layer, [0, 0, 0, 0])
     layers = tuple(
-        LayerSummary(layer, "+".join(layer_kinds.get(layer, [])) or "-", params.get(layer, 0),
-                     *totals)
+        LayerSummary(
+            layer, "+".join(layer_kinds.get(layer, [])) or "-", params.get(layer, 0), *totals
+        )
         for layer, totals in layer_totals.items()
     )
     elements: dict[str, int] = {}

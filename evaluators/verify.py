@@ -62,8 +62,10 @@ class VerifyReport:
     def exact(self) -> bool:
         """No mismatch on exact values, no overflow; float-conv paths within tolerance (codes
         they feed may flip at a tie: ``float_path_flips``, reported, not a failure)."""
-        return self.mismatches == 0 and not self.overflows and (
-            self.float_path_flips > 0 or self.max_float_rel_diff <= FLOAT_RTOL
+        return (
+            self.mismatches == 0
+            and not self.overflows
+            and (self.float_path_flips > 0 or self.max_float_rel_diff <= FLOAT_RTOL)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,14 +82,18 @@ class VerifyReport:
             "max_float_rel_diff": self.max_float_rel_diff,
             "float_path_flips": self.float_path_flips,
             "overflows": self.overflows,
-            "widest": {layer: {"seen_bits": seen, "declared_bits": declared}
-                       for layer, (seen, declared) in self.widest.items()},
+            "widest": {
+                layer: {"seen_bits": seen, "declared_bits": declared}
+                for layer, (seen, declared) in self.widest.items()
+            },
             "ace_v1": self.ace_v1,
             "ace_v2": self.ace_v2,
             "cost_table": self.cost_table,
-            "training_forward": {"code_mismatches": self.surrogate_mismatches,
-                                 "mismatches_not_at_ties": self.surrogate_not_ties,
-                                 "codes_compared": self.surrogate_elements},
+            "training_forward": {
+                "code_mismatches": self.surrogate_mismatches,
+                "mismatches_not_at_ties": self.surrogate_not_ties,
+                "codes_compared": self.surrogate_elements,
+            },
         }
 
 
@@ -116,7 +122,10 @@ def _as_real(program: IntegerProgram, values: dict[str, np.ndarray], name: str) 
 
 
 def _surrogate_codes(
-    model: nn.Module, x: torch.Tensor, program: IntegerProgram, values: dict[str, np.ndarray],
+    model: nn.Module,
+    x: torch.Tensor,
+    program: IntegerProgram,
+    values: dict[str, np.ndarray],
     points: dict[str, str],
 ) -> dict[str, torch.Tensor]:
     """Outputs of the training forward (eval mode) at every requantization point, each part fed
@@ -154,12 +163,21 @@ def _surrogate_codes(
             handles.append(module.register_forward_pre_hook(force))
         if isinstance(module, ResidualAdd):
             block = path.rsplit(".", 1)[0]
-            a_name, b_name = points.get(f"{block}.pointwise_stage"), inputs.get(f"{block}.depthwise")
+            a_name, b_name = (
+                points.get(f"{block}.pointwise_stage"),
+                inputs.get(f"{block}.depthwise"),
+            )
             if a_name in values and b_name in values:
 
-                def force_both(_: nn.Module, args: tuple, a: str = a_name, b: str = b_name) -> tuple:
-                    return (_as_real(program, values, a), args[1], _as_real(program, values, b),
-                            args[3])
+                def force_both(
+                    _: nn.Module, args: tuple, a: str = a_name, b: str = b_name
+                ) -> tuple:
+                    return (
+                        _as_real(program, values, a),
+                        args[1],
+                        _as_real(program, values, b),
+                        args[3],
+                    )
 
                 handles.append(module.register_forward_pre_hook(force_both))
     try:
@@ -169,6 +187,17 @@ def _surrogate_codes(
         for handle in handles:
             handle.remove()
     return captured
+
+
+def _compare_stored(program: IntegerProgram, stored: IntegerProgram) -> list[str]:
+    """How a bundle's stored program differs from the network's (empty: identical)."""
+    if stored.to_dict() != program.to_dict():
+        return ["program.json: the stored program is not the network's (operations or ranges)"]
+    return [
+        f"program.safetensors: constant {name} differs"
+        for name, array in program.arrays.items()
+        if not np.array_equal(stored.arrays.get(name), array)
+    ]
 
 
 def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int:
@@ -193,11 +222,14 @@ def verify(
     *,
     cost_table: CostTable | None = None,
     surrogate: bool = True,
+    stored: IntegerProgram | None = None,
 ) -> VerifyReport:
     """Run the checks on ``inputs`` ``(N, C, H, W)`` (normalised images) for an eval-mode
-    network built by ``space.build_model``."""
+    network built by ``space.build_model``. ``stored``: a program read from an export bundle,
+    which must equal the network's (operations, ranges and every constant)."""
     model.eval()
     program = model.program()
+    stored_differences = _compare_stored(program, stored) if stored is not None else []
     report_cost = count_ace(program, cost_table=cost_table)
     x = inputs.detach().float().cpu()
     overflows: list[str] = []
@@ -245,6 +277,9 @@ def verify(
             before = captured.get(f"{layer}:in")
             if wrong.any():
                 not_ties += _not_ties(wrong, before, value)
+    for difference in stored_differences:
+        mismatches += 1
+        mismatch_values.append(difference)
     return VerifyReport(
         model=program.name,
         images=int(x.shape[0]),

@@ -136,8 +136,13 @@ def _emit(graph: _Graph, env: dict[str, str], operation: Operation) -> str:
             top, bottom, left, right = attrs["padding"]
 
             def make(a: str, w: str) -> str:
-                return graph.node("Conv", [a, w], strides=[attrs["stride"]] * 2,
-                                  pads=[top, left, bottom, right], group=attrs["groups"])
+                return graph.node(
+                    "Conv",
+                    [a, w],
+                    strides=[attrs["stride"]] * 2,
+                    pads=[top, left, bottom, right],
+                    group=attrs["groups"],
+                )
         else:
 
             def make(a: str, w: str) -> str:
@@ -179,8 +184,9 @@ def _emit(graph: _Graph, env: dict[str, str], operation: Operation) -> str:
         kind = np.float64 if _is_int(first) else np.float32
         x = _operand(graph, env, inputs[0], kind)
         positive = graph.node("GreaterOrEqual", [x, graph.scalar(0, kind)])
-        return graph.node("Where", [positive, graph.scalar(1, np.float64),
-                                    graph.scalar(-1, np.float64)])
+        return graph.node(
+            "Where", [positive, graph.scalar(1, np.float64), graph.scalar(-1, np.float64)]
+        )
     if op == "select":
         kind = np.float64 if _is_int(first) else np.float32
         c = _operand(graph, env, inputs[0], kind)
@@ -229,8 +235,13 @@ def _sum(graph: _Graph, x: str, attrs: dict[str, Any], source: Value, dtype: typ
     channels = source.shape[0]
     ones = graph.const(np.ones((channels, 1, k, k), np.float32), "ones")
     x32 = graph.node("Cast", [x], to=1) if dtype is np.float64 else x
-    total = graph.node("Conv", [x32, ones], strides=[stride, stride],
-                       pads=[top, left, bottom, right], group=channels)
+    total = graph.node(
+        "Conv",
+        [x32, ones],
+        strides=[stride, stride],
+        pads=[top, left, bottom, right],
+        group=channels,
+    )
     return graph.node("Cast", [total], to=11) if dtype is np.float64 else total
 
 
@@ -253,11 +264,16 @@ def program_to_onnx(program: IntegerProgram) -> Any:
         last = graph.node("Cast", [last], to=1)
     graph.nodes.append(helper.make_node("Identity", [last], ["logits"]))
     channels, height, width = program.input.shape
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                            ["batch", channels, height, width])]
+    inputs = [
+        helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, ["batch", channels, height, width]
+        )
+    ]
     classes = program.values[program.output].shape
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", *classes])]
-    body = helper.make_graph(graph.nodes, program.name or "pikenas", inputs, outputs,
-                             graph.initializers)
-    return helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)],
-                             producer_name="pikenas")
+    body = helper.make_graph(
+        graph.nodes, program.name or "pikenas", inputs, outputs, graph.initializers
+    )
+    return helper.make_model(
+        body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pikenas"
+    )

@@ -18,7 +18,7 @@ A bundle is a folder ``trial-<N>/`` holding
   onnxruntime, on how many images, with what result).
 
 Each bundle is built in a temp folder and renamed into place (atomic per bundle); a bundle that
-fails is reported (:class:`BundleErrors`) after every other one is written.
+fails is reported (:class:`BundleError`) after every other one is written.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ __all__ = [
     "CARD_FILE",
     "RUNNER_FILE",
     "VERIFY_IMAGES",
-    "BundleErrors",
+    "BundleError",
     "bundle_name",
     "export_trial",
     "export_pareto",
@@ -72,7 +72,7 @@ RUNNER_FILE = "run_program.py"
 VERIFY_IMAGES = 16
 
 
-class BundleErrors(PikeNASError):
+class BundleError(PikeNASError):
     """Some bundles failed; ``written`` holds the ones that did not, ``failures`` the others
     as ``(trial number, one-line reason)``."""
 
@@ -176,8 +176,9 @@ def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
             f"onnxruntime differs from the program by {difference:.3g} on float logits "
             f"(largest logit {scale:.3g}); the exported graph is wrong"
         )
-    return OnnxCheck(len(images), difference, False,
-                     notes=["float convs: onnxruntime sums in its own order"])
+    return OnnxCheck(
+        len(images), difference, False, notes=["float convs: onnxruntime sums in its own order"]
+    )
 
 
 def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
@@ -273,7 +274,7 @@ def _write_bundles(rows: list[pd.Series], info: dict[str, str], out_dir: Path) -
         except (EvaluationError, RunDirError) as exc:
             failures.append((int(row["number"]), str(exc)))
     if failures:
-        raise BundleErrors(written, failures)
+        raise BundleError(written, failures)
     return written
 
 

@@ -155,7 +155,11 @@ class IntegerPlan:
 
 
 def integer_plan(
-    m: Tensor, b: Tensor, acc_scale: Tensor, s_out: Tensor, ranges: IntegerRanges,
+    m: Tensor,
+    b: Tensor,
+    acc_scale: Tensor,
+    s_out: Tensor,
+    ranges: IntegerRanges,
     bias_x: Tensor | None,
 ) -> IntegerPlan:
     """Quantize ``M = s_acc m / s_out`` and the bias as the program applies them."""
@@ -181,7 +185,11 @@ def _view(t: Tensor, like: Tensor) -> Tensor:
 
 
 def integer_surrogate(
-    x: Tensor, m: Tensor, b: Tensor, plan: IntegerPlan, activation: Activation,
+    x: Tensor,
+    m: Tensor,
+    b: Tensor,
+    plan: IntegerPlan,
+    activation: Activation,
     ranges: IntegerRanges,
 ) -> Tensor:
     """The forward of an integer stage before its requantizer: ``u = x * m_eff + B_t * grid``
@@ -195,8 +203,9 @@ def integer_surrogate(
     return activation_tail(u, plan, activation, ranges)
 
 
-def activation_tail(u: Tensor, plan: IntegerPlan, activation: Activation,
-                    ranges: IntegerRanges) -> Tensor:
+def activation_tail(
+    u: Tensor, plan: IntegerPlan, activation: Activation, ranges: IntegerRanges
+) -> Tensor:
     """The activation of an integer stage on ``u`` (``bias_x`` already folded): the quantized
     slopes, then ``bias_y`` rounded to the grid after the slope (``grid * 2^-a``)."""
     if ranges.slope_format == "none":
@@ -213,10 +222,10 @@ def activation_tail(u: Tensor, plan: IntegerPlan, activation: Activation,
 
 
 # ---- lowering -----------------------------------------------------------------------------
-def _per_channel(builder: ProgramBuilder, hint: str, array: Tensor | None, like: Value,
-                 lo: int, hi: int) -> Constant:
-    return builder.constant(hint, array, shape=channel_shape(like.shape), dtype="int", lo=lo,
-                            hi=hi)
+def _per_channel(
+    builder: ProgramBuilder, hint: str, array: Tensor | None, like: Value, lo: int, hi: int
+) -> Constant:
+    return builder.constant(hint, array, shape=channel_shape(like.shape), dtype="int", lo=lo, hi=hi)
 
 
 def _rounding(exponent: Tensor) -> Tensor:
@@ -243,8 +252,9 @@ def lower_integer(
             builder.arrays[weight.name] = builder.arrays[weight.name] * signs.astype("int64")
         t = acc
     else:
-        k = _per_channel(builder, "k", plan.multiplier if have else None, acc,
-                         -ranges.levels, ranges.levels)
+        k = _per_channel(
+            builder, "k", plan.multiplier if have else None, acc, -ranges.levels, ranges.levels
+        )
         t = builder.mul(acc, k, kind=kind)
     low, high = _exponents_of(ranges)
     slope_shift = 0
@@ -258,12 +268,14 @@ def lower_integer(
         rounding = 0 if (sign_out or not have) else _rounding(final_exponent)
         bias = plan.bias + rounding if have else None
         r_max = 0 if sign_out else 2 ** (-low - 1)
-        const = _per_channel(builder, "bias", bias, acc, -ranges.bias_bound,
-                             ranges.bias_bound + r_max)
+        const = _per_channel(
+            builder, "bias", bias, acc, -ranges.bias_bound, ranges.bias_bound + r_max
+        )
         w = builder.add(t, const, kind=kind)
     else:
-        const = _per_channel(builder, "bias", plan.bias if have else None, acc,
-                             -ranges.bias_bound, ranges.bias_bound)
+        const = _per_channel(
+            builder, "bias", plan.bias if have else None, acc, -ranges.bias_bound, ranges.bias_bound
+        )
         t = builder.add(t, const, kind=kind)
         lo, hi = ranges.slope_range
         pos = _per_channel(builder, "slope+", slopes.pos_code if slopes else None, acc, lo, hi)
@@ -277,13 +289,18 @@ def lower_integer(
         offset = None
         if have:
             fine = plan.grid * 2.0**-slope_shift
-            by = torch.zeros_like(fine) if bias_y is None else torch.clamp(
-                round_half_up(bias_y.detach().double() / fine), -ranges.v_bound, ranges.v_bound
+            by = (
+                torch.zeros_like(fine)
+                if bias_y is None
+                else torch.clamp(
+                    round_half_up(bias_y.detach().double() / fine), -ranges.v_bound, ranges.v_bound
+                )
             )
             offset = (0 if sign_out else _rounding(final_exponent)) - by
         r_max = 0 if sign_out else 2 ** (-low - 1)
-        const = _per_channel(builder, "bias_y", offset, acc, -ranges.v_bound,
-                             ranges.v_bound + r_max)
+        const = _per_channel(
+            builder, "bias_y", offset, acc, -ranges.v_bound, ranges.v_bound + r_max
+        )
         w = builder.add(v, const, kind=activation.kind)
     out = ranges.out
     relu = isinstance(activation, ReLU)
@@ -293,8 +310,10 @@ def lower_integer(
         if out.is_sign:
             return builder.sign(w, kind=kind)
         unit = builder.constant(
-            "grid", plan.grid * 2.0**-slope_shift if have else None,
-            shape=channel_shape(acc.shape), dtype="float",
+            "grid",
+            plan.grid * 2.0**-slope_shift if have else None,
+            shape=channel_shape(acc.shape),
+            dtype="float",
         )
         return builder.mul(w, unit, kind=kind)
     amount = _per_channel(builder, "shift", final_exponent, acc, low, high)
@@ -303,7 +322,10 @@ def lower_integer(
 
 
 def lower_float_activation(
-    builder: ProgramBuilder, t: Value, activation: Activation, s_out: Tensor | None,
+    builder: ProgramBuilder,
+    t: Value,
+    activation: Activation,
+    s_out: Tensor | None,
     out: OutputCodes,
 ) -> tuple[Value, float | None]:
     """The float activation on ``t`` (output units: biases divided by ``s_out``). Returns the
@@ -325,20 +347,27 @@ def lower_float_activation(
         return builder.constant(hint, tensor if have else None, shape=shape, dtype="float")
 
     if bias_x is not None:
-        t = builder.add(t, const("-bias_x", -bias_x.detach().double() / scale if have else None),
-                        kind=kind)
+        t = builder.add(
+            t, const("-bias_x", -bias_x.detach().double() / scale if have else None), kind=kind
+        )
     pos = const("slope+", slopes.pos.detach() if slopes else None)
     neg = const("slope-", slopes.neg.detach() if slopes else None)
     factor = builder.select(t, pos, neg, kind=kind)
     t = builder.mul(t, factor, kind=kind)
     if bias_y is not None:
-        t = builder.add(t, const("-bias_y", -bias_y.detach().double() / scale if have else None),
-                        kind=kind)
+        t = builder.add(
+            t, const("-bias_y", -bias_y.detach().double() / scale if have else None), kind=kind
+        )
     return t, None
 
 
 def lower_output(
-    builder: ProgramBuilder, t: Value, out: OutputCodes, *, scale: float | None, kind: str,
+    builder: ProgramBuilder,
+    t: Value,
+    out: OutputCodes,
+    *,
+    scale: float | None,
+    kind: str,
     lower_bound: float | None = None,
 ) -> Value:
     """Requantize the float ``t`` (output units): float out as is, sign, or clip + round."""

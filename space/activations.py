@@ -76,10 +76,13 @@ class QuantizedSlopes:
             values = torch.exp2(exponent)
         else:
             largest = float(raw.abs().max()) if raw.numel() else 1.0
-            shift = int(torch.floor(torch.log2(torch.tensor(INT8_SLOPE_LEVELS / max(largest, TINY)))))
+            shift = int(
+                torch.floor(torch.log2(torch.tensor(INT8_SLOPE_LEVELS / max(largest, TINY))))
+            )
             self.shift = min(max(shift, 0), INT8_SLOPE_SHIFT)
-            codes = torch.clamp(round_half_up(raw * 2.0**self.shift), -INT8_SLOPE_LEVELS,
-                                INT8_SLOPE_LEVELS)
+            codes = torch.clamp(
+                round_half_up(raw * 2.0**self.shift), -INT8_SLOPE_LEVELS, INT8_SLOPE_LEVELS
+            )
             values = codes * 2.0**-self.shift
         self.pos_code, self.neg_code = codes[0], codes[1]
         self.pos = ste(values[0].to(pos.dtype), pos)

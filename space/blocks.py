@@ -22,7 +22,7 @@ from space.layers import QuantConv2d, QuantLinear, dequantized
 from space.lowering import ProgramBuilder
 from space.norms import make_output_stage
 from space.program import Value
-from space.quantizers import UniformQuantizer, make_activation_quantizer, ste
+from space.quantizers import UniformQuantizer, make_activation_quantizer
 
 __all__ = [
     "InputQuantizer",
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 FLOAT_BITS = 32
+UNSIGNED_8BIT = OutputCodes(8, 0, 255)
 #: pow2 residual rescales 2^e with e in [-RESIDUAL_SPAN, RESIDUAL_SPAN].
 RESIDUAL_SPAN = 8
 
@@ -84,15 +85,16 @@ class InputQuantizer(nn.Module):
         builder.note("requantize", x.elements)
         step = step_of(self.quantizer)
         have = builder.with_constants
-        inverse = builder.constant("1/step", 1.0 / step if have else None, shape=(),
-                                   dtype="float")
+        inverse = builder.constant("1/step", 1.0 / step if have else None, shape=(), dtype="float")
         t = builder.mul(x, inverse, kind="input_quantize")
-        return lower_output(builder, t, codes, scale=_scale(builder, self.quantizer),
-                            kind="input_quantize")
+        return lower_output(
+            builder, t, codes, scale=_scale(builder, self.quantizer), kind="input_quantize"
+        )
 
 
-def _conv_stage(builder: ProgramBuilder, conv: QuantConv2d, stage: nn.Module, x: Value,
-                names: tuple[str, str]) -> Value:
+def _conv_stage(
+    builder: ProgramBuilder, conv: QuantConv2d, stage: nn.Module, x: Value, names: tuple[str, str]
+) -> Value:
     """The conv (layer ``names[0]``) and its output stage (``names[1]``): module paths."""
     acc, weight, acc_scale = builder.part(names[0], conv, x)
     return builder.part(names[1], stage, acc, acc_scale, weight)
@@ -150,9 +152,15 @@ class ResidualAdd(nn.Module):
     integers; a float operand makes the add float.
     """
 
-    def __init__(self, bits: int, *, signed: bool, scale_format: str = "float32",
-                 a_codes: OutputCodes = OutputCodes(8, 0, 255),
-                 b_codes: OutputCodes = OutputCodes(8, 0, 255)) -> None:
+    def __init__(
+        self,
+        bits: int,
+        *,
+        signed: bool,
+        scale_format: str = "float32",
+        a_codes: OutputCodes = UNSIGNED_8BIT,
+        b_codes: OutputCodes = UNSIGNED_8BIT,
+    ) -> None:
         super().__init__()
         self.bits = bits
         self.scale_format = scale_format
@@ -173,7 +181,9 @@ class ResidualAdd(nn.Module):
         s_y = output_step(self.requantizer).to(s_a.device)
         ratios = torch.stack([s_a.double().reshape(()), s_b.double().reshape(())]) / s_y
         return fixed_point_multiplier(
-            ratios, self.scale_format, exponent_range=(-RESIDUAL_SPAN, RESIDUAL_SPAN),
+            ratios,
+            self.scale_format,
+            exponent_range=(-RESIDUAL_SPAN, RESIDUAL_SPAN),
             shift_range=(0, self.sum_bits + 1),
         )
 
@@ -194,27 +204,40 @@ class ResidualAdd(nn.Module):
             t = builder.add(a, b, kind="residual")
             return lower_output(builder, t, out, scale=scale, kind="residual")
         if self.float_add:
-            t = builder.add(dequantized(builder, a, "dequantize"),
-                            dequantized(builder, b, "dequantize"), kind="residual")
+            t = builder.add(
+                dequantized(builder, a, "dequantize"),
+                dequantized(builder, b, "dequantize"),
+                kind="residual",
+            )
             if not (out.is_float or out.is_sign):
                 have = builder.with_constants
-                inverse = builder.constant("1/step", 1.0 / output_step(self.requantizer)
-                                           if have else None, shape=(), dtype="float")
+                inverse = builder.constant(
+                    "1/step",
+                    1.0 / output_step(self.requantizer) if have else None,
+                    shape=(),
+                    dtype="float",
+                )
                 t = builder.mul(t, inverse, kind="residual")
             return lower_output(builder, t, out, scale=scale, kind="residual")
         return _lower_integer_residual(builder, self, a, b, scale)
 
 
-def _lower_integer_residual(builder: ProgramBuilder, residual: ResidualAdd, a: Value, b: Value,
-                            scale: float | None) -> Value:
+def _lower_integer_residual(
+    builder: ProgramBuilder, residual: ResidualAdd, a: Value, b: Value, scale: float | None
+) -> Value:
     have = builder.with_constants
     out = residual.output_codes
     fixed = residual.rescales(torch.tensor(a.scale), torch.tensor(b.scale)) if have else None
     if residual.scale_format == "float32":
-        factors = [builder.constant(f"M{i}", fixed.value[i] if have else None, shape=(),
-                                    dtype="float") for i in range(2)]
-        t = builder.add(builder.mul(a, factors[0], kind="residual"),
-                        builder.mul(b, factors[1], kind="residual"), kind="residual")
+        factors = [
+            builder.constant(f"M{i}", fixed.value[i] if have else None, shape=(), dtype="float")
+            for i in range(2)
+        ]
+        t = builder.add(
+            builder.mul(a, factors[0], kind="residual"),
+            builder.mul(b, factors[1], kind="residual"),
+            kind="residual",
+        )
         return lower_output(builder, t, out, scale=scale, kind="residual")
     terms = []
     if residual.scale_format == "pow2":  # both onto the finer grid 2^min(e_a, e_b)
@@ -222,15 +245,22 @@ def _lower_integer_residual(builder: ProgramBuilder, residual: ResidualAdd, a: V
         finest = fixed.exponent.min() if have else None
         for index, value in enumerate((a, b)):
             amount = fixed.exponent[index] - finest if have else None
-            constant = builder.constant(f"align{index}", amount, shape=(), dtype="int", lo=0,
-                                        hi=2 * span)
+            constant = builder.constant(
+                f"align{index}", amount, shape=(), dtype="int", lo=0, hi=2 * span
+            )
             terms.append(builder.shift(value, constant, kind="residual"))
         final, low, high = (finest if have else None), -span, span
     else:  # intN: k_a, k_b and one shared shift
         levels = 2 ** (int(residual.scale_format[3:]) - 1) - 1
         for index, value in enumerate((a, b)):
-            k = builder.constant(f"k{index}", fixed.k[index] if have else None, shape=(),
-                                 dtype="int", lo=-levels, hi=levels)
+            k = builder.constant(
+                f"k{index}",
+                fixed.k[index] if have else None,
+                shape=(),
+                dtype="int",
+                lo=-levels,
+                hi=levels,
+            )
             terms.append(builder.mul(value, k, kind="residual"))
         final = torch.tensor(-float(fixed.shift)) if have else None
         low, high = -(residual.sum_bits + 1), 0
@@ -240,8 +270,7 @@ def _lower_integer_residual(builder: ProgramBuilder, residual: ResidualAdd, a: V
     rounding = None
     if have:
         rounding = torch.exp2(-final - 1) if final < 0 else torch.zeros(())
-    r = builder.constant("round", rounding, shape=(), dtype="int", lo=0,
-                         hi=2 ** max(-low - 1, 0))
+    r = builder.constant("round", rounding, shape=(), dtype="int", lo=0, hi=2 ** max(-low - 1, 0))
     t = builder.add(t, r, kind="residual")
     amount = builder.constant("shift", final, shape=(), dtype="int", lo=low, hi=high)
     y = builder.shift(t, amount, kind="residual")
@@ -258,8 +287,13 @@ class PikeBlock(nn.Module):
     incoming tensor (the previous part's ``output_codes``).
     """
 
-    def __init__(self, spec: PikeBlockSpec, in_channels: int, *,
-                 input_codes: OutputCodes = OutputCodes(8, 0, 255)) -> None:
+    def __init__(
+        self,
+        spec: PikeBlockSpec,
+        in_channels: int,
+        *,
+        input_codes: OutputCodes = UNSIGNED_8BIT,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.input_bits = input_codes.bits
@@ -296,8 +330,10 @@ class PikeBlock(nn.Module):
         self.pointwise_stage = make_output_stage(spec.norm, self.pointwise, **stage_options)
         self.residual = (
             ResidualAdd(
-                spec.activation_bits, signed=spec.activation != "relu",
-                scale_format=spec.scale_format, a_codes=self.pointwise_stage.output_codes,
+                spec.activation_bits,
+                signed=spec.activation != "relu",
+                scale_format=spec.scale_format,
+                a_codes=self.pointwise_stage.output_codes,
                 b_codes=input_codes,
             )
             if spec.residual
@@ -319,10 +355,12 @@ class PikeBlock(nn.Module):
         return self.residual(y, pw_step, x, step), step_of(self.residual.requantizer)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
-        y = _conv_stage(builder, self.depthwise, self.depthwise_stage, x,
-                        ("depthwise", "depthwise_stage"))
-        y = _conv_stage(builder, self.pointwise, self.pointwise_stage, y,
-                        ("pointwise", "pointwise_stage"))
+        y = _conv_stage(
+            builder, self.depthwise, self.depthwise_stage, x, ("depthwise", "depthwise_stage")
+        )
+        y = _conv_stage(
+            builder, self.pointwise, self.pointwise_stage, y, ("pointwise", "pointwise_stage")
+        )
         if self.residual is None:
             return y
         return builder.part("residual", self.residual, y, x)
@@ -358,12 +396,14 @@ class GlobalAvgPoolQuant(nn.Module):
             if have:
                 s_x = 1.0 if x.scale is None else x.scale
                 factor = s_x / (height * width) / float(output_step(self.quantizer))
-            m = builder.constant("M", torch.tensor(factor) if have else None, shape=(),
-                                 dtype="float")
+            m = builder.constant(
+                "M", torch.tensor(factor) if have else None, shape=(), dtype="float"
+            )
             t = builder.mul(total, m, kind="pool")
         t = builder.reshape("flatten", t, (channels,))
-        return lower_output(builder, t, out, scale=_scale(builder, self.quantizer),
-                            kind="requantize")
+        return lower_output(
+            builder, t, out, scale=_scale(builder, self.quantizer), kind="requantize"
+        )
 
 
 class Head(nn.Module):
@@ -371,8 +411,9 @@ class Head(nn.Module):
 
     ``(N, in_channels, H, W) -> (N, num_classes)`` float logits."""
 
-    def __init__(self, spec: HeadSpec, in_channels: int, num_classes: int, *,
-                 signed: bool = True) -> None:
+    def __init__(
+        self, spec: HeadSpec, in_channels: int, num_classes: int, *, signed: bool = True
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.pool = GlobalAvgPoolQuant(spec.input_bits, signed=signed)
@@ -402,7 +443,8 @@ def build_conv_stem(spec: ConvStemSpec, input_channels: int) -> ConvStem:
 
 
 @BLOCK_BUILDERS.register("pikelpn")
-def build_pike_block(spec: PikeBlockSpec, in_channels: int, *,
-                     input_codes: OutputCodes) -> PikeBlock:
+def build_pike_block(
+    spec: PikeBlockSpec, in_channels: int, *, input_codes: OutputCodes
+) -> PikeBlock:
     """``BLOCK_BUILDERS["pikelpn"]``."""
     return PikeBlock(spec, in_channels, input_codes=input_codes)

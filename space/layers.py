@@ -22,7 +22,9 @@ __all__ = ["QuantConv2d", "QuantLinear", "accumulator_bound", "lower_weight", "d
 FLOAT_BITS = 32
 
 
-def accumulator_bound(quantizer: Quantizer, input_range: tuple[int, int] | None, fan_in: int) -> int:
+def accumulator_bound(
+    quantizer: Quantizer, input_range: tuple[int, int] | None, fan_in: int
+) -> int:
     """Largest ``|acc|`` of ``fan_in`` products of weight codes and input codes (0: float)."""
     if input_range is None or quantizer.bits >= FLOAT_BITS:
         return 0
@@ -30,8 +32,9 @@ def accumulator_bound(quantizer: Quantizer, input_range: tuple[int, int] | None,
     return fan_in * max(abs(w_lo), abs(w_hi)) * max(abs(input_range[0]), abs(input_range[1]))
 
 
-def lower_weight(builder: ProgramBuilder, quantizer: Quantizer, weight: Tensor, *,
-                 is_float: bool) -> tuple[Constant, Tensor | None]:
+def lower_weight(
+    builder: ProgramBuilder, quantizer: Quantizer, weight: Tensor, *, is_float: bool
+) -> tuple[Constant, Tensor | None]:
     """The weight as a program constant: integer codes (declared symmetric, so a stage may
     negate channels) or float values; and the per-channel scale ``(C,)`` of the codes."""
     shape = tuple(weight.shape)
@@ -42,8 +45,9 @@ def lower_weight(builder: ProgramBuilder, quantizer: Quantizer, weight: Tensor, 
     lo, hi = quantizer.code_range()
     magnitude = max(abs(lo), abs(hi))
     codes, scale = quantizer.codes_and_scale(weight) if have else (None, None)
-    constant = builder.constant("weight", codes, shape=shape, dtype="int", lo=-magnitude,
-                                hi=magnitude, bits=quantizer.bits)
+    constant = builder.constant(
+        "weight", codes, shape=shape, dtype="int", lo=-magnitude, hi=magnitude, bits=quantizer.bits
+    )
     if scale is not None and scale.numel() == 1:
         scale = scale.expand(shape[0])
     return constant, scale
@@ -54,8 +58,9 @@ def dequantized(builder: ProgramBuilder, x: Value, kind: str) -> Value:
     if x.dtype == "float":
         return x
     have = builder.with_constants and x.scale is not None
-    scale = builder.constant("scale", torch.tensor(x.scale) if have else None, shape=(),
-                             dtype="float")
+    scale = builder.constant(
+        "scale", torch.tensor(x.scale) if have else None, shape=(), dtype="float"
+    )
     return builder.mul(x, scale, kind=kind)
 
 
@@ -149,12 +154,14 @@ class QuantConv2d(nn.Module):
     def lower(self, builder: ProgramBuilder, x: Value) -> tuple[Value, Constant, Tensor | None]:
         """``(accumulator, weight constant, accumulator scale (C,))``; a float conv gives float
         values in real units and scale ``None``."""
-        weight, scale = lower_weight(builder, self.weight_quantizer, self.weight,
-                                     is_float=self.is_float)
+        weight, scale = lower_weight(
+            builder, self.weight_quantizer, self.weight, is_float=self.is_float
+        )
         source = dequantized(builder, x, "dequantize") if self.is_float else x
         p = self.padding
-        acc = builder.conv(source, weight, stride=self.stride, padding=(p, p, p, p),
-                           groups=self.groups)
+        acc = builder.conv(
+            source, weight, stride=self.stride, padding=(p, p, p, p), groups=self.groups
+        )
         if self.bias is not None:  # a float bias: the accumulator is dequantized first
             acc = _dequantize_with_bias(builder, acc, scale, x, self.bias)
             scale = None
@@ -170,8 +177,9 @@ class QuantConv2d(nn.Module):
         )
 
 
-def _dequantize_with_bias(builder: ProgramBuilder, acc: Value, scale: Tensor | None, x: Value,
-                          bias: Tensor) -> Value:
+def _dequantize_with_bias(
+    builder: ProgramBuilder, acc: Value, scale: Tensor | None, x: Value, bias: Tensor
+) -> Value:
     """``float32(acc) * (s_w * s_x) + bias`` (a float conv: ``acc + bias``)."""
     shape = channel_shape(acc.shape)
     have = builder.with_constants
@@ -244,8 +252,9 @@ class QuantLinear(nn.Module):
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
         """Logits ``(out_features,)`` float: MACs, dequantize multiply, bias add."""
-        weight, scale = lower_weight(builder, self.weight_quantizer, self.weight,
-                                     is_float=self.is_float)
+        weight, scale = lower_weight(
+            builder, self.weight_quantizer, self.weight, is_float=self.is_float
+        )
         source = dequantized(builder, x, "dequantize") if self.is_float else x
         acc = builder.linear(source, weight)
         have = builder.with_constants
@@ -256,8 +265,9 @@ class QuantLinear(nn.Module):
             acc = builder.mul(acc, m, kind="dequantize")
         if self.bias is None:
             return acc
-        b = builder.constant("bias", self.bias.detach() if have else None, shape=shape,
-                             dtype="float")
+        b = builder.constant(
+            "bias", self.bias.detach() if have else None, shape=shape, dtype="float"
+        )
         return builder.add(acc, b, kind="bias")
 
     def extra_repr(self) -> str:

@@ -128,8 +128,10 @@ class ProgramBuilder:
                 )
             if dtype == "int":
                 rounded = np.rint(data)
-                if not np.array_equal(rounded, data) or rounded.min(initial=lo) < lo or (
-                    rounded.max(initial=hi) > hi
+                if (
+                    not np.array_equal(rounded, data)
+                    or rounded.min(initial=lo) < lo
+                    or (rounded.max(initial=hi) > hi)
                 ):
                     raise LoweringError(
                         f"{self.current_layer}: constant {hint} is not an integer in "
@@ -172,8 +174,14 @@ class ProgramBuilder:
         value = Value(self._name(op), tuple(shape), dtype, bits, lo, hi, scale, exact)
         self.values[value.name] = value
         self.ops.append(
-            Operation(op, tuple(i.name for i in inputs), value.name, self.current_layer, kind,
-                      dict(attrs or {}))
+            Operation(
+                op,
+                tuple(i.name for i in inputs),
+                value.name,
+                self.current_layer,
+                kind,
+                dict(attrs or {}),
+            )
         )
         return value
 
@@ -190,9 +198,13 @@ class ProgramBuilder:
         prefix = isinstance(y, Value) and len(y.shape) == len(x.shape) and y.shape[0] < x.shape[0]
         attrs = {"prefix": True} if prefix else None
         if x.dtype == "int" and y.dtype == "int":
-            lo, hi = x.lo + min(y.lo, 0 if prefix else y.lo), x.hi + max(y.hi, 0 if prefix else y.hi)  # type: ignore[operator]
-            return self.emit("add", [x, y], shape=x.shape, dtype="int", lo=lo, hi=hi, kind=kind,
-                             attrs=attrs)
+            lo, hi = (
+                x.lo + min(y.lo, 0 if prefix else y.lo),
+                x.hi + max(y.hi, 0 if prefix else y.hi),
+            )  # type: ignore[operator]
+            return self.emit(
+                "add", [x, y], shape=x.shape, dtype="int", lo=lo, hi=hi, kind=kind, attrs=attrs
+            )
         return self.emit("add", [x, y], shape=x.shape, dtype="float", kind=kind, attrs=attrs)
 
     def shift(self, x: Value, amount: Constant | Value, *, kind: str) -> Value:
@@ -203,12 +215,23 @@ class ProgramBuilder:
             for a in (amount.lo, amount.hi)  # type: ignore[misc]
         ]
         return self.emit(
-            "shift", [x, amount], shape=x.shape, dtype="int", lo=min(corners), hi=max(corners),
+            "shift",
+            [x, amount],
+            shape=x.shape,
+            dtype="int",
+            lo=min(corners),
+            hi=max(corners),
             kind=kind,
         )
 
     def clip(
-        self, x: Value, lo: float | None, hi: float | None, *, kind: str, bits: int | None = None,
+        self,
+        x: Value,
+        lo: float | None,
+        hi: float | None,
+        *,
+        kind: str,
+        bits: int | None = None,
         scale: float | None = None,
     ) -> Value:
         """Clamp to ``[lo, hi]`` (``None``: no bound; floats only)."""
@@ -217,26 +240,53 @@ class ProgramBuilder:
             assert lo is not None and hi is not None
             new_lo, new_hi = max(int(lo), x.lo), min(int(hi), x.hi)  # type: ignore[type-var]
             return self.emit(
-                "clip", [x], shape=x.shape, dtype="int", lo=new_lo, hi=new_hi, bits=bits,
-                kind=kind, attrs=attrs, scale=scale,
+                "clip",
+                [x],
+                shape=x.shape,
+                dtype="int",
+                lo=new_lo,
+                hi=new_hi,
+                bits=bits,
+                kind=kind,
+                attrs=attrs,
+                scale=scale,
             )
         return self.emit("clip", [x], shape=x.shape, dtype="float", kind=kind, attrs=attrs)
 
-    def round(self, x: Value, lo: int, hi: int, *, kind: str, bits: int | None = None,
-              scale: float | None = None) -> Value:
+    def round(
+        self,
+        x: Value,
+        lo: int,
+        hi: int,
+        *,
+        kind: str,
+        bits: int | None = None,
+        scale: float | None = None,
+    ) -> Value:
         """float32 -> int ``floor(x + 0.5)``; ``x`` already clipped to ``[lo, hi]``."""
-        return self.emit("round", [x], shape=x.shape, dtype="int", lo=lo, hi=hi, bits=bits,
-                         kind=kind, scale=scale)
+        return self.emit(
+            "round",
+            [x],
+            shape=x.shape,
+            dtype="int",
+            lo=lo,
+            hi=hi,
+            bits=bits,
+            kind=kind,
+            scale=scale,
+        )
 
     def sign(self, x: Value, *, kind: str) -> Value:
-        return self.emit("sign", [x], shape=x.shape, dtype="int", lo=-1, hi=1, bits=1, kind=kind,
-                         scale=1.0)
+        return self.emit(
+            "sign", [x], shape=x.shape, dtype="int", lo=-1, hi=1, bits=1, kind=kind, scale=1.0
+        )
 
     def select(self, c: Value, a: Constant | Value, b: Constant | Value, *, kind: str) -> Value:
         if a.dtype == "int" and b.dtype == "int":
             lo, hi = min(a.lo, b.lo), max(a.hi, b.hi)  # type: ignore[type-var]
-            return self.emit("select", [c, a, b], shape=c.shape, dtype="int", lo=lo, hi=hi,
-                             kind=kind)
+            return self.emit(
+                "select", [c, a, b], shape=c.shape, dtype="int", lo=lo, hi=hi, kind=kind
+            )
         return self.emit("select", [c, a, b], shape=c.shape, dtype="float", kind=kind)
 
     def conv(
@@ -257,22 +307,37 @@ class ProgramBuilder:
         shape = (out_channels, out_h, out_w)
         attrs = {"stride": stride, "padding": list(padding), "groups": groups}
         if x.dtype == "float" or weight.dtype == "float":
-            return self.emit("conv", [x, weight], shape=shape, dtype="float", kind=kind,
-                             attrs=attrs)
+            return self.emit(
+                "conv", [x, weight], shape=shape, dtype="float", kind=kind, attrs=attrs
+            )
         bound = per_group * k_h * k_w * _magnitude(weight) * _magnitude(x)
         self._check_conv_bound(bound)
-        return self.emit("conv", [x, weight], shape=shape, dtype="int", lo=-bound, hi=bound,
-                         kind=kind, attrs=attrs)
+        return self.emit(
+            "conv",
+            [x, weight],
+            shape=shape,
+            dtype="int",
+            lo=-bound,
+            hi=bound,
+            kind=kind,
+            attrs=attrs,
+        )
 
     def linear(self, x: Value, weight: Constant, *, kind: str = "linear") -> Value:
         out_features, in_features = weight.shape
         if x.dtype == "float" or weight.dtype == "float":
-            return self.emit("linear", [x, weight], shape=(out_features,), dtype="float",
-                             kind=kind)
+            return self.emit("linear", [x, weight], shape=(out_features,), dtype="float", kind=kind)
         bound = in_features * _magnitude(weight) * _magnitude(x)
         self._check_conv_bound(bound)
-        return self.emit("linear", [x, weight], shape=(out_features,), dtype="int", lo=-bound,
-                         hi=bound, kind=kind)
+        return self.emit(
+            "linear",
+            [x, weight],
+            shape=(out_features,),
+            dtype="int",
+            lo=-bound,
+            hi=bound,
+            kind=kind,
+        )
 
     def _check_conv_bound(self, bound: int) -> None:
         if bound >= CONV_LIMIT:
@@ -297,28 +362,46 @@ class ProgramBuilder:
             out_h = (height + top + bottom - kernel) // stride + 1
             out_w = (width + left + right - kernel) // stride + 1
             shape, per_output = (channels, out_h, out_w), kernel * kernel
-            terms = channels * _window_terms(height, out_h, kernel, stride, top) * (
-                _window_terms(width, out_w, kernel, stride, left)
+            terms = (
+                channels
+                * _window_terms(height, out_h, kernel, stride, top)
+                * (_window_terms(width, out_w, kernel, stride, left))
             )
         attrs = {"mode": mode, "terms": terms, **attrs}
         if x.dtype == "int":
             lo, hi = x.lo * per_output, x.hi * per_output  # type: ignore[operator]
-            return self.emit("sum", [x], shape=shape, dtype="int", lo=lo, hi=hi, kind=kind,
-                             attrs=attrs)
+            return self.emit(
+                "sum", [x], shape=shape, dtype="int", lo=lo, hi=hi, kind=kind, attrs=attrs
+            )
         return self.emit("sum", [x], shape=shape, dtype="float", kind=kind, attrs=attrs)
 
     def reshape(self, op: str, x: Value, shape: tuple[int, ...], **attrs: Any) -> Value:
         """Data movement (``pad``, ``tile``, ``flatten``): same range, no cost."""
         if x.dtype == "int":
             lo, hi = (min(x.lo, 0), max(x.hi, 0)) if op == "pad" else (x.lo, x.hi)  # type: ignore[type-var]
-            return self.emit(op, [x], shape=shape, dtype="int", lo=lo, hi=hi, bits=x.bits,
-                             scale=x.scale, attrs=attrs)
+            return self.emit(
+                op,
+                [x],
+                shape=shape,
+                dtype="int",
+                lo=lo,
+                hi=hi,
+                bits=x.bits,
+                scale=x.scale,
+                attrs=attrs,
+            )
         return self.emit(op, [x], shape=shape, dtype="float", attrs=attrs)
 
     def program(self, x: Value, output: Value, name: str) -> IntegerProgram:
         return IntegerProgram(
-            input=x, output=output.name, values=self.values, constants=self.constants,
-            ops=self.ops, arrays=self.arrays, elements=self.elements, name=name,
+            input=x,
+            output=output.name,
+            values=self.values,
+            constants=self.constants,
+            ops=self.ops,
+            arrays=self.arrays,
+            elements=self.elements,
+            name=name,
         )
 
 

@@ -66,8 +66,9 @@ def _view(t: Tensor, like: Tensor) -> Tensor:
 class _Stage(nn.Module):
     """Shared parts: the activation, the requantizer, the eval-mode affine ``(m, b)``."""
 
-    def __init__(self, channels: int, *, activation: str, activation_bits: int,
-                 scale_format: str, norm: str) -> None:
+    def __init__(
+        self, channels: int, *, activation: str, activation_bits: int, scale_format: str, norm: str
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.activation_bits = activation_bits
@@ -90,16 +91,25 @@ class _Stage(nn.Module):
     def _finish(self, y: Tensor) -> Tensor:
         return self.requantizer(y if self._relu_folded else self.activation(y))
 
-    def _lower_float(self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None,
-                     m: Tensor, b: Tensor) -> Value:
+    def _lower_float(
+        self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None, m: Tensor, b: Tensor
+    ) -> Value:
         have = builder.with_constants
         s_out = self.output_step() if have else None
         if have and acc_scale is None:  # a float conv: the accumulator is in real units
             acc_scale = torch.ones(self.channels, dtype=torch.float64)
         multiplier = acc_scale * m.double() / s_out if have else None
         bias = b.double() / s_out if have else None
-        return lower_float(builder, acc, multiplier, bias, self.activation, self.output_codes,
-                           s_out, kind=self.kind)
+        return lower_float(
+            builder,
+            acc,
+            multiplier,
+            bias,
+            self.activation,
+            self.output_codes,
+            s_out,
+            kind=self.kind,
+        )
 
 
 class BatchNormStage(_Stage):
@@ -110,10 +120,22 @@ class BatchNormStage(_Stage):
 
     kind = "batchnorm"
 
-    def __init__(self, channels: int, *, activation: str = "relu", activation_bits: int = 8,
-                 scale_format: str = "float32", **_: object) -> None:
-        super().__init__(channels, activation=activation, activation_bits=activation_bits,
-                         scale_format=scale_format, norm="batchnorm")
+    def __init__(
+        self,
+        channels: int,
+        *,
+        activation: str = "relu",
+        activation_bits: int = 8,
+        scale_format: str = "float32",
+        **_: object,
+    ) -> None:
+        super().__init__(
+            channels,
+            activation=activation,
+            activation_bits=activation_bits,
+            scale_format=scale_format,
+            norm="batchnorm",
+        )
         self.norm = nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor, acc_scale: Tensor | None = None) -> Tensor:
@@ -125,8 +147,9 @@ class BatchNormStage(_Stage):
         m = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
         return m, norm.bias.double() - norm.running_mean.double() * m
 
-    def lower(self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None,
-              weight: Constant) -> Value:
+    def lower(
+        self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None, weight: Constant
+    ) -> Value:
         builder.note("batchnorm", acc.elements)
         m, b = self.affine() if builder.with_constants else (None, None)
         return self._lower_float(builder, acc, acc_scale, m, b)
@@ -140,11 +163,24 @@ class QuantNormStage(_Stage):
 
     kind = "quantnorm"
 
-    def __init__(self, channels: int, *, activation: str = "relu", activation_bits: int = 8,
-                 scale_format: str = "pow2", accumulator_bound: int = 2**20,
-                 momentum: float = 0.1, eps: float = 1e-5) -> None:
-        super().__init__(channels, activation=activation, activation_bits=activation_bits,
-                         scale_format=scale_format, norm="quantnorm")
+    def __init__(
+        self,
+        channels: int,
+        *,
+        activation: str = "relu",
+        activation_bits: int = 8,
+        scale_format: str = "pow2",
+        accumulator_bound: int = 2**20,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__(
+            channels,
+            activation=activation,
+            activation_bits=activation_bits,
+            scale_format=scale_format,
+            norm="quantnorm",
+        )
         self.accumulator_bound = accumulator_bound
         self.momentum = momentum
         self.eps = eps
@@ -154,8 +190,11 @@ class QuantNormStage(_Stage):
         self.register_buffer("running_var", torch.ones(channels))
         self.integer = scale_format != "float32" and accumulator_bound > 0
         slopes = self.activation.slope_format if activation in ("prelu", "dprelu") else "none"
-        self.ranges = IntegerRanges(scale_format, accumulator_bound, self.output_codes,
-                                    slopes) if self.integer else None
+        self.ranges = (
+            IntegerRanges(scale_format, accumulator_bound, self.output_codes, slopes)
+            if self.integer
+            else None
+        )
 
     def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, 1 / sqrt(var + eps))``: of the batch in training (detached; the running
@@ -173,15 +212,29 @@ class QuantNormStage(_Stage):
     def forward(self, x: Tensor, acc_scale: Tensor | None = None) -> Tensor:
         mean, inverse_std = self._statistics(x)
         if not self.integer:
-            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                             self.training, self.momentum, self.eps)
+            y = F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                self.training,
+                self.momentum,
+                self.eps,
+            )
             return self._finish(y)
         if acc_scale is None:
             acc_scale = torch.ones(self.channels, dtype=torch.float64, device=x.device)
         m = self.weight * inverse_std
         b = self.bias - mean * m
-        plan = integer_plan(m, b, acc_scale, self.output_step().to(x.device), self.ranges,
-                            self.activation.raw_biases()[0])
+        plan = integer_plan(
+            m,
+            b,
+            acc_scale,
+            self.output_step().to(x.device),
+            self.ranges,
+            self.activation.raw_biases()[0],
+        )
         if self.training:
             # u = x * m_eff + b_q computed as BN(x; weight m_eff / invstd, bias b_q + m_eff
             # mean) with the batch's statistics: the fused kernel gives BN's gradient through
@@ -191,15 +244,17 @@ class QuantNormStage(_Stage):
             bias_x = self.activation.raw_biases()[0]
             weight = ste(m_eff / inverse_std, self.weight)
             shift = ste(b_q + m_eff * mean, self.bias if bias_x is None else self.bias - bias_x)
-            u = F.batch_norm(x, self.running_mean, self.running_var, weight, shift, True,
-                             self.momentum, self.eps)
+            u = F.batch_norm(
+                x, self.running_mean, self.running_var, weight, shift, True, self.momentum, self.eps
+            )
             u = activation_tail(u, plan, self.activation, self.ranges)
         else:
             u = integer_surrogate(x, m, b, plan, self.activation, self.ranges)
         return self.requantizer(u)
 
-    def lower(self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None,
-              weight: Constant) -> Value:
+    def lower(
+        self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None, weight: Constant
+    ) -> Value:
         builder.note("quantnorm", acc.elements)
         have = builder.with_constants
         m, b = self.affine() if have else (None, None)
@@ -207,22 +262,35 @@ class QuantNormStage(_Stage):
             return self._lower_float(builder, acc, acc_scale, m, b)
         plan = None
         if have:
-            plan = integer_plan(m, b, acc_scale, self.output_step(), self.ranges,
-                                self.activation.raw_biases()[0])
+            plan = integer_plan(
+                m, b, acc_scale, self.output_step(), self.ranges, self.activation.raw_biases()[0]
+            )
         step = float(self.output_step()) if have and not self.output_codes.is_float else None
-        return lower_integer(builder, acc, self.ranges, plan, self.activation, weight=weight,
-                             scale=step, kind=self.kind)
+        return lower_integer(
+            builder,
+            acc,
+            self.ranges,
+            plan,
+            self.activation,
+            weight=weight,
+            scale=step,
+            kind=self.kind,
+        )
 
 
 def make_output_stage(
     norm: str, conv: nn.Module, *, activation: str, activation_bits: int, scale_format: str
 ) -> BatchNormStage | QuantNormStage:
     """The output stage after ``conv`` for an ``ArchConfig`` ``norm`` kind."""
-    options = {"activation": activation, "activation_bits": activation_bits,
-               "scale_format": scale_format}
+    options = {
+        "activation": activation,
+        "activation_bits": activation_bits,
+        "scale_format": scale_format,
+    }
     if norm == "batchnorm":
         return BatchNormStage(conv.out_channels, **options)
     if norm == "quantnorm":
-        return QuantNormStage(conv.out_channels, accumulator_bound=conv.accumulator_bound,
-                              **options)
+        return QuantNormStage(
+            conv.out_channels, accumulator_bound=conv.accumulator_bound, **options
+        )
     raise ValueError(f"norm={norm!r} is not supported; use batchnorm or quantnorm")

@@ -42,7 +42,7 @@ from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from space._requant import OutputCodes, lower_float, lower_output, output_codes, output_step
 from space.activations import DPReLU
 from space.arch import PokeBottleneckSpec, PokeStemSpec
-from space.blocks import InputQuantizer, code_range, step_of
+from space.blocks import InputQuantizer, code_range
 from space.errors import ArchConfigError
 from space.layers import QuantConv2d, lower_weight
 from space.lowering import ProgramBuilder, channel_shape
@@ -121,12 +121,14 @@ def _reshape_add(r: Tensor, y: Tensor, method: str) -> Tensor:
 
 
 def _scalar(builder: ProgramBuilder, hint: str, value: float) -> object:
-    return builder.constant(hint, torch.tensor(value) if builder.with_constants else None,
-                            shape=(), dtype="float")
+    return builder.constant(
+        hint, torch.tensor(value) if builder.with_constants else None, shape=(), dtype="float"
+    )
 
 
-def _lower_shortcut(builder: ProgramBuilder, r: Value, out_shape: tuple[int, ...], method: str,
-                    kind: str) -> Value:
+def _lower_shortcut(
+    builder: ProgramBuilder, r: Value, out_shape: tuple[int, ...], method: str, kind: str
+) -> Value:
     """``reshape(r)`` in float: the channel-group mean, tiling (zero padding is an add on the
     first channels only), then the 3x3 stride-2 SAME average pool when the size changes."""
     channels, height, width = r.shape
@@ -147,7 +149,9 @@ def _lower_shortcut(builder: ProgramBuilder, r: Value, out_shape: tuple[int, ...
         padding = (*_same_padding(height), *_same_padding(width))
         r = builder.sum(r, mode="window", kind=kind, kernel=3, stride=2, padding=list(padding))
         r = builder.mul(r, _scalar(builder, "1/9", 1.0 / 9.0), kind=kind)
-    name = "reshape_add_local_residual" if kind == "local_shortcut" else "reshape_add_block_residual"
+    name = (
+        "reshape_add_local_residual" if kind == "local_shortcut" else "reshape_add_block_residual"
+    )
     builder.note(name, n_out)
     builder.note("residual_add", r.elements)
     return r
@@ -170,13 +174,23 @@ class SqueezeExcite(nn.Module):
         self.in_channels, self.out_channels, self.bits = in_channels, out_channels, bits
         self.quantize_in = make_activation_quantizer(bits, signed=True)
         self.reduce = QuantConv2d(
-            in_channels, self.hidden_channels, 1, weight_bits=bits, input_bits=bits,
-            input_range=code_range(output_codes(self.quantize_in)), bias=True,
+            in_channels,
+            self.hidden_channels,
+            1,
+            weight_bits=bits,
+            input_bits=bits,
+            input_range=code_range(output_codes(self.quantize_in)),
+            bias=True,
         )
         self.quantize_hidden = make_activation_quantizer(bits, signed=False)
         self.expand = QuantConv2d(
-            self.hidden_channels, out_channels, 1, weight_bits=bits, input_bits=bits,
-            input_range=code_range(output_codes(self.quantize_hidden)), bias=True,
+            self.hidden_channels,
+            out_channels,
+            1,
+            weight_bits=bits,
+            input_bits=bits,
+            input_range=code_range(output_codes(self.quantize_hidden)),
+            bias=True,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -198,37 +212,55 @@ class SqueezeExcite(nn.Module):
         factor = 1.0 / (height * width) / float(step_in) if have else 0.0
         t = builder.mul(total, _scalar(builder, "1/(HW step)", factor), kind="squeeze_excite")
         codes_in = output_codes(self.quantize_in)
-        q = lower_output(builder, t, codes_in, scale=float(step_in) if have else None,
-                         kind="squeeze_excite")
+        q = lower_output(
+            builder, t, codes_in, scale=float(step_in) if have else None, kind="squeeze_excite"
+        )
         builder.note("requantize", channels)
-        hidden = _fused_conv(builder, "reduce", self.reduce, q,
-                             output_step(self.quantize_hidden) if have else None, 0.0)
+        hidden = _fused_conv(
+            builder,
+            "reduce",
+            self.reduce,
+            q,
+            output_step(self.quantize_hidden) if have else None,
+            0.0,
+        )
         builder.note("se_relu", hidden.elements)
         codes_hidden = output_codes(self.quantize_hidden)
         step_hidden = float(output_step(self.quantize_hidden)) if have else None
         clipped = builder.clip(hidden, 0.0, float(codes_hidden.hi), kind="squeeze_excite")
         q = builder.round(clipped, 0, codes_hidden.hi, kind="squeeze_excite", scale=step_hidden)
         builder.note("requantize", hidden.elements)
-        scales = _fused_conv(builder, "expand", self.expand, q,
-                             torch.tensor(6.0, dtype=torch.float64), 3.0)
+        scales = _fused_conv(
+            builder, "expand", self.expand, q, torch.tensor(6.0, dtype=torch.float64), 3.0
+        )
         builder.note("se_relu6", scales.elements)
         return builder.clip(scales, 0.0, 1.0, kind="squeeze_excite")
 
 
-
-def _fused_conv(builder: ProgramBuilder, name: str, conv: QuantConv2d, q: Value,
-                divisor: Tensor | None, offset: float) -> Value:
+def _fused_conv(
+    builder: ProgramBuilder,
+    name: str,
+    conv: QuantConv2d,
+    q: Value,
+    divisor: Tensor | None,
+    offset: float,
+) -> Value:
     """``(float32(acc) * s_w s_x + bias + offset) / divisor`` as one multiply and one add."""
     have = builder.with_constants
     with builder.layer(name):
-        weight, weight_scale = lower_weight(builder, conv.weight_quantizer, conv.weight,
-                                            is_float=False)
+        weight, weight_scale = lower_weight(
+            builder, conv.weight_quantizer, conv.weight, is_float=False
+        )
         acc = builder.conv(q, weight, stride=1, padding=(0, 0, 0, 0), groups=1)
         shape = channel_shape(acc.shape)
         factor = weight_scale.double() * q.scale / divisor if have else None
         m = builder.constant("M", factor, shape=shape, dtype="float")
-        b = builder.constant("B", (conv.bias.detach().double() + offset) / divisor
-                             if have else None, shape=shape, dtype="float")
+        b = builder.constant(
+            "B",
+            (conv.bias.detach().double() + offset) / divisor if have else None,
+            shape=shape,
+            dtype="float",
+        )
         return builder.add(builder.mul(acc, m, kind="squeeze_excite"), b, kind="squeeze_excite")
 
 
@@ -293,8 +325,7 @@ class PokeConv(nn.Module):
     def lower(self, builder: ProgramBuilder, x: Value, block_input: Value | None = None) -> Value:
         have = builder.with_constants
         with builder.layer("input_quantizer"):
-            q = lower_output(builder, x, output_codes(self.input_quantizer), scale=1.0,
-                             kind="sign")
+            q = lower_output(builder, x, output_codes(self.input_quantizer), scale=1.0, kind="sign")
             builder.note("sign", x.elements)
         acc, _, acc_scale = builder.part("conv", self.conv, q)
         e = acc.elements
@@ -306,10 +337,18 @@ class PokeConv(nn.Module):
         # BN1 fused, with DPReLU's bias_x folded into its add
         m1, b1 = _affine(self.norm) if have else (None, None)
         bias_x = self.activation.bias_x.detach().double() if have else None
-        t = builder.mul(acc, builder.constant("M1", acc_scale * m1 if have else None,
-                                              shape=shape, dtype="float"), kind="batchnorm")
-        t = builder.add(t, builder.constant("B1-bias_x", b1 - bias_x if have else None,
-                                            shape=shape, dtype="float"), kind="batchnorm")
+        t = builder.mul(
+            acc,
+            builder.constant("M1", acc_scale * m1 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
+        )
+        t = builder.add(
+            t,
+            builder.constant(
+                "B1-bias_x", b1 - bias_x if have else None, shape=shape, dtype="float"
+            ),
+            kind="batchnorm",
+        )
         with builder.layer("local_shortcut"):
             local = _lower_shortcut(builder, x, acc.shape, "zeropad", "local_shortcut")
             t = builder.add(t, local, kind="residual")
@@ -323,19 +362,37 @@ class PokeConv(nn.Module):
         # BN2's multiplier, the SE scale, DPReLU's slopes and bias_y: per (sample, channel)
         m2, b2 = _affine(self.norm_out) if have else (None, None)
         act = self.activation
-        scaled = builder.mul(scales, builder.constant("M2", m2 if have else None, shape=shape,
-                                                      dtype="float"), kind="batchnorm")
-        pos = builder.mul(scaled, builder.constant("slope+", act.pos_slope.detach() if have
-                                                   else None, shape=shape, dtype="float"),
-                          kind="dprelu")
-        neg = builder.mul(scaled, builder.constant("slope-", act.neg_slope.detach() if have
-                                                   else None, shape=shape, dtype="float"),
-                          kind="dprelu")
-        by = builder.mul(scaled, builder.constant("-bias_y", -act.bias_y.detach() if have
-                                                  else None, shape=shape, dtype="float"),
-                         kind="dprelu")
-        bias = builder.add(by, builder.constant("B2", b2 if have else None, shape=shape,
-                                                dtype="float"), kind="batchnorm")
+        scaled = builder.mul(
+            scales,
+            builder.constant("M2", m2 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
+        )
+        pos = builder.mul(
+            scaled,
+            builder.constant(
+                "slope+", act.pos_slope.detach() if have else None, shape=shape, dtype="float"
+            ),
+            kind="dprelu",
+        )
+        neg = builder.mul(
+            scaled,
+            builder.constant(
+                "slope-", act.neg_slope.detach() if have else None, shape=shape, dtype="float"
+            ),
+            kind="dprelu",
+        )
+        by = builder.mul(
+            scaled,
+            builder.constant(
+                "-bias_y", -act.bias_y.detach() if have else None, shape=shape, dtype="float"
+            ),
+            kind="dprelu",
+        )
+        bias = builder.add(
+            by,
+            builder.constant("B2", b2 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
+        )
         factor = builder.select(t, pos, neg, kind="dprelu")
         y = builder.mul(t, factor, kind="dprelu")
         return builder.add(y, bias, kind="batchnorm")
@@ -427,16 +484,31 @@ class PokeStem(nn.Module):
             builder.note("requantize", acc.elements)
             s_out = output_step(self.requantizer) if have else None
             m, b = _affine(self.norm) if have else (None, None)
-            y = lower_float(builder, acc, acc_scale * m / s_out if have else None,
-                            b / s_out if have else None, self.activation, codes, s_out,
-                            kind="batchnorm")
+            y = lower_float(
+                builder,
+                acc,
+                acc_scale * m / s_out if have else None,
+                b / s_out if have else None,
+                self.activation,
+                codes,
+                s_out,
+                kind="batchnorm",
+            )
         acc, _, acc_scale = builder.part("group_conv", self.group_conv, y)
         with builder.layer("group_stage"):
             builder.note("batchnorm", acc.elements)
             builder.note("dprelu", acc.elements)
             m, b = _affine(self.group_norm) if have else (None, None)
-            return lower_float(builder, acc, acc_scale * m if have else None, b if have else None,
-                               self.group_activation, FLOAT_CODES, None, kind="batchnorm")
+            return lower_float(
+                builder,
+                acc,
+                acc_scale * m if have else None,
+                b if have else None,
+                self.group_activation,
+                FLOAT_CODES,
+                None,
+                kind="batchnorm",
+            )
 
 
 @STEM_BUILDERS.register("pokebnn")

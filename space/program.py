@@ -224,7 +224,9 @@ class IntegerProgram:
             values = {v["name"]: _value(v) for v in data["values"]}
             constants = {c["name"]: _constant(c) for c in data["constants"]}
             ops = [
-                Operation(o["op"], tuple(o["inputs"]), o["output"], o["layer"], o["kind"], o["attrs"])
+                Operation(
+                    o["op"], tuple(o["inputs"]), o["output"], o["layer"], o["kind"], o["attrs"]
+                )
                 for o in data["ops"]
             ]
             elements = [(str(a), str(b), int(n)) for a, b, n in data["elements"]]
@@ -255,7 +257,9 @@ class IntegerProgram:
         for name, constant in program.constants.items():
             array = arrays.get(name)
             if array is None or tuple(array.shape) != constant.shape:
-                raise ProgramError(f"{folder / CONSTANTS_FILE}: constant {name!r} missing or misshapen")
+                raise ProgramError(
+                    f"{folder / CONSTANTS_FILE}: constant {name!r} missing or misshapen"
+                )
             if constant.dtype == "int" and array.size:
                 if array.min() < constant.lo or array.max() > constant.hi:
                     raise ProgramError(f"constant {name!r} lies outside its declared range")
@@ -416,7 +420,9 @@ _EXECUTORS: dict[str, Any] = {
 
 
 # ---- ACE primitives -----------------------------------------------------------------------
-def primitives(program: IntegerProgram, operation: Operation) -> list[tuple[str, int, int, int, bool]]:
+def primitives(
+    program: IntegerProgram, operation: Operation
+) -> list[tuple[str, int, int, int, bool]]:
     """What ``operation`` costs for one sample: ``[(kind, count, bits_a, bits_b, float), ...]``
     with ``kind`` an ACE op kind (mac, mul, add, round, compare, shift)."""
     out = program.values[operation.output]
@@ -481,7 +487,11 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
         array = np.asarray(arrays[name])  # (ascontiguousarray would make a scalar 1-d)
         code = "I64" if array.dtype.kind in "iu" else "F32"
         data = array.astype(np.dtype(_DTYPES[code]).newbyteorder("<")).tobytes(order="C")
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     encoded = json.dumps(header, separators=(",", ":")).encode()

@@ -439,7 +439,9 @@ class UniformQuantizer(_LearnedScale):
     @torch.no_grad()
     def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         step = self.scale_value()
-        codes = round_half_up(torch.clamp(x / step.view(self._view_shape(x)), self.q_min, self.q_max))
+        codes = round_half_up(
+            torch.clamp(x / step.view(self._view_shape(x)), self.q_min, self.q_max)
+        )
         return codes, step
 
 

@@ -29,8 +29,9 @@ TOY = ArchConfig(
     input_channels=1,
     resolution=4,
     num_classes=3,
-    stem=ConvStemSpec(out_channels=2, stride=1, activation_bits=4, norm="quantnorm",
-                      scale_format="pow2"),
+    stem=ConvStemSpec(
+        out_channels=2, stride=1, activation_bits=4, norm="quantnorm", scale_format="pow2"
+    ),
     blocks=(
         PikeBlockSpec(
             out_channels=2,
@@ -76,7 +77,10 @@ def test_toy_network_by_hand() -> None:
     assert layers["head.pool"].elementwise_cost == 2_480
     assert layers["stem.input_quantizer"].elementwise_cost == 17_920
     assert report.elementwise_elements == {
-        "requantize": 16, "quantnorm": 32, "batchnorm": 64, "pool": 2,
+        "requantize": 16,
+        "quantnorm": 32,
+        "batchnorm": 64,
+        "pool": 2,
     }
     # stored for inference: weights (18 + 18 + 4 + 6), per-channel stage constants
     # (stem: bias, shift; BN stages: multiplier, bias), scalars (input 1/step, pool multiplier),
@@ -157,8 +161,16 @@ def test_report_json_dataframe_and_table() -> None:
     report = count_ace(TOY)
     assert isinstance(report, AceReport)
     data = json.loads(json.dumps(report.to_dict()))
-    for key in ("ace_v1", "ace_v2", "macs", "params", "elementwise_share",
-                "elementwise_elements", "breakdown", "layers"):
+    for key in (
+        "ace_v1",
+        "ace_v2",
+        "macs",
+        "params",
+        "elementwise_share",
+        "elementwise_elements",
+        "breakdown",
+        "layers",
+    ):
         assert key in data
     assert data["ace_v2"] == TOY_ACE_V2
     assert {"layer", "op", "count", "bits_a", "bits_b", "cost"} <= set(data["breakdown"][0])
@@ -183,9 +195,10 @@ def test_default_table_round_trips_through_dict() -> None:
 def test_load_yaml_and_json(tmp_path: Path) -> None:
     bf16 = CostTable.load(REPO / "configs" / "cost_tables" / "ace_v2_bf16.yaml")
     assert bf16.float_bits == 16
-    assert count_ace(TOY, cost_table=bf16).ace_v2 == count_ace(
-        TOY, cost_table=CostTable.default(16)
-    ).ace_v2
+    assert (
+        count_ace(TOY, cost_table=bf16).ace_v2
+        == count_ace(TOY, cost_table=CostTable.default(16)).ace_v2
+    )
     path = tmp_path / "double.json"
     data = CostTable.default().to_dict()
     del data["name"]

@@ -77,17 +77,19 @@ def _check(model: torch.nn.Module, images: torch.Tensor) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ZOO else n
-        for n in zoo_names()
-    ],
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ZOO else n for n in zoo_names()],
 )
 def test_every_zoo_model(name: str) -> None:
     arch = get_zoo_arch(name, resolution=None if name.startswith("tiny-") else 32)
     model = build_model(arch, seed=1)
     _train_on_noise(model, arch)
-    images = torch.randn(4, arch.input_channels, arch.resolution, arch.resolution,
-                         generator=torch.Generator().manual_seed(1))
+    images = torch.randn(
+        4,
+        arch.input_channels,
+        arch.resolution,
+        arch.resolution,
+        generator=torch.Generator().manual_seed(1),
+    )
     _check(model, images)
 
 
@@ -150,15 +152,29 @@ MIXED = {
         _block(scale_format="float32", residual=True, activation_bits=8, norm="batchnorm"),
     ],
     "binary-and-ternary-convs": [
-        _block(depthwise=ConvQuantSpec(weight_bits=1, weight_quantizer="binary"),
-               pointwise=ConvQuantSpec(weight_bits=2, weight_quantizer="ternary"),
-               activation="prelu", activation_bits=1, norm="batchnorm", scale_format="float32"),
-        _block(depthwise=ConvQuantSpec(weight_bits=2, weight_quantizer="ternary"),
-               pointwise=ConvQuantSpec(weight_bits=1, weight_quantizer="binary"),
-               activation="dprelu", activation_bits=1, residual=True),
-        _block(pointwise=ConvQuantSpec(weight_bits=1, weight_quantizer="binary",
-                                       weight_granularity="per_tensor"), activation="prelu",
-               activation_bits=8, scale_format="int8"),
+        _block(
+            depthwise=ConvQuantSpec(weight_bits=1, weight_quantizer="binary"),
+            pointwise=ConvQuantSpec(weight_bits=2, weight_quantizer="ternary"),
+            activation="prelu",
+            activation_bits=1,
+            norm="batchnorm",
+            scale_format="float32",
+        ),
+        _block(
+            depthwise=ConvQuantSpec(weight_bits=2, weight_quantizer="ternary"),
+            pointwise=ConvQuantSpec(weight_bits=1, weight_quantizer="binary"),
+            activation="dprelu",
+            activation_bits=1,
+            residual=True,
+        ),
+        _block(
+            pointwise=ConvQuantSpec(
+                weight_bits=1, weight_quantizer="binary", weight_granularity="per_tensor"
+            ),
+            activation="prelu",
+            activation_bits=8,
+            scale_format="int8",
+        ),
     ],
 }
 
@@ -190,7 +206,8 @@ def test_the_structure_depends_on_the_configuration_only(name: str) -> None:
         (o.op, o.layer, o.kind, o.inputs, o.output) for o in shape_only.ops
     ]
     ranges = {n: (v.shape, v.dtype, v.bits, v.lo, v.hi) for n, v in trained.values.items()}
-    assert ranges == {n: (v.shape, v.dtype, v.bits, v.lo, v.hi)
-                      for n, v in shape_only.values.items()}
+    assert ranges == {
+        n: (v.shape, v.dtype, v.bits, v.lo, v.hi) for n, v in shape_only.values.items()
+    }
     assert trained.constants == shape_only.constants
     assert count_ace(trained).to_dict() == count_ace(arch).to_dict()

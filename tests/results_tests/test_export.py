@@ -21,10 +21,10 @@ from results.export import (
     export_trial,
     load_bundle,
 )
-from space.program import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
 from space.build import build_model
 from space.errors import EvaluationError, RunDirError
+from space.program import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
 torch.set_num_threads(1)
@@ -78,8 +78,16 @@ def test_pareto_export_one_bundle_per_front_architecture(exported):
     assert [b.name for b in bundles] == ["trial-0", "trial-1"]  # trial 2 duplicates trial 1
     assert all(b.parent == run / "exports" for b in bundles)
     assert sorted(p.name for p in bundles[1].iterdir()) == sorted(
-        [ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, PROGRAM_FILE, CONSTANTS_FILE,
-         RUNNER_FILE]
+        [
+            ARCH_FILE,
+            WEIGHTS_FILE,
+            ONNX_FILE,
+            COST_FILE,
+            CARD_FILE,
+            PROGRAM_FILE,
+            CONSTANTS_FILE,
+            RUNNER_FILE,
+        ]
     )
     assert not (bundles[0] / WEIGHTS_FILE).exists()
     assert not [p for p in (run / "exports").iterdir() if p.name.startswith(".")]
@@ -109,9 +117,19 @@ def test_bundle_runs_three_ways_to_the_same_logits(exported, tmp_path):
     )
     runner = bundles[1] / RUNNER_FILE
     done = subprocess.run(
-        [sys.executable, "-I", "-c", no_torch, str(runner), str(bundles[1]), "--input",
-         str(tmp_path / "x.npy")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            no_torch,
+            str(runner),
+            str(bundles[1]),
+            "--input",
+            str(tmp_path / "x.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert np.array_equal(np.array(json.loads(done.stdout), dtype=np.float32), reference)
     session = onnxruntime.InferenceSession(str(bundles[1] / ONNX_FILE))

@@ -23,59 +23,84 @@ torch.set_num_threads(1)
 
 def _net(*blocks: PikeBlockSpec, stem: ConvStemSpec | None = None) -> ArchConfig:
     return ArchConfig(
-        input_channels=1, resolution=4, num_classes=3,
+        input_channels=1,
+        resolution=4,
+        num_classes=3,
         stem=stem or ConvStemSpec(out_channels=4, stride=1, activation_bits=8),
-        blocks=blocks, head=HeadSpec(),
+        blocks=blocks,
+        head=HeadSpec(),
     )
 
 
 def _block(**changes: object) -> PikeBlockSpec:
-    base = {"out_channels": 4, "depthwise": ConvQuantSpec(weight_bits=4),
-            "pointwise": ConvQuantSpec(weight_bits=4), "activation_bits": 4}
+    base = {
+        "out_channels": 4,
+        "depthwise": ConvQuantSpec(weight_bits=4),
+        "pointwise": ConvQuantSpec(weight_bits=4),
+        "activation_bits": 4,
+    }
     return PikeBlockSpec(**{**base, **changes})
 
 
 def _ops(arch: ArchConfig, layer: str) -> list[tuple[str, str]]:
     """``(op, int | float)`` of one layer's operations, in order (shape-only lowering)."""
     program = lower(build_model(arch, device="meta"))
-    return [
-        (op.op, program.values[op.output].dtype) for op in program.ops if op.layer == layer
-    ]
+    return [(op.op, program.values[op.output].dtype) for op in program.ops if op.layer == layer]
 
 
 # ---- what each part lowers to ---------------------------------------------------------------
 def test_input_quantizer_is_a_float_multiply_clip_and_round() -> None:
     assert _ops(_net(_block()), "stem.input_quantizer") == [
-        ("mul", "float"), ("clip", "float"), ("round", "int"),
+        ("mul", "float"),
+        ("clip", "float"),
+        ("round", "int"),
     ]
 
 
 def test_float_batch_norm_is_fused_into_one_multiply_and_add() -> None:
     # ReLU is the clip's lower bound; dequantize, BN and requantize scales are one multiply
     assert _ops(_net(_block()), "blocks.0.depthwise_stage") == [
-        ("mul", "float"), ("add", "float"), ("clip", "float"), ("round", "int"),
+        ("mul", "float"),
+        ("add", "float"),
+        ("clip", "float"),
+        ("round", "int"),
     ]
     binary_prelu = _net(_block(activation="prelu", activation_bits=1))
     assert _ops(binary_prelu, "blocks.0.depthwise_stage") == [
-        ("mul", "float"), ("add", "float"), ("select", "float"), ("mul", "float"),
+        ("mul", "float"),
+        ("add", "float"),
+        ("select", "float"),
+        ("mul", "float"),
         ("sign", "int"),
     ]
     dprelu = _net(_block(activation="dprelu"))
     assert _ops(dprelu, "blocks.0.pointwise_stage") == [
-        ("mul", "float"), ("add", "float"), ("add", "float"), ("select", "float"),
-        ("mul", "float"), ("add", "float"), ("clip", "float"), ("round", "int"),
+        ("mul", "float"),
+        ("add", "float"),
+        ("add", "float"),
+        ("select", "float"),
+        ("mul", "float"),
+        ("add", "float"),
+        ("clip", "float"),
+        ("round", "int"),
     ]
 
 
 def test_quantnorm_pow2_is_add_shift_clip() -> None:
     arch = _net(_block(norm="quantnorm", scale_format="pow2"))
     assert _ops(arch, "blocks.0.depthwise_stage") == [
-        ("add", "int"), ("shift", "int"), ("clip", "int"),
+        ("add", "int"),
+        ("shift", "int"),
+        ("clip", "int"),
     ]
     prelu = _net(_block(norm="quantnorm", scale_format="pow2", activation="prelu"))
     # the slope is a selected shift amount; bias_y and the rounding constant one add
     assert _ops(prelu, "blocks.0.depthwise_stage") == [
-        ("add", "int"), ("select", "int"), ("shift", "int"), ("add", "int"), ("shift", "int"),
+        ("add", "int"),
+        ("select", "int"),
+        ("shift", "int"),
+        ("add", "int"),
+        ("shift", "int"),
         ("clip", "int"),
     ]
 
@@ -83,20 +108,25 @@ def test_quantnorm_pow2_is_add_shift_clip() -> None:
 def test_quantnorm_int8_multiplies_once_per_element() -> None:
     arch = _net(_block(norm="quantnorm", scale_format="int8", activation="dprelu"))
     assert _ops(arch, "blocks.0.pointwise_stage") == [
-        ("mul", "int"), ("add", "int"), ("select", "int"), ("mul", "int"), ("add", "int"),
-        ("shift", "int"), ("clip", "int"),
+        ("mul", "int"),
+        ("add", "int"),
+        ("select", "int"),
+        ("mul", "int"),
+        ("add", "int"),
+        ("shift", "int"),
+        ("clip", "int"),
     ]
 
 
 def test_quantnorm_float32_is_the_fused_float_form() -> None:
     arch = _net(_block(norm="quantnorm", scale_format="float32"))
-    assert _ops(arch, "blocks.0.depthwise_stage") == _ops(_net(_block()),
-                                                          "blocks.0.depthwise_stage")
+    assert _ops(arch, "blocks.0.depthwise_stage") == _ops(
+        _net(_block()), "blocks.0.depthwise_stage"
+    )
 
 
 def test_quantnorm_binary_output_is_the_sign_before_the_shift() -> None:
-    arch = _net(_block(norm="quantnorm", scale_format="pow2", activation="none",
-                       activation_bits=1))
+    arch = _net(_block(norm="quantnorm", scale_format="pow2", activation="none", activation_bits=1))
     assert _ops(arch, "blocks.0.depthwise_stage") == [("add", "int"), ("sign", "int")]
 
 
@@ -122,19 +152,24 @@ def test_residual_of_two_signs_is_an_integer_add_and_a_sign() -> None:
 def test_head_sums_codes_then_requantizes_and_dequantizes_the_logits() -> None:
     arch = _net(_block())
     assert _ops(arch, "head.pool") == [
-        ("sum", "int"), ("mul", "float"), ("flatten", "float"), ("clip", "float"),
+        ("sum", "int"),
+        ("mul", "float"),
+        ("flatten", "float"),
+        ("clip", "float"),
         ("round", "int"),
     ]
     assert _ops(arch, "head.linear") == [("linear", "int"), ("mul", "float"), ("add", "float")]
 
 
 def test_float_network_runs_float_convs() -> None:
-    float_conv = ConvQuantSpec(weight_bits=32, weight_quantizer="float",
-                               weight_granularity="per_tensor")
+    float_conv = ConvQuantSpec(
+        weight_bits=32, weight_quantizer="float", weight_granularity="per_tensor"
+    )
     arch = _net(
         _block(depthwise=float_conv, pointwise=float_conv, activation_bits=32),
-        stem=ConvStemSpec(out_channels=4, stride=1, input_bits=32, conv=float_conv,
-                          activation_bits=32),
+        stem=ConvStemSpec(
+            out_channels=4, stride=1, input_bits=32, conv=float_conv, activation_bits=32
+        ),
     )
     program = lower(build_model(arch, device="meta"))
     convs = [op for op in program.ops if op.op == "conv"]
@@ -297,8 +332,9 @@ def test_quantnorm_training_forward_is_the_quantized_affine(scale_format: str) -
     from space._requant import integer_plan
 
     torch.manual_seed(1)
-    stage = QuantNormStage(3, activation="none", activation_bits=8, scale_format=scale_format,
-                           accumulator_bound=2**12)
+    stage = QuantNormStage(
+        3, activation="none", activation_bits=8, scale_format=scale_format, accumulator_bound=2**12
+    )
     with torch.no_grad():
         stage.weight.uniform_(0.5, 2.0)
         stage.bias.uniform_(-1.0, 1.0)
@@ -307,16 +343,19 @@ def test_quantnorm_training_forward_is_the_quantized_affine(scale_format: str) -
     x = (torch.randint(-300, 300, (4, 3, 5, 5)) * acc_scale.view(1, 3, 1, 1)).float()
     mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
     m = stage.weight.detach() / torch.sqrt(var + stage.eps)
-    plan = integer_plan(m, stage.bias.detach() - mean * m, acc_scale,
-                        stage.output_step(), stage.ranges, None)
+    plan = integer_plan(
+        m, stage.bias.detach() - mean * m, acc_scale, stage.output_step(), stage.ranges, None
+    )
     multiplier = (plan.effective_m * acc_scale / stage.output_step()).float()
     if scale_format == "pow2":
         assert torch.equal(torch.log2(multiplier), torch.round(torch.log2(multiplier)))
     else:
         k = multiplier * 2.0 ** -plan.exponent[0].item()
         assert torch.equal(k, torch.round(k)) and k.abs().max() <= 7
-    expected = stage.requantizer(x * plan.effective_m.float().view(1, 3, 1, 1)
-                                 + (plan.bias * plan.grid).float().view(1, 3, 1, 1))
+    expected = stage.requantizer(
+        x * plan.effective_m.float().view(1, 3, 1, 1)
+        + (plan.bias * plan.grid).float().view(1, 3, 1, 1)
+    )
     y = stage(x.requires_grad_(True), acc_scale)
     steps = ((y - expected) / 0.1).detach().round()  # one code apart at a rounding tie at most
     assert steps.abs().max() <= 1 and int(steps.abs().sum()) <= 0.01 * y.numel()

@@ -8,15 +8,14 @@ import math
 import pytest
 import torch
 
+from evaluators.ace import count_ace
 from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from space.arch import ArchConfig, PokeBottleneckSpec, PokeStemSpec
 from space.build import build_model
-from evaluators.ace import count_ace
-from space.lowering import lower
 from space.errors import ArchConfigError
+from space.lowering import lower
 from space.pokebnn import (
     PokeBottleneck,
-    PokeConv,
     SqueezeExcite,
     build_poke_bottleneck,
     build_poke_stem,
@@ -163,7 +162,9 @@ def test_squeeze_excite_is_a_per_channel_scale_in_unit_range() -> None:
 def _unit_arch() -> ArchConfig:
     """A PokeBNN stem and one bottleneck at 16x16: 4x4 maps into the bottleneck."""
     return ArchConfig(
-        input_channels=3, resolution=16, num_classes=4,
+        input_channels=3,
+        resolution=16,
+        num_classes=4,
         stem=PokeStemSpec(group_channels=8, out_channels=16),
         blocks=(PokeBottleneckSpec(channels=8, stride=2),),
     )

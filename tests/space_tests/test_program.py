@@ -114,7 +114,9 @@ def test_window_sum_counts_in_bounds_terms_only() -> None:
     program = builder.program(x, pooled, "t")
     ones = np.ones((1, 1, 3, 3), np.float32)
     assert program.run(ones).output.reshape(-1).tolist() == [4, 4, 4, 4]  # corners see 2x2
-    assert primitives(program, program.ops[-1]) == [("add", 12, 12, 12, False)]  # 16 - 4 terms; [-1152, 1143]
+    assert primitives(program, program.ops[-1]) == [
+        ("add", 12, 12, 12, False)
+    ]  # 16 - 4 terms; [-1152, 1143]
 
 
 def test_conv_is_exact_on_integers_and_counts_macs() -> None:
@@ -131,7 +133,9 @@ def test_conv_is_exact_on_integers_and_counts_macs() -> None:
     for c in range(2):
         for i in range(3):
             for j in range(3):
-                expected[:, c, i, j] = (padded[:, c, i : i + 3, j : j + 3] * weights[c, 0]).sum((1, 2))
+                expected[:, c, i, j] = (padded[:, c, i : i + 3, j : j + 3] * weights[c, 0]).sum(
+                    (1, 2)
+                )
     assert np.array_equal(out, expected)
     assert acc.hi == 9 * 9 * 128
     assert primitives(program, program.ops[-1]) == [("mac", 18 * 9, 5, 8, False)]
