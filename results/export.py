@@ -7,33 +7,26 @@ A bundle is a folder ``trial-<N>/`` holding
   (only when the candidate was fully trained; the model card says when they are absent).
   Full training may have fitted the input size / classes to its data set: the bundle then
   describes the trained network (``arch.json`` of ``final_dir``), which the card notes;
-* ``model.onnx``: ``build_model(arch)`` in eval mode (with those weights), input ``input``
-  ``(1, C, H, W)`` float, output ``logits`` ``(1, classes)``; checked with ``onnx.checker``
-  and against PyTorch in onnxruntime on random inputs (max abs difference <=
-  :data:`ONNX_ATOL`), else the export fails (see :func:`export_onnx` for tie-sensitive
-  networks);
-* ``cost.json``: ``count_ace(arch).to_dict()`` (ACE v1 / v2 totals and per-layer breakdown);
-* ``README.md``: the model card.
+* ``program.json`` + ``program.safetensors``: the network's integer program (the operations
+  its inference runs, integer constants), and ``run_program.py``, its numpy-only runner
+  (``python run_program.py trial-N --input images.npy``);
+* ``model.onnx``: the program as an ONNX graph that onnxruntime runs to the program's exact
+  integer codes (:mod:`results._onnx`), input ``input`` ``(N, C, H, W)`` float, output
+  ``logits``; checked with ``onnx.checker`` and against the numpy runner at export;
+* ``cost.json``: ACE v1 / v2 counted from the program (totals and per-layer breakdown);
+* ``README.md``: the model card, with what was verified (PyTorch eval forward = numpy runner =
+  onnxruntime, on how many images, with what result).
 
-Each bundle is built in a temp folder and renamed into place (atomic per bundle).
-
-ONNX exporter: the default torch.export-based ``torch.onnx.export(..., dynamo=True)`` (it
-handles every quantizer, including the ``exp2`` of power-of-two scales, which the deprecated
-TorchScript exporter cannot translate). The batch size is fixed at 1: with a dynamic batch the
-LSQ quantizers' gradient scale ``1 / sqrt(numel)`` becomes a symbolic ``sqrt`` the exporter
-cannot translate (it would need ``space.quantizers`` to skip that factor without gradients).
-About 4-12 s per model on the project's 2-core machines.
+Each bundle is built in a temp folder and renamed into place (atomic per bundle); a bundle that
+fails is reported (:class:`BundleError`) after every other one is written.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import shutil
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +41,7 @@ from results.pareto import pareto_front
 from results.storage import open_study
 from results.trials import study_info, trial_arch, trials_frame
 from space.arch import ArchConfig
-from space.errors import EvaluationError, RunDirError
+from space.errors import EvaluationError, PikeNASError, RunDirError
 
 __all__ = [
     "ARCH_FILE",
@@ -56,7 +49,9 @@ __all__ = [
     "ONNX_FILE",
     "COST_FILE",
     "CARD_FILE",
-    "ONNX_ATOL",
+    "RUNNER_FILE",
+    "VERIFY_IMAGES",
+    "BundleError",
     "bundle_name",
     "export_trial",
     "export_pareto",
@@ -72,10 +67,22 @@ WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
-#: largest accepted |onnxruntime - PyTorch| on the logits.
-ONNX_ATOL = 1e-4
-#: random inputs compared between onnxruntime and PyTorch.
-_CHECK_SAMPLES = 4
+RUNNER_FILE = "run_program.py"
+#: random images (normal, seed 0) every bundle is verified on.
+VERIFY_IMAGES = 16
+
+
+class BundleError(PikeNASError):
+    """Some bundles failed; ``written`` holds the ones that did not, ``failures`` the others
+    as ``(trial number, one-line reason)``."""
+
+    def __init__(self, written: list[Path], failures: list[tuple[int, str]]) -> None:
+        self.written, self.failures = written, failures
+        listed = "; ".join(f"trial {number}: {reason}" for number, reason in failures)
+        super().__init__(
+            f"{len(failures)} of {len(written) + len(failures)} bundles failed ({listed}); "
+            f"the other {len(written)} were written"
+        )
 
 
 def bundle_name(number: int) -> str:
@@ -117,88 +124,60 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
 
 @dataclass(frozen=True)
 class OnnxCheck:
-    """How ``model.onnx`` compared with PyTorch: ``max_difference`` = max |ORT - PyTorch| on
-    the logits; ``tie_sensitivity`` = max |PyTorch float32 - PyTorch float64| when the strict
-    comparison failed (None when it passed)."""
+    """How ``model.onnx`` compared with the numpy runner of the program on ``images`` inputs:
+    ``code_mismatches`` integer codes that differ (0 expected), ``max_difference`` the largest
+    |onnxruntime - program| on the logits (0 on integer networks)."""
 
+    images: int
     max_difference: float
-    tie_sensitivity: float | None = None
+    exact: bool
+    code_mismatches: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
-def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> OnnxCheck:
-    """Export ``model`` (eval mode) to ``path``, check it and compare it with PyTorch.
+def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
+    """Write ``program`` as ONNX to ``path``, check it with ``onnx.checker`` and compare
+    onnxruntime with the program's numpy runner on ``images`` ``(N, C, H, W)``.
 
-    The check runs :data:`_CHECK_SAMPLES` random inputs through onnxruntime and PyTorch and
-    accepts a max abs difference <= :data:`ONNX_ATOL`. Networks with binary / low-bit
-    thresholds can be *tie-sensitive*: a value that is exactly on a sign or rounding threshold
-    in exact arithmetic (typical of untrained networks, whose batch norms are still the
-    identity) lands on either side depending on float32 summation order, so no two runtimes
-    agree to 1e-4. When the strict comparison fails, PyTorch float32 is compared with PyTorch
-    float64 on the same inputs; if that differs by more than :data:`ONNX_ATOL` too, the
-    network is tie-sensitive and onnxruntime is accepted within ``ONNX_ATOL + 2 x`` that
-    difference (the card says so). Anything else raises :class:`EvaluationError`.
+    A network whose logits come from exact arithmetic must match bit for bit; a float network
+    (float convs, whose summation order differs between runtimes) within 1e-4 relative.
+    Anything else raises :class:`EvaluationError`.
     """
     import onnx
     import onnxruntime
 
-    shape = (1, arch.input_channels, arch.resolution, arch.resolution)
-    generator = torch.Generator().manual_seed(0)
-    # The exporter logs "torchvision is not installed" for each export: not our concern.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # exporter chatter (torchvision ops absent, ...)
-        try:
-            torch.onnx.export(
-                model,
-                (torch.randn(shape, generator=generator),),
-                str(path),
-                dynamo=True,
-                verbose=False,
-                external_data=False,  # one self-contained file
-                input_names=["input"],
-                output_names=["logits"],
-            )
-        except Exception as exc:  # the exporter raises many types; one line is enough
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise EvaluationError(f"ONNX export of {arch.archid} failed: {message}") from None
+    from results._onnx import OnnxExportError, program_to_onnx
+
+    try:
+        model = program_to_onnx(program)
+    except OnnxExportError as exc:
+        raise EvaluationError(f"ONNX export failed: {exc}") from None
+    onnx.save(model, str(path))
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise EvaluationError(f"ONNX export of {arch.archid} is invalid: {exc}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inputs = [torch.randn(shape, generator=generator) for _ in range(_CHECK_SAMPLES)]
-    with torch.no_grad():
-        expected = np.stack([model(x).numpy() for x in inputs])
-    actual = np.stack([session.run(["logits"], {"input": x.numpy()})[0] for x in inputs])
-    if actual.shape != expected.shape:
+    actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+    expected = program.run(images).output  # type: ignore[attr-defined]
+    output = program.values[program.output]  # type: ignore[attr-defined]
+    difference = float(np.max(np.abs(actual - expected), initial=0.0))
+    if output.exact:
+        if difference != 0.0:
+            raise EvaluationError(
+                f"onnxruntime differs from the integer program by {difference:.3g} on exact "
+                "logits; the exported graph is wrong"
+            )
+        return OnnxCheck(len(images), 0.0, True)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    if difference > 1e-4 * scale:
         raise EvaluationError(
-            f"ONNX export of {arch.archid}: onnxruntime gives shape {actual.shape[1:]}, "
-            f"PyTorch {expected.shape[1:]}"
+            f"onnxruntime differs from the program by {difference:.3g} on float logits "
+            f"(largest logit {scale:.3g}); the exported graph is wrong"
         )
-    difference = float(np.max(np.abs(actual - expected)))
-    if math.isfinite(difference) and difference <= ONNX_ATOL:
-        return OnnxCheck(difference)
-    double = copy.deepcopy(model).double()
-    with torch.no_grad():
-        exact = np.stack([double(x.double()).numpy() for x in inputs])
-    sensitivity = float(np.max(np.abs(expected - exact)))
-    if (
-        math.isfinite(difference)
-        and sensitivity > ONNX_ATOL
-        and difference <= ONNX_ATOL + 2 * sensitivity
-    ):
-        logger.warning(
-            "ONNX export of %s: onnxruntime differs from PyTorch by %.3g, but this network is "
-            "tie-sensitive (PyTorch float32 vs float64: %.3g); accepted",
-            arch.archid,
-            difference,
-            sensitivity,
-        )
-        return OnnxCheck(difference, sensitivity)
-    raise EvaluationError(
-        f"ONNX export of {arch.archid}: onnxruntime differs from PyTorch by {difference:.3g} "
-        f"(limit {ONNX_ATOL:g}; PyTorch float32 vs float64: {sensitivity:.3g}); "
-        "the exported graph is wrong"
+    return OnnxCheck(
+        len(images), difference, False, notes=["float convs: onnxruntime sums in its own order"]
     )
 
 
@@ -235,8 +214,16 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     return weights, trained
 
 
+def _verification_images(arch: ArchConfig) -> np.ndarray:
+    generator = np.random.default_rng(0)
+    shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
+    return generator.standard_normal(shape).astype(np.float32)
+
+
 def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
     from evaluators.ace import count_ace
+    from evaluators.verify import verify
+    from space import program as program_module
 
     number = int(row["number"])
     arch = trial_arch(row)
@@ -249,8 +236,18 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
         model = _build(arch, weights)
         if weights is not None:
             shutil.copyfile(weights, folder / WEIGHTS_FILE)
-        check = export_onnx(model, arch, folder / ONNX_FILE)
-        cost = count_ace(arch).to_dict()
+        program = model.program()
+        program.save(folder)
+        shutil.copyfile(program_module.__file__, folder / RUNNER_FILE)
+        images = _verification_images(arch)
+        verified = verify(model, torch.from_numpy(images), surrogate=False)
+        if not verified.exact:
+            raise EvaluationError(
+                f"the PyTorch eval forward and the integer program differ "
+                f"({verified.mismatches} elements, overflows: {verified.overflows[:1]})"
+            )
+        check = export_onnx(program, folder / ONNX_FILE, images)
+        cost = count_ace(program).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
         card = model_card(
             arch=arch,
@@ -259,13 +256,26 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
             cost=cost,
             has_weights=weights is not None,
             onnx_check=check,
+            verified=verified,
             folder_name=target.name,
         )
         (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    logger.info(
-        "exported trial %d to %s (ONNX max diff %.2g)", number, target, check.max_difference
-    )
+    logger.info("exported trial %d to %s (exact: %s)", number, target, check.exact)
     return target
+
+
+def _write_bundles(rows: list[pd.Series], info: dict[str, str], out_dir: Path) -> list[Path]:
+    """Every bundle that can be written; the failures are raised together at the end."""
+    written: list[Path] = []
+    failures: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            written.append(_write_bundle(row, info, out_dir))
+        except (EvaluationError, RunDirError) as exc:
+            failures.append((int(row["number"]), str(exc)))
+    if failures:
+        raise BundleError(written, failures)
+    return written
 
 
 def _study_and_frame(
@@ -326,5 +336,4 @@ def export_pareto(
         .sort_values("number")
     )
     out = _default_out(run, out_dir)
-    info = study_info(optuna_study)
-    return [_write_bundle(row, info, out) for _, row in front.iterrows()]
+    return _write_bundles([row for _, row in front.iterrows()], study_info(optuna_study), out)

@@ -57,7 +57,7 @@ ActivationKind = Literal["relu", "prelu", "dprelu", "none"]
 QUANTIZER_BITS: dict[str, tuple[int, ...]] = {
     "float": (32,),
     "uniform": (2, 3, 4, 5, 6, 7, 8, 16),
-    "pow2": (2, 3, 4, 5, 6, 7, 8),
+    "pow2": (2, 3, 4, 5),
     "binary": (1,),
     "ternary": (2,),
 }

@@ -58,7 +58,8 @@ def test_repair_rules() -> None:
     assert repair_bits("float", 4) == 32
     assert repair_bits("uniform", 4) == 4
     assert repair_bits("uniform", 1, (1, 2, 4)) == 2  # uniform cannot do 1 bit
-    assert repair_bits("pow2", 16, (4, 8, 16)) == 8  # pow2 stops at 8 bits
+    assert repair_bits("pow2", 16, (4, 8, 16)) == 4  # pow2 stops at 5 bits; prefer a choice
+    assert repair_bits("pow2", 8) == 5
     space = tiny_space()
     genome = space.default_params() | {
         "b0_dw_quantizer": "binary",
