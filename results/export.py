@@ -100,12 +100,27 @@ def load_bundle(folder: str | Path) -> tuple[ArchConfig, nn.Module]:
         raise RunDirError(
             f"{folder} is not an export bundle (no {ARCH_FILE}); pass a trial-N folder"
         )
-    arch = ArchConfig.from_json(arch_path.read_text(encoding="utf-8"))
-    model = _build(arch, folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None)
-    return arch, model
+    if not _regular_file(arch_path) or arch_path.stat().st_size > 1 << 20:
+        raise RunDirError(f"{arch_path} is not an architecture file (larger than 1 MiB)")
+    try:
+        text = arch_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"cannot read {arch_path}: {exc}") from None
+    arch = ArchConfig.from_json(text)  # sizes are bounded before anything is built
+    weights = folder / WEIGHTS_FILE
+    return arch, _build(arch, weights if _regular_file(weights) else None)
+
+
+def _regular_file(path: Path) -> bool:
+    """``path`` is a regular file (not a folder, not a link to a device or elsewhere); a path
+    that exists as anything else is refused, never taken for "absent"."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise RunDirError(f"{path} is not a regular file (a folder, link or device); remove it")
+    return path.is_file()
 
 
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from space.build import build_model
@@ -114,7 +129,7 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     if weights is not None:
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise RunDirError(
                 f"{weights} does not fit architecture {arch.archid}: "
                 f"{str(exc).splitlines()[0]}; export the trial again"
@@ -214,6 +229,26 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     return weights, trained
 
 
+BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
+                          "program.json", "program.safetensors", "model.qonnx.onnx"})
+
+
+def _check_replaceable(target: Path) -> None:
+    """An existing bundle folder is replaced only when it holds nothing but bundle files:
+    pikenas never deletes what it did not write."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise RunDirError(f"{target} exists and is not a bundle folder; move it or choose "
+                          "another --out")
+    if not target.exists():
+        return
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in BUNDLE_FILES)
+    if foreign:
+        raise RunDirError(
+            f"{target} holds files pikenas did not write ({', '.join(foreign[:3])}); move "
+            "them or choose another --out"
+        )
+
+
 def _verification_images(arch: ArchConfig) -> np.ndarray:
     generator = np.random.default_rng(0)
     shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
@@ -231,6 +266,7 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
         raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
     weights, arch = _trained(row, arch)
     target = out_dir / bundle_name(number)
+    _check_replaceable(target)
     with atomic_directory(target) as folder:
         (folder / ARCH_FILE).write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
         model = _build(arch, weights)
