@@ -313,6 +313,26 @@ class ArchConfig(_Frozen):
             )
         return self
 
+    def dead_ends(self) -> list[str]:
+        """What makes the output independent of the input (empty for a live network): a ReLU
+        before a 1-bit (sign) output is always +1, and so is a 1-bit head input after an
+        unsigned (ReLU) last stage."""
+        reasons = []
+        parts = [("stem", self.stem)] + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+        last_unsigned = False
+        for path, part in parts:
+            activation = getattr(part, "activation", None)
+            bits = getattr(part, "activation_bits", None)
+            if activation is None:  # PokeBNN parts: signed float outputs
+                last_unsigned = False
+                continue
+            if activation == "relu" and bits == 1:
+                reasons.append(f"{path}: a ReLU before a 1-bit output makes every output +1")
+            last_unsigned = activation == "relu"
+        if self.head.input_bits == 1 and last_unsigned:
+            reasons.append("head: a 1-bit input after a ReLU stage is always +1")
+        return reasons
+
     def weight_count(self) -> int:
         """The conv and linear weights the network holds (a bound checked before building)."""
         stem = self.stem
