@@ -19,6 +19,7 @@ from results.export import (
     BundleError,
     export_onnx,
     export_pareto,
+    export_trained,
     export_trial,
     load_bundle,
 )
@@ -243,3 +244,21 @@ def test_binary_network_with_ties_at_zero_exports_exactly(tmp_path):
     images = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
     check = export_onnx(program, tmp_path / "m.onnx", images)
     assert check.exact and check.max_difference == 0.0
+
+
+@pytest.mark.slow
+def test_a_pikenas_train_folder_exports_as_a_bundle(tmp_path):
+    final, trained = trained_final_dir(tmp_path)
+    (final / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9, "dataset": "digits"}))
+    bundle = export_trained(final, tmp_path / "out")
+    assert bundle == tmp_path / "out" / "trial-1-bundle"
+    arch, model = load_bundle(bundle)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    card = (bundle / CARD_FILE).read_text()
+    assert "pikenas train trial-1" in card and "90.00%" in card
+    session = onnxruntime.InferenceSession(str(bundle / ONNX_FILE))
+    assert np.array_equal(session.run(["logits"], {"input": x.numpy()})[0], trained(x).numpy())
+    with pytest.raises(RunDirError, match="not a finished 'pikenas train' folder"):
+        export_trained(tmp_path)
