@@ -1,6 +1,6 @@
 """The ACE v2 cost table: how much one operation costs, as data.
 
-For each operation kind of :data:`space.costs.OP_KINDS` the table holds a *rule* that turns the
+For each operation kind of :data:`space.program.OP_KINDS` the table holds a *rule* that turns the
 operand widths ``n`` and ``m`` (bits) into a cost, and a *scale* that multiplies it:
 
 ========  ==================  =====================================================
@@ -44,8 +44,8 @@ from typing import Any, Literal
 
 import yaml
 
-from space.costs import FLOAT_BITS, OP_KINDS
 from space.errors import CostModelError
+from space.program import FLOAT_BITS, OP_KINDS
 
 __all__ = ["COST_RULES", "FLOAT_WIDTHS", "CostRule", "OpPrice", "CostTable"]
 

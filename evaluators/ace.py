@@ -1,8 +1,9 @@
 """ACE v1 / ACE v2 cost counting (public API).
 
-``count_ace(arch_or_module)`` builds the network on the meta device, collects every module's
-declaration of the arithmetic it executes at inference, and prices it with a :class:`CostTable`
-into an :class:`AceReport` (totals, elementwise element counts, per-layer breakdown)::
+``count_ace(arch)`` builds the network on the meta device, lowers it to its integer program
+(the operations it runs at inference, with operand widths) and prices every operation with a
+:class:`CostTable` into an :class:`AceReport` (totals, elementwise element counts, per-layer
+breakdown)::
 
     from evaluators.ace import CostTable, count_ace
     from space.zoo import get_zoo_arch
@@ -16,9 +17,8 @@ into an :class:`AceReport` (totals, elementwise element counts, per-layer breakd
 from __future__ import annotations
 
 from evaluators._cost_table import COST_RULES, FLOAT_WIDTHS, CostTable, OpPrice
-from evaluators._counter import ROOT_LAYER, count_ace, declarations
+from evaluators._counter import ROOT_LAYER, count_ace, program_of
 from evaluators._report import AceReport, BreakdownRow, LayerSummary
-from evaluators._torch_handlers import TORCH_HANDLERS, register_torch_handler
 
 __all__ = [
     "AceReport",
@@ -29,8 +29,6 @@ __all__ = [
     "LayerSummary",
     "OpPrice",
     "ROOT_LAYER",
-    "TORCH_HANDLERS",
     "count_ace",
-    "declarations",
-    "register_torch_handler",
+    "program_of",
 ]

@@ -3,7 +3,8 @@
 Both run the same loop (:func:`_fit`), readable top to bottom in the manner of nanoGPT:
 deterministic seeds, AdamW or SGD, cosine learning rate with linear warm-up (set per step, so
 the "scheduler" state is just the step counter), label smoothing, optional distillation from a
-float teacher (KL term at a temperature), bf16 autocast on CUDA only, an explicit torch thread
+float teacher (KL term at a temperature), bf16 autocast on CUDA in training only (evaluation
+runs the network's integer program exactly, see ``space.build.PikeNet``), an explicit torch thread
 count, a progress bar when asked. A non-finite loss raises :class:`EvaluationError`.
 
 Accuracies are fractions in ``[0, 1]``; losses are mean cross-entropy (no smoothing) in nats.
@@ -227,8 +228,7 @@ def _evaluate_split(
     for images, labels in iterate_batches(
         split, batch_size, mean=splits.mean, std=splits.std, channels_last=channels_last
     ):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(images).float()
+        logits = model(images).float()  # eval mode: the integer program, exact, no autocast
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
     return float(loss_sum) / len(split), int(correct) / len(split)

@@ -87,16 +87,26 @@ def _architecture_rows(arch: ArchConfig) -> list[str]:
     return rows
 
 
-def _onnx_text(check: Any) -> str:
-    if check.tie_sensitivity is None:
-        return f"onnxruntime matched PyTorch within {check.max_difference:.2g} at export."
-    return (
-        f"onnxruntime differed from PyTorch by up to {check.max_difference:.2g} at export. "
-        "This network is tie-sensitive: values that sit exactly on a sign / rounding threshold "
-        "(typical of untrained weights, whose batch norms are still the identity) fall on "
-        "either side with float32 rounding, so even PyTorch float32 and float64 differ by "
-        f"{check.tie_sensitivity:.2g}; trained weights remove most such ties."
+def _verification_text(verified: Any, check: Any) -> list[str]:
+    """What was verified at export, on how many images, with what result."""
+    widest = max((seen for seen, _ in verified.widest.values()), default=0)
+    onnx = (
+        "bit for bit (integer codes and logits)"
+        if check.exact
+        else f"within {check.max_difference:.2g} on the logits (float convs sum in another order)"
     )
+    return [
+        f"Verified at export on {verified.images} random inputs (normal, seed 0):",
+        "",
+        f"- the PyTorch eval forward equals the numpy runner of the integer program "
+        f"({verified.compared_elements:,} values of {verified.values} intermediates compared, "
+        f"{verified.mismatches} differ; {verified.stages} requantization points);",
+        f"- every integer intermediate stayed inside its declared width (widest seen: {widest} "
+        "bits);",
+        f"- onnxruntime runs `model.onnx` to the program's result {onnx}.",
+        "",
+        "Check it again on real data: `pikenas verify <this folder> --dataset NAME --images N`.",
+    ]
 
 
 def model_card(
@@ -107,24 +117,27 @@ def model_card(
     cost: dict[str, Any],
     has_weights: bool,
     onnx_check: Any,
+    verified: Any,
     folder_name: str,
 ) -> str:
     """The model card text (markdown) of one bundle."""
     number = int(row["number"])
     title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
+    if number < 0:  # not from a study: a 'pikenas train' folder
+        title = f"pikenas model {arch.archid}: {_cell(info['study'])}"
     searched = row["arch"]
     refitted = isinstance(searched, str) and searched and ArchConfig.from_json(searched) != arch
     baseline = row["baseline"] if isinstance(row["baseline"], str) and row["baseline"] else ""
     if has_weights:
         weights_text = (
             "`weights.safetensors` holds the fully trained weights (from "
-            f"`{_cell(row['final_dir'])}`); `model.onnx` contains them."
+            f"`{_cell(row['final_dir'])}`); the program and `model.onnx` are built from them."
         )
     else:
         weights_text = (
             "**No trained weights**: this candidate was only proxy-trained during the search, "
-            "not fully trained, so `weights.safetensors` is omitted and `model.onnx` holds the "
-            "untrained initial weights. Train it fully with `pikenas train` "
+            "not fully trained, so `weights.safetensors` is omitted and the program and "
+            "`model.onnx` hold the untrained initial weights. Train it fully with `pikenas train` "
             "(see `pikenas train --help`)."
         )
     layers = "\n".join(
@@ -185,10 +198,18 @@ def model_card(
         "",
         "- `arch.json`: the architecture (`ArchConfig`); `pikenas ace arch.json` costs it again.",
         f"- {weights_text}",
-        "- `model.onnx`: the network in eval mode; input `input` "
-        f"`(1, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
-        f"`logits` `(1, {arch.num_classes})`; {_onnx_text(onnx_check)}",
-        "- `cost.json`: the ACE v1 / ACE v2 report with the per-layer breakdown.",
+        "- `program.json`, `program.safetensors`: the integer program, the exact arithmetic "
+        "inference runs (what ACE v2 counts); `run_program.py` runs it with numpy alone: "
+        f"`python {folder_name}/run_program.py {folder_name} --input images.npy`.",
+        "- `model.onnx`: the program as an ONNX graph; input `input` "
+        f"`(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
+        f"`logits` `(N, {arch.num_classes})`.",
+        "- `cost.json`: the ACE v1 / ACE v2 report (counted from the program) with the "
+        "per-layer breakdown.",
+        "",
+        "## Verification",
+        "",
+        *_verification_text(verified, onnx_check),
         "",
         "## How to load",
         "",
@@ -203,7 +224,7 @@ def model_card(
         "import onnxruntime",
         "",
         f'session = onnxruntime.InferenceSession("{folder_name}/model.onnx")',
-        'logits = session.run(["logits"], {"input": image})[0]  # image: (1, C, H, W) float32',
+        'logits = session.run(["logits"], {"input": images})[0]  # (N, C, H, W) float32',
         "```",
         "",
     ]

@@ -7,34 +7,28 @@ A bundle is a folder ``trial-<N>/`` holding
   (only when the candidate was fully trained; the model card says when they are absent).
   Full training may have fitted the input size / classes to its data set: the bundle then
   describes the trained network (``arch.json`` of ``final_dir``), which the card notes;
-* ``model.onnx``: ``build_model(arch)`` in eval mode (with those weights), input ``input``
-  ``(1, C, H, W)`` float, output ``logits`` ``(1, classes)``; checked with ``onnx.checker``
-  and against PyTorch in onnxruntime on random inputs (max abs difference <=
-  :data:`ONNX_ATOL`), else the export fails (see :func:`export_onnx` for tie-sensitive
-  networks);
-* ``cost.json``: ``count_ace(arch).to_dict()`` (ACE v1 / v2 totals and per-layer breakdown);
-* ``README.md``: the model card.
+* ``program.json`` + ``program.safetensors``: the network's integer program (the operations
+  its inference runs, integer constants), and ``run_program.py``, its numpy-only runner
+  (``python run_program.py trial-N --input images.npy``);
+* ``model.onnx``: the program as an ONNX graph that onnxruntime runs to the program's exact
+  integer codes (:mod:`results._onnx`), input ``input`` ``(N, C, H, W)`` float, output
+  ``logits``; checked with ``onnx.checker`` and against the numpy runner at export;
+* ``cost.json``: ACE v1 / v2 counted from the program (totals and per-layer breakdown);
+* ``README.md``: the model card, with what was verified (PyTorch eval forward = numpy runner =
+  onnxruntime, on how many images, with what result).
 
-Each bundle is built in a temp folder and renamed into place (atomic per bundle).
-
-ONNX exporter: the default torch.export-based ``torch.onnx.export(..., dynamo=True)`` (it
-handles every quantizer, including the ``exp2`` of power-of-two scales, which the deprecated
-TorchScript exporter cannot translate). The batch size is fixed at 1: with a dynamic batch the
-LSQ quantizers' gradient scale ``1 / sqrt(numel)`` becomes a symbolic ``sqrt`` the exporter
-cannot translate (it would need ``space.quantizers`` to skip that factor without gradients).
-About 4-12 s per model on the project's 2-core machines.
+Each bundle is built in a temp folder and renamed into place (atomic per bundle); a bundle that
+fails is reported (:class:`BundleError`) after every other one is written.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import shutil
-import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -44,11 +38,12 @@ from torch import nn
 
 from results._atomic import atomic_directory
 from results._model_card import model_card
+from results._onnx import OnnxCheck, export_onnx
 from results.pareto import pareto_front
 from results.storage import open_study
 from results.trials import study_info, trial_arch, trials_frame
 from space.arch import ArchConfig
-from space.errors import EvaluationError, RunDirError
+from space.errors import EvaluationError, PikeNASError, RunDirError
 
 __all__ = [
     "ARCH_FILE",
@@ -56,10 +51,13 @@ __all__ = [
     "ONNX_FILE",
     "COST_FILE",
     "CARD_FILE",
-    "ONNX_ATOL",
+    "RUNNER_FILE",
+    "VERIFY_IMAGES",
+    "BundleError",
     "bundle_name",
     "export_trial",
     "export_pareto",
+    "export_trained",
     "load_bundle",
     "export_onnx",
     "OnnxCheck",
@@ -72,10 +70,22 @@ WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
-#: largest accepted |onnxruntime - PyTorch| on the logits.
-ONNX_ATOL = 1e-4
-#: random inputs compared between onnxruntime and PyTorch.
-_CHECK_SAMPLES = 4
+RUNNER_FILE = "run_program.py"
+#: random images (normal, seed 0) every bundle is verified on.
+VERIFY_IMAGES = 16
+
+
+class BundleError(PikeNASError):
+    """Some bundles failed; ``written`` holds the ones that did not, ``failures`` the others
+    as ``(trial number, one-line reason)``."""
+
+    def __init__(self, written: list[Path], failures: list[tuple[int, str]]) -> None:
+        self.written, self.failures = written, failures
+        listed = "; ".join(f"trial {number}: {reason}" for number, reason in failures)
+        super().__init__(
+            f"{len(failures)} of {len(written) + len(failures)} bundles failed ({listed}); "
+            f"the other {len(written)} were written"
+        )
 
 
 def bundle_name(number: int) -> str:
@@ -93,12 +103,27 @@ def load_bundle(folder: str | Path) -> tuple[ArchConfig, nn.Module]:
         raise RunDirError(
             f"{folder} is not an export bundle (no {ARCH_FILE}); pass a trial-N folder"
         )
-    arch = ArchConfig.from_json(arch_path.read_text(encoding="utf-8"))
-    model = _build(arch, folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None)
-    return arch, model
+    if not _regular_file(arch_path) or arch_path.stat().st_size > 1 << 20:
+        raise RunDirError(f"{arch_path} is not an architecture file (larger than 1 MiB)")
+    try:
+        text = arch_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"cannot read {arch_path}: {exc}") from None
+    arch = ArchConfig.from_json(text)  # sizes are bounded before anything is built
+    weights = folder / WEIGHTS_FILE
+    return arch, _build(arch, weights if _regular_file(weights) else None)
+
+
+def _regular_file(path: Path) -> bool:
+    """``path`` is a regular file (not a folder, not a link to a device or elsewhere); a path
+    that exists as anything else is refused, never taken for "absent"."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise RunDirError(f"{path} is not a regular file (a folder, link or device); remove it")
+    return path.is_file()
 
 
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from space.build import build_model
@@ -107,99 +132,12 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     if weights is not None:
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise RunDirError(
                 f"{weights} does not fit architecture {arch.archid}: "
                 f"{str(exc).splitlines()[0]}; export the trial again"
             ) from None
     return model.eval()
-
-
-@dataclass(frozen=True)
-class OnnxCheck:
-    """How ``model.onnx`` compared with PyTorch: ``max_difference`` = max |ORT - PyTorch| on
-    the logits; ``tie_sensitivity`` = max |PyTorch float32 - PyTorch float64| when the strict
-    comparison failed (None when it passed)."""
-
-    max_difference: float
-    tie_sensitivity: float | None = None
-
-
-def export_onnx(model: nn.Module, arch: ArchConfig, path: Path) -> OnnxCheck:
-    """Export ``model`` (eval mode) to ``path``, check it and compare it with PyTorch.
-
-    The check runs :data:`_CHECK_SAMPLES` random inputs through onnxruntime and PyTorch and
-    accepts a max abs difference <= :data:`ONNX_ATOL`. Networks with binary / low-bit
-    thresholds can be *tie-sensitive*: a value that is exactly on a sign or rounding threshold
-    in exact arithmetic (typical of untrained networks, whose batch norms are still the
-    identity) lands on either side depending on float32 summation order, so no two runtimes
-    agree to 1e-4. When the strict comparison fails, PyTorch float32 is compared with PyTorch
-    float64 on the same inputs; if that differs by more than :data:`ONNX_ATOL` too, the
-    network is tie-sensitive and onnxruntime is accepted within ``ONNX_ATOL + 2 x`` that
-    difference (the card says so). Anything else raises :class:`EvaluationError`.
-    """
-    import onnx
-    import onnxruntime
-
-    shape = (1, arch.input_channels, arch.resolution, arch.resolution)
-    generator = torch.Generator().manual_seed(0)
-    # The exporter logs "torchvision is not installed" for each export: not our concern.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # exporter chatter (torchvision ops absent, ...)
-        try:
-            torch.onnx.export(
-                model,
-                (torch.randn(shape, generator=generator),),
-                str(path),
-                dynamo=True,
-                verbose=False,
-                external_data=False,  # one self-contained file
-                input_names=["input"],
-                output_names=["logits"],
-            )
-        except Exception as exc:  # the exporter raises many types; one line is enough
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise EvaluationError(f"ONNX export of {arch.archid} failed: {message}") from None
-    try:
-        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise EvaluationError(f"ONNX export of {arch.archid} is invalid: {exc}") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inputs = [torch.randn(shape, generator=generator) for _ in range(_CHECK_SAMPLES)]
-    with torch.no_grad():
-        expected = np.stack([model(x).numpy() for x in inputs])
-    actual = np.stack([session.run(["logits"], {"input": x.numpy()})[0] for x in inputs])
-    if actual.shape != expected.shape:
-        raise EvaluationError(
-            f"ONNX export of {arch.archid}: onnxruntime gives shape {actual.shape[1:]}, "
-            f"PyTorch {expected.shape[1:]}"
-        )
-    difference = float(np.max(np.abs(actual - expected)))
-    if math.isfinite(difference) and difference <= ONNX_ATOL:
-        return OnnxCheck(difference)
-    double = copy.deepcopy(model).double()
-    with torch.no_grad():
-        exact = np.stack([double(x.double()).numpy() for x in inputs])
-    sensitivity = float(np.max(np.abs(expected - exact)))
-    if (
-        math.isfinite(difference)
-        and sensitivity > ONNX_ATOL
-        and difference <= ONNX_ATOL + 2 * sensitivity
-    ):
-        logger.warning(
-            "ONNX export of %s: onnxruntime differs from PyTorch by %.3g, but this network is "
-            "tie-sensitive (PyTorch float32 vs float64: %.3g); accepted",
-            arch.archid,
-            difference,
-            sensitivity,
-        )
-        return OnnxCheck(difference, sensitivity)
-    raise EvaluationError(
-        f"ONNX export of {arch.archid}: onnxruntime differs from PyTorch by {difference:.3g} "
-        f"(limit {ONNX_ATOL:g}; PyTorch float32 vs float64: {sensitivity:.3g}); "
-        "the exported graph is wrong"
-    )
 
 
 def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
@@ -235,37 +173,127 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     return weights, trained
 
 
-def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
-    from evaluators.ace import count_ace
+BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
+                          "program.json", "program.safetensors", "model.qonnx.onnx"})
 
+
+def _check_replaceable(target: Path) -> None:
+    """An existing bundle folder is replaced only when it holds nothing but bundle files:
+    pikenas never deletes what it did not write."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise RunDirError(f"{target} exists and is not a bundle folder; move it or choose "
+                          "another --out")
+    if not target.exists():
+        return
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in BUNDLE_FILES)
+    if foreign:
+        raise RunDirError(
+            f"{target} holds files pikenas did not write ({', '.join(foreign[:3])}); move "
+            "them or choose another --out"
+        )
+
+
+def _verification_images(arch: ArchConfig) -> np.ndarray:
+    generator = np.random.default_rng(0)
+    shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
+    return generator.standard_normal(shape).astype(np.float32)
+
+
+def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
     number = int(row["number"])
     arch = trial_arch(row)
     if arch is None:
         raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
     weights, arch = _trained(row, arch)
     target = out_dir / bundle_name(number)
+
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any) -> str:
+        return model_card(arch=arch, row=row, info=info, cost=cost,
+                          has_weights=weights is not None, onnx_check=check, verified=verified,
+                          folder_name=target.name)
+
+    return _bundle(target, arch, weights, card)
+
+
+def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
+            card: Callable[[dict[str, Any], OnnxCheck, Any], str]) -> Path:
+    """Write one bundle folder atomically: the files of the module docstring, every check run
+    before the folder appears."""
+    from evaluators.ace import count_ace
+    from evaluators.verify import verify
+    from space import program as program_module
+
+    _check_replaceable(target)
     with atomic_directory(target) as folder:
         (folder / ARCH_FILE).write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
         model = _build(arch, weights)
         if weights is not None:
             shutil.copyfile(weights, folder / WEIGHTS_FILE)
-        check = export_onnx(model, arch, folder / ONNX_FILE)
-        cost = count_ace(arch).to_dict()
+        program = model.program()
+        program.save(folder)
+        shutil.copyfile(program_module.__file__, folder / RUNNER_FILE)
+        images = _verification_images(arch)
+        verified = verify(model, torch.from_numpy(images), surrogate=False)
+        if not verified.exact:
+            raise EvaluationError(
+                f"the PyTorch eval forward and the integer program differ "
+                f"({verified.mismatches} elements, overflows: {verified.overflows[:1]})"
+            )
+        check = export_onnx(program, folder / ONNX_FILE, images)
+        cost = count_ace(program).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
-        card = model_card(
-            arch=arch,
-            row=row,
-            info=info,
-            cost=cost,
-            has_weights=weights is not None,
-            onnx_check=check,
-            folder_name=target.name,
-        )
-        (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    logger.info(
-        "exported trial %d to %s (ONNX max diff %.2g)", number, target, check.max_difference
-    )
+        (folder / CARD_FILE).write_text(card(cost, check, verified), encoding="utf-8")
+    logger.info("exported %s (exact: %s)", target, check.exact)
     return target
+
+
+def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Bundle a ``pikenas train`` folder (``arch.json``, ``weights.safetensors``,
+    ``metrics.json``) as ``OUT/<folder name>-bundle`` (default OUT: the folder's parent)."""
+    source = Path(source).expanduser().resolve()
+    weights = source / WEIGHTS_FILE
+    if not (source / ARCH_FILE).is_file() or not _regular_file(weights):
+        raise RunDirError(
+            f"{source} is not a finished 'pikenas train' folder (it needs {ARCH_FILE} and "
+            f"{WEIGHTS_FILE}); finish the training or pass a run folder"
+        )
+    arch, _ = load_bundle(source)
+    metrics: dict[str, Any] = {}
+    if _regular_file(source / "metrics.json"):
+        try:
+            metrics = json.loads((source / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            metrics = {}
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else source.parent
+    target = out / f"{source.name}-bundle"
+    row = pd.Series({
+        "number": -1, "arch": arch.to_json(), "baseline": "", "accuracy": float("nan"),
+        "final_accuracy": metrics.get("test_accuracy", float("nan")), "final_dir": str(source),
+        "status": "trained",
+    })
+    info = {"study": f"pikenas train {source.name}", "sampler": "-",
+            "dataset": str(metrics.get("dataset", "")), "cost_table": "default",
+            "pikenas_version": ""}
+
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any) -> str:
+        return model_card(arch=arch, row=row, info=info, cost=cost, has_weights=True,
+                          onnx_check=check, verified=verified, folder_name=target.name)
+
+    return _bundle(target, arch, weights, card)
+
+
+def _write_bundles(rows: list[pd.Series], info: dict[str, str], out_dir: Path) -> list[Path]:
+    """Every bundle that can be written; the failures are raised together at the end."""
+    written: list[Path] = []
+    failures: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            written.append(_write_bundle(row, info, out_dir))
+        except (EvaluationError, RunDirError) as exc:
+            failures.append((int(row["number"]), str(exc)))
+    if failures:
+        raise BundleError(written, failures)
+    return written
 
 
 def _study_and_frame(
@@ -326,5 +354,4 @@ def export_pareto(
         .sort_values("number")
     )
     out = _default_out(run, out_dir)
-    info = study_info(optuna_study)
-    return [_write_bundle(row, info, out) for _, row in front.iterrows()]
+    return _write_bundles([row for _, row in front.iterrows()], study_info(optuna_study), out)

@@ -1,26 +1,27 @@
 """PikeLPN building blocks: the conv stem, the PikeLPN block, the classifier head.
 
 Importing this module registers ``STEM_BUILDERS["conv"]`` and ``BLOCK_BUILDERS["pikelpn"]``.
-Every block exposes ``output_bits`` (the width of the tensor it emits; 32 = float) and
-``output_signed``; :func:`space.build.build_model` hands them to the next block as its
-``input_bits`` (a builder that takes an ``input_bits`` keyword receives it).
+Every part exposes ``output_codes`` (bits and code range of the tensor it emits; 32 bits =
+float), receives the previous part's codes as ``input_codes``, and has
 
-Blocks are :class:`space.costs.CostContainer` s: their forward only calls children, each of
-which declares its own inference ops (convs, output stages, residual add, pool).
+* ``forward(x, step) -> (y, step_y)``: the training forward (fake quantization); ``step`` is
+  the input's quantization step (``None`` for a float tensor, 1 for a sign);
+* ``lower(builder, x) -> Value``: the operations it runs in the integer program.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
 
 from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
+from space._fixed_point import FixedPoint, fixed_point_multiplier
+from space._requant import OutputCodes, lower_output, output_codes, output_step
 from space.arch import ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.costs import FLOAT_BITS, CostContainer, CostDeclaration, Op, ShapePreserving
-from space.layers import QuantConv2d, QuantLinear
+from space.layers import QuantConv2d, QuantLinear, dequantized
+from space.lowering import ProgramBuilder
 from space.norms import make_output_stage
+from space.program import Value
 from space.quantizers import UniformQuantizer, make_activation_quantizer
 
 __all__ = [
@@ -32,16 +33,35 @@ __all__ = [
     "Head",
     "build_conv_stem",
     "build_pike_block",
+    "step_of",
+    "code_range",
 ]
 
+FLOAT_BITS = 32
+UNSIGNED_8BIT = OutputCodes(8, 0, 255)
+#: pow2 residual rescales 2^e with e in [-RESIDUAL_SPAN, RESIDUAL_SPAN].
+RESIDUAL_SPAN = 8
 
-class InputQuantizer(nn.Module, ShapePreserving):
-    """Fake-quantizes the network input ``(N, C, H, W)`` to ``bits`` (signed, per tensor).
 
-    At inference the pixels already arrive as ``bits``-bit integers (the normalisation is
-    folded into the first layer), so this declares no operations (docs/ace_v2_rules.md).
-    The step starts at ``4 / q_max`` (a normalised image spans about +-4) and is learned.
-    """
+def step_of(quantizer: nn.Module) -> Tensor | None:
+    """The detached step of an activation quantizer's output (None: float; 1: sign)."""
+    codes = output_codes(quantizer)
+    return None if codes.is_float else output_step(quantizer)
+
+
+def code_range(codes: OutputCodes) -> tuple[int, int] | None:
+    return None if codes.is_float else (codes.lo, codes.hi)
+
+
+def _scale(builder: ProgramBuilder, quantizer: nn.Module) -> float | None:
+    step = step_of(quantizer)
+    return float(step) if (builder.with_constants and step is not None) else None
+
+
+class InputQuantizer(nn.Module):
+    """Quantizes the network input ``(N, C, H, W)`` (normalised pixels, float) to ``bits``
+    (signed, per tensor). The program runs it: a float multiply by ``1 / step``, clip, round
+    (a sign for 1 bit; nothing for 32). The step starts at ``4 / q_max`` and is learned."""
 
     def __init__(self, bits: int, *, scale_format: str = "float32") -> None:
         super().__init__()
@@ -51,16 +71,36 @@ class InputQuantizer(nn.Module, ShapePreserving):
             with torch.no_grad():
                 self.quantizer.scale.fill_(4.0 / self.quantizer.q_max)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.quantizer(x)
+    @property
+    def output_codes(self) -> OutputCodes:
+        return output_codes(self.quantizer)
 
-    def inference_ops(
-        self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
-    ) -> CostDeclaration:
-        return CostDeclaration()
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.quantizer(x), step_of(self.quantizer)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        codes = self.output_codes
+        if codes.is_float or codes.is_sign:
+            return lower_output(builder, x, codes, scale=1.0, kind="input_quantize")
+        builder.note("requantize", x.elements)
+        step = step_of(self.quantizer)
+        have = builder.with_constants
+        inverse = builder.constant("1/step", 1.0 / step if have else None, shape=(), dtype="float")
+        t = builder.mul(x, inverse, kind="input_quantize")
+        return lower_output(
+            builder, t, codes, scale=_scale(builder, self.quantizer), kind="input_quantize"
+        )
 
 
-class ConvStem(nn.Module, CostContainer):
+def _conv_stage(
+    builder: ProgramBuilder, conv: QuantConv2d, stage: nn.Module, x: Value, names: tuple[str, str]
+) -> Value:
+    """The conv (layer ``names[0]``) and its output stage (``names[1]``): module paths."""
+    acc, weight, acc_scale = builder.part(names[0], conv, x)
+    return builder.part(names[1], stage, acc, acc_scale, weight)
+
+
+class ConvStem(nn.Module):
     """Input quantizer -> k x k conv (stride ``spec.stride``) -> norm -> activation ->
     requantize. ``(N, input_channels, H, W) -> (N, out_channels, ceil(H / s), ceil(W / s))``."""
 
@@ -77,6 +117,7 @@ class ConvStem(nn.Module, CostContainer):
             weight_quantizer=spec.conv.weight_quantizer,
             weight_granularity=spec.conv.weight_granularity,
             input_bits=spec.input_bits,
+            input_range=code_range(self.input_quantizer.output_codes),
             scale_format=spec.scale_format,
         )
         self.stage = make_output_stage(
@@ -86,59 +127,176 @@ class ConvStem(nn.Module, CostContainer):
             activation_bits=spec.activation_bits,
             scale_format=spec.scale_format,
         )
-        self.output_bits = spec.activation_bits
-        self.output_signed = spec.activation != "relu"
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.stage(self.conv(self.input_quantizer(x)))
+    @property
+    def output_codes(self) -> OutputCodes:
+        return self.stage.output_codes
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        x, step = self.input_quantizer(x)
+        y = self.stage(self.conv(x), self.conv.accumulator_scale(step))
+        return y, step_of(self.stage.requantizer)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        x = builder.part("input_quantizer", self.input_quantizer, x)
+        return _conv_stage(builder, self.conv, self.stage, x, ("conv", "stage"))
 
 
-class ResidualAdd(nn.Module, ShapePreserving):
-    """``y = requantize(a + b)`` back to ``bits`` (the block output and its input).
+class ResidualAdd(nn.Module):
+    """``y = requantize(a + b)`` (the block output ``a`` and its input ``b``) to ``bits``.
 
-    Declared (docs/ace_v2_rules.md): ``add(E, b, b, "residual")`` and
-    ``compare(2E, b+1, b+1, "clip")``; float (``bits = 32``): ``add(E, 32, 32, float)``. The
-    rule treats both operands as integers on one grid; in training the sum is requantized with
-    this module's own learned step.
+    The operands have their own steps ``s_a``, ``s_b`` and the sum its own ``s_y``: the program
+    rescales each by ``M = s / s_y`` quantized per ``scale_format`` (pow2: shifts onto the finer
+    of the two grids; intN: N-bit multiplies and one shift; float32: float multiplies), adds,
+    rounds and clips (a sign for 1 bit); the forward applies the same rescales. Two signs add as
+    integers; a float operand makes the add float.
     """
 
-    def __init__(self, bits: int, *, signed: bool, scale_format: str = "float32") -> None:
+    def __init__(
+        self,
+        bits: int,
+        *,
+        signed: bool,
+        scale_format: str = "float32",
+        a_codes: OutputCodes = UNSIGNED_8BIT,
+        b_codes: OutputCodes = UNSIGNED_8BIT,
+    ) -> None:
         super().__init__()
         self.bits = bits
+        self.scale_format = scale_format
         self.requantizer = make_activation_quantizer(bits, signed=signed, scale_format=scale_format)
+        out = self.output_codes
+        self.float_add = a_codes.is_float or b_codes.is_float or out.is_float
+        self.sign_add = a_codes.is_sign and b_codes.is_sign
+        magnitude = max(abs(a_codes.lo), abs(a_codes.hi)) + max(abs(b_codes.lo), abs(b_codes.hi))
+        levels = 1 if scale_format in ("float32", "pow2") else 2 ** (int(scale_format[3:]) - 1) - 1
+        self.sum_bits = (magnitude * levels).bit_length() + 1  # the rescaled sum, intN
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return self.requantizer(a + b)
+    @property
+    def output_codes(self) -> OutputCodes:
+        return output_codes(self.requantizer)
 
-    def inference_ops(
-        self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
-    ) -> CostDeclaration:
-        e = math.prod(output_shape)
-        if self.bits >= FLOAT_BITS:
-            ops = (Op("add", e, FLOAT_BITS, FLOAT_BITS, True, "residual"),)
-        else:
-            b = self.bits
-            ops = (
-                Op("add", e, b, b, False, "residual"),
-                Op("compare", 2 * e, b + 1, b + 1, False, "clip"),
+    def rescales(self, s_a: Tensor, s_b: Tensor) -> FixedPoint:
+        """The quantized ``(M_a, M_b)``, as the program applies them."""
+        s_y = output_step(self.requantizer).to(s_a.device)
+        ratios = torch.stack([s_a.double().reshape(()), s_b.double().reshape(())]) / s_y
+        return fixed_point_multiplier(
+            ratios,
+            self.scale_format,
+            exponent_range=(-RESIDUAL_SPAN, RESIDUAL_SPAN),
+            shift_range=(0, self.sum_bits + 1),
+        )
+
+    def forward(self, a: Tensor, s_a: Tensor | None, b: Tensor, s_b: Tensor | None) -> Tensor:
+        if self.float_add or self.sign_add:
+            return self.requantizer(a + b)
+        m = self.rescales(s_a, s_b).value
+        s_y = output_step(self.requantizer).to(a.device)
+        ratio_a = (m[0] * s_y / s_a.double()).to(a.dtype)
+        ratio_b = (m[1] * s_y / s_b.double()).to(a.dtype)
+        return self.requantizer(a * ratio_a + b * ratio_b)
+
+    def lower(self, builder: ProgramBuilder, a: Value, b: Value) -> Value:
+        builder.note("residual_add", a.elements)
+        out = self.output_codes
+        scale = _scale(builder, self.requantizer)
+        if self.sign_add:
+            t = builder.add(a, b, kind="residual")
+            return lower_output(builder, t, out, scale=scale, kind="residual")
+        if self.float_add:
+            t = builder.add(
+                dequantized(builder, a, "dequantize"),
+                dequantized(builder, b, "dequantize"),
+                kind="residual",
             )
-        return CostDeclaration(ops, {"residual_add": e}, 0)
+            if not (out.is_float or out.is_sign):
+                have = builder.with_constants
+                inverse = builder.constant(
+                    "1/step",
+                    1.0 / output_step(self.requantizer) if have else None,
+                    shape=(),
+                    dtype="float",
+                )
+                t = builder.mul(t, inverse, kind="residual")
+            return lower_output(builder, t, out, scale=scale, kind="residual")
+        return _lower_integer_residual(builder, self, a, b, scale)
 
 
-class PikeBlock(nn.Module, CostContainer):
+def _lower_integer_residual(
+    builder: ProgramBuilder, residual: ResidualAdd, a: Value, b: Value, scale: float | None
+) -> Value:
+    have = builder.with_constants
+    out = residual.output_codes
+    fixed = residual.rescales(torch.tensor(a.scale), torch.tensor(b.scale)) if have else None
+    if residual.scale_format == "float32":
+        factors = [
+            builder.constant(f"M{i}", fixed.value[i] if have else None, shape=(), dtype="float")
+            for i in range(2)
+        ]
+        t = builder.add(
+            builder.mul(a, factors[0], kind="residual"),
+            builder.mul(b, factors[1], kind="residual"),
+            kind="residual",
+        )
+        return lower_output(builder, t, out, scale=scale, kind="residual")
+    terms = []
+    if residual.scale_format == "pow2":  # both onto the finer grid 2^min(e_a, e_b)
+        span = RESIDUAL_SPAN
+        finest = fixed.exponent.min() if have else None
+        for index, value in enumerate((a, b)):
+            amount = fixed.exponent[index] - finest if have else None
+            constant = builder.constant(
+                f"align{index}", amount, shape=(), dtype="int", lo=0, hi=2 * span
+            )
+            terms.append(builder.shift(value, constant, kind="residual"))
+        final, low, high = (finest if have else None), -span, span
+    else:  # intN: k_a, k_b and one shared shift
+        levels = 2 ** (int(residual.scale_format[3:]) - 1) - 1
+        for index, value in enumerate((a, b)):
+            k = builder.constant(
+                f"k{index}",
+                fixed.k[index] if have else None,
+                shape=(),
+                dtype="int",
+                lo=-levels,
+                hi=levels,
+            )
+            terms.append(builder.mul(value, k, kind="residual"))
+        final = torch.tensor(-float(fixed.shift)) if have else None
+        low, high = -(residual.sum_bits + 1), 0
+    t = builder.add(terms[0], terms[1], kind="residual")
+    if out.is_sign:
+        return builder.sign(t, kind="residual")
+    rounding = None
+    if have:
+        rounding = torch.exp2(-final - 1) if final < 0 else torch.zeros(())
+    r = builder.constant("round", rounding, shape=(), dtype="int", lo=0, hi=2 ** max(-low - 1, 0))
+    t = builder.add(t, r, kind="residual")
+    amount = builder.constant("shift", final, shape=(), dtype="int", lo=low, hi=high)
+    y = builder.shift(t, amount, kind="residual")
+    return builder.clip(y, out.lo, out.hi, kind="residual", scale=scale)
+
+
+class PikeBlock(nn.Module):
     """PikeLPN block: depthwise k x k conv (stride) -> norm -> act -> requantize -> pointwise
     1x1 conv -> norm -> act -> requantize [-> + input, requantize].
 
     ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``.
     DHQ: the depthwise and pointwise weight quantizers (family, bits, granularity) are set
-    independently by ``spec.depthwise`` / ``spec.pointwise``. ``input_bits``: width of the
-    incoming tensor (the previous block's ``output_bits``).
+    independently by ``spec.depthwise`` / ``spec.pointwise``. ``input_codes``: the codes of the
+    incoming tensor (the previous part's ``output_codes``).
     """
 
-    def __init__(self, spec: PikeBlockSpec, in_channels: int, *, input_bits: int = 8) -> None:
+    def __init__(
+        self,
+        spec: PikeBlockSpec,
+        in_channels: int,
+        *,
+        input_codes: OutputCodes = UNSIGNED_8BIT,
+    ) -> None:
         super().__init__()
         self.spec = spec
-        self.input_bits = input_bits
+        self.input_bits = input_codes.bits
         stage_options = {
             "activation": spec.activation,
             "activation_bits": spec.activation_bits,
@@ -153,7 +311,8 @@ class PikeBlock(nn.Module, CostContainer):
             weight_bits=spec.depthwise.weight_bits,
             weight_quantizer=spec.depthwise.weight_quantizer,
             weight_granularity=spec.depthwise.weight_granularity,
-            input_bits=input_bits,
+            input_bits=input_codes.bits,
+            input_range=code_range(input_codes),
             scale_format=spec.scale_format,
         )
         self.depthwise_stage = make_output_stage(spec.norm, self.depthwise, **stage_options)
@@ -165,97 +324,99 @@ class PikeBlock(nn.Module, CostContainer):
             weight_quantizer=spec.pointwise.weight_quantizer,
             weight_granularity=spec.pointwise.weight_granularity,
             input_bits=spec.activation_bits,
+            input_range=code_range(self.depthwise_stage.output_codes),
             scale_format=spec.scale_format,
         )
         self.pointwise_stage = make_output_stage(spec.norm, self.pointwise, **stage_options)
-        self.output_bits = spec.activation_bits
-        self.output_signed = spec.activation != "relu"
         self.residual = (
             ResidualAdd(
-                spec.activation_bits, signed=self.output_signed, scale_format=spec.scale_format
+                spec.activation_bits,
+                signed=spec.activation != "relu",
+                scale_format=spec.scale_format,
+                a_codes=self.pointwise_stage.output_codes,
+                b_codes=input_codes,
             )
             if spec.residual
             else None
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.depthwise_stage(self.depthwise(x))
-        y = self.pointwise_stage(self.pointwise(y))
-        if self.residual is not None:
-            y = self.residual(y, x)
-        return y
+    @property
+    def output_codes(self) -> OutputCodes:
+        last = self.residual if self.residual is not None else self.pointwise_stage
+        return last.output_codes
+
+    def forward(self, x: Tensor, step: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        y = self.depthwise_stage(self.depthwise(x), self.depthwise.accumulator_scale(step))
+        dw_step = step_of(self.depthwise_stage.requantizer)
+        y = self.pointwise_stage(self.pointwise(y), self.pointwise.accumulator_scale(dw_step))
+        pw_step = step_of(self.pointwise_stage.requantizer)
+        if self.residual is None:
+            return y, pw_step
+        return self.residual(y, pw_step, x, step), step_of(self.residual.requantizer)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        y = _conv_stage(
+            builder, self.depthwise, self.depthwise_stage, x, ("depthwise", "depthwise_stage")
+        )
+        y = _conv_stage(
+            builder, self.pointwise, self.pointwise_stage, y, ("pointwise", "pointwise_stage")
+        )
+        if self.residual is None:
+            return y
+        return builder.part("residual", self.residual, y, x)
 
 
 class GlobalAvgPoolQuant(nn.Module):
     """Global average pool ``(N, C, H, W) -> (N, C)`` then the head input quantizer to
-    ``output_bits`` (signed per ``signed``; 32 = none).
+    ``output_bits`` (32 = none). Program: the integer sum of the codes over ``H * W``, one float
+    multiply by ``s_x / (H W s_out)``, clip, round (a sign for 1 bit)."""
 
-    Declared (docs/ace_v2_rules.md) for ``feature_bits = b`` and ``H * W`` pixels:
-    ``add(N*C*H*W, Ab, Ab, "pool_sum")`` with ``Ab = min(32, b + ceil(log2(H*W)))``;
-    ``pool_scale``: a shift when ``H*W`` is a power of two, else ``mul(N*C, 32, 32, float)``; the
-    quantizer: ``mul``, ``round`` and ``compare(2*N*C)`` at 32 float (``compare(N*C)`` "sign" for 1
-    bit).
-    """
-
-    def __init__(self, feature_bits: int, output_bits: int, *, signed: bool = True) -> None:
+    def __init__(self, output_bits: int, *, signed: bool = True) -> None:
         super().__init__()
-        self.feature_bits = feature_bits
         self.output_bits = output_bits
         self.quantizer = make_activation_quantizer(output_bits, signed=signed)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.quantizer(x.mean(dim=(2, 3)))
+    @property
+    def output_codes(self) -> OutputCodes:
+        return output_codes(self.quantizer)
 
-    def inference_ops(
-        self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
-    ) -> CostDeclaration:
-        n, c, h, w = input_shape
-        pixels, outputs, f = h * w, n * c, FLOAT_BITS
-        if self.feature_bits >= FLOAT_BITS:
-            ops = [
-                Op("add", n * c * pixels, f, f, True, "pool_sum"),
-                Op("mul", outputs, f, f, True, "pool_scale"),
-            ]
+    def forward(self, x: Tensor, step: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return self.quantizer(x.mean(dim=(2, 3))), step_of(self.quantizer)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        channels, height, width = x.shape
+        builder.note("pool", channels)
+        total = builder.sum(x, mode="global", kind="pool")
+        out = self.output_codes
+        if out.is_sign:
+            t = total
         else:
-            sum_bits = min(f, self.feature_bits + math.ceil(math.log2(pixels)))
-            ops = [Op("add", n * c * pixels, sum_bits, sum_bits, False, "pool_sum")]
-            if pixels & (pixels - 1) == 0:
-                ops.append(Op("shift", outputs, sum_bits, sum_bits, False, "pool_scale"))
-            else:
-                ops.append(Op("mul", outputs, f, f, True, "pool_scale"))
-        elements = {"pool": outputs}
-        if self.output_bits == 1:
-            ops.append(Op("compare", outputs, f, f, True, "sign"))
-            elements["sign"] = outputs
-        elif self.output_bits < FLOAT_BITS:
-            ops += [
-                Op("mul", outputs, f, f, True, "requant_scale"),
-                Op("round", outputs, f, f, True, "round"),
-                Op("compare", 2 * outputs, f, f, True, "clip"),
-            ]
-            elements["requantize"] = outputs
-        return CostDeclaration(tuple(ops), elements, 0)
+            have = builder.with_constants
+            factor = None
+            if have:
+                s_x = 1.0 if x.scale is None else x.scale
+                factor = s_x / (height * width) / float(output_step(self.quantizer))
+            m = builder.constant(
+                "M", torch.tensor(factor) if have else None, shape=(), dtype="float"
+            )
+            t = builder.mul(total, m, kind="pool")
+        t = builder.reshape("flatten", t, (channels,))
+        return lower_output(
+            builder, t, out, scale=_scale(builder, self.quantizer), kind="requantize"
+        )
 
 
-class Head(nn.Module, CostContainer):
+class Head(nn.Module):
     """Global average pool -> quantize to ``spec.input_bits`` -> :class:`QuantLinear`.
 
-    ``(N, in_channels, H, W) -> (N, num_classes)`` float logits. ``feature_bits``: width of the
-    incoming features (the last block's ``output_bits``).
-    """
+    ``(N, in_channels, H, W) -> (N, num_classes)`` float logits."""
 
     def __init__(
-        self,
-        spec: HeadSpec,
-        in_channels: int,
-        num_classes: int,
-        *,
-        feature_bits: int = 8,
-        signed: bool = True,
+        self, spec: HeadSpec, in_channels: int, num_classes: int, *, signed: bool = True
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.pool = GlobalAvgPoolQuant(feature_bits, spec.input_bits, signed=signed)
+        self.pool = GlobalAvgPoolQuant(spec.input_bits, signed=signed)
         self.linear = QuantLinear(
             in_channels,
             num_classes,
@@ -263,10 +424,16 @@ class Head(nn.Module, CostContainer):
             weight_quantizer=spec.linear.weight_quantizer,
             weight_granularity=spec.linear.weight_granularity,
             input_bits=spec.input_bits,
+            input_range=code_range(self.pool.output_codes),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.pool(x))
+    def forward(self, x: Tensor, step: Tensor | None) -> Tensor:
+        pooled, _ = self.pool(x, step)
+        return self.linear(pooled)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        x = builder.part("pool", self.pool, x)
+        return builder.part("linear", self.linear, x)
 
 
 @STEM_BUILDERS.register("conv")
@@ -276,6 +443,8 @@ def build_conv_stem(spec: ConvStemSpec, input_channels: int) -> ConvStem:
 
 
 @BLOCK_BUILDERS.register("pikelpn")
-def build_pike_block(spec: PikeBlockSpec, in_channels: int, *, input_bits: int = 8) -> PikeBlock:
+def build_pike_block(
+    spec: PikeBlockSpec, in_channels: int, *, input_codes: OutputCodes
+) -> PikeBlock:
     """``BLOCK_BUILDERS["pikelpn"]``."""
-    return PikeBlock(spec, in_channels, input_bits=input_bits)
+    return PikeBlock(spec, in_channels, input_codes=input_codes)

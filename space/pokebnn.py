@@ -19,13 +19,15 @@ Modules (NCHW, float tensors on the fake-quantization grid):
   ``squeeze_excite_bits`` weights and inputs, ``C_in // 8`` hidden channels and biases.
 * :class:`PokeBottleneck`: three units (1x1, 3x3 with the stride, 1x1 to ``4 * channels``).
 
-Every module declares its inference arithmetic (``inference_ops``, docs/ace_v2_rules.md): binary /
-4-bit / 8-bit MACs, and the float elementwise work (BN, DPReLU, shortcuts, pooling, SE scaling) at
-32
-bits. ``elements`` holds the generic kinds (``batchnorm``, ``dprelu``, ``sign``,
-``requantize``, ``squeeze_excite``, ``residual_add``) and the reference implementation's
-``size_stats`` counters under their names without ``_sops`` (``reshape_add_ch_shrink``,
-``reshape_add_avg_pool``, ``se_global_pool_add``, ...), counted as the reference counts them.
+Every module lowers (``lower``) to the integer program in its cheapest correct form: binary /
+4-bit / 8-bit integer convs, and float32 elementwise work with the batch norms fused (BN1 into
+one multiply and add; DPReLU's ``bias_x`` into BN1's add; the squeeze-excite scale, BN2's
+multiplier, DPReLU's slopes and ``bias_y`` into per-(sample, channel) factors, so a unit costs
+per element one multiply and one add for BN1, the shortcut adds, a select, one multiply and one
+add). Its element annotations hold the generic kinds (``batchnorm``, ``dprelu``, ``sign``,
+``squeeze_excite``, ``residual_add``) and the reference implementation's ``size_stats`` counters
+under their names without ``_sops`` (``reshape_add_ch_shrink``, ``se_global_pool_add``, ...),
+counted as the reference counts them.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
+from space._requant import OutputCodes, lower_float, lower_output, output_codes, output_step
 from space.activations import DPReLU
 from space.arch import PokeBottleneckSpec, PokeStemSpec
-from space.blocks import InputQuantizer
-from space.costs import FLOAT_BITS, CostDeclaration, Op
+from space.blocks import InputQuantizer, code_range
 from space.errors import ArchConfigError
-from space.layers import QuantConv2d
+from space.layers import QuantConv2d, lower_weight
+from space.lowering import ProgramBuilder, channel_shape
+from space.program import Value
 from space.quantizers import make_activation_quantizer
 
 __all__ = [
@@ -56,36 +60,8 @@ __all__ = [
     "build_poke_bottleneck",
 ]
 
-Shape = tuple[int, ...]
-_F = FLOAT_BITS
 SQUEEZE_EXCITE_REDUCTION = 8
-
-
-def _fop(op: str, count: int, label: str) -> Op:
-    """A float (32-bit) elementwise op."""
-    return Op(op, count, _F, _F, True, label)  # type: ignore[arg-type]
-
-
-def _bn_ops(elements: int, *, dequantize: bool) -> list[Op]:
-    """Float batch norm at inference: [dequantize], scale multiply, shift add."""
-    ops = [_fop("mul", elements, "dequantize")] if dequantize else []
-    return ops + [_fop("mul", elements, "bn_scale"), _fop("add", elements, "bn_shift")]
-
-
-def _quantize_ops(elements: int) -> list[Op]:
-    """Float -> b-bit integer (b > 1): scale multiply, round, clip to both bounds."""
-    return [
-        _fop("mul", elements, "quantize"),
-        _fop("round", elements, "round"),
-        _fop("compare", 2 * elements, "clip"),
-    ]
-
-
-def _merge(*declarations: CostDeclaration) -> CostDeclaration:
-    total = CostDeclaration()
-    for declaration in declarations:
-        total = total + declaration
-    return total
+FLOAT_CODES = OutputCodes(32, -1, 1)
 
 
 def _batch_norm(channels: int, *, zero_scale: bool = False) -> nn.BatchNorm2d:
@@ -94,6 +70,12 @@ def _batch_norm(channels: int, *, zero_scale: bool = False) -> nn.BatchNorm2d:
     if zero_scale:  # "ResNet does this. It is important." (third unit of a bottleneck)
         nn.init.zeros_(norm.weight)
     return norm
+
+
+def _affine(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Eval-mode ``BN(x) = m * x + b`` per channel (float64)."""
+    m = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
+    return m, norm.bias.double() - norm.running_mean.double() * m
 
 
 # ---- shortcut reshaping ------------------------------------------------------------------
@@ -118,46 +100,17 @@ def reshape_channels(r: Tensor, out_channels: int, method: str) -> Tensor:
     return r
 
 
+def _same_padding(size: int) -> tuple[int, int]:
+    total = max((math.ceil(size / 2) - 1) * 2 + 3 - size, 0)
+    return total // 2, total - total // 2
+
+
 def same_avg_pool(r: Tensor) -> Tensor:
     """3x3 stride-2 average pool with TF/flax SAME padding, zeros counted (``/ 9``):
     ``(N, C, H, W) -> (N, C, ceil(H / 2), ceil(W / 2))``."""
-    pads = []
-    for size in (r.shape[3], r.shape[2]):  # F.pad order: last dim first
-        total = max((math.ceil(size / 2) - 1) * 2 + 3 - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.avg_pool2d(F.pad(r, pads), kernel_size=3, stride=2)
-
-
-def _shortcut_declaration(
-    r_shape: Shape, out_shape: Shape, method: str, kind: str
-) -> CostDeclaration:
-    """Ops and reference counters of ``y + reshape(r)`` (``kind``: ``local`` / ``block``)."""
-    n, channels, height, width = r_shape
-    out_channels, out_h, out_w = out_shape[1:]
-    out_elements = math.prod(out_shape)
-    ops: list[Op] = []
-    elements: dict[str, int] = {}
-    if channels > out_channels:
-        group = channels // out_channels
-        shrunk = n * out_channels * height * width
-        elements["reshape_add_ch_shrink"] = shrunk * group
-        elements["reshape_add_ch_shrink_mul"] = shrunk
-        if group > 1:  # group == 1 is a plain channel slice
-            ops += [_fop("add", shrunk * group, "shrink_sum"), _fop("mul", shrunk, "shrink_scale")]
-        channels = out_channels
-    elif channels < out_channels and method == "tile":
-        channels = out_channels
-    if (height, width) != (out_h, out_w):
-        pooled = n * channels * out_h * out_w
-        # the reference counts the pool on the full (padded / tiled) output
-        elements["reshape_add_avg_pool"] = 9 * out_elements
-        ops += [_fop("add", 9 * pooled, "pool_sum"), _fop("mul", pooled, "pool_scale")]
-    # zero-padded channels need no add on hardware; the reference counter counts them anyway
-    ops.append(_fop("add", n * channels * out_h * out_w, f"{kind}_residual"))
-    name = "reshape_add_local_residual" if kind == "local" else "reshape_add_block_residual"
-    elements[name] = out_elements
-    elements["residual_add"] = n * channels * out_h * out_w
-    return CostDeclaration(tuple(ops), elements, 0)
+    top, bottom = _same_padding(r.shape[2])
+    left, right = _same_padding(r.shape[3])
+    return F.avg_pool2d(F.pad(r, (left, right, top, bottom)), kernel_size=3, stride=2)
 
 
 def _reshape_add(r: Tensor, y: Tensor, method: str) -> Tensor:
@@ -165,6 +118,43 @@ def _reshape_add(r: Tensor, y: Tensor, method: str) -> Tensor:
     if r.shape != y.shape:
         r = same_avg_pool(r)
     return y + r
+
+
+def _scalar(builder: ProgramBuilder, hint: str, value: float) -> object:
+    return builder.constant(
+        hint, torch.tensor(value) if builder.with_constants else None, shape=(), dtype="float"
+    )
+
+
+def _lower_shortcut(
+    builder: ProgramBuilder, r: Value, out_shape: tuple[int, ...], method: str, kind: str
+) -> Value:
+    """``reshape(r)`` in float: the channel-group mean, tiling (zero padding is an add on the
+    first channels only), then the 3x3 stride-2 SAME average pool when the size changes."""
+    channels, height, width = r.shape
+    out_channels, out_h, out_w = out_shape
+    n_out = math.prod(out_shape)
+    if channels > out_channels:
+        group = channels // out_channels
+        builder.note("reshape_add_ch_shrink", out_channels * group * height * width)
+        builder.note("reshape_add_ch_shrink_mul", out_channels * height * width)
+        r = builder.sum(r, mode="groups", kind=kind, out_channels=out_channels, group=group)
+        if group > 1:
+            r = builder.mul(r, _scalar(builder, "1/group", 1.0 / group), kind=kind)
+    elif channels < out_channels and method == "tile":
+        repeats = out_channels // channels
+        r = builder.reshape("tile", r, (out_channels, height, width), repeats=repeats)
+    if (height, width) != (out_h, out_w):
+        builder.note("reshape_add_avg_pool", 9 * n_out)
+        padding = (*_same_padding(height), *_same_padding(width))
+        r = builder.sum(r, mode="window", kind=kind, kernel=3, stride=2, padding=list(padding))
+        r = builder.mul(r, _scalar(builder, "1/9", 1.0 / 9.0), kind=kind)
+    name = (
+        "reshape_add_local_residual" if kind == "local_shortcut" else "reshape_add_block_residual"
+    )
+    builder.note(name, n_out)
+    builder.note("residual_add", r.elements)
+    return r
 
 
 # ---- squeeze-excite ----------------------------------------------------------------------
@@ -184,11 +174,23 @@ class SqueezeExcite(nn.Module):
         self.in_channels, self.out_channels, self.bits = in_channels, out_channels, bits
         self.quantize_in = make_activation_quantizer(bits, signed=True)
         self.reduce = QuantConv2d(
-            in_channels, self.hidden_channels, 1, weight_bits=bits, input_bits=bits, bias=True
+            in_channels,
+            self.hidden_channels,
+            1,
+            weight_bits=bits,
+            input_bits=bits,
+            input_range=code_range(output_codes(self.quantize_in)),
+            bias=True,
         )
         self.quantize_hidden = make_activation_quantizer(bits, signed=False)
         self.expand = QuantConv2d(
-            self.hidden_channels, out_channels, 1, weight_bits=bits, input_bits=bits, bias=True
+            self.hidden_channels,
+            out_channels,
+            1,
+            weight_bits=bits,
+            input_bits=bits,
+            input_range=code_range(output_codes(self.quantize_hidden)),
+            bias=True,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -197,38 +199,69 @@ class SqueezeExcite(nn.Module):
         s = self.expand(self.quantize_hidden(s))
         return torch.clamp(s + 3.0, 0.0, 6.0) / 6.0
 
-    def inference_ops(self, input_shape: Shape, output_shape: Shape) -> CostDeclaration:
-        """Pool (``add`` per input element, ``mul`` per channel), quantize, two integer 1x1
-        convs each followed by a float dequantize multiply and bias add, ReLU, quantize,
-        shifted ReLU6 (``add``, two ``compare``, ``mul``); all elementwise ops float 32."""
-        n, channels = input_shape[0], input_shape[1]
-        pooled = n * channels
-        hidden_shape = (n, self.hidden_channels, 1, 1)
-        hidden, scales = math.prod(hidden_shape), n * self.out_channels
-        reduce = self.reduce.inference_ops((n, channels, 1, 1), hidden_shape)
-        expand = self.expand.inference_ops(hidden_shape, (n, self.out_channels, 1, 1))
-        ops = [
-            _fop("add", math.prod(input_shape), "se_pool_sum"),
-            _fop("mul", pooled, "se_pool_scale"),
-        ]
-        ops += _quantize_ops(pooled)
-        ops += list(reduce.ops) + [_fop("mul", hidden, "dequantize")]
-        # QuantConv2d declares its bias add after the MACs; dequantize comes between them
-        ops += [_fop("compare", hidden, "se_relu")] + _quantize_ops(hidden)
-        ops += list(expand.ops) + [_fop("mul", scales, "dequantize")]
-        ops += [
-            _fop("add", scales, "relu6_shift"),
-            _fop("compare", 2 * scales, "relu6_clip"),
-            _fop("mul", scales, "relu6_scale"),
-        ]
-        elements = {
-            "se_global_pool_add": math.prod(input_shape),
-            "se_global_pool_mul": pooled,
-            "se_relu": hidden,
-            "se_relu6": scales,
-            "requantize": pooled + hidden,
-        }
-        return CostDeclaration(tuple(ops), elements, reduce.params + expand.params)
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        """Pool sum, quantize (the 1 / HW folded into the quantization multiply), conv, the
+        dequantize + bias + ReLU + requantize of the hidden layer fused (multiply, add, clip,
+        round), conv, and ``relu6(s + 3) / 6`` fused (multiply, add, clip to [0, 1])."""
+        have = builder.with_constants
+        channels, height, width = x.shape
+        builder.note("se_global_pool_add", channels * height * width)
+        builder.note("se_global_pool_mul", channels)
+        total = builder.sum(x, mode="global", kind="squeeze_excite")
+        step_in = output_step(self.quantize_in) if have else None
+        factor = 1.0 / (height * width) / float(step_in) if have else 0.0
+        t = builder.mul(total, _scalar(builder, "1/(HW step)", factor), kind="squeeze_excite")
+        codes_in = output_codes(self.quantize_in)
+        q = lower_output(
+            builder, t, codes_in, scale=float(step_in) if have else None, kind="squeeze_excite"
+        )
+        builder.note("requantize", channels)
+        hidden = _fused_conv(
+            builder,
+            "reduce",
+            self.reduce,
+            q,
+            output_step(self.quantize_hidden) if have else None,
+            0.0,
+        )
+        builder.note("se_relu", hidden.elements)
+        codes_hidden = output_codes(self.quantize_hidden)
+        step_hidden = float(output_step(self.quantize_hidden)) if have else None
+        clipped = builder.clip(hidden, 0.0, float(codes_hidden.hi), kind="squeeze_excite")
+        q = builder.round(clipped, 0, codes_hidden.hi, kind="squeeze_excite", scale=step_hidden)
+        builder.note("requantize", hidden.elements)
+        scales = _fused_conv(
+            builder, "expand", self.expand, q, torch.tensor(6.0, dtype=torch.float64), 3.0
+        )
+        builder.note("se_relu6", scales.elements)
+        return builder.clip(scales, 0.0, 1.0, kind="squeeze_excite")
+
+
+def _fused_conv(
+    builder: ProgramBuilder,
+    name: str,
+    conv: QuantConv2d,
+    q: Value,
+    divisor: Tensor | None,
+    offset: float,
+) -> Value:
+    """``(float32(acc) * s_w s_x + bias + offset) / divisor`` as one multiply and one add."""
+    have = builder.with_constants
+    with builder.layer(name):
+        weight, weight_scale = lower_weight(
+            builder, conv.weight_quantizer, conv.weight, is_float=False
+        )
+        acc = builder.conv(q, weight, stride=1, padding=(0, 0, 0, 0), groups=1)
+        shape = channel_shape(acc.shape)
+        factor = weight_scale.double() * q.scale / divisor if have else None
+        m = builder.constant("M", factor, shape=shape, dtype="float")
+        b = builder.constant(
+            "B",
+            (conv.bias.detach().double() + offset) / divisor if have else None,
+            shape=shape,
+            dtype="float",
+        )
+        return builder.add(builder.mul(acc, m, kind="squeeze_excite"), b, kind="squeeze_excite")
 
 
 # ---- conv unit, bottleneck, stem ---------------------------------------------------------
@@ -272,6 +305,7 @@ class PokeConv(nn.Module):
             weight_bits=weight_bits,
             weight_quantizer=family,
             input_bits=activation_bits,
+            input_range=code_range(output_codes(self.input_quantizer)),
         )
         self.norm = _batch_norm(out_channels, zero_scale=block_in_channels is not None)
         self.activation = DPReLU(out_channels)
@@ -288,59 +322,88 @@ class PokeConv(nn.Module):
         y = self.activation(y) * self.squeeze_excite(x)
         return self.norm_out(y)
 
-    def inference_ops(
-        self,
-        input_shape: Shape,
-        output_shape: Shape,
-        block_input_shape: Shape | None = None,
-    ) -> CostDeclaration:
-        """Everything one call executes; ``block_input_shape`` (default: ``input_shape``)
-        is the shape of the block input for the block shortcut."""
-        e = math.prod(output_shape)
-        n = input_shape[0]
-        binarize = self.input_quantizer.bits == 1
-        sign = (
-            CostDeclaration(
-                (_fop("compare", math.prod(input_shape), "sign"),),
-                {"sign": math.prod(input_shape)},
-                0,
-            )
-            if binarize
-            else CostDeclaration(
-                tuple(_quantize_ops(math.prod(input_shape))),
-                {"requantize": math.prod(input_shape)},
-                0,
-            )
+    def lower(self, builder: ProgramBuilder, x: Value, block_input: Value | None = None) -> Value:
+        have = builder.with_constants
+        with builder.layer("input_quantizer"):
+            q = lower_output(builder, x, output_codes(self.input_quantizer), scale=1.0, kind="sign")
+            builder.note("sign", x.elements)
+        acc, _, acc_scale = builder.part("conv", self.conv, q)
+        e = acc.elements
+        shape = channel_shape(acc.shape)
+        builder.note("batchnorm", 2 * e)
+        builder.note("dprelu", e)
+        builder.note("squeeze_excite", e)
+        builder.note("se_mul", e)
+        # BN1 fused, with DPReLU's bias_x folded into its add
+        m1, b1 = _affine(self.norm) if have else (None, None)
+        bias_x = self.activation.bias_x.detach().double() if have else None
+        t = builder.mul(
+            acc,
+            builder.constant("M1", acc_scale * m1 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
         )
-        parts = [
-            sign,
-            self.conv.inference_ops(input_shape, output_shape),
-            CostDeclaration(
-                tuple(_bn_ops(e, dequantize=True)), {"batchnorm": e}, 2 * self.out_channels
+        t = builder.add(
+            t,
+            builder.constant(
+                "B1-bias_x", b1 - bias_x if have else None, shape=shape, dtype="float"
             ),
-            _shortcut_declaration(input_shape, output_shape, "zeropad", "local"),
-        ]
+            kind="batchnorm",
+        )
+        with builder.layer("local_shortcut"):
+            local = _lower_shortcut(builder, x, acc.shape, "zeropad", "local_shortcut")
+            t = builder.add(t, local, kind="residual")
         if self.block_in_channels is not None:
-            block_shape = block_input_shape or input_shape
-            parts.append(_shortcut_declaration(block_shape, output_shape, "tile", "block"))
-        parts += [
-            self.activation.inference_ops(output_shape, output_shape),
-            self.squeeze_excite.inference_ops(input_shape, (n, self.out_channels, 1, 1)),
-            CostDeclaration((_fop("mul", e, "se_scale"),), {"se_mul": e, "squeeze_excite": e}, 0),
-            CostDeclaration(
-                tuple(_bn_ops(e, dequantize=False)), {"batchnorm": e}, 2 * self.out_channels
+            if block_input is None:
+                raise ValueError("this PokeConv has a block shortcut: pass block_input")
+            with builder.layer("block_shortcut"):
+                block = _lower_shortcut(builder, block_input, acc.shape, "tile", "block_shortcut")
+                t = builder.add(t, block, kind="residual")
+        scales = builder.part("squeeze_excite", self.squeeze_excite, x)  # (C_out, 1, 1)
+        # BN2's multiplier, the SE scale, DPReLU's slopes and bias_y: per (sample, channel)
+        m2, b2 = _affine(self.norm_out) if have else (None, None)
+        act = self.activation
+        scaled = builder.mul(
+            scales,
+            builder.constant("M2", m2 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
+        )
+        pos = builder.mul(
+            scaled,
+            builder.constant(
+                "slope+", act.pos_slope.detach() if have else None, shape=shape, dtype="float"
             ),
-        ]
-        return _merge(*parts)
+            kind="dprelu",
+        )
+        neg = builder.mul(
+            scaled,
+            builder.constant(
+                "slope-", act.neg_slope.detach() if have else None, shape=shape, dtype="float"
+            ),
+            kind="dprelu",
+        )
+        by = builder.mul(
+            scaled,
+            builder.constant(
+                "-bias_y", -act.bias_y.detach() if have else None, shape=shape, dtype="float"
+            ),
+            kind="dprelu",
+        )
+        bias = builder.add(
+            by,
+            builder.constant("B2", b2 if have else None, shape=shape, dtype="float"),
+            kind="batchnorm",
+        )
+        factor = builder.select(t, pos, neg, kind="dprelu")
+        y = builder.mul(t, factor, kind="dprelu")
+        return builder.add(y, bias, kind="batchnorm")
 
 
 class PokeBottleneck(nn.Module):
     """PokeBNN bottleneck ``(N, C_in, H, W) -> (N, 4 * channels, ceil(H/s), ceil(W/s))``:
     1x1 unit to ``channels``, 3x3 unit with the stride, 1x1 unit to ``4 * channels`` with the
-    tiled block shortcut. Float in and out (``output_bits = 32``)."""
+    tiled block shortcut. Float in and out."""
 
-    output_bits = FLOAT_BITS
-    output_signed = True
+    output_codes = FLOAT_CODES
 
     def __init__(self, spec: PokeBottleneckSpec, in_channels: int) -> None:
         super().__init__()
@@ -356,30 +419,24 @@ class PokeBottleneck(nn.Module):
             spec.channels, spec.out_channels, 1, block_in_channels=in_channels, **options
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, step: Tensor | None = None) -> tuple[Tensor, None]:
         y = self.unit2(self.unit1(x))
-        return self.unit3(y, block_input=x)
+        return self.unit3(y, block_input=x), None
 
-    def inference_ops(self, input_shape: Shape, output_shape: Shape) -> CostDeclaration:
-        n, _, height, width = input_shape
-        first = (n, self.spec.channels, height, width)
-        second = (n, self.spec.channels, output_shape[2], output_shape[3])
-        return _merge(
-            self.unit1.inference_ops(input_shape, first),
-            self.unit2.inference_ops(first, second),
-            self.unit3.inference_ops(second, output_shape, block_input_shape=input_shape),
-        )
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        y = builder.part("unit1", self.unit1, x)
+        y = builder.part("unit2", self.unit2, y)
+        return builder.part("unit3", self.unit3, y, x)
 
 
 class PokeStem(nn.Module):
     """PokeBNN's stem ``(N, C, H, W) -> (N, out_channels, floor((H-4)/4)+1, ...)``, float out.
 
-    Pixels are quantized to ``input_bits`` (free at inference: they arrive as integers), the
-    intermediate DPReLU output to ``activation_bits`` (signed) for the grouped conv.
+    Pixels are quantized to ``input_bits``, the intermediate DPReLU output to
+    ``activation_bits`` (signed) for the grouped conv.
     """
 
-    output_bits = FLOAT_BITS
-    output_signed = True
+    output_codes = FLOAT_CODES
 
     def __init__(self, spec: PokeStemSpec, input_channels: int) -> None:
         super().__init__()
@@ -393,6 +450,7 @@ class PokeStem(nn.Module):
             padding=0,
             weight_bits=spec.weight_bits,
             input_bits=spec.input_bits,
+            input_range=code_range(self.input_quantizer.output_codes),
         )
         self.norm = _batch_norm(spec.group_channels)
         self.activation = DPReLU(spec.group_channels)
@@ -404,42 +462,53 @@ class PokeStem(nn.Module):
             groups=spec.group_channels,
             weight_bits=spec.weight_bits,
             input_bits=spec.activation_bits,
+            input_range=code_range(output_codes(self.requantizer)),
         )
         self.group_norm = _batch_norm(spec.out_channels)
         self.group_activation = DPReLU(spec.out_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.activation(self.norm(self.conv(self.input_quantizer(x))))
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        x, _ = self.input_quantizer(x)
+        x = self.activation(self.norm(self.conv(x)))
         x = self.group_conv(self.requantizer(x))
-        return self.group_activation(self.group_norm(x))
+        return self.group_activation(self.group_norm(x)), None
 
-    def inference_ops(self, input_shape: Shape, output_shape: Shape) -> CostDeclaration:
-        n, _, out_h, out_w = output_shape
-        middle = (n, self.spec.group_channels, out_h, out_w)
-        e1, e2 = math.prod(middle), math.prod(output_shape)
-        requant_bits = self.spec.activation_bits
-        if requant_bits >= FLOAT_BITS:
-            requant = CostDeclaration()
-        else:
-            requant = CostDeclaration(tuple(_quantize_ops(e1)), {"requantize": e1}, 0)
-        conv1_float = self.conv.is_float
-        return _merge(
-            self.conv.inference_ops(input_shape, middle),
-            CostDeclaration(
-                tuple(_bn_ops(e1, dequantize=not conv1_float)),
-                {"batchnorm": e1},
-                2 * self.spec.group_channels,
-            ),
-            self.activation.inference_ops(middle, middle),
-            requant,
-            self.group_conv.inference_ops(middle, output_shape),
-            CostDeclaration(
-                tuple(_bn_ops(e2, dequantize=not self.group_conv.is_float)),
-                {"batchnorm": e2},
-                2 * self.spec.out_channels,
-            ),
-            self.group_activation.inference_ops(output_shape, output_shape),
-        )
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        have = builder.with_constants
+        x = builder.part("input_quantizer", self.input_quantizer, x)
+        acc, _, acc_scale = builder.part("conv", self.conv, x)
+        codes = output_codes(self.requantizer)
+        with builder.layer("conv_stage"):
+            builder.note("batchnorm", acc.elements)
+            builder.note("dprelu", acc.elements)
+            builder.note("requantize", acc.elements)
+            s_out = output_step(self.requantizer) if have else None
+            m, b = _affine(self.norm) if have else (None, None)
+            y = lower_float(
+                builder,
+                acc,
+                acc_scale * m / s_out if have else None,
+                b / s_out if have else None,
+                self.activation,
+                codes,
+                s_out,
+                kind="batchnorm",
+            )
+        acc, _, acc_scale = builder.part("group_conv", self.group_conv, y)
+        with builder.layer("group_stage"):
+            builder.note("batchnorm", acc.elements)
+            builder.note("dprelu", acc.elements)
+            m, b = _affine(self.group_norm) if have else (None, None)
+            return lower_float(
+                builder,
+                acc,
+                acc_scale * m if have else None,
+                b if have else None,
+                self.group_activation,
+                FLOAT_CODES,
+                None,
+                kind="batchnorm",
+            )
 
 
 @STEM_BUILDERS.register("pokebnn")

@@ -1,31 +1,30 @@
 """Fake quantizers for quantization-aware training, and Double Quantization of their scales.
 
 Every quantizer is an ``nn.Module`` mapping a float tensor to a float tensor whose values lie
-on the quantization grid ("fake quantization"), with explicit attributes the cost counter and
-the tests read:
+on the quantization grid ("fake quantization"), with explicit attributes the lowering and the
+tests read:
 
 * ``bits``: width of one quantized value (32 = float pass-through);
 * ``family``: ``"float"``, ``"uniform"``, ``"pow2"``, ``"binary"`` or ``"ternary"``;
 * ``signed``: whether negative levels exist;
 * ``granularity``: ``"per_tensor"`` or ``"per_channel"`` (one scale per index of dim 0);
-* ``scale_format``: the Double Quantization (DQ) format of the quantizer's scales:
-  ``float32`` (as is), ``int16`` / ``int8`` / ``int4`` (N-bit unsigned integers times one shared
-  float, the largest scale; see :func:`quantize_scale`), ``pow2`` (powers of two, a shift).
+* ``scale_format``: the Double Quantization (DQ) format of the quantizer's scales
+  (:func:`space._fixed_point.double_quantized`): ``float32``, ``int16`` / ``int8`` / ``int4``
+  (N-bit integers times one shared power of two), ``pow2`` (powers of two, a shift).
+
+A weight quantizer's output is exactly ``codes * scale``: :meth:`Quantizer.codes_and_scale`
+gives the integer codes (inside :meth:`Quantizer.code_range`, a range fixed by the
+configuration) and the per-channel scale the integer program folds into its requantization.
+Rounding is half up (``floor(x + 0.5)``) everywhere, as in the integer program.
 
 Gradients use straight-through estimators (STE) written so that the forward value is exact
-(``value.detach() + (surrogate - surrogate.detach())`` adds an exact zero), so outputs lie
-exactly on the grid. In eager training the same estimators run as single custom autograd nodes
-(:func:`ste`, :class:`_LevelsFunction`) for speed; export and the meta device use the plain
-ops. Everything runs on the ``meta`` device and exports to ONNX with ``torch.onnx.export``
-(no ``.item()``, no ``amax()`` without dims, no ``torch.fake_quantize_*``).
+(``value.detach() + (surrogate - surrogate.detach())`` adds an exact zero). In eager training
+the same estimators run as single custom autograd nodes (:func:`ste`, :class:`_LevelsFunction`)
+for speed; the meta device and ``no_grad`` take the plain ops with the same values.
 
 Quantizer initialisation is data-free: a weight quantizer is initialised from the weight by
 the layer that owns it (:meth:`Quantizer.init_from`); an activation quantizer starts with the
-LSQ initial step for a unit-variance input (use :meth:`Quantizer.init_from` on a calibration
-batch to do better).
-
-H2 / other users: build quantizers with :func:`make_quantizer` (weights) and
-:func:`make_activation_quantizer` (activations); read ``bits`` / ``family`` off the module.
+LSQ initial step for a unit-variance input.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from space._fixed_point import TINY, double_quantized, round_half_up, scale_format_bits
 from space.errors import ArchConfigError
 from space.registry import Registry
 
@@ -58,7 +58,7 @@ __all__ = [
 
 QUANTIZERS: Registry[type[Quantizer]] = Registry("quantizer family")
 
-_TINY = 1e-12
+_TINY = TINY
 # Below this many elements the plain straight-through ops are cheaper than a custom autograd
 # node (whose Python overhead is tens of microseconds); above it the node saves memory passes.
 _LARGE = 1 << 15
@@ -126,56 +126,28 @@ def clipped_ste(value: Tensor, x: Tensor, clip: float) -> Tensor:
 
 
 def round_ste(x: Tensor) -> Tensor:
-    """``round(x)`` (half to even) forward, identity gradient."""
-    return ste(torch.round(x.detach()), x)
+    """``floor(x + 0.5)`` (half up) forward, identity gradient."""
+    return ste(round_half_up(x.detach()), x)
 
 
 def _all_dims(t: Tensor) -> tuple[int, ...]:
     return tuple(range(t.dim()))
 
 
-def scale_format_bits(scale_format: str) -> int | None:
-    """``N`` of an ``intN`` scale format, ``None`` for ``float32`` / ``pow2``."""
-    if scale_format in ("int16", "int8", "int4"):
-        return int(scale_format[3:])
-    if scale_format in ("float32", "pow2"):
-        return None
-    raise ArchConfigError(
-        f"scale_format={scale_format!r} is not supported; use float32, int16, int8, int4 or pow2"
-    )
-
-
-def _double_quantized(scale: Tensor, scale_format: str, signed: bool) -> Tensor:
-    """The values of :func:`quantize_scale` (no gradient bookkeeping; ``scale`` detached)."""
-    if scale_format == "float32":
-        return scale
-    if scale_format == "pow2":
-        rounded = torch.exp2(torch.round(torch.log2(scale.abs().clamp_min(_TINY))))
-        return torch.where(scale < 0, -rounded, rounded) if signed else rounded
-    n_bits = scale_format_bits(scale_format)
-    assert n_bits is not None
-    levels = 2 ** (n_bits - 1) - 1 if signed else 2**n_bits - 1
-    largest = scale.abs().amax(dim=_all_dims(scale), keepdim=True).clamp_min(_TINY)
-    shared = largest / levels
-    low = -levels if signed else 1
-    return torch.clamp(torch.round(scale / shared), low, levels) * shared
-
-
 def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) -> Tensor:
     """Double Quantization of a tensor of scales (any shape), with a straight-through gradient.
 
     * ``float32``: returned as is.
-    * ``intN``: ``k * shared`` with ``shared = max|scale| / (2^N - 1)`` (one float for the whole
-      tensor) and ``k = round(scale / shared)`` an N-bit integer, clamped to ``[1, 2^N - 1]``
-      (unsigned, scales stay positive) or ``[-(2^(N-1) - 1), 2^(N-1) - 1]`` with ``signed``
-      (e.g. PReLU slopes; then ``shared = max|scale| / (2^(N-1) - 1)``). At most ``2^N`` values.
-    * ``pow2``: ``sign(scale) * 2^round(log2|scale|)`` (rounded in the log domain).
+    * ``intN``: ``k * 2^-s``, ``k`` an N-bit integer (``[1, 2^N - 1]``, or
+      ``[-(2^(N-1) - 1), 2^(N-1) - 1]`` with ``signed``, e.g. PReLU slopes) and one shared
+      power of two for the whole tensor. At most ``2^N`` values.
+    * ``pow2``: ``sign(scale) * 2^round(log2|scale|)`` (rounded half up in the log domain).
 
     Gradient: identity with respect to ``scale`` (the shared float is treated as a constant).
     """
     if scale_format == "float32":
         return scale
-    return ste(_double_quantized(scale.detach(), scale_format, signed), scale)
+    return ste(double_quantized(scale.detach(), scale_format, signed), scale)
 
 
 def _grad_scale(x: Tensor, factor: float) -> Tensor:
@@ -187,7 +159,9 @@ def _pow2_levels(v: Tensor, min_exponent: int) -> Tensor:
     """``sign(v) * 2^clamp(round(log2|v|), min_exponent, 0)``, 0 below half the smallest level,
     for ``v`` in ``[-1, 1]`` (no gradient)."""
     magnitude = v.abs()
-    exponent = torch.clamp(torch.round(torch.log2(magnitude.clamp_min(_TINY))), min_exponent, 0)
+    exponent = torch.clamp(
+        torch.floor(torch.log2(magnitude.clamp_min(_TINY)) + 0.5), min_exponent, 0
+    )
     level = torch.exp2(exponent)
     level = torch.where(magnitude < 2.0 ** (min_exponent - 1), 0.0, level)
     return torch.where(v < 0, -level, level)
@@ -196,7 +170,7 @@ def _pow2_levels(v: Tensor, min_exponent: int) -> Tensor:
 class _LevelsFunction(torch.autograd.Function):
     """A learned-scale quantizer in one autograd node (eager training):
     ``s = view(DQ(clamp(scale, 1e-8)))``, ``y = L(clamp(x / s, low, high)) * s`` with ``L`` =
-    round (uniform / LSQ) or the power-of-two levels (``min_exponent`` given).
+    round half up (uniform / LSQ) or the power-of-two levels (``min_exponent`` given).
 
     Backward: ``dx = g`` where ``low < x / s < high`` else 0 (one fused ``hardtanh_backward``
     pass, no bool masks, which are slow on CPU); ``ds = factor * sum(g * (L(v) - v))`` inside and
@@ -217,10 +191,10 @@ class _LevelsFunction(torch.autograd.Function):
         grad_factor: float,
         min_exponent: int | None,
     ) -> Tensor:
-        step = _double_quantized(scale.clamp_min(1e-8), scale_format, False).view(view_shape)
+        step = double_quantized(scale.clamp_min(1e-8), scale_format, False).view(view_shape)
         v = x / step
         if min_exponent is None:
-            levels = torch.clamp(v, low, high).round_()
+            levels = torch.clamp(v, low, high).add_(0.5).floor_()
         else:
             levels = _pow2_levels(torch.clamp(v, low, high), min_exponent)
         ctx.save_for_backward(v, levels)
@@ -297,6 +271,22 @@ class Quantizer(nn.Module):
         """``(low, high)`` inside which the straight-through gradient is exactly 1."""
         return None
 
+    def code_range(self) -> tuple[int, int]:
+        """``(lo, hi)`` of the integer codes (fixed by the configuration); float: none."""
+        raise ArchConfigError(f"a {self.family} quantizer has no integer codes")
+
+    @torch.no_grad()
+    def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(codes, scale)`` with ``forward(x) == codes * scale`` (scale broadcast over dim 0
+        per channel): ``codes`` integer-valued, same shape as ``x``; ``scale`` ``(channels,)``
+        or ``(1,)``, positive."""
+        raise ArchConfigError(f"a {self.family} quantizer has no integer codes")
+
+    @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        """The ``scale`` of :meth:`codes_and_scale` alone (cheaper: no codes computed)."""
+        return self.codes_and_scale(x)[1]
+
     def _view_shape(self, x: Tensor) -> tuple[int, ...]:
         """Shape that broadcasts a ``(channels,)`` or ``(1,)`` scale against ``x``."""
         if self.granularity == "per_channel":
@@ -333,6 +323,8 @@ class FloatQuantizer(Quantizer):
         scale_format: str = "float32",
     ) -> None:
         super().__init__()
+        if bits != 32:
+            raise ArchConfigError(f"bits={bits} is not possible for a float quantizer; use 32")
         self.bits = 32
         self.signed = signed
         self.granularity = granularity
@@ -365,7 +357,7 @@ class _LearnedScale(Quantizer):
 
     def scale_value(self) -> Tensor:
         """:meth:`quantized_scale` without gradient (e.g. a grid for other quantities)."""
-        return _double_quantized(self.scale.detach().clamp_min(1e-8), self.scale_format, False)
+        return double_quantized(self.scale.detach().clamp_min(1e-8), self.scale_format, False)
 
     def quantized_scale(self) -> Tensor:
         """The learned scale after Double Quantization, shape ``(channels,)`` or ``(1,)``;
@@ -440,11 +432,26 @@ class UniformQuantizer(_LearnedScale):
         # Plain ops (inference, export, meta): same values, same gradients.
         step = _grad_scale(step, grad_factor)
         v = torch.clamp(x / step, self.q_min, self.q_max)
-        return ste(torch.round(v), v) * step
+        return ste(round_half_up(v.detach()), v) * step
 
     def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         step = self.scale_for(x).detach()
         return self.q_min * step, self.q_max * step
+
+    def code_range(self) -> tuple[int, int]:
+        return self.q_min, self.q_max
+
+    @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        return self.scale_value()
+
+    @torch.no_grad()
+    def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        step = self.scale_value()
+        codes = round_half_up(
+            torch.clamp(x / step.view(self._view_shape(x)), self.q_min, self.q_max)
+        )
+        return codes, step
 
 
 @QUANTIZERS.register("pow2")
@@ -472,8 +479,11 @@ class Pow2Quantizer(_LearnedScale):
         channels: int = 1,
         scale_format: str = "float32",
     ) -> None:
-        if not 2 <= bits <= 8:
-            raise ArchConfigError(f"bits={bits} is not possible for a pow2 quantizer; use 2..8")
+        if not 2 <= bits <= 5:
+            raise ArchConfigError(
+                f"bits={bits} is not possible for a pow2 quantizer; use 2..5 (a b-bit pow2 code "
+                "is an integer of up to 2^(2^(b-1) - 2): wider ones do not fit an accumulator)"
+            )
         super().__init__(
             bits,
             signed=signed,
@@ -514,6 +524,24 @@ class Pow2Quantizer(_LearnedScale):
     def clip_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.scale_for(x).detach()
         return (-scale if self.signed else 0 * scale), scale
+
+    def code_range(self) -> tuple[int, int]:
+        """Codes ``+-2^(e - min_exponent)``: integers up to ``2^-min_exponent``."""
+        largest = 2 ** (-self.min_exponent)
+        return (-largest if self.signed else 0), largest
+
+    @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        return self.scale_value() * 2.0**self.min_exponent
+
+    @torch.no_grad()
+    def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Codes ``sign * 2^(e - min_exponent)`` times the scale ``s * 2^min_exponent``."""
+        scale = self.scale_value()
+        low = -1.0 if self.signed else 0.0
+        v = torch.clamp(x / scale.view(self._view_shape(x)), low, 1.0)
+        codes = _pow2_levels(v, self.min_exponent) * 2.0 ** (-self.min_exponent)
+        return codes, scale * 2.0**self.min_exponent
 
 
 class _DataScaled(Quantizer):
@@ -571,7 +599,7 @@ class BinaryQuantizer(_DataScaled):
             return None
         dims = self._reduce_dims(x)
         mean_abs = x.detach().abs().mean(dim=dims) if dims else x.detach().abs()
-        scale = _double_quantized(mean_abs.reshape(-1).clamp_min(_TINY), self.scale_format, False)
+        scale = double_quantized(mean_abs.reshape(-1).clamp_min(_TINY), self.scale_format, False)
         return self._channel_view(scale, x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -579,6 +607,17 @@ class BinaryQuantizer(_DataScaled):
         signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
         value = signs if scale is None else signs * scale
         return clipped_ste(value, x, self.clip)
+
+    def code_range(self) -> tuple[int, int]:
+        return -1, 1
+
+    @torch.no_grad()
+    def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.scale_for(x)
+        codes = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        if scale is None:
+            return codes, torch.ones(1, dtype=x.dtype, device=x.device)
+        return codes, scale.reshape(-1)
 
 
 @QUANTIZERS.register("ternary")
@@ -624,7 +663,7 @@ class TernaryQuantizer(_DataScaled):
             scale = total / count
         else:
             scale = magnitude
-        scale = _double_quantized(scale.reshape(-1).clamp_min(_TINY), self.scale_format, False)
+        scale = double_quantized(scale.reshape(-1).clamp_min(_TINY), self.scale_format, False)
         return mask, self._channel_view(scale, x)
 
     def scale_for(self, x: Tensor) -> Tensor:
@@ -634,6 +673,14 @@ class TernaryQuantizer(_DataScaled):
         mask, scale = self._mask_and_scale(x)
         signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
         return clipped_ste(signs * mask * scale, x, self.clip)
+
+    def code_range(self) -> tuple[int, int]:
+        return -1, 1
+
+    @torch.no_grad()
+    def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mask, scale = self._mask_and_scale(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) * mask, scale.reshape(-1)
 
 
 def make_quantizer(
@@ -670,7 +717,7 @@ def make_activation_quantizer(
     :class:`UniformQuantizer` (unsigned after ReLU: pass ``signed=False``); ``32``: float.
     """
     if bits == 32:
-        return FloatQuantizer()
+        return FloatQuantizer(signed=signed)
     if bits == 1:
         return BinaryQuantizer(1, granularity="per_tensor", scale_format=scale_format, scaled=False)
     return UniformQuantizer(

@@ -31,6 +31,7 @@ from search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
     _front,
     _dashboard,
     _export,
+    _verify,
 )
 
 

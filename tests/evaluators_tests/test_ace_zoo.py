@@ -141,7 +141,7 @@ def test_paper_point_elementwise_share() -> None:
     assert share["pikelpn-1x"] < share["mobilenet_v1-1.0-w4a4"]
 
 
-# ---- ACE v2 from docs/ace_v2_rules.md, written independently of the modules' declarations
+# ---- ACE v2 from docs/ace_v2_rules.md, written independently of the lowering code ---------
 def _mobilenet_geometry(width: float, resolution: int) -> list[tuple[str, int, int, int]]:
     """(part, MACs, fan-in, output elements) of every conv, in order."""
     layers = []
@@ -164,46 +164,69 @@ def _mobilenet_geometry(width: float, resolution: int) -> list[tuple[str, int, i
     return [*layers, ("final", size, in_channels, 0)]
 
 
-def _pool_and_head(feature_bits: int, size: int, channels: int, classes: int) -> int:
-    """Global pool of b-bit features, 8-bit head input quantizer, 8-bit linear with float
-    dequantize and bias (docs/ace_v2_rules.md)."""
+def _bits(lo: int, hi: int) -> int:
+    """Two's-complement (lo < 0) or unsigned width of [lo, hi]."""
+    if lo >= 0:
+        return hi.bit_length()
+    return max((-lo - 1).bit_length(), hi.bit_length()) + 1
+
+
+def _input_quantizer(resolution: int) -> int:
+    """float multiply by 1 / step, clip (2 float compares), round, per input pixel (3 channels)."""
+    return 3 * resolution * resolution * (1024 + 2 * 32 + 32)
+
+
+def _pool_and_head(code_max: int, size: int, channels: int, classes: int) -> int:
+    """Integer sum of the H*W unsigned codes per channel (H*W - 1 adds at the sum's width), one
+    float multiply, clip and round (the 8-bit head input), 8 x 8 MACs, dequantize and bias."""
     pixels = size * size
-    sum_bits = min(32, feature_bits + math.ceil(math.log2(pixels)))
-    cost = channels * pixels * sum_bits  # pool_sum adds
-    cost += channels * (sum_bits if pixels & (pixels - 1) == 0 else 1024)  # shift or float mul
-    cost += channels * (1024 + 32 + 2 * 32)  # head quantizer: float mul, round, 2 compares
-    cost += channels * classes * 64 + classes * (1024 + 32)  # linear, dequantize, bias
-    return cost
+    cost = channels * (pixels - 1) * _bits(0, code_max * pixels)
+    cost += channels * (1024 + 2 * 32 + 32)
+    return cost + channels * classes * 64 + classes * (1024 + 32)
 
 
 @pytest.mark.parametrize(("width", "resolution"), [("0.5", 96), ("0.25", 128)])
 def test_mobilenet_w8a8_ace_v2_from_the_rules(width: str, resolution: int) -> None:
-    # Per conv output element after an 8-bit integer conv: float dequantize mul (32x32),
-    # BN mul (32x32) and add (32), ReLU compare (32), requantize mul (32x32), round (32),
-    # clip 2 compares (2x32): 3 * 1024 + 5 * 32 = 3,232.
+    # Float BN after an integer conv, fused (its cheapest correct form): one float multiply
+    # (dequantize, BN and requantize scales in one), one float add, ReLU as the clip's lower
+    # bound: clip (2 compares) and round: 1024 + 32 + 64 + 32 = 1,152 per element.
     *convs, (_, size, channels, _) = _mobilenet_geometry(float(width), resolution)
-    expected = sum(macs * 64 + elements * 3_232 for _, macs, _, elements in convs)
-    expected += _pool_and_head(8, size, channels, 1000)
+    expected = _input_quantizer(resolution)
+    expected += sum(macs * 64 + elements * 1_152 for _, macs, _, elements in convs)
+    expected += _pool_and_head(255, size, channels, 1000)
     report = count_ace(get_zoo_arch(f"mobilenet_v1-{width}-w8a8", resolution=resolution))
     assert report.ace_v2 == expected
     conv_outputs = sum(elements for *_, elements in convs)
     assert report.elementwise_elements["batchnorm"] == conv_outputs
-    assert report.elementwise_elements["relu"] == conv_outputs
+
+
+def _pow2_quantnorm(acc_bound: int, out_bits: int) -> int:
+    """Per element, pow2 QuantNorm with ReLU to unsigned ``out_bits`` codes (docs/ace_v2_rules):
+    one add of the bias (rounding constant folded in), one shift, the clip (2 compares)."""
+    term = acc_bound
+    t_bits = _bits(-3 * term, 3 * term)
+    rounding = 2**t_bits  # exponents go down to -(t_bits + 1)
+    bias_bits = _bits(-2 * term, 2 * term + rounding)
+    add_bits = max(_bits(-acc_bound, acc_bound), bias_bits)
+    t_lo, t_hi = -acc_bound - 2 * term, acc_bound + 2 * term + rounding
+    shifted_bits = _bits(t_lo << out_bits, t_hi << out_bits)  # left shifts up to out_bits
+    return add_bits + _bits(t_lo, t_hi) + 2 * shifted_bits
 
 
 @pytest.mark.parametrize("resolution", [96, 128])
 def test_pikelpn_ace_v2_from_the_rules(resolution: int) -> None:
-    # QuantNorm with pow2 DQ on accumulator A = min(32, b_w + b_a + ceil(log2 fan-in)):
-    # shift (A) + bias add (A) + clip 2 compares (2A) = 4A per element; ReLU is the clip.
-    # Widths: stem 8-bit weights on 8-bit pixels; depthwise 8-bit weights, pointwise 4-bit
-    # pow2 weights, both on 4-bit activations.
+    # Codes: 8-bit signed pixels, 4-bit unsigned activations. Weight codes: 8-bit uniform
+    # (|w| <= 128); 4-bit pow2 codes are integers up to 2^(2^3 - 2) = 64. Accumulator bound:
+    # fan-in x |w| x |x|.
+    weight_max = {"stem": 128, "depthwise": 128, "pointwise": 64}
     bits = {"stem": (8, 8), "depthwise": (8, 4), "pointwise": (4, 4)}
     *convs, (_, size, channels, _) = _mobilenet_geometry(1.0, resolution)
-    expected = 0
+    expected = _input_quantizer(resolution)
     for part, macs, fan_in, elements in convs:
         weight_bits, input_bits = bits[part]
-        accumulator = min(32, weight_bits + input_bits + math.ceil(math.log2(fan_in)))
-        expected += macs * weight_bits * input_bits + elements * 4 * accumulator
-    expected += _pool_and_head(4, size, channels, 1000)
+        code_max = 128 if part == "stem" else 15
+        bound = fan_in * weight_max[part] * code_max
+        expected += macs * weight_bits * input_bits + elements * _pow2_quantnorm(bound, 4)
+    expected += _pool_and_head(15, size, channels, 1000)
     report = count_ace(get_zoo_arch("pikelpn-1x", resolution=resolution))
     assert report.ace_v2 == expected

@@ -14,15 +14,19 @@ from results.export import (
     CARD_FILE,
     COST_FILE,
     ONNX_FILE,
+    RUNNER_FILE,
     WEIGHTS_FILE,
+    BundleError,
     export_onnx,
     export_pareto,
+    export_trained,
     export_trial,
     load_bundle,
 )
 from space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
 from space.build import build_model
-from space.errors import EvaluationError, RunDirError
+from space.errors import ArchConfigError, EvaluationError, RunDirError
+from space.program import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
 torch.set_num_threads(1)
@@ -65,7 +69,7 @@ def exported(tmp_path_factory):
     )
     stale = run / "exports" / "trial-0"
     stale.mkdir(parents=True)
-    (stale / "stale.txt").write_text("from an earlier export")
+    (stale / COST_FILE).write_text("from an earlier export")
     bundles = export_pareto(run)
     return run, bundles, model
 
@@ -76,29 +80,64 @@ def test_pareto_export_one_bundle_per_front_architecture(exported):
     assert [b.name for b in bundles] == ["trial-0", "trial-1"]  # trial 2 duplicates trial 1
     assert all(b.parent == run / "exports" for b in bundles)
     assert sorted(p.name for p in bundles[1].iterdir()) == sorted(
-        [ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE]
+        [
+            ARCH_FILE,
+            WEIGHTS_FILE,
+            ONNX_FILE,
+            COST_FILE,
+            CARD_FILE,
+            PROGRAM_FILE,
+            CONSTANTS_FILE,
+            RUNNER_FILE,
+        ]
     )
     assert not (bundles[0] / WEIGHTS_FILE).exists()
     assert not [p for p in (run / "exports").iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow
-def test_bundle_round_trip_gives_identical_outputs_and_ace(exported):
+def test_bundle_runs_three_ways_to_the_same_logits(exported, tmp_path):
+    """PyTorch (eval forward), the bundle's numpy runner in a process without torch, and
+    onnxruntime on model.onnx: identical logits; and ACE v2 from the bundle's program."""
+    import subprocess
+    import sys
+
     _, bundles, trained = exported
     arch, model = load_bundle(bundles[1])
     assert arch == tiny_arch(TRAINED_BITS) and not model.training
-    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(model(x), trained(x))
         reference = model(x).numpy()
-    cost = json.loads((bundles[1] / COST_FILE).read_text())
-    assert cost["ace_v2"] == count_ace(arch).ace_v2 and cost["breakdown"]
-    session = onnxruntime.InferenceSession(str(bundles[1] / ONNX_FILE))
-    logits = np.concatenate(
-        [session.run(["logits"], {"input": x[i : i + 1].numpy()})[0] for i in range(4)]
-    )
-    assert np.max(np.abs(logits - reference)) <= 1e-4
     assert np.abs(reference).max() > 1e-3  # the comparison is not trivially between zeros
+    program = IntegerProgram.load(bundles[1])
+    assert np.array_equal(program.run(x.numpy()).output, reference)
+    np.save(tmp_path / "x.npy", x.numpy())
+    no_torch = (
+        "import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    runner = bundles[1] / RUNNER_FILE
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            no_torch,
+            str(runner),
+            str(bundles[1]),
+            "--input",
+            str(tmp_path / "x.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert np.array_equal(np.array(json.loads(done.stdout), dtype=np.float32), reference)
+    session = onnxruntime.InferenceSession(str(bundles[1] / ONNX_FILE))
+    assert np.array_equal(session.run(["logits"], {"input": x.numpy()})[0], reference)
+    cost = json.loads((bundles[1] / COST_FILE).read_text())
+    assert cost["ace_v2"] == count_ace(arch).ace_v2 == count_ace(program).ace_v2
 
 
 @pytest.mark.slow
@@ -108,6 +147,7 @@ def test_model_card_says_how_it_was_found(exported):
     assert "trial 1 of study pikenas" in trained and "93.00%" in trained
     assert "sampler: nsga2" in trained and "data set: digits" in trained
     assert "`8/8 4/8 4/4 4/4 4/4 8/8`" in trained and "load_bundle" in trained
+    assert "Verified at export on 16 random inputs" in trained and "bit for bit" in trained
     untrained = (bundles[0] / CARD_FILE).read_text()
     assert "No trained weights" in untrained
 
@@ -132,27 +172,64 @@ def test_unknown_trial_and_bad_bundle(tmp_path):
 @pytest.mark.slow
 def test_export_replaces_an_existing_bundle(exported):
     _, bundles, _ = exported
-    assert not (bundles[0] / "stale.txt").exists() and (bundles[0] / ONNX_FILE).is_file()
+    assert (bundles[0] / COST_FILE).read_text() != "from an earlier export"
+    assert (bundles[0] / ONNX_FILE).is_file()
 
 
-class _ExportsSomethingElse(torch.nn.Module):
-    """Computes x in eager mode but 2 x while being exported: a wrong graph."""
+def test_export_never_deletes_files_it_did_not_write(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, [Point(0.5, 100.0), Point(0.9, 900.0, bits=((4, 4), (4, 4)))])
+    mine = run / "exports" / "trial-0" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes")
+    with pytest.raises(BundleError, match=r"trial 0: .*holds files pikenas did not write"):
+        export_pareto(run)
+    assert mine.read_text() == "my notes"
+    assert (run / "exports" / "trial-1" / ONNX_FILE).is_file()  # the other bundle is written
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 2.0 if torch.compiler.is_exporting() else 1.0
-        return x.flatten(1)[:, :10] * scale
+
+def test_hostile_bundles_are_refused(tmp_path):
+    bundle = tmp_path / "trial-0"
+    bundle.mkdir()
+    (bundle / ARCH_FILE).write_text(tiny_arch().to_json())
+    (bundle / WEIGHTS_FILE).mkdir()
+    with pytest.raises(RunDirError, match="not a regular file"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).rmdir()
+    (bundle / WEIGHTS_FILE).symlink_to("/dev/zero")
+    with pytest.raises(RunDirError, match="not a regular file"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).unlink()
+    (bundle / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(RunDirError, match="does not fit architecture"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).unlink()
+    data = json.loads(tiny_arch().to_json())
+    data["blocks"][0]["out_channels"] = 10**9
+    (bundle / ARCH_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArchConfigError, match="less than or equal"):
+        load_bundle(bundle)
 
 
 @pytest.mark.slow
-def test_onnx_mismatch_fails_loudly(tmp_path):
-    with pytest.raises(EvaluationError, match="differs from PyTorch by .*the exported graph"):
-        export_onnx(_ExportsSomethingElse(), tiny_arch(), tmp_path / "m.onnx")
+def test_onnx_that_differs_from_the_program_fails_loudly(tmp_path):
+    program = build_model(tiny_arch()).eval().program()
+
+    class Wrong(IntegerProgram):
+        def run(self, inputs, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            result = IntegerProgram.run(self, inputs, **kwargs)
+            result.output = result.output + 1.0
+            return result
+
+    wrong = Wrong(**{k: getattr(program, k) for k in program.__dataclass_fields__})
+    with pytest.raises(EvaluationError, match="differs from the integer program"):
+        export_onnx(wrong, tmp_path / "m.onnx", np.zeros((1, 1, 8, 8), np.float32))
 
 
 @pytest.mark.slow
-def test_tie_sensitive_binary_network_is_accepted_and_explained(tmp_path):
-    """Untrained binary blocks after a ReLU stem: depthwise sums are exactly 0 in exact
-    arithmetic, float32 noise decides their sign, so runtimes cannot agree to 1e-4."""
+def test_binary_network_with_ties_at_zero_exports_exactly(tmp_path):
+    """Untrained binary blocks after a ReLU stem: many depthwise sums are exactly 0. The program
+    decides their sign (+1) by exact arithmetic, and the ONNX graph reproduces it."""
     binary = ConvQuantSpec(weight_bits=1, weight_quantizer="binary")
     block = PikeBlockSpec(
         out_channels=64,
@@ -163,6 +240,25 @@ def test_tie_sensitive_binary_network_is_accepted_and_explained(tmp_path):
     )
     arch = tiny_arch().model_copy(update={"blocks": (block, block)})
     arch = ArchConfig.from_json(arch.to_json())
-    check = export_onnx(build_model(arch).eval(), arch, tmp_path / "m.onnx")
-    assert check.tie_sensitivity is not None and check.tie_sensitivity > 1e-4
-    assert check.max_difference <= 1e-4 + 2 * check.tie_sensitivity
+    program = build_model(arch).eval().program()
+    images = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    check = export_onnx(program, tmp_path / "m.onnx", images)
+    assert check.exact and check.max_difference == 0.0
+
+
+@pytest.mark.slow
+def test_a_pikenas_train_folder_exports_as_a_bundle(tmp_path):
+    final, trained = trained_final_dir(tmp_path)
+    (final / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9, "dataset": "digits"}))
+    bundle = export_trained(final, tmp_path / "out")
+    assert bundle == tmp_path / "out" / "trial-1-bundle"
+    arch, model = load_bundle(bundle)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    card = (bundle / CARD_FILE).read_text()
+    assert "pikenas train trial-1" in card and "90.00%" in card
+    session = onnxruntime.InferenceSession(str(bundle / ONNX_FILE))
+    assert np.array_equal(session.run(["logits"], {"input": x.numpy()})[0], trained(x).numpy())
+    with pytest.raises(RunDirError, match="not a finished 'pikenas train' folder"):
+        export_trained(tmp_path)

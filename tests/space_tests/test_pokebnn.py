@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
+from evaluators.ace import count_ace
 from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
-from space.arch import ArchConfig, PokeBottleneckSpec
+from space.arch import ArchConfig, PokeBottleneckSpec, PokeStemSpec
 from space.build import build_model
-from space.costs import CostDeclaration
 from space.errors import ArchConfigError
+from space.lowering import lower
 from space.pokebnn import (
     PokeBottleneck,
-    PokeConv,
     SqueezeExcite,
     build_poke_bottleneck,
     build_poke_stem,
@@ -46,22 +46,13 @@ OFFICIAL_1_0X_224 = {
 
 
 def declared_totals(arch: ArchConfig) -> dict[str, int]:
-    """Sum the stem's and the blocks' own declarations (shapes from the ArchConfig) into the
-    reference's size_stats quantities; dense ACE from the head's linear layer."""
-    model = build_model(arch, device="meta")
-    sizes = arch.feature_sizes()
-    shape = (1, arch.input_channels, arch.resolution, arch.resolution)
-    total = CostDeclaration()
-    for module, (channels, size) in zip([model.stem, *model.blocks], sizes, strict=True):
-        out_shape = (1, channels, size, size)
-        total = total + module.inference_ops(shape, out_shape)
-        shape = out_shape
-    dense = model.head.linear.inference_ops((1, shape[1]), (1, arch.num_classes))
-    totals = dict(total.elements)
-    totals["conv_ace"] = sum(op.count * op.bits_a * op.bits_b for op in total.ops if op.op == "mac")
-    totals["dense_ace"] = sum(
-        op.count * op.bits_a * op.bits_b for op in dense.ops if op.op == "mac"
-    )
+    """The program's element annotations and ACE v1 in the reference's size_stats quantities;
+    dense ACE from the head's linear layer."""
+    report = count_ace(arch)
+    totals = dict(report.elementwise_elements)
+    dense = sum(layer.ace_v1 for layer in report.layers if layer.layer == "head.linear")
+    totals["conv_ace"] = report.ace_v1 - dense
+    totals["dense_ace"] = dense
     return totals
 
 
@@ -168,46 +159,70 @@ def test_squeeze_excite_is_a_per_channel_scale_in_unit_range() -> None:
     assert se.hidden_channels == 2
 
 
-def test_poke_conv_declaration_by_hand() -> None:
-    unit = PokeConv(8, 16, 3, stride=2)
-    y = unit(torch.randn(2, 8, 4, 4))
-    assert y.shape == (2, 16, 2, 2)
-    declared = unit.inference_ops((1, 8, 4, 4), (1, 16, 2, 2))
+def _unit_arch() -> ArchConfig:
+    """A PokeBNN stem and one bottleneck at 16x16: 4x4 maps into the bottleneck."""
+    return ArchConfig(
+        input_channels=3,
+        resolution=16,
+        num_classes=4,
+        stem=PokeStemSpec(group_channels=8, out_channels=16),
+        blocks=(PokeBottleneckSpec(channels=8, stride=2),),
+    )
+
+
+def _unit_elements(prefix: str) -> dict[str, int]:
+    elements: dict[str, int] = {}
+    for layer, kind, count in lower(build_model(_unit_arch(), device="meta")).elements:
+        if layer.startswith(prefix):
+            elements[kind] = elements.get(kind, 0) + count
+    return elements
+
+
+def test_poke_conv_lowering_by_hand() -> None:
+    report = count_ace(_unit_arch())
+    rows = [row for row in report.breakdown if row.layer.startswith("blocks.0.unit2")]
     macs: dict[tuple[int, int], int] = {}
-    for op in declared.ops:
-        if op.op == "mac":
-            macs[op.bits_a, op.bits_b] = macs.get((op.bits_a, op.bits_b), 0) + op.count
-    assert macs == {(1, 1): 4608, (4, 4): 8 + 16}
-    elements = declared.elements
-    assert elements["sign"] == 128 and elements["batchnorm"] == 2 * 64 and elements["dprelu"] == 64
-    assert (
-        elements["reshape_add_avg_pool"] == 9 * 64 and elements["reshape_add_local_residual"] == 64
-    )
-    assert elements["residual_add"] == 8 * 4  # the zero-padded channels need no add
-    assert (elements["se_global_pool_add"], elements["se_relu"], elements["se_relu6"]) == (
-        128,
-        1,
-        16,
-    )
-    assert all(op.float_operands and op.bits_a == 32 for op in declared.ops if op.op != "mac")
-    # params: binary conv, SE convs with bias, two BNs, DPReLU
-    assert declared.params == 16 * 8 * 9 + (8 + 1) + (16 + 16) + 2 * 2 * 16 + 4 * 16
+    for row in rows:
+        if row.op == "mac":
+            macs[row.bits_a, row.bits_b] = macs.get((row.bits_a, row.bits_b), 0) + row.count
+    # the 3x3 stride-2 unit on 8 x 4 x 4 -> 8 x 2 x 2: 32 outputs x 72 binary MACs; SE: 8 -> 1 -> 8
+    assert macs == {(1, 1): 32 * 72, (4, 4): 8 + 8}
+    main = {row.op: row.count for row in rows if row.layer == "blocks.0.unit2"}
+    # per output element (32): BN1 multiply + add (bias_x folded), the select, one multiply
+    # (slope x SE scale x BN2 multiplier) and one add (BN2 bias - bias_y term); per channel (8):
+    # the SE scale times BN2's multiplier, times the two slopes and bias_y; BN2's bias. (The
+    # shortcut's add is in its own layer.)
+    assert main == {"mul": 32 + 32 + 4 * 8, "add": 32 + 32 + 8, "compare": 32}
+    assert all(row.float_operands for row in rows if row.op != "mac")
+    elements = _unit_elements("blocks.0.unit2")
+    assert elements["sign"] == 8 * 16 and elements["batchnorm"] == 2 * 32
+    assert elements["reshape_add_avg_pool"] == 9 * 32
+    assert elements["reshape_add_local_residual"] == 32
+    assert elements["se_global_pool_add"] == 8 * 16 and elements["se_relu6"] == 8
 
 
-def test_declarations_scale_with_batch() -> None:
-    block = PokeBottleneck(PokeBottleneckSpec(channels=8, stride=2), 16)
-    one = block.inference_ops((1, 16, 6, 6), (1, 32, 3, 3))
-    four = block.inference_ops((4, 16, 6, 6), (4, 32, 3, 3))
-    assert [op.count * 4 for op in one.ops] == [op.count for op in four.ops]
-    assert one.params == four.params
+def test_zero_padded_shortcut_adds_only_the_real_channels() -> None:
+    # unit3: 8 -> 32 channels on 2x2; its local shortcut zero-pads 8 channels to 32
+    report = count_ace(_unit_arch())
+    adds: dict[str, int] = {}
+    for row in report.breakdown:
+        if row.op == "add" and row.layer.startswith("blocks.0.unit3"):
+            adds[row.layer] = adds.get(row.layer, 0) + row.count
+    assert adds["blocks.0.unit3.local_shortcut"] == 8 * 4  # not 32 * 4
+    # the block shortcut: 16 channels tiled to 32, then the 3x3/2 SAME pool of 4x4 -> 2x2 sums
+    # 5 x 5 in-bounds terms per channel (25 * 32 - 128 adds), then the add (128)
+    assert adds["blocks.0.unit3.block_shortcut"] == 25 * 32 - 128 + 128
+    # BN1's add, BN2's add (per element), BN2's bias term per channel
+    assert adds["blocks.0.unit3"] == 128 + 128 + 32
+    assert _unit_elements("blocks.0.unit3")["residual_add"] == 32 + 128
 
 
 def test_bottleneck_forward_backward() -> None:
     torch.manual_seed(0)
     block = PokeBottleneck(PokeBottleneckSpec(channels=8, stride=2), 16)
     x = torch.randn(2, 16, 6, 6, requires_grad=True)
-    y = block(x)
-    assert y.shape == (2, 32, 3, 3)
+    y, step = block(x)
+    assert y.shape == (2, 32, 3, 3) and step is None
     y.square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert block.unit1.conv.weight.grad is not None

@@ -165,9 +165,11 @@ def test_int_scales_take_at_most_2_to_the_n_values(bits: int) -> None:
     scales = torch.rand(300, generator=torch.Generator().manual_seed(0)) + 1e-3
     quantized = quantize_scale(scales, f"int{bits}")
     assert len(torch.unique(quantized)) <= 2**bits
-    step = scales.max() / (2**bits - 1)
-    integers = quantized / step
-    torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=1e-3)
+    # N-bit integers times one shared power of two, the largest as large as it can be
+    shared = 2.0 ** -torch.floor(torch.log2((2**bits - 1) / scales.max()))
+    integers = quantized / shared
+    torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=0)
+    assert integers.max() <= 2**bits - 1 and integers.max() > (2**bits - 1) / 2
     assert quantized.min() > 0
 
 
@@ -187,9 +189,11 @@ def test_quantizer_scales_are_double_quantized(family: str, bits: int, scale_for
     if scale_format == "pow2":
         exponents = torch.log2(scale)
         assert torch.equal(exponents, torch.round(exponents))
-    else:
-        integers = scale / (scale.max() / 15)
-        torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=1e-4)
+    else:  # int4: 4-bit integers times one shared power of two
+        shared = 2.0 ** -torch.floor(torch.log2(15 / scale.max()))
+        integers = scale / shared
+        torch.testing.assert_close(integers, torch.round(integers), rtol=0, atol=0)
+        assert integers.max() <= 15
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
@@ -289,3 +293,54 @@ def test_fused_sign_equals_the_plain_ops() -> None:
     y.sum().backward()
     assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES)
+def test_output_is_exactly_codes_times_scale(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    """What the integer program stores (codes inside the configured range, one scale per
+    channel) is exactly what the training forward uses."""
+    quantizer = _built(family, bits, granularity, scale_format)
+    x = _weights(2) * 2
+    if family == "float":
+        with pytest.raises(ArchConfigError, match="no integer codes"):
+            quantizer.codes_and_scale(x)
+        return
+    codes, scale = quantizer.codes_and_scale(x)
+    low, high = quantizer.code_range()
+    assert torch.equal(codes, torch.round(codes))
+    assert codes.min() >= low and codes.max() <= high
+    assert (scale > 0).all() and scale.numel() in (1, CHANNELS)
+    view = scale.view(-1, 1, 1, 1) if scale.numel() > 1 else scale
+    assert torch.equal(quantizer(x), codes * view)
+
+
+def test_rounding_is_half_up() -> None:
+    quantizer = make_activation_quantizer(4, signed=True)
+    with torch.no_grad():
+        quantizer.scale.fill_(1.0)
+    ties = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
+    assert quantizer(ties).tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+def test_pow2_codes_are_integers_up_to_2_to_the_span(bits: int) -> None:
+    quantizer = make_quantizer("pow2", bits, channels=CHANNELS, granularity="per_channel")
+    quantizer.init_from(_weights())
+    low, high = quantizer.code_range()
+    assert high == 2 ** (2 ** (bits - 1) - 2) and low == -high
+    codes, _ = quantizer.codes_and_scale(_weights(3))
+    nonzero = codes[codes != 0].abs()
+    assert torch.equal(torch.log2(nonzero), torch.round(torch.log2(nonzero)))
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES[::3])
+def test_code_scale_is_the_scale_of_codes_and_scale(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    if family == "float":
+        return
+    quantizer = _built(family, bits, granularity, scale_format)
+    x = _weights(5)
+    assert torch.equal(quantizer.code_scale(x), quantizer.codes_and_scale(x)[1])

@@ -1,0 +1,302 @@
+"""``verify``: prove on real inputs that a network's integer program is what PyTorch computes.
+
+Three executions of the same network on the same images:
+
+1. the numpy runner of its :class:`~space.program.IntegerProgram` (int64 / float32, every
+   integer intermediate checked against its declared range);
+2. the PyTorch eval forward (the program executed with torch, :mod:`space._program_torch`);
+3. the training forward in eval mode (fake quantization with running statistics), the function
+   that was trained.
+
+(1) and (2) must agree exactly on every integer value and on every float value whose inputs are
+exact (float ``conv`` / ``linear`` of float networks are compared within float32 rounding).
+(3) is compared with the program at every requantization point (the codes a stage emits): it
+is a float32 computation of the same function, so a code can differ where a value sits within
+rounding error of a tie; the report counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evaluators._cost_table import CostTable
+from evaluators._counter import count_ace
+from space.program import IntegerProgram, ProgramOverflowError
+
+__all__ = ["VerifyReport", "verify", "FLOAT_RTOL"]
+
+#: relative tolerance of float values computed by float convs (summation order differs).
+FLOAT_RTOL = 1e-4
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found. ``exact``: no mismatch, no overflow."""
+
+    model: str
+    images: int
+    stages: int
+    values: int
+    mismatches: int
+    compared_elements: int
+    max_logit_diff: float
+    max_float_rel_diff: float
+    overflows: list[str]
+    widest: dict[str, tuple[int, int]]
+    ace_v1: int
+    ace_v2: int | float
+    cost_table: str
+    surrogate_mismatches: int = 0
+    surrogate_elements: int = 0
+    surrogate_not_ties: int = 0
+    float_path_flips: int = 0
+    mismatch_values: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """No mismatch on exact values, no overflow; float-conv paths within tolerance (codes
+        they feed may flip at a tie: ``float_path_flips``, reported, not a failure)."""
+        return (
+            self.mismatches == 0
+            and not self.overflows
+            and (self.float_path_flips > 0 or self.max_float_rel_diff <= FLOAT_RTOL)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "images": self.images,
+            "exact": self.exact,
+            "stages": self.stages,
+            "values": self.values,
+            "compared_elements": self.compared_elements,
+            "mismatches": self.mismatches,
+            "mismatch_values": self.mismatch_values[:20],
+            "max_logit_diff": self.max_logit_diff,
+            "max_float_rel_diff": self.max_float_rel_diff,
+            "float_path_flips": self.float_path_flips,
+            "overflows": self.overflows,
+            "widest": {
+                layer: {"seen_bits": seen, "declared_bits": declared}
+                for layer, (seen, declared) in self.widest.items()
+            },
+            "ace_v1": self.ace_v1,
+            "ace_v2": self.ace_v2,
+            "cost_table": self.cost_table,
+            "training_forward": {
+                "code_mismatches": self.surrogate_mismatches,
+                "mismatches_not_at_ties": self.surrogate_not_ties,
+                "codes_compared": self.surrogate_elements,
+            },
+        }
+
+
+def _requantization_points(program: IntegerProgram) -> dict[str, str]:
+    """layer -> name of its last value, for layers whose output is requantized codes."""
+    last: dict[str, str] = {}
+    for operation in program.ops:
+        last[operation.layer] = operation.output
+    return {layer: name for layer, name in last.items() if program.values[name].scale is not None}
+
+
+def _inputs_of(program: IntegerProgram) -> dict[str, str]:
+    """layer -> the program value its first operation reads (the input of a conv, pool, ...)."""
+    first: dict[str, str] = {}
+    for operation in program.ops:
+        first.setdefault(operation.layer, operation.inputs[0])
+    return first
+
+
+def _as_real(program: IntegerProgram, values: dict[str, np.ndarray], name: str) -> torch.Tensor:
+    value = program.values[name]
+    array = values[name].astype(np.float64)
+    if value.dtype == "int" and value.scale is not None:
+        array = array * value.scale
+    return torch.from_numpy(array).float()
+
+
+def _surrogate_codes(
+    model: nn.Module,
+    x: torch.Tensor,
+    program: IntegerProgram,
+    values: dict[str, np.ndarray],
+    points: dict[str, str],
+) -> dict[str, torch.Tensor]:
+    """Outputs of the training forward (eval mode) at every requantization point, each part fed
+    the program's own input (teacher forcing), so a stage's count is its own."""
+    from space.blocks import GlobalAvgPoolQuant, PikeBlock, ResidualAdd
+    from space.layers import QuantConv2d, QuantLinear
+
+    inputs = _inputs_of(program)
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if path in points:
+
+            def capture(_: nn.Module, __: Any, output: Any, path: str = path) -> None:
+                captured[path] = output[0] if isinstance(output, tuple) else output
+
+            handles.append(module.register_forward_hook(capture))
+            requantizer = getattr(module, "requantizer", None) or getattr(module, "quantizer", None)
+            if requantizer is not None:
+
+                def before(_: nn.Module, args: tuple, path: str = path) -> None:
+                    captured[f"{path}:in"] = args[0]
+
+                handles.append(requantizer.register_forward_pre_hook(before))
+        source = None
+        if isinstance(module, QuantConv2d | QuantLinear | GlobalAvgPoolQuant):
+            source = inputs.get(path)
+        elif isinstance(module, PikeBlock):
+            source = inputs.get(f"{path}.depthwise")
+        if source is not None and source in values:
+
+            def force(_: nn.Module, args: tuple, source: str = source) -> tuple:
+                return (_as_real(program, values, source), *args[1:])
+
+            handles.append(module.register_forward_pre_hook(force))
+        if isinstance(module, ResidualAdd):
+            block = path.rsplit(".", 1)[0]
+            a_name, b_name = (
+                points.get(f"{block}.pointwise_stage"),
+                inputs.get(f"{block}.depthwise"),
+            )
+            if a_name in values and b_name in values:
+
+                def force_both(
+                    _: nn.Module, args: tuple, a: str = a_name, b: str = b_name
+                ) -> tuple:
+                    return (
+                        _as_real(program, values, a),
+                        args[1],
+                        _as_real(program, values, b),
+                        args[3],
+                    )
+
+                handles.append(module.register_forward_pre_hook(force_both))
+    try:
+        with torch.no_grad():
+            model.fake_quant_forward(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def _compare_stored(program: IntegerProgram, stored: IntegerProgram) -> list[str]:
+    """How a bundle's stored program differs from the network's (empty: identical)."""
+    if stored.to_dict() != program.to_dict():
+        return ["program.json: the stored program is not the network's (operations or ranges)"]
+    return [
+        f"program.safetensors: constant {name} differs"
+        for name, array in program.arrays.items()
+        if not np.array_equal(stored.arrays.get(name), array)
+    ]
+
+
+def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int:
+    """How many of the ``wrong`` codes are not explained by a rounding tie: the training
+    forward's value before its requantizer sits, within float32 error, on a half step (multi-bit
+    codes) or on zero (signs); a code off by more than one step is never a tie."""
+    if before is None or tuple(before.shape) != wrong.shape:
+        return int(np.count_nonzero(wrong))
+    v = before.double().numpy()
+    if value.bits == 1:
+        tolerance = 1e-5 * max(float(np.abs(v).max(initial=0.0)), 1e-30)
+        tie = np.abs(v) <= tolerance
+    else:
+        units = v / value.scale
+        tie = np.abs(units - np.floor(units) - 0.5) <= 1e-4 * np.maximum(1.0, np.abs(units))
+    return int(np.count_nonzero(wrong & ~tie))
+
+
+def verify(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    cost_table: CostTable | None = None,
+    surrogate: bool = True,
+    stored: IntegerProgram | None = None,
+) -> VerifyReport:
+    """Run the checks on ``inputs`` ``(N, C, H, W)`` (normalised images) for an eval-mode
+    network built by ``space.build_model``. ``stored``: a program read from an export bundle,
+    which must equal the network's (operations, ranges and every constant)."""
+    model.eval()
+    program = model.program()
+    stored_differences = _compare_stored(program, stored) if stored is not None else []
+    report_cost = count_ace(program, cost_table=cost_table)
+    x = inputs.detach().float().cpu()
+    overflows: list[str] = []
+    try:
+        reference = program.run(x.numpy(), keep=True)
+    except ProgramOverflowError as exc:
+        overflows.append(str(exc))
+        reference = program.run(x.numpy(), keep=True, check=False)
+    _, torch_values = model.program_on("cpu").run(x, keep=True)
+    mismatches = compared = float_path_flips = 0
+    mismatch_values: list[str] = []
+    max_rel = 0.0
+    for name, value in program.values.items():
+        if name not in reference.values:
+            continue
+        expected = reference.values[name]
+        actual = torch_values[name].numpy()
+        compared += expected.size
+        if value.exact:
+            wrong = int(np.count_nonzero(expected != actual))
+            if wrong:
+                mismatches += wrong
+                mismatch_values.append(f"{name}: {wrong} of {expected.size}")
+        elif value.dtype == "int":  # codes downstream of a float conv: ties may go either way
+            float_path_flips += int(np.count_nonzero(expected != actual))
+        else:
+            scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+            max_rel = max(max_rel, float(np.abs(expected - actual).max(initial=0.0)) / scale)
+    logits = reference.output
+    max_logit = float(np.abs(logits - torch_values[program.output].numpy()).max(initial=0.0))
+    points = _requantization_points(program)
+    surrogate_wrong = surrogate_total = not_ties = 0
+    if surrogate and hasattr(model, "fake_quant_forward"):
+        captured = _surrogate_codes(model, x, program, reference.values, points)
+        for layer, name in points.items():
+            output = captured.get(layer)
+            value = program.values[name]
+            expected = reference.values[name]
+            if output is None or tuple(output.shape) != expected.shape:
+                continue
+            codes = torch.floor(output.double() / value.scale + 0.5).numpy()
+            wrong = codes != expected
+            surrogate_total += expected.size
+            surrogate_wrong += int(np.count_nonzero(wrong))
+            before = captured.get(f"{layer}:in")
+            if wrong.any():
+                not_ties += _not_ties(wrong, before, value)
+    for difference in stored_differences:
+        mismatches += 1
+        mismatch_values.append(difference)
+    return VerifyReport(
+        model=program.name,
+        images=int(x.shape[0]),
+        stages=len(points),
+        values=len(reference.values),
+        mismatches=mismatches,
+        compared_elements=compared,
+        max_logit_diff=max_logit if math.isfinite(max_logit) else float("inf"),
+        max_float_rel_diff=max_rel,
+        overflows=overflows,
+        widest=reference.widest,
+        ace_v1=report_cost.ace_v1,
+        ace_v2=report_cost.ace_v2,
+        cost_table=report_cost.cost_table,
+        surrogate_mismatches=surrogate_wrong,
+        surrogate_elements=surrogate_total,
+        surrogate_not_ties=not_ties,
+        float_path_flips=float_path_flips,
+        mismatch_values=mismatch_values,
+    )

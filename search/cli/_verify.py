@@ -1,0 +1,186 @@
+"""`pikenas verify`: prove that a network's integer program is what PyTorch computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from search.cli import app
+
+if TYPE_CHECKING:
+    import torch
+
+
+@app.command()
+def verify(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME_OR_ARCH_JSON_OR_BUNDLE",
+            help="A zoo name, an ArchConfig JSON file, or an export bundle folder (trial-N/).",
+            show_default=False,
+        ),
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="weights.safetensors to load (default: the bundle's, else the initial weights).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Verify on this data set's test images (digits, "
+            "synthetic, cifar10, cifar100, imagefolder); default: random inputs.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of the data set's files.")
+    ] = None,
+    images: Annotated[
+        int, typer.Option("--images", min=1, max=100_000, help="How many images.")
+    ] = 32,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            "--resolution", min=1, max=4096, help="Input size (zoo names and JSON files)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", min=0, max=2**31 - 1, help="Seed of the initial weights and random inputs."
+        ),
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Lower the network to its integer program, run it with the numpy runner and with the
+    PyTorch eval forward on the same images, and compare every intermediate.
+
+    Prints the stages checked, mismatching elements, the largest logit difference, the widest
+    intermediate per layer against its declared width, ACE v1 / ACE v2 counted from the
+    program, and how the training forward's codes compare. Exit 0 when exact, 1 on a mismatch or
+    an overflow, 2 on bad input.
+    """
+    from evaluators.verify import verify as run_verify
+    from search.cli import fail
+    from space.errors import PikeNASError
+
+    try:
+        model = _model(target, weights, resolution, seed)
+        inputs = _inputs(model.arch, dataset, data_dir, images, seed)
+        report = run_verify(model, inputs, stored=_stored_program(target, weights))
+    except PikeNASError as exc:
+        raise fail(str(exc)) from None
+    data = report.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(_text(data, "data set " + dataset if dataset else "random inputs"))
+    if not report.exact:
+        raise typer.Exit(1)
+
+
+def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
+    from results.export import ARCH_FILE, WEIGHTS_FILE, load_bundle
+    from search.cli._ace import _resolve
+    from space.build import build_model
+    from space.errors import ArchConfigError
+
+    folder = Path(target)
+    if folder.is_dir():
+        if not (folder / ARCH_FILE).is_file():
+            raise ArchConfigError(f"{target}: a folder without {ARCH_FILE} is not a bundle")
+        arch, model = load_bundle(folder)
+        if weights is None or weights == folder / WEIGHTS_FILE:
+            return model
+    else:
+        arch = _resolve(target, resolution)
+        model = build_model(arch, seed=seed)
+    if weights is not None:
+        _load_weights(model, weights)
+    return model.eval()
+
+
+def _stored_program(target: str, weights: Path | None) -> Any:
+    """The program of a bundle (None for other targets or when other weights are loaded)."""
+    from results.export import WEIGHTS_FILE
+    from space.errors import ArchConfigError
+    from space.program import PROGRAM_FILE, IntegerProgram, ProgramError
+
+    folder = Path(target)
+    if not (folder / PROGRAM_FILE).is_file():
+        return None
+    if weights is not None and weights != folder / WEIGHTS_FILE:
+        return None
+    try:
+        return IntegerProgram.load(folder)
+    except ProgramError as exc:
+        raise ArchConfigError(f"{target}: {exc}") from None
+
+
+def _load_weights(model: Any, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from space.errors import ArchConfigError
+
+    if not path.is_file():
+        raise ArchConfigError(f"--weights {path}: no such file")
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ArchConfigError(f"--weights {path} does not fit this architecture: {first}") from None
+
+
+def _inputs(
+    arch: Any, dataset: str | None, data_dir: Path | None, count: int, seed: int
+) -> torch.Tensor:
+    import torch
+
+    from evaluators.datasets import iterate_batches, load_dataset
+    from space.errors import DataError
+
+    shape = (arch.input_channels, arch.resolution, arch.resolution)
+    if dataset is None:
+        return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+    splits = load_dataset(dataset, data_dir=data_dir, resolution=arch.resolution)
+    if (splits.input_channels, splits.resolution) != shape[:2]:
+        raise DataError(
+            f"data set {dataset} has {splits.input_channels}-channel {splits.resolution}px "
+            f"images; the network takes {shape[0]}-channel {shape[1]}px ones"
+        )
+    batch = next(iter(iterate_batches(splits.test, count, mean=splits.mean, std=splits.std)))
+    return batch[0]
+
+
+def _text(data: dict[str, Any], source: str) -> str:
+    verdict = "exact" if data["exact"] else "NOT EXACT"
+    lines = [
+        f"{data['model'] or 'network'}: {verdict} on {data['images']} images ({source})",
+        f"  values compared: {data['values']} intermediates, {data['compared_elements']:,} "
+        f"elements; {data['stages']} requantization stages",
+        f"  mismatching elements (numpy runner vs PyTorch eval forward): {data['mismatches']}",
+        f"  largest logit difference: {data['max_logit_diff']:.3g}",
+        f"  overflows: {len(data['overflows'])}",
+    ]
+    lines += [f"    {line}" for line in data["overflows"][:5]]
+    lines += [f"    mismatch: {line}" for line in data["mismatch_values"][:5]]
+    if data["float_path_flips"]:
+        lines.append(f"  codes after float convs that flipped at a tie: {data['float_path_flips']}")
+    forward = data["training_forward"]
+    lines.append(
+        f"  training forward: {forward['code_mismatches']} of {forward['codes_compared']:,} codes "
+        f"differ, {forward['mismatches_not_at_ties']} not at a rounding tie"
+    )
+    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({data['cost_table']})")
+    lines.append("  widest integer per layer (seen / declared bits):")
+    for layer, widths in data["widest"].items():
+        lines.append(f"    {layer:<40} {widths['seen_bits']:>3} / {widths['declared_bits']}")
+    return "\n".join(lines)

@@ -1,0 +1,544 @@
+"""The integer program: the exact arithmetic a pikenas network runs at inference, and its
+numpy runner.
+
+Every network lowers (``space.lowering.lower``) to one :class:`IntegerProgram`: a list of
+:class:`Operation` on named :class:`Value` s and constants. Integer values are int64 arrays
+with a declared range ``[lo, hi]`` (fixed by the configuration alone, never by trained
+weights); float values are float32. The same program is what ACE v1 / ACE v2 count
+(:func:`primitives`), what the PyTorch eval forward computes, what an export bundle carries and
+what ``pikenas verify`` checks.
+
+This file imports numpy only, so an export bundle ships it as its torch-free runner::
+
+    python run_program.py BUNDLE_DIR --input image.npy      # prints the logits
+
+Operations (``E`` = output elements of one sample; ``x`` the first input):
+
+=========  ============================================================  =================
+op         semantics (numpy, batch first)                                 ACE primitives
+=========  ============================================================  =================
+conv       2-D convolution of ``x`` with the constant weight              mac
+linear     ``x @ w.T``                                                    mac
+mul        ``x * y`` (y: value or per-channel / scalar constant)          mul (E)
+add        ``x + y``                                                      add (E)
+shift      ``x * 2^a`` (``a >= 0``), ``floor(x / 2^-a)`` (``a < 0``)       shift (E)
+round      float32 -> int: ``floor(x + 0.5)`` (half up, in float32)       round (E)
+clip       ``min(max(x, lo), hi)``; only bounds that can bind count       compare (E each)
+sign       ``+1 if x >= 0 else -1``                                       compare (E)
+select     ``y if c >= 0 else z``                                         compare (E)
+sum        sums in a fixed order: ``global`` (H, W), ``window`` (k, s),   add (terms - 1)
+           ``groups`` (consecutive channel groups)
+pad/tile   zero-pad or repeat channels (data movement)                    none
+flatten    ``(C, 1, 1)`` or ``(C, H, W)`` -> ``(C*H*W,)``                 none
+=========  ============================================================  =================
+
+Float ops are IEEE float32 elementwise operations in a fixed order, so every executor that
+follows this table (numpy here, torch in ``space._program_torch``, onnxruntime for the exported
+graph) gets the same bits; the only float ops whose result depends on the executor's summation
+order are float ``conv`` / ``linear`` (float networks), whose outputs are marked ``exact=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "OP_KINDS",
+    "PROGRAM_VERSION",
+    "PROGRAM_FILE",
+    "CONSTANTS_FILE",
+    "Value",
+    "Constant",
+    "Operation",
+    "IntegerProgram",
+    "RunResult",
+    "ProgramError",
+    "ProgramOverflowError",
+    "primitives",
+    "range_bits",
+]
+
+PROGRAM_VERSION = 1
+#: the ACE operation kinds a cost table prices.
+OP_KINDS: tuple[str, ...] = ("mac", "mul", "add", "round", "compare", "shift")
+PROGRAM_FILE = "program.json"
+CONSTANTS_FILE = "program.safetensors"
+FLOAT_BITS = 32
+_EXACT_FLOAT64 = 2**53  # integers below this are exact in float64 (and in its BLAS)
+
+
+class ProgramError(Exception):
+    """A program that cannot be read or run (malformed file, unknown op, bad input)."""
+
+
+class ProgramOverflowError(ProgramError):
+    """An intermediate left its declared range."""
+
+
+def range_bits(lo: int, hi: int) -> int:
+    """Width of the narrowest two's-complement (``lo < 0``) or unsigned integer holding
+    ``[lo, hi]``."""
+    if lo >= 0:
+        return max(1, int(hi).bit_length())
+    return max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor of the program, per sample (the batch dimension is not part of ``shape``).
+
+    ``dtype`` ``"int"`` (int64 at run time, inside ``[lo, hi]``) or ``"float"`` (float32).
+    ``bits``: the width ACE charges its operands at (a quantizer's bits, or the range width;
+    32 for float). ``scale``: real value = code x scale, for requantized activations (``None``
+    elsewhere). ``exact``: computed by exact arithmetic only (see the module docstring).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bits: int
+    lo: int | None = None
+    hi: int | None = None
+    scale: float | None = None
+    exact: bool = True
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A constant operand with a per-sample shape: weights, per-channel vectors shaped to
+    broadcast (``(C, 1, 1)`` against ``(C, H, W)``, ``(C,)`` against ``(C,)``) or scalars
+    ``()``; int constants carry their declared range and the bits ACE charges them at."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bits: int
+    lo: int | None = None
+    hi: int | None = None
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """``output = op(inputs...)``; ``layer``: the module path that owns it; ``kind``: the
+    elementwise kind it belongs to (``batchnorm``, ``quantnorm``, ``requantize``, ...)."""
+
+    op: str
+    inputs: tuple[str, ...]
+    output: str
+    layer: str
+    kind: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """``output``: the program output (logits); ``values``: every intermediate when kept;
+    ``widest``: per layer, the widest integer seen and declared (bits)."""
+
+    output: np.ndarray
+    values: dict[str, np.ndarray]
+    widest: dict[str, tuple[int, int]]
+
+
+@dataclass
+class IntegerProgram:
+    """Inputs, values, constants (``arrays``: name -> ndarray, absent on a shape-only program),
+    operations in execution order, output name and per-layer element annotations."""
+
+    input: Value
+    output: str
+    values: dict[str, Value]
+    constants: dict[str, Constant]
+    ops: list[Operation]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    elements: list[tuple[str, str, int]] = field(default_factory=list)  # (layer, kind, n)
+    name: str = ""
+
+    # ---- execution ---------------------------------------------------------------------
+    def run(self, inputs: np.ndarray, *, keep: bool = False, check: bool = True) -> RunResult:
+        """Execute on ``inputs`` ``(N, *input.shape)`` float; int64 for integer values,
+        float32 for float ones. With ``check`` every integer intermediate is checked against
+        its declared range (:class:`ProgramOverflowError` names the op and layer)."""
+        if not self.arrays and self.constants:
+            raise ProgramError("this program has no constants (shape-only lowering); lower a model")
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.shape[1:] != self.input.shape:
+            raise ProgramError(
+                f"input shape {tuple(x.shape[1:])} does not match the program's "
+                f"{self.input.shape}; pass (N, {', '.join(map(str, self.input.shape))})"
+            )
+        env: dict[str, np.ndarray] = {self.input.name: x}
+        widest: dict[str, tuple[int, int]] = {}
+        for operation in self.ops:
+            result = _execute(operation, env, self.arrays, self.values)
+            value = self.values[operation.output]
+            if value.dtype == "int":
+                result = result.astype(np.int64, copy=False)
+                if check and result.size:
+                    _check_range(operation, value, result, widest)
+            else:
+                result = result.astype(np.float32, copy=False)
+                if check and not np.all(np.isfinite(result)):
+                    raise ProgramOverflowError(
+                        f"{operation.layer}: {operation.op} -> {value.name} produced a "
+                        "non-finite float32"
+                    )
+            env[operation.output] = result
+        output = env[self.output]
+        return RunResult(output, env if keep else {self.output: output}, widest)
+
+    # ---- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PROGRAM_VERSION,
+            "name": self.name,
+            "input": asdict(self.input),
+            "output": self.output,
+            "values": [asdict(v) for v in self.values.values()],
+            "constants": [asdict(c) for c in self.constants.values()],
+            "ops": [asdict(o) for o in self.ops],
+            "elements": [list(e) for e in self.elements],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> IntegerProgram:
+        try:
+            if data.get("version") != PROGRAM_VERSION:
+                raise ProgramError(f"program version {data.get('version')!r} is not supported")
+            values = {v["name"]: _value(v) for v in data["values"]}
+            constants = {c["name"]: _constant(c) for c in data["constants"]}
+            ops = [
+                Operation(
+                    o["op"], tuple(o["inputs"]), o["output"], o["layer"], o["kind"], o["attrs"]
+                )
+                for o in data["ops"]
+            ]
+            elements = [(str(a), str(b), int(n)) for a, b, n in data["elements"]]
+            program = cls(_value(data["input"]), data["output"], values, constants, ops)
+            program.elements, program.name = elements, str(data.get("name", ""))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProgramError(f"malformed program: {type(exc).__name__}: {exc}") from None
+        for operation in ops:
+            if operation.op not in _EXECUTORS:
+                raise ProgramError(f"unknown op {operation.op!r} in layer {operation.layer!r}")
+        return program
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``program.json`` and ``program.safetensors`` into ``folder``."""
+        folder = Path(folder)
+        (folder / PROGRAM_FILE).write_text(json.dumps(self.to_dict(), indent=1), "utf-8")
+        write_safetensors(folder / CONSTANTS_FILE, self.arrays)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> IntegerProgram:
+        folder = Path(folder)
+        try:
+            data = json.loads((folder / PROGRAM_FILE).read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProgramError(f"cannot read {folder / PROGRAM_FILE}: {exc}") from None
+        program = cls.from_dict(data)
+        arrays = read_safetensors(folder / CONSTANTS_FILE)
+        for name, constant in program.constants.items():
+            array = arrays.get(name)
+            if array is None or tuple(array.shape) != constant.shape:
+                raise ProgramError(
+                    f"{folder / CONSTANTS_FILE}: constant {name!r} missing or misshapen"
+                )
+            if constant.dtype == "int" and array.size:
+                if array.min() < constant.lo or array.max() > constant.hi:
+                    raise ProgramError(f"constant {name!r} lies outside its declared range")
+        program.arrays = {name: arrays[name] for name in program.constants}
+        return program
+
+
+def _value(data: dict[str, Any]) -> Value:
+    return Value(**{**data, "shape": tuple(data["shape"])})
+
+
+def _constant(data: dict[str, Any]) -> Constant:
+    return Constant(**{**data, "shape": tuple(data["shape"])})
+
+
+def _check_range(
+    operation: Operation, value: Value, result: np.ndarray, widest: dict[str, tuple[int, int]]
+) -> None:
+    low, high = int(result.min()), int(result.max())
+    seen = range_bits(min(low, 0), max(high, 0))
+    declared = range_bits(value.lo, value.hi)  # type: ignore[arg-type]
+    previous = widest.get(operation.layer)
+    if previous is None or seen > previous[0]:
+        widest[operation.layer] = (seen, max(declared, previous[1] if previous else 0))
+    if low < value.lo or high > value.hi:  # type: ignore[operator]
+        raise ProgramOverflowError(
+            f"{operation.layer}: {operation.op} -> {value.name} reached [{low}, {high}], outside "
+            f"its declared range [{value.lo}, {value.hi}] ({declared} bits)"
+        )
+
+
+# ---- operations ---------------------------------------------------------------------------
+def _operand(name: str, env: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """A value, or a constant: per-sample shaped (``(C, 1, 1)`` broadcasts over the batch)."""
+    return env[name] if name in env else arrays[name]
+
+
+def _promote(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int x int stays int64; anything with a float becomes float32 (exact int -> float32)."""
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        return a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
+    return a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
+
+
+def _conv(x: np.ndarray, w: np.ndarray, attrs: dict[str, Any], out: Value) -> np.ndarray:
+    stride, groups = attrs["stride"], attrs["groups"]
+    top, bottom, left, right = attrs["padding"]
+    n, channels = x.shape[:2]
+    out_channels, per_group, k_h, k_w = w.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k_h, k_w), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]  # (N, C, Ho, Wo, kh, kw)
+    ho, wo = windows.shape[2:4]
+    windows = windows.reshape(n, groups, per_group, ho, wo, k_h, k_w)
+    kernels = w.reshape(groups, out_channels // groups, per_group, k_h, k_w)
+    exact_float = out.dtype == "int" and max(abs(out.lo), abs(out.hi)) < _EXACT_FLOAT64  # type: ignore[arg-type]
+    dtype = np.float64 if exact_float else (np.int64 if out.dtype == "int" else np.float32)
+    result = np.einsum(
+        "ngchwij,gocij->ngohw", windows.astype(dtype), kernels.astype(dtype), optimize=True
+    ).reshape(n, out_channels, ho, wo)
+    return np.rint(result).astype(np.int64) if exact_float else result
+
+
+def _linear(x: np.ndarray, w: np.ndarray, out: Value) -> np.ndarray:
+    if out.dtype == "float":
+        return x.astype(np.float32) @ w.astype(np.float32).T
+    if max(abs(out.lo), abs(out.hi)) < _EXACT_FLOAT64:  # type: ignore[arg-type]
+        return np.rint(x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int64)
+    return x.astype(np.int64) @ w.astype(np.int64).T
+
+
+def _shift(x: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    amount = np.asarray(amount, dtype=np.int64)
+    left = np.left_shift(x, np.maximum(amount, 0))
+    return np.right_shift(left, np.maximum(-amount, 0))  # arithmetic: floor division
+
+
+def _sum(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """Sums in a fixed order (float32 results do not depend on the executor)."""
+    mode = attrs["mode"]
+    if mode == "global":  # (N, C, H, W) -> (N, C, 1, 1), row-major over H, W
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        if flat.dtype.kind == "i":  # exact in any order
+            return flat.sum(axis=2).reshape(x.shape[0], x.shape[1], 1, 1)
+        total = flat[:, :, 0].copy()
+        for index in range(1, flat.shape[2]):
+            total = total + flat[:, :, index]
+        return total.reshape(x.shape[0], x.shape[1], 1, 1)
+    if mode == "groups":  # consecutive groups of ``group`` channels among the first out*group
+        out, group = attrs["out_channels"], attrs["group"]
+        parts = x[:, : out * group].reshape(x.shape[0], out, group, *x.shape[2:])
+        total = parts[:, :, 0].copy()
+        for index in range(1, group):
+            total = total + parts[:, :, index]
+        return total
+    if mode == "window":  # zero-padded k x k windows with a stride, row-major over the window
+        k, stride = attrs["kernel"], attrs["stride"]
+        top, bottom, left, right = attrs["padding"]
+        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        ho = (padded.shape[2] - k) // stride + 1
+        wo = (padded.shape[3] - k) // stride + 1
+        total = None
+        for dy in range(k):
+            for dx in range(k):
+                part = padded[:, :, dy : dy + stride * ho : stride, dx : dx + stride * wo : stride]
+                total = part.copy() if total is None else total + part
+        return total
+    raise ProgramError(f"unknown sum mode {mode!r}")
+
+
+def _execute(
+    operation: Operation,
+    env: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    values: dict[str, Value],
+) -> np.ndarray:
+    operands = [_operand(name, env, arrays) for name in operation.inputs]
+    return _EXECUTORS[operation.op](operation, operands, values[operation.output])
+
+
+def _binary(fn: Any) -> Any:
+    def run(operation: Operation, operands: list[np.ndarray], out: Value) -> np.ndarray:
+        a, b = _promote(operands[0], operands[1])
+        return fn(a, b)
+
+    return run
+
+
+def _add(operation: Operation, operands: list[np.ndarray]) -> np.ndarray:
+    a, b = _promote(operands[0], operands[1])
+    if operation.attrs.get("prefix"):  # b covers the first channels of a
+        result = a.copy()
+        result[:, : b.shape[1]] += b
+        return result
+    return a + b
+
+
+def _pad(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    extra = attrs["out_channels"] - x.shape[1]
+    return np.concatenate([x, np.zeros((x.shape[0], extra, *x.shape[2:]), x.dtype)], axis=1)
+
+
+_EXECUTORS: dict[str, Any] = {
+    "conv": lambda o, a, out: _conv(a[0], a[1], o.attrs, out),
+    "linear": lambda o, a, out: _linear(a[0], a[1], out),
+    "mul": _binary(np.multiply),
+    "add": lambda o, a, out: _add(o, a),
+    "shift": lambda o, a, out: _shift(a[0].astype(np.int64), a[1]),
+    "round": lambda o, a, out: np.floor(a[0].astype(np.float32) + np.float32(0.5)).astype(np.int64),
+    "clip": lambda o, a, out: np.clip(a[0], o.attrs["lo"], o.attrs["hi"]),
+    "sign": lambda o, a, out: np.where(a[0] >= 0, 1, -1).astype(np.int64),
+    "select": lambda o, a, out: np.where(a[0] >= 0, *_promote(a[1], a[2])),
+    "sum": lambda o, a, out: _sum(a[0], o.attrs),
+    "pad": lambda o, a, out: _pad(a[0], o.attrs),
+    "tile": lambda o, a, out: np.tile(a[0], (1, o.attrs["repeats"], 1, 1)),
+    "flatten": lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
+}
+
+
+# ---- ACE primitives -----------------------------------------------------------------------
+def primitives(
+    program: IntegerProgram, operation: Operation
+) -> list[tuple[str, int, int, int, bool]]:
+    """What ``operation`` costs for one sample: ``[(kind, count, bits_a, bits_b, float), ...]``
+    with ``kind`` an ACE op kind (mac, mul, add, round, compare, shift)."""
+    out = program.values[operation.output]
+    inputs = [program.values.get(n) or program.constants[n] for n in operation.inputs]
+    x = inputs[0]
+    is_float = out.dtype == "float" or any(i.dtype == "float" for i in inputs)
+    e = out.elements
+    op = operation.op
+    if op in ("conv", "linear"):
+        w = inputs[1]
+        fan_in = math.prod(w.shape[1:])
+        if is_float:
+            return [("mac", e * fan_in, FLOAT_BITS, FLOAT_BITS, True)]
+        return [("mac", e * fan_in, w.bits, x.bits, False)]
+    if op in ("mul", "add"):
+        y = inputs[1]
+        if operation.attrs.get("prefix"):
+            e = y.elements
+        if is_float:
+            return [(op, e, FLOAT_BITS, FLOAT_BITS, True)]
+        if op == "mul":
+            return [("mul", e, x.bits, y.bits, False)]
+        return [("add", e, max(x.bits, y.bits), max(x.bits, y.bits), False)]
+    if op == "shift":
+        return [("shift", e, x.bits, x.bits, False)]
+    if op == "round":
+        return [("round", e, FLOAT_BITS, FLOAT_BITS, True)]
+    if op == "clip":
+        bounds = _binding_bounds(x, operation.attrs)
+        if not bounds:
+            return []
+        width = FLOAT_BITS if is_float else x.bits
+        return [("compare", bounds * e, width, width, is_float)]
+    if op in ("sign", "select"):
+        width = FLOAT_BITS if x.dtype == "float" else x.bits
+        return [("compare", e, width, width, x.dtype == "float")]
+    if op == "sum":
+        terms = int(operation.attrs["terms"])
+        if terms <= e:
+            return []
+        width = FLOAT_BITS if is_float else out.bits
+        return [("add", terms - e, width, width, is_float)]
+    return []  # data movement
+
+
+def _binding_bounds(x: Value | Constant, attrs: dict[str, Any]) -> int:
+    """How many of ``clip``'s two bounds can change a value in ``x``'s declared range."""
+    if x.dtype == "float":
+        return int(attrs["lo"] is not None) + int(attrs["hi"] is not None)
+    return int(attrs["lo"] > x.lo) + int(attrs["hi"] < x.hi)  # type: ignore[operator]
+
+
+# ---- safetensors without dependencies -----------------------------------------------------
+_DTYPES = {"I64": np.int64, "F32": np.float32}
+
+
+def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The safetensors format: 8-byte little-endian header size, JSON header, raw data."""
+    header: dict[str, Any] = {}
+    chunks, offset = [], 0
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])  # (ascontiguousarray would make a scalar 1-d)
+        code = "I64" if array.dtype.kind in "iu" else "F32"
+        data = array.astype(np.dtype(_DTYPES[code]).newbyteorder("<")).tobytes(order="C")
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for chunk in chunks:
+            handle.write(chunk)
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        raw = Path(path).read_bytes()
+        (size,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + size])
+        body = raw[8 + size :]
+        arrays = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
+            array = np.frombuffer(body[start:end], dtype=dtype).reshape(entry["shape"])
+            arrays[name] = array.astype(_DTYPES[entry["dtype"]])
+        return arrays
+    except (OSError, struct.error, ValueError, KeyError, TypeError) as exc:
+        raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python run_program.py BUNDLE_DIR --input FILE.npy``: print the logits as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run a pikenas integer program (numpy only).")
+    parser.add_argument("bundle", help="folder holding program.json and program.safetensors")
+    parser.add_argument("--input", required=True, help=".npy file of shape (N, C, H, W), float")
+    args = parser.parse_args(argv)
+    try:
+        program = IntegerProgram.load(args.bundle)
+        result = program.run(np.load(args.input, allow_pickle=False))
+    except (ProgramError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.output.tolist()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
