@@ -91,16 +91,25 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a ``weights.safetensors`` file into ``model`` (strict: every tensor must fit);
-    a missing, unreadable or mismatching file raises :class:`RunDirError` with one line."""
+    """Load a ``weights.safetensors`` file into ``model`` (strict: every tensor must fit); a
+    missing or unreadable file, or one of another network, raises :class:`RunDirError` with one
+    line."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunDirError(f"cannot load {path}: {first_line}") from None
+        tensors = load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise RunDirError(f"cannot read {path}: {_first_line(exc)}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise RunDirError(f"{path} does not fit this architecture: {_first_line(exc)}") from None
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def save_checkpoint(

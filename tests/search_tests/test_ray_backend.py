@@ -47,11 +47,10 @@ def test_ray_actors_write_the_local_backends_study(tmp_path: Path) -> None:
     states = Counter(trial.state for trial in study.trials)
     assert states[TrialState.COMPLETE] == 8 and states[TrialState.RUNNING] == 0
     host = socket.gethostname()
-    workers = {TrialRecord.of(trial).worker for trial in study.trials}
-    assert len(workers) == 2 and all(w.startswith(f"{host}:") for w in workers)
-    assert f"{host}:{os.getpid()}" not in workers  # run in the actors, not in the driver
-    reports = worker_reports(study)
-    assert set(reports) == workers
+    reports = worker_reports(study)  # every actor reports, even one that found no work left
+    assert len(reports) == 2 and all(label.startswith(f"{host}:") for label in reports)
+    assert f"{host}:{os.getpid()}" not in reports  # run in the actors, not in the driver
+    assert {TrialRecord.of(trial).worker for trial in study.trials} <= set(reports)
     assert sum(report.complete for report in reports.values()) == 8
     for trial in study.trials:
         record = TrialRecord.of(trial)
