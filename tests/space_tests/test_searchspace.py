@@ -182,8 +182,9 @@ def test_invalid_choices_are_refused() -> None:
 
 # ---- no dead candidates ------------------------------------------------------------------------
 def test_a_relu_before_a_sign_is_repaired_to_prelu() -> None:
-    space = SearchSpace(stages=(StageSpace(blocks=2, channels=(8,)),),
-                        choices=BlockChoices(activation_bits=(1, 4)))
+    space = SearchSpace(
+        stages=(StageSpace(blocks=2, channels=(8,)),), choices=BlockChoices(activation_bits=(1, 4))
+    )
     genome = space.default_params() | {"b0_activation": "relu", "b0_activation_bits": 1}
     arch = space.decode(genome)
     assert arch.blocks[0].activation == "prelu" and arch.blocks[0].activation_bits == 1
@@ -209,8 +210,9 @@ def test_a_dead_stem_is_refused_when_the_space_is_read() -> None:
 
 def test_dead_ends_names_what_makes_a_network_constant() -> None:
     arch = get_zoo_arch("tiny-w8a8")
-    dead = arch.replace(blocks=(arch.blocks[0].model_copy(update={"activation_bits": 1}),
-                                *arch.blocks[1:]))
+    dead = arch.replace(
+        blocks=(arch.blocks[0].model_copy(update={"activation_bits": 1}), *arch.blocks[1:])
+    )
     assert any("blocks.0" in reason for reason in dead.dead_ends())
     assert get_zoo_arch("tiny-binary").dead_ends() == []
 
@@ -218,8 +220,10 @@ def test_dead_ends_names_what_makes_a_network_constant() -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_random_genomes_decode_to_live_networks(seed: int) -> None:
     space = SearchSpace(
-        stages=(StageSpace(depths=(1, 2), channels=(8, 16)),
-                StageSpace(blocks=2, stride=2, channels=(16,))),
+        stages=(
+            StageSpace(depths=(1, 2), channels=(8, 16)),
+            StageSpace(blocks=2, stride=2, channels=(16,)),
+        ),
         choices=BlockChoices(activation_bits=(1, 2, 4)),
         head=HeadSpec(input_bits=1),
     )
@@ -231,8 +235,10 @@ def test_random_genomes_decode_to_live_networks(seed: int) -> None:
 # ---- searchable depth -----------------------------------------------------------------------
 def test_depth_genes_keep_the_encoding_fixed_and_absent_blocks_inactive() -> None:
     space = SearchSpace(
-        stages=(StageSpace(depths=(1, 2, 3), channels=(8, 16)),
-                StageSpace(blocks=1, stride=2, channels=(16,))),
+        stages=(
+            StageSpace(depths=(1, 2, 3), channels=(8, 16)),
+            StageSpace(blocks=1, stride=2, channels=(16,)),
+        ),
     )
     genes = space.distributions()
     assert "s0_depth" in genes and "s1_depth" not in genes
