@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from evaluators._checkpoint import load_checkpoint, save_checkpoint, save_tensors
 from evaluators._progress import TrainingProgress
@@ -36,6 +36,7 @@ from evaluators.datasets import (
     load_dataset,
     stratified_subset,
 )
+from space._strict import StrictModel, one_line
 from space.arch import ArchConfig
 from space.errors import DataError, EvaluationError, SearchConfigError
 
@@ -51,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     """Everything that decides a training run (the proxy budget of :func:`evaluate` too).
 
     ``epochs``, ``data_fraction`` (a fixed stratified share of the training images) and
@@ -62,12 +63,10 @@ class TrainConfig(BaseModel):
     zoo name (trained first with this same config, without distillation).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     dataset: str = "digits"
     data_dir: str | None = None
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=30, ge=1, le=100_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(default=4e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -76,9 +75,9 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=1.0, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     data_fraction: float = Field(default=1.0, gt=0, le=1)
-    resolution: int | None = Field(default=None, ge=1)
-    seed: int = 0
-    threads: int = Field(default=1, ge=1)
+    resolution: int | None = Field(default=None, ge=1, le=4_096)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    threads: int = Field(default=1, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     distill_from: str | None = None
     distill_weight: float = Field(default=0.5, ge=0, le=1)
@@ -90,12 +89,13 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "training config"
-            message = first["msg"]
-            if first["type"] == "extra_forbidden":
-                message = f"unknown option; valid ones: {', '.join(cls.model_fields)}"
-            raise SearchConfigError(f"invalid training option {where}: {message}") from None
+            if exc.errors()[0]["type"] == "extra_forbidden":
+                where = ".".join(str(part) for part in exc.errors()[0]["loc"])
+                raise SearchConfigError(
+                    f"invalid training option {where}: unknown option; valid ones: "
+                    f"{', '.join(cls.model_fields)}"
+                ) from None
+            raise SearchConfigError(f"invalid training option {one_line(exc)}") from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.model_dump(), **changes})

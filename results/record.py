@@ -24,7 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import optuna
 from pydantic import BaseModel, Field, ValidationError
 
-from results._strict import StrictModel
+from space._strict import StrictModel
 
 __all__ = [
     "DIRECTIONS",

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from results._strict import StrictModel, one_line
+from space._strict import StrictModel, one_line
 from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from space.searchspace import SearchSpace
 

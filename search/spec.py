@@ -17,9 +17,9 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from results._strict import StrictModel
 from results.storage import parse_storage
 from search.config import SearchConfig
+from space._strict import StrictModel
 
 __all__ = [
     "BACKENDS",

@@ -18,8 +18,9 @@ import json
 import math
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from space._strict import StrictModel, one_line
 from space.errors import ArchConfigError
 
 __all__ = [
@@ -77,25 +78,8 @@ Int = Annotated[int, Field(strict=True)]
 Channels = Annotated[int, Field(strict=True, gt=0, le=MAX_CHANNELS)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _booleans_are_not_numbers(cls, data: Any) -> Any:
-        """``True`` is not 1 and 1 is not ``True`` (pydantic's ``Literal[1, 2]`` and ``bool``
-        would convert them)."""
-        if not isinstance(data, dict):
-            return data
-        for name, value in data.items():
-            field = cls.model_fields.get(name)
-            if field is None:
-                continue
-            if field.annotation is bool and not isinstance(value, bool):
-                raise ValueError(f"{name}={value!r} is not a boolean; use true or false")
-            if isinstance(value, bool) and field.annotation is not bool:
-                raise ValueError(f"{name}={value!r} is a boolean; give a number or a name")
-        return data
+class _Frozen(StrictModel):
+    """Every spec of an architecture: frozen, strict (see :mod:`space._strict`)."""
 
 
 def _check_activation_bits(value: int, field: str) -> None:
@@ -398,17 +382,5 @@ class ArchConfig(_Frozen):
 
 
 def _one_line(exc: ValidationError) -> str:
-    """Turn pydantic's multi-line report into one line naming the field and the fix."""
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key; remove it or check its spelling"
-    elif first["type"] in ("int_type", "int_parsing", "int_from_float"):
-        message = f"{first.get('input')!r} is not a whole number; write it as one, unquoted"
-    elif first["type"] == "missing":
-        message = "required key is missing; add it"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    where = f"{location}: " if location else ""  # whole-config checks name the field themselves
-    return f"invalid architecture: {where}{message}{suffix}"
+    """pydantic's report as one line naming the field and the fix."""
+    return f"invalid architecture: {one_line(exc)}"

@@ -36,8 +36,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from space._strict import StrictModel
 from space.arch import (
     ACTIVATION_BITS,
     QUANTIZER_BITS,
@@ -90,8 +91,7 @@ class SuggestsCategorical(Protocol):
     def suggest_categorical(self, name: str, choices: Any) -> Any: ...
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 def _nonempty_unique(values: tuple[Any, ...], field: str) -> tuple[Any, ...]:

@@ -118,10 +118,10 @@ def worker_spec(
     """The validated spec of the command line's worker(s): the config with the command line's
     ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
     :class:`SearchConfigError` naming the option (creates nothing)."""
-    from results._strict import one_line
     from search.config import load_config
     from search.objective import evaluator_factory
     from search.spec import WorkerSpec
+    from space._strict import one_line
     from space.errors import SearchConfigError
 
     config = load_config(config_path).with_overrides(**overrides)

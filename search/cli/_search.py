@@ -49,8 +49,8 @@ def _build_request(
     ``overrides`` are the config's command-line settings (trials, seed, sampler, ...)."""
     from pydantic import ValidationError
 
-    from results._strict import one_line
     from search.spec import BACKENDS, RunRequest
+    from space._strict import one_line
     from space.errors import RunDirError, SearchConfigError
 
     if backend not in BACKENDS:
