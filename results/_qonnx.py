@@ -189,7 +189,7 @@ def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
     array = graph.program.arrays[name]
     if constant.dtype == "int":
         return graph.const(array, "k", **_int_annotation(constant))
-    return graph.const(array, "f")
+    return graph.const(array, "f", finn_datatype="FLOAT32")
 
 
 def _pow2(graph: _Graph, constant: Constant) -> str:
