@@ -86,7 +86,8 @@ def _conv(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
     if x.item is None or x.compared or x.pow2:
         raise reader.fail(node, "its input is not a computed value")
     ones = declared_range(w) is None and w.scale is None and np.all(w.array == 1.0)
-    if ones and groups == out_channels == x.item.shape[0] and k_h == k_w and is_integer(x):
+    plain = is_integer(x) or (x.item.dtype == "float" and not x.half and is_one(x.scale))
+    if ones and groups == out_channels == x.item.shape[0] and k_h == k_w and plain:
         total = builder.sum(
             x.item, mode="window", kind=kind, kernel=k_h, stride=stride, padding=list(padding)
         )

@@ -22,8 +22,8 @@ shift           ``Mul(x, 2^a)`` (dynamic amounts: ``Where`` of powers of two); a
 clip + round    ``Add(x, 0.5)`` then ``Quant(scale 1, FLOOR)``: half up, ``floor(x + 0.5)``, as the
                 program (QONNX's ``ROUND`` is half to even and its ``HALF_UP`` rounds half away
                 from zero; both differ from the program at ties)
-clip            ``Quant`` where the range is a QONNX integer range, else ``Max`` / ``Min`` / ``Relu``
-                / ``Clip`` for the bounds that can bind
+clip            ``Quant`` where the range is a QONNX integer range, else ``Max`` / ``Min`` /
+                ``Relu`` / ``Clip`` for the bounds that can bind
 sign, select    ``BipolarQuant(x, 1)``; ``GreaterOrEqual(c, 0)`` + ``Where``
 sum             ``ReduceSum`` (global, groups); a k x k window: a depthwise ``Conv`` with all-ones
                 weights (a sum pool)
