@@ -117,7 +117,7 @@ class _Graph:
         from onnx import numpy_helper
 
         name = self.name(hint)
-        data = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+        data = np.array(array, dtype=np.float32, order="C")  # (ascontiguousarray: 1-d scalars)
         self.initializers.append(numpy_helper.from_array(data, name))
         if annotation:
             self.annotations[name] = dict(annotation)
