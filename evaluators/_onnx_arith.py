@@ -167,8 +167,10 @@ def _mul(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> N
         raise reader.fail(node, "both operands are constants; fold constants first (qonnx cleanup)")
     if b.is_constant:
         array = np.asarray(b.array, np.float64) * (1.0 if b.scale is None else b.scale)
+        # a constant declared float, or declared an N-bit integer multiplier, is not a shift
         declared_float = b.declared.get("finn_datatype") == "FLOAT32"
-        exponents = None if declared_float else _powers_of_two(array)
+        multiplier = declared_range(b) is not None and SHIFT_KEY not in b.declared
+        exponents = None if declared_float or multiplier else _powers_of_two(array)
         floors = reader.floors(reader.only_consumer(out))
         if (
             is_integer(a)
