@@ -4,10 +4,11 @@ Both sides use a journal file storage (what ``pikenas search`` uses by default),
 sampler (random, so sampling costs the same) and the default digits space (43 genes):
 
 * ``raw optuna``: ``study.ask()``, ``suggest_categorical`` for every gene, ``study.tell``;
-* ``pikenas``: :func:`search.worker.work` with the fake evaluator: the ask lock and trial
-  count, worker label, heartbeat thread, decode to an ArchConfig, fake ACE and accuracy,
-  duplicate lookup, the docs/study_contract.md user attributes, tell; on the buffered journal
-  storage (one append per batch of writes) as the local backend runs it;
+* ``pikenas``: the one trial loop :func:`search.loop.work` as every worker runs it, with the
+  tests' zero-cost fake evaluator: the ask lock and trial count, worker label, heartbeat
+  thread, decode to an ArchConfig, fake ACE and accuracy, the archid claim under the lock,
+  the study contract's records, tell; on the buffered journal storage (one append per batch of
+  writes) with the run's file lock;
 * ``pikenas, unbuffered``: the same on Optuna's plain journal storage (one ``fsync`` per
   parameter and attribute), to show what the buffering buys.
 
@@ -17,11 +18,14 @@ Goal: pikenas <= 1.2 x raw Optuna. Run: ``.venv/bin/python benchmarks/search_ove
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fake evaluator
 
 
 def _raw(directory: Path, trials: int) -> float:
@@ -47,25 +51,24 @@ def _pikenas(directory: Path, trials: int, buffered_storage: bool) -> float:
     from results.storage import open_storage
     from search._journal import buffered
     from search.config import load_config
-    from search.objective import FakeEvaluator
-    from search.worker import FileLock, work
+    from search.lock import ask_lock
+    from search.loop import work
+    from search.study import open_search_study
+    from tests.search_tests.fakes import FakeEvaluator
 
-    config = load_config()
+    config = load_config().model_copy(update={"baselines": ()})
     storage = open_storage(directory, create=True)
     if buffered_storage:
         storage = buffered(storage)
-    study = optuna.create_study(
-        storage=storage,
-        directions=["maximize", "minimize"],
-        sampler=optuna.samplers.RandomSampler(seed=0),
-    )
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = open_search_study(config, storage, "pikenas", sampler)
+    lock = ask_lock(directory / "study.log", "pikenas")
     start = time.perf_counter()
-    summary = work(
-        study, config.space, FakeEvaluator(), trials, ask_lock=FileLock(directory / "ask.lock")
-    )
+    report = work(study, config.space, FakeEvaluator(), trials, ask_lock=lock)
     elapsed = time.perf_counter() - start
+    lock.close()
     # duplicates are complete trials too, so every iteration counts
-    assert summary.complete == trials, summary
+    assert report.complete == trials, report
     return elapsed / trials
 
 

@@ -1,6 +1,6 @@
 """Hypervolume after N trials: NSGA-II against random sampling on digits, same seeds.
 
-Each (sampler, seed) pair runs one in-process worker (:func:`search.worker.work`) with the real
+Each (sampler, seed) pair runs one in-process worker (:func:`search.loop.work`) with the real
 evaluator (ACE v2 counting and proxy training on digits with a shortened proxy: ``--epochs``,
 default 2) until N COMPLETE trials, without zoo baselines so that both samplers start from
 nothing. Hypervolume (accuracy x ACE v2, :func:`results.pareto.hypervolume`) uses one reference
@@ -26,16 +26,15 @@ def _search(config, sampler: str, seed: int, trials: int, directory: Path) -> li
 
     from results.storage import open_storage
     from search._journal import buffered
+    from search.loop import work
     from search.objective import ProxyEvaluator
     from search.samplers import make_sampler
-    from search.worker import work
+    from search.study import open_search_study
 
     torch.set_num_threads(1)
-    study = optuna.create_study(
-        storage=buffered(open_storage(directory, create=True)),
-        directions=["maximize", "minimize"],
-        sampler=make_sampler(sampler, seed, config.search.population_size),
-    )
+    storage = buffered(open_storage(directory, create=True))
+    sampler_object = make_sampler(sampler, seed, config.search.population_size)
+    study = open_search_study(config, storage, "pikenas", sampler_object)
     work(study, config.space, ProxyEvaluator(config, threads=1), trials)
     return [
         (t.number, t.values[0], t.values[1])

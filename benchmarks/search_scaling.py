@@ -23,11 +23,12 @@ from optuna.trial import TrialState
 
 
 def _run(config, genomes: list[dict], workers: int, out: Path) -> tuple[float, float]:
-    from search.backends import RunRequest
     from search.local import run_local
     from search.pipeline import prepare_run
+    from search.spec import RunRequest, WorkerSpec
 
-    request = RunRequest(config=config, out=out, workers=workers)
+    spec = WorkerSpec(config=config, storage=str(out / "study.log"), n_trials=len(genomes), seed=0)
+    request = RunRequest(worker=spec, out=out, workers=workers)
     study = prepare_run(request)
     for genome in genomes:
         study.enqueue_trial(genome)
@@ -49,7 +50,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     from search.config import load_config
-    from search.local import available_cores
+    from search.spec import available_cores
 
     base = load_config()
     proxy = dict(base.proxy) if args.epochs is None else {**base.proxy, "epochs": args.epochs}

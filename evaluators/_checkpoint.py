@@ -7,6 +7,10 @@ state (``rng.*``). The small JSON state (finished epochs, optimizer step, curve,
 the optimizer's parameter groups) lives in the same file's header metadata under ``"state"``,
 so tensors and state are replaced together by one atomic ``os.replace``: a run killed at any
 moment leaves either the previous checkpoint or the new one, never a mixture.
+
+:func:`atomic_write` is pikenas's one atomic file write (results' front, dashboard and bundle
+files use it too); :func:`load_weights` its one loader of a ``weights.safetensors`` file. This
+module imports torch only when a tensor function runs.
 """
 
 from __future__ import annotations
@@ -14,51 +18,98 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from space.errors import RunDirError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_tensors", "write_text_atomic"]
+if TYPE_CHECKING:  # torch is imported on use: results writes its files through this module
+    import torch
+
+__all__ = [
+    "atomic_write",
+    "fsync_folder",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "save_tensors",
+]
 
 CHECKPOINT_FORMAT = 1
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write ``path`` so that a reader (or a crash) sees the old file or the new one, never a
+    mixture: ``content`` (UTF-8 text, bytes, or ``write(temporary_path)``) goes to a temporary
+    file in the same folder, which is ``fsync``-ed, renamed over ``path`` with ``os.replace``,
+    and the folder is ``fsync``-ed so the rename itself survives a power cut. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if callable(content):
+            os.close(descriptor)
+            content(Path(temporary))
+            descriptor = os.open(temporary, os.O_RDONLY)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+        os.close(descriptor)
+        descriptor = -1
         os.replace(temporary, path)
     except BaseException:
+        if descriptor >= 0:
+            os.close(descriptor)
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the entries of ``folder`` (a rename, a new file) durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Atomically write ``tensors`` (copied to the CPU) and string ``metadata`` as safetensors."""
+    from safetensors.torch import save_file
+
     cpu_tensors = {name: value.detach().to("cpu", copy=True) for name, value in tensors.items()}
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    os.close(descriptor)
+    atomic_write(path, lambda temporary: save_file(cpu_tensors, temporary, metadata=metadata))
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load a ``weights.safetensors`` file into ``model`` (strict: every tensor must fit); a
+    missing or unreadable file, or one of another network, raises :class:`RunDirError` with one
+    line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        save_file(cpu_tensors, temporary, metadata=metadata)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        tensors = load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise RunDirError(f"cannot read {path}: {_first_line(exc)}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise RunDirError(f"{path} does not fit this architecture: {_first_line(exc)}") from None
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def save_checkpoint(
@@ -69,6 +120,8 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> None:
     """Write the checkpoint (see the module docstring); ``state`` must be JSON-serializable."""
+    import torch
+
     tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
     plain_values: dict[str, dict[str, Any]] = {}
@@ -99,6 +152,10 @@ def load_checkpoint(
     generator: torch.Generator,
 ) -> dict[str, Any]:
     """Restore model, optimizer and RNG states from ``path``; return the JSON ``state``."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = json.loads((handle.metadata() or {})["state"])

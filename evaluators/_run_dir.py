@@ -12,15 +12,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file
+from pydantic import BaseModel
 
-from evaluators._checkpoint import write_text_atomic
+from evaluators._checkpoint import atomic_write, load_weights
 from space.arch import ArchConfig
 from space.errors import ArchConfigError, RunDirError
 
 if TYPE_CHECKING:
-    from evaluators.training import TrainConfig, TrainResult
+    import torch
 
 __all__ = ["RunFolder", "RUN_FILES"]
 
@@ -60,21 +59,14 @@ class RunFolder:
             raise RunDirError(f"cannot read {self.arch_path}: {exc}") from None
 
     def load_weights(self, model: torch.nn.Module) -> None:
-        try:
-            model.load_state_dict(load_file(str(self.weights_path)), strict=True)
-        except (OSError, RuntimeError, ValueError) as exc:
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise RunDirError(f"cannot load {self.weights_path}: {first_line}") from None
+        load_weights(model, self.weights_path)
 
-    def start(self, arch: ArchConfig, config: TrainConfig) -> TrainResult | None:
-        """Check the folder belongs to this run (or is new) and record arch and config.
+    def start(self, arch: ArchConfig, config: BaseModel) -> dict[str, Any] | None:
+        """Check the folder belongs to this run (or is new) and record arch and config
+        (a ``TrainConfig``: its ``from_dict`` reads the stored one back).
 
-        Returns the stored result when the run has already finished, else ``None``.
+        Returns the stored metrics when the run has already finished, else ``None``.
         """
-        from evaluators.training import TrainConfig, TrainResult
-
         if self.folder.exists() and not self.folder.is_dir():
             raise self._refuse("is a file, not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -94,7 +86,7 @@ class RunFolder:
                 )
         if self.config_path.exists():
             try:
-                stored = TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+                stored = type(config).from_dict(json.loads(self.config_path.read_text()))
             except (OSError, ValueError) as exc:
                 raise RunDirError(f"cannot read {self.config_path}: {exc}") from None
             mine, theirs = config.model_dump(), stored.model_dump()
@@ -105,20 +97,15 @@ class RunFolder:
                         f"{mine[option]!r})"
                     )
         if self.metrics_path.exists() and self.weights_path.exists():
-            return TrainResult.from_dict(json.loads(self.metrics_path.read_text()))
+            return json.loads(self.metrics_path.read_text())
         if not self.arch_path.exists():
-            write_text_atomic(self.arch_path, arch.to_json() + "\n")
+            atomic_write(self.arch_path, arch.to_json() + "\n")
         if not self.config_path.exists():
-            write_text_atomic(self.config_path, config.model_dump_json(indent=2) + "\n")
+            atomic_write(self.config_path, config.model_dump_json(indent=2) + "\n")
         return None
 
-    def finish(self, result: TrainResult, arch: ArchConfig, config: TrainConfig) -> None:
-        """Write ``metrics.json`` (last: it marks the run finished)."""
-        metrics: dict[str, Any] = {
-            "name": arch.name,
-            "archid": arch.archid,
-            "dataset": config.dataset,
-            "seed": config.seed,
-            **result.to_dict(),
-        }
-        write_text_atomic(self.metrics_path, json.dumps(metrics, indent=2) + "\n")
+    def finish(self, arch: ArchConfig, fields: dict[str, Any]) -> None:
+        """Write ``metrics.json`` (last: it marks the run finished): the architecture's name
+        and archid, then ``fields`` (data set, seed and the ``TrainResult``)."""
+        metrics: dict[str, Any] = {"name": arch.name, "archid": arch.archid, **fields}
+        atomic_write(self.metrics_path, json.dumps(metrics, indent=2) + "\n")

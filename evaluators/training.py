@@ -13,7 +13,6 @@ Accuracies are fractions in ``[0, 1]``; losses are mean cross-entropy (no smooth
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -45,7 +44,6 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "train",
-    "read_metrics",
     "learning_rate",
     "build_teacher",
 ]
@@ -476,7 +474,7 @@ def _train_in_folder(
     if stored is not None:
         model = _build_model(arch, config.seed)
         run.load_weights(model)
-        return model, stored
+        return model, TrainResult.from_dict(stored)
     teacher = None
     if config.distill_from:
         teacher = build_teacher(config.distill_from, config, splits, out_dir)
@@ -490,7 +488,7 @@ def _train_in_folder(
     )
     metadata = {"archid": arch.archid, "name": arch.name}
     save_tensors(run.weights_path, model.state_dict(), metadata)
-    run.finish(result, arch, config)
+    run.finish(arch, {"dataset": config.dataset, "seed": config.seed, **result.to_dict()})
     return model, result
 
 
@@ -515,8 +513,3 @@ def train(
     with _with_threads(config.threads):
         _, result = _train_in_folder(fitted, config, splits, Path(out_dir), progress)
     return result
-
-
-def read_metrics(out_dir: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a finished run folder."""
-    return json.loads((Path(out_dir) / "metrics.json").read_text())

@@ -1,4 +1,9 @@
-"""Atomic writes: a reader never sees a half-written file or bundle folder."""
+"""Atomic writes: a reader never sees a half-written file or bundle folder.
+
+Files go through :func:`evaluators._checkpoint.atomic_write` (the one definition: temporary
+file, ``fsync``, ``os.replace``, ``fsync`` of the folder); :func:`atomic_directory` does the
+same for a whole folder.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_directory"]
+from evaluators._checkpoint import atomic_write, fsync_folder
 
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temp file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["atomic_write", "atomic_directory"]
 
 
 @contextmanager
@@ -42,10 +34,16 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    for entry in temp.iterdir():  # the files' data must be durable before the folder appears
+        if entry.is_file():
+            with entry.open("rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_folder(temp)
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
         os.replace(path, old / path.name)
     os.replace(temp, path)
+    fsync_folder(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

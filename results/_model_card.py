@@ -144,6 +144,8 @@ def model_card(
     """The model card text (markdown) of one bundle."""
     number = int(row["number"])
     title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
+    if number < 0:  # not from a study: a 'pikenas train' folder
+        title = f"pikenas model {arch.archid}: {_cell(info['study'])}"
     searched = row["arch"]
     refitted = isinstance(searched, str) and searched and ArchConfig.from_json(searched) != arch
     baseline = row["baseline"] if isinstance(row["baseline"], str) and row["baseline"] else ""

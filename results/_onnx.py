@@ -24,13 +24,16 @@ Input ``input`` ``(N, C, H, W)`` float32 (any batch), output ``logits`` ``(N, cl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from space.errors import EvaluationError
 from space.program import IntegerProgram, Operation, Value
 
-__all__ = ["program_to_onnx", "OnnxExportError", "OPSET"]
+__all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "OPSET"]
 
 OPSET = 17
 _EXACT_FLOAT32 = 2**24
@@ -276,4 +279,61 @@ def program_to_onnx(program: IntegerProgram) -> Any:
     )
     return helper.make_model(
         body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pikenas"
+    )
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How ``model.onnx`` compared with the numpy runner of the program on ``images`` inputs:
+    ``code_mismatches`` integer codes that differ (0 expected), ``max_difference`` the largest
+    |onnxruntime - program| on the logits (0 on integer networks)."""
+
+    images: int
+    max_difference: float
+    exact: bool
+    code_mismatches: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
+    """Write ``program`` as ONNX to ``path``, check it with ``onnx.checker`` and compare
+    onnxruntime with the program's numpy runner on ``images`` ``(N, C, H, W)``.
+
+    A network whose logits come from exact arithmetic must match bit for bit; a float network
+    (float convs, whose summation order differs between runtimes) within 1e-4 relative.
+    Anything else raises :class:`EvaluationError`.
+    """
+    import onnx
+    import onnxruntime
+
+    try:
+        model = program_to_onnx(program)
+    except OnnxExportError as exc:
+        raise EvaluationError(f"ONNX export failed: {exc}") from None
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+    expected = program.run(images).output  # type: ignore[attr-defined]
+    output = program.values[program.output]  # type: ignore[attr-defined]
+    difference = float(np.max(np.abs(actual - expected), initial=0.0))
+    if output.exact:
+        if difference != 0.0:
+            raise EvaluationError(
+                f"onnxruntime differs from the integer program by {difference:.3g} on exact "
+                "logits; the exported graph is wrong"
+            )
+        return OnnxCheck(len(images), 0.0, True)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    if difference > 1e-4 * scale:
+        raise EvaluationError(
+            f"onnxruntime differs from the program by {difference:.3g} on float logits "
+            f"(largest logit {scale:.3g}); the exported graph is wrong"
+        )
+    return OnnxCheck(
+        len(images), difference, False, notes=["float convs: onnxruntime sums in its own order"]
     )

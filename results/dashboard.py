@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from results._atomic import atomic_write_text
+from results._atomic import atomic_write
 from results.figure_data import (
     ace_breakdown_data,
     bits_heatmap_data,
@@ -44,7 +44,7 @@ from results.figures import (
 )
 from results.front import front_records
 from results.storage import display_name, open_study
-from results.trials import study_info, trials_frame
+from results.trials import study_cost_table, study_info, trials_frame
 from space.arch import ArchConfig
 from space.errors import PikeNASError, RunDirError
 
@@ -72,21 +72,19 @@ def _figure_json(figure: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=512)
-def _breakdown_table(arch_json: str) -> tuple[pd.DataFrame, float]:
-    """Per-layer ACE v2 split and total of one architecture (cached: the live page redraws)."""
-    from evaluators.ace import count_ace
+def _breakdown_table(arch_json: str, cost_table_json: str) -> tuple[pd.DataFrame, float]:
+    """Per-layer ACE v2 split and total of one architecture under a cost table (cached: the
+    live page redraws)."""
+    from evaluators.ace import CostTable, count_ace
 
-    report = count_ace(ArchConfig.from_json(arch_json))
+    table = CostTable.from_dict(json.loads(cost_table_json))
+    report = count_ace(ArchConfig.from_json(arch_json), cost_table=table)
     return ace_breakdown_data(report), float(report.ace_v2)
 
 
-def _breakdown_figure(arch_json: str, number: int) -> dict[str, Any]:
-    table, total = _breakdown_table(arch_json)
-    title = f"ACE v2 per block of trial #{number}: MACs vs elementwise (total {total:,.0f})"
-    return _figure_json(ace_breakdown_figure(table, title=title))
-
-
-def _breakdowns(front: pd.DataFrame) -> tuple[dict[str, Any], dict[str, str]]:
+def _breakdowns(
+    front: pd.DataFrame, cost_table: Any, axis: str
+) -> tuple[dict[str, Any], dict[str, str]]:
     figures: dict[str, Any] = {}
     problems: dict[str, str] = {}
     chosen = front.sort_values(["accuracy", "number"], ascending=[False, True])
@@ -94,17 +92,25 @@ def _breakdowns(front: pd.DataFrame) -> tuple[dict[str, Any], dict[str, str]]:
         if not row.arch:
             continue
         try:
-            figures[str(row.number)] = _breakdown_figure(row.arch, int(row.number))
+            table, total = _breakdown_table(row.arch, json.dumps(cost_table.to_dict()))
+            title = (
+                f"ACE v2 per block of trial #{row.number}: MACs vs elementwise (total {total:,.0f})"
+            )
+            figure = ace_breakdown_figure(table, title=title, axis=axis)
+            figures[str(row.number)] = _figure_json(figure)
         except PikeNASError as exc:  # shown on the page instead of the figure
             logger.warning("trial %d: no ACE breakdown: %s", row.number, exc)
             problems[str(row.number)] = str(exc)
     return figures, problems
 
 
-def zoo_reference_costs(names: list[str], frame: pd.DataFrame) -> dict[str, float]:
-    """ACE v2 of zoo models at the geometry (input channels, resolution, classes) of the
-    study's trials, for the dashed reference lines of the Pareto plot. An unknown name or a
-    model that cannot take that geometry raises a one-line :class:`PikeNASError`.
+def zoo_reference_costs(
+    names: list[str], frame: pd.DataFrame, cost_table: Any = None
+) -> dict[str, float]:
+    """ACE v2 (under ``cost_table``, default: the default table) of zoo models at the geometry
+    (input channels, resolution, classes) of the study's trials, for the dashed reference lines
+    of the Pareto plot. An unknown name or a model that cannot take that geometry raises a
+    one-line :class:`PikeNASError`.
     """
     from evaluators.ace import count_ace
     from space.zoo import get_zoo_arch
@@ -123,7 +129,8 @@ def zoo_reference_costs(names: list[str], frame: pd.DataFrame) -> dict[str, floa
                     resolution=like.resolution,
                     input_channels=like.input_channels,
                     num_classes=like.num_classes,
-                )
+                ),
+                cost_table=cost_table,
             ).ace_v2
         )
         for name in names
@@ -150,12 +157,15 @@ def dashboard_data(
     """
     frame = trials_frame(study)
     info = study_info(study)
+    axis = f"ACE v2: {info['cost_label']}"
     title = f"pikenas: {study.study_name}"
     pareto = pareto_scatter_data(frame, zoo_ace)
     hypervolume = hypervolume_data(frame)
     history = hypervolume["history"]
     front = frame[frame["number"].isin(pareto["front"]["number"])]
-    breakdown_figures, breakdown_errors = _breakdowns(front) if breakdowns else ({}, {})
+    breakdown_figures, breakdown_errors = (
+        _breakdowns(front, study_cost_table(study), axis) if breakdowns else ({}, {})
+    )
     counts = frame["state"].value_counts().to_dict()
     summary = {
         "study": info["study"],
@@ -178,7 +188,9 @@ def dashboard_data(
         "title": title,
         "summary": summary,
         "figures": {
-            "pareto": _figure_json(pareto_figure(pareto, title="Proxy accuracy vs ACE v2")),
+            "pareto": _figure_json(
+                pareto_figure(pareto, title="Proxy accuracy vs ACE v2", axis=axis)
+            ),
             "hypervolume": _figure_json(hypervolume_figure(hypervolume)),
             "bits": _figure_json(bits_heatmap_figure(bits_heatmap_data(frame))),
             "proxy_final": _figure_json(proxy_final_figure(proxy_final_data(frame))),
@@ -248,7 +260,7 @@ def write_dashboard(
         out = Path(run) / DASHBOARD_NAME
     label = "" if isinstance(run, optuna.Study) else display_name(run)
     data = dashboard_data(optuna_study, zoo_ace=zoo_ace, breakdowns=breakdowns, run_label=label)
-    path = atomic_write_text(Path(out), render_html(data))
+    path = atomic_write(Path(out), render_html(data))
     logger.info("dashboard written to %s", path)
     return path
 

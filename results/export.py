@@ -30,8 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -41,6 +42,7 @@ from torch import nn
 
 from results._atomic import atomic_directory
 from results._model_card import model_card
+from results._onnx import OnnxCheck, export_onnx
 from results.pareto import pareto_front
 from results.storage import open_study
 from results.trials import study_info, trial_arch, trials_frame
@@ -61,6 +63,7 @@ __all__ = [
     "bundle_name",
     "export_trial",
     "export_pareto",
+    "export_trained",
     "load_bundle",
     "export_onnx",
     "OnnxCheck",
@@ -109,12 +112,27 @@ def load_bundle(folder: str | Path) -> tuple[ArchConfig, nn.Module]:
         raise RunDirError(
             f"{folder} is not an export bundle (no {ARCH_FILE}); pass a trial-N folder"
         )
-    arch = ArchConfig.from_json(arch_path.read_text(encoding="utf-8"))
-    model = _build(arch, folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None)
-    return arch, model
+    if not _regular_file(arch_path) or arch_path.stat().st_size > 1 << 20:
+        raise RunDirError(f"{arch_path} is not an architecture file (larger than 1 MiB)")
+    try:
+        text = arch_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"cannot read {arch_path}: {exc}") from None
+    arch = ArchConfig.from_json(text)  # sizes are bounded before anything is built
+    weights = folder / WEIGHTS_FILE
+    return arch, _build(arch, weights if _regular_file(weights) else None)
+
+
+def _regular_file(path: Path) -> bool:
+    """``path`` is a regular file (not a folder, not a link to a device or elsewhere); a path
+    that exists as anything else is refused, never taken for "absent"."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise RunDirError(f"{path} is not a regular file (a folder, link or device); remove it")
+    return path.is_file()
 
 
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from space.build import build_model
@@ -123,71 +141,12 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     if weights is not None:
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise RunDirError(
                 f"{weights} does not fit architecture {arch.archid}: "
                 f"{str(exc).splitlines()[0]}; export the trial again"
             ) from None
     return model.eval()
-
-
-@dataclass(frozen=True)
-class OnnxCheck:
-    """How ``model.onnx`` compared with the numpy runner of the program on ``images`` inputs:
-    ``code_mismatches`` integer codes that differ (0 expected), ``max_difference`` the largest
-    |onnxruntime - program| on the logits (0 on integer networks)."""
-
-    images: int
-    max_difference: float
-    exact: bool
-    code_mismatches: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
-    """Write ``program`` as ONNX to ``path``, check it with ``onnx.checker`` and compare
-    onnxruntime with the program's numpy runner on ``images`` ``(N, C, H, W)``.
-
-    A network whose logits come from exact arithmetic must match bit for bit; a float network
-    (float convs, whose summation order differs between runtimes) within 1e-4 relative.
-    Anything else raises :class:`EvaluationError`.
-    """
-    import onnx
-    import onnxruntime
-
-    from results._onnx import OnnxExportError, program_to_onnx
-
-    try:
-        model = program_to_onnx(program)
-    except OnnxExportError as exc:
-        raise EvaluationError(f"ONNX export failed: {exc}") from None
-    onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
-    expected = program.run(images).output  # type: ignore[attr-defined]
-    output = program.values[program.output]  # type: ignore[attr-defined]
-    difference = float(np.max(np.abs(actual - expected), initial=0.0))
-    if output.exact:
-        if difference != 0.0:
-            raise EvaluationError(
-                f"onnxruntime differs from the integer program by {difference:.3g} on exact "
-                "logits; the exported graph is wrong"
-            )
-        return OnnxCheck(len(images), 0.0, True)
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    if difference > 1e-4 * scale:
-        raise EvaluationError(
-            f"onnxruntime differs from the program by {difference:.3g} on float logits "
-            f"(largest logit {scale:.3g}); the exported graph is wrong"
-        )
-    return OnnxCheck(
-        len(images), difference, False, notes=["float convs: onnxruntime sums in its own order"]
-    )
 
 
 def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
@@ -223,6 +182,26 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     return weights, trained
 
 
+BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
+                          "program.json", "program.safetensors", "model.qonnx.onnx"})
+
+
+def _check_replaceable(target: Path) -> None:
+    """An existing bundle folder is replaced only when it holds nothing but bundle files:
+    pikenas never deletes what it did not write."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise RunDirError(f"{target} exists and is not a bundle folder; move it or choose "
+                          "another --out")
+    if not target.exists():
+        return
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in BUNDLE_FILES)
+    if foreign:
+        raise RunDirError(
+            f"{target} holds files pikenas did not write ({', '.join(foreign[:3])}); move "
+            "them or choose another --out"
+        )
+
+
 def _verification_images(arch: ArchConfig) -> np.ndarray:
     generator = np.random.default_rng(0)
     shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
@@ -232,16 +211,31 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 def _write_bundle(
     row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS
 ) -> Path:
-    from evaluators.ace import count_ace
-    from evaluators.verify import verify
-    from space import program as program_module
-
     number = int(row["number"])
     arch = trial_arch(row)
     if arch is None:
         raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
     weights, arch = _trained(row, arch)
     target = out_dir / bundle_name(number)
+
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
+        return model_card(arch=arch, row=row, info=info, cost=cost,
+                          has_weights=weights is not None, onnx_check=check, verified=verified,
+                          folder_name=target.name, qonnx_check=qonnx)
+
+    return _bundle(target, arch, weights, card, formats)
+
+
+def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
+            card: Callable[[dict[str, Any], Any, Any, Any], str],
+            formats: tuple[str, ...] = FORMATS) -> Path:
+    """Write one bundle folder atomically: the files of the module docstring, every check run
+    before the folder appears."""
+    from evaluators.ace import count_ace
+    from evaluators.verify import verify
+    from space import program as program_module
+
+    _check_replaceable(target)
     with atomic_directory(target) as folder:
         (folder / ARCH_FILE).write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
         model = _build(arch, weights)
@@ -265,20 +259,45 @@ def _write_bundle(
             qonnx_check = export_qonnx(program, folder / QONNX_FILE, images)
         cost = count_ace(program).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
-        card = model_card(
-            arch=arch,
-            row=row,
-            info=info,
-            cost=cost,
-            has_weights=weights is not None,
-            onnx_check=check,
-            qonnx_check=qonnx_check,
-            verified=verified,
-            folder_name=target.name,
-        )
-        (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    logger.info("exported trial %d to %s (formats: %s)", number, target, ",".join(formats))
+        (folder / CARD_FILE).write_text(card(cost, check, verified, qonnx_check), "utf-8")
+    logger.info("exported %s (formats: %s)", target, ",".join(formats))
     return target
+
+
+def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Bundle a ``pikenas train`` folder (``arch.json``, ``weights.safetensors``,
+    ``metrics.json``) as ``OUT/<folder name>-bundle`` (default OUT: the folder's parent)."""
+    source = Path(source).expanduser().resolve()
+    weights = source / WEIGHTS_FILE
+    if not (source / ARCH_FILE).is_file() or not _regular_file(weights):
+        raise RunDirError(
+            f"{source} is not a finished 'pikenas train' folder (it needs {ARCH_FILE} and "
+            f"{WEIGHTS_FILE}); finish the training or pass a run folder"
+        )
+    arch, _ = load_bundle(source)
+    metrics: dict[str, Any] = {}
+    if _regular_file(source / "metrics.json"):
+        try:
+            metrics = json.loads((source / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            metrics = {}
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else source.parent
+    target = out / f"{source.name}-bundle"
+    row = pd.Series({
+        "number": -1, "arch": arch.to_json(), "baseline": "", "accuracy": float("nan"),
+        "final_accuracy": metrics.get("test_accuracy", float("nan")), "final_dir": str(source),
+        "status": "trained",
+    })
+    info = {"study": f"pikenas train {source.name}", "sampler": "-",
+            "dataset": str(metrics.get("dataset", "")), "cost_table": "default",
+            "pikenas_version": ""}
+
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
+        return model_card(arch=arch, row=row, info=info, cost=cost, has_weights=True,
+                          onnx_check=check, verified=verified, folder_name=target.name,
+                          qonnx_check=qonnx)
+
+    return _bundle(target, arch, weights, card)
 
 
 def _write_bundles(

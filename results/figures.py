@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 __all__ = [
+    "ACE_AXIS",
     "TRIALS_META",
     "pareto_figure",
     "hypervolume_figure",
@@ -26,7 +27,8 @@ __all__ = [
 ]
 
 TRIALS_META = "trials"
-_ACE_AXIS = "ACE v2 (bit-ops)"
+#: the cost axis of the default cost table (a study names its own: ``ACE v2: <table> (<unit>)``)
+ACE_AXIS = "ACE v2: ace_v2 (bit-ops)"
 
 
 def _hover(points: pd.DataFrame) -> list[str]:
@@ -50,7 +52,9 @@ def _hover(points: pd.DataFrame) -> list[str]:
     return texts
 
 
-def pareto_figure(data: dict[str, Any], title: str = "Pareto front") -> go.Figure:
+def pareto_figure(
+    data: dict[str, Any], title: str = "Pareto front", axis: str = ACE_AXIS
+) -> go.Figure:
     """Scatter of every completed trial (accuracy vs ACE v2), the front as a step line, zoo
     baselines labelled, costed zoo models as dashed vertical lines.
     """
@@ -101,7 +105,7 @@ def pareto_figure(data: dict[str, Any], title: str = "Pareto front") -> go.Figur
         )
     figure.update_layout(
         title=html.escape(title),
-        xaxis={"title": _ACE_AXIS, "type": "log" if data["log_x"] else "linear"},
+        xaxis={"title": html.escape(axis), "type": "log" if data["log_x"] else "linear"},
         yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},
@@ -167,7 +171,9 @@ def bits_heatmap_figure(
     return figure
 
 
-def ace_breakdown_figure(table: pd.DataFrame, title: str = "ACE v2 per layer") -> go.Figure:
+def ace_breakdown_figure(
+    table: pd.DataFrame, title: str = "ACE v2 per layer", axis: str = ACE_AXIS
+) -> go.Figure:
     """Stacked bars per layer: MAC cost vs elementwise cost (ACE v2 bit-ops)."""
     layers = [html.escape(str(name)) for name in table["layer"]]
     figure = go.Figure(
@@ -180,7 +186,7 @@ def ace_breakdown_figure(table: pd.DataFrame, title: str = "ACE v2 per layer") -
         title=html.escape(title),
         barmode="stack",
         xaxis={"title": "layer"},
-        yaxis={"title": _ACE_AXIS},
+        yaxis={"title": html.escape(axis)},
     )
     return figure
 

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from results._atomic import atomic_write_text
+from results._atomic import atomic_write
 from results.pareto import pareto_front
 from results.trials import load
 from space.errors import RunDirError
@@ -71,4 +71,4 @@ def write_front_csv(
         if isinstance(run, optuna.Study) or not Path(run).is_dir():
             raise RunDirError(f"{run!r} is not a run folder; pass out=PATH for front.csv")
         out = Path(run) / FRONT_CSV
-    return atomic_write_text(Path(out), table.to_csv(index=False))
+    return atomic_write(Path(out), table.to_csv(index=False))

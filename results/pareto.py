@@ -26,6 +26,7 @@ __all__ = [
     "REFERENCE_ACE_FACTOR",
     "pareto_mask",
     "pareto_front",
+    "best_per_archid",
     "reference_point",
     "hypervolume",
     "hypervolume_history",
@@ -81,6 +82,26 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     front = candidates[mask]
     keys = ["ace_v2", "number"] if "number" in front.columns else ["ace_v2"]
     return front.sort_values(keys, ignore_index=True)
+
+
+def best_per_archid(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``archid`` (rows without one are all kept), in the input order: of rows with
+    the same architecture the fully trained one (``final_dir``), then the most accurate, the
+    cheapest, the lowest trial number. The one rule for "which trial stands for this
+    architecture" (full training of the winners, export bundles).
+    """
+    if rows.empty:
+        return rows
+    final_dir = rows["final_dir"] if "final_dir" in rows.columns else pd.Series("", rows.index)
+    archid = rows["archid"].astype(object)
+    ranked = rows.assign(
+        _key=archid.where(archid.notna(), [f"#row{index}" for index in rows.index]),
+        _untrained=final_dir.fillna("").astype(str) == "",
+    ).sort_values(
+        ["_untrained", "accuracy", "ace_v2", "number"], ascending=[True, False, True, True]
+    )
+    kept = ranked.drop_duplicates("_key", keep="first").index
+    return rows.loc[rows.index.isin(kept)]
 
 
 def reference_point(
@@ -139,17 +160,10 @@ def hypervolume_history(
     front_acc, front_ace = np.empty(0), np.empty(0)
     volume = 0.0
     for point_acc, point_ace in zip(acc, ace, strict=True):
-        dominated = bool(
-            np.any(
-                (front_acc >= point_acc)
-                & (front_ace <= point_ace)
-                & ((front_acc > point_acc) | (front_ace < point_ace))
-            )
-        )
-        if not dominated and np.isfinite(point_acc) and np.isfinite(point_ace):
-            cand_acc = np.append(front_acc, point_acc)
-            cand_ace = np.append(front_ace, point_ace)
-            mask = pareto_mask(cand_acc, cand_ace)
+        cand_acc = np.append(front_acc, point_acc)
+        cand_ace = np.append(front_ace, point_ace)
+        mask = pareto_mask(cand_acc, cand_ace)
+        if mask[-1]:  # the new point is on the front (it may push others off)
             front_acc, front_ace = cand_acc[mask], cand_ace[mask]
             volume = hypervolume(front_acc, front_ace, ref)
         volumes.append(volume)

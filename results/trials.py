@@ -31,38 +31,22 @@ import optuna
 import pandas as pd
 
 from results.layers import bits_string, layer_bits
+from results.record import FinalResult, StudyRecord, TrialRecord
 from results.storage import open_study
 from space.arch import ArchConfig
 from space.errors import ArchConfigError
 
 __all__ = [
     "COLUMNS",
-    "FINAL_RESULTS_ATTR",
     "load",
     "final_results",
     "trials_frame",
     "trial_arch",
     "study_info",
+    "study_cost_table",
 ]
 
-FINAL_RESULTS_ATTR = "final_results"
-
 logger = logging.getLogger(__name__)
-
-_FLOAT_ATTRS = (
-    "ace_v1",
-    "elementwise_share",
-    "val_accuracy",
-    "test_accuracy",
-    "val_loss",
-    "proxy_wall_s",
-    "images_per_s",
-    "final_accuracy",
-    "final_val_accuracy",
-    "final_wall_s",
-)
-_INT_ATTRS = ("macs", "params", "duplicate_of")
-_STR_ATTRS = ("status", "reason", "baseline", "worker", "final_dir")
 
 #: column name -> pandas dtype, in display order.
 COLUMNS: dict[str, str] = {
@@ -97,6 +81,8 @@ COLUMNS: dict[str, str] = {
     "final_dir": "str",
     "arch": "str",
 }
+#: columns filled from the trial's :class:`TrialRecord` (the rest come from the trial itself).
+_RECORD_COLUMNS = tuple(name for name in COLUMNS if name in TrialRecord.model_fields)
 
 
 def load(
@@ -116,15 +102,10 @@ def load(
     return trials_frame(optuna_study)
 
 
-def final_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Full-training results by trial number, from the study attr :data:`FINAL_RESULTS_ATTR`.
-
-    They live on the study because Optuna does not let a finished trial be changed.
-    """
-    stored = study.user_attrs.get(FINAL_RESULTS_ATTR) or {}
-    if not isinstance(stored, dict):
-        return {}
-    return {int(number): dict(values) for number, values in stored.items()}
+def final_results(study: optuna.Study) -> dict[int, FinalResult]:
+    """Full-training results by trial number (they live on the study because Optuna does not
+    let a finished trial be changed)."""
+    return StudyRecord.of(study).final_results
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -133,9 +114,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row = _row(trial)
-        for name, value in finals.get(trial.number, {}).items():
-            if name in row:
-                row[name] = str(value) if name in _STR_ATTRS else _number(value)
+        final = finals.get(trial.number)
+        if final is not None:
+            row.update(final.model_dump())
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column, dtype in COLUMNS.items():
@@ -159,25 +140,39 @@ def _parse_arch(text: str) -> ArchConfig:
     return ArchConfig.from_json(text)
 
 
-def study_info(study: optuna.Study) -> dict[str, str]:
-    """How a study was made, from its user attrs: ``study``, ``dataset``, ``sampler``,
-    ``cost_table``, ``pikenas_version`` (``""`` when not recorded).
-    """
-    attrs = study.user_attrs
+def _search_config(record: StudyRecord) -> dict[str, Any]:
     try:
-        config = json.loads(attrs.get("search_config") or "{}")
-    except (TypeError, json.JSONDecodeError):
-        config = {}
-    config = config if isinstance(config, dict) else {}
-    search = config.get("search") if isinstance(config.get("search"), dict) else {}
-    sampler = search.get("sampler", config.get("sampler", ""))
+        config = json.loads(record.search_config or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def study_info(study: optuna.Study) -> dict[str, str]:
+    """How a study was made: ``study``, ``dataset``, ``sampler``, ``cost_table``, ``cost_unit``,
+    ``cost_label`` (the cost objective's name), ``pikenas_version`` (``""`` when not recorded).
+    """
+    record = StudyRecord.of(study)
+    search = _search_config(record).get("search")
+    sampler = search.get("sampler", "") if isinstance(search, dict) else ""
     return {
         "study": study.study_name,
-        "dataset": str(attrs.get("dataset", "")),
-        "sampler": str(sampler or ""),
-        "cost_table": str(attrs.get("cost_table", "")),
-        "pikenas_version": str(attrs.get("pikenas_version", "")),
+        "dataset": record.dataset,
+        "sampler": str(sampler),
+        "cost_table": record.cost_table,
+        "cost_unit": record.cost_unit,
+        "cost_label": record.metric_names[1],
+        "pikenas_version": record.pikenas_version,
     }
+
+
+def study_cost_table(study: optuna.Study) -> Any:
+    """The ``evaluators.ace.CostTable`` that scored the study (its config records it; the
+    default table when it does not say)."""
+    from evaluators.ace import CostTable
+
+    table = _search_config(StudyRecord.of(study)).get("cost_table")
+    return CostTable.from_dict(table) if isinstance(table, dict) else CostTable.default()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -193,39 +188,24 @@ def _arch_columns(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...], str
     )
 
 
-def _number(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number
-
-
 def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    attrs = trial.user_attrs
+    record = TrialRecord.of(trial)
     values = trial.values if trial.values is not None else []
-    row: dict[str, Any] = {
-        "number": trial.number,
-        "state": trial.state.name,
-        "archid": attrs.get("archid"),
-        "accuracy": _number(values[0]) if len(values) > 0 else math.nan,
-        "ace_v2": _number(values[1]) if len(values) > 1 else _number(attrs.get("ace_v2")),
-        "datetime_start": trial.datetime_start,
-        "datetime_complete": trial.datetime_complete,
-        "duration_s": (trial.duration.total_seconds() if trial.duration is not None else math.nan),
-        "arch": attrs.get("arch") or "",
-        "weight_bits": [],
-        "activation_bits": [],
-        "layer_bits": "",
-    }
-    for name in _FLOAT_ATTRS:
-        row[name] = _number(attrs.get(name))
-    for name in _INT_ATTRS:
-        value = attrs.get(name)
-        row[name] = int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-    for name in _STR_ATTRS:
-        value = attrs.get(name)
-        row[name] = str(value) if value is not None else None
+    row: dict[str, Any] = {name: getattr(record, name) for name in _RECORD_COLUMNS}
+    ace_v2 = values[1] if len(values) > 1 else record.ace_v2  # a pruned trial was costed
+    row.update(
+        number=trial.number,
+        state=trial.state.name,
+        accuracy=float(values[0]) if values else math.nan,
+        ace_v2=float(ace_v2) if ace_v2 is not None else math.nan,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        duration_s=trial.duration.total_seconds() if trial.duration is not None else math.nan,
+        arch=record.arch or "",
+        weight_bits=[],
+        activation_bits=[],
+        layer_bits="",
+    )
     if row["arch"]:
         try:
             archid, weight_bits, activation_bits, bits = _arch_columns(row["arch"])

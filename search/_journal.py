@@ -1,8 +1,8 @@
 """A journal storage that writes a trial's parameters and user attributes in one append.
 
 Optuna's :class:`~optuna.storages.JournalStorage` appends (lock, write, ``fsync``) once per
-operation: about 6 ms each on this project's disks, so a 50-gene candidate costs about 0.4 s of
-storage time per trial, serialized across workers by the file lock. :class:`BufferedJournalStorage`
+operation, so a 50-gene candidate costs 50 appends, serialized across workers by the file lock
+(``benchmarks/search_overhead.py`` measures what that costs). :class:`BufferedJournalStorage`
 holds ``set_trial_param`` and ``set_trial_user_attr`` records (the very records Optuna writes)
 in memory and appends them together right before any other storage call — every read and every
 other write flushes first, so this process always sees its own writes and other processes see
@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
@@ -81,6 +82,19 @@ class BufferedJournalStorage(JournalStorage):
             self._pending.append(
                 {"op_code": op_code, "worker_id": self._replay_result.worker_id, **fields}
             )
+
+    def _sync_with_backend(self) -> None:
+        # Optuna raises when it replays a record of this worker for a trial finished elsewhere,
+        # at the first such record; replay the rest of a buffered batch too, then raise once.
+        error: UpdateFinishedTrialError | None = None
+        while True:
+            try:
+                super()._sync_with_backend()
+                break
+            except UpdateFinishedTrialError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def flush(self) -> None:
         """Append the buffered records (one lock, one write) and read them back."""

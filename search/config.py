@@ -2,17 +2,21 @@
 
 Sections (unknown keys are refused everywhere)::
 
-    dataset:   {name, data_dir}                   # the data set (data_dir for cifar / folders)
-    space:     SearchSpace                        # skeleton + per-block choices
-    proxy:     TrainConfig fields                 # the cheap budget every candidate gets
-    full:      TrainConfig fields                 # the budget of the fully trained winners
-    max_ace:   ACE v2 budget or null              # candidates above it are not trained
-    baselines: [zoo names]                        # enqueued as fixed points of the study
-    search:    {trials, sampler, population_size, seed, full_train_top}
+    dataset:    {name, data_dir}                  # the data set (data_dir for cifar / folders)
+    space:      SearchSpace                       # skeleton + per-block choices
+    proxy:      TrainConfig fields                # the cheap budget every candidate gets
+    full:       TrainConfig fields                # the budget of the fully trained winners
+    max_ace:    ACE v2 budget or null             # candidates above it are not trained
+    cost_table: null | ace_v2-fp16 | FILE | {...} # what ACE v2 charges (null: DESIGN.md's table)
+    baselines:  [zoo names]                       # enqueued as fixed points of the study
+    search:     {trials, sampler, population_size, seed, full_train_top}
 
-Every problem raises :class:`~space.errors.SearchConfigError` with one line
-``FILE: KEY.PATH: what is wrong; how to fix it``. The embedded default is
-``search/default_search.yaml`` (the same text as ``configs/digits_default.yaml``).
+``cost_table`` is a built-in name (``ace_v2``, ``ace_v2-fp16``), a YAML / JSON cost table file
+(relative to the config file) or the table itself; the config holds the resolved table, so a
+study records exactly what scored it. Every problem raises
+:class:`~space.errors.SearchConfigError` with one line ``FILE: KEY.PATH: what is wrong; how to
+fix it``. The embedded default is ``search/default_search.yaml`` (the same text as
+``configs/digits_default.yaml``).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from space.errors import PikeNASError, SearchConfigError
+from results._strict import StrictModel, one_line
+from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from space.searchspace import SearchSpace
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "load_config",
     "default_config_text",
     "config_from_dict",
+    "resolve_cost_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,20 +54,18 @@ _RESERVED_BUDGET_KEYS = {
     "data_dir": "set the data folder in the dataset: section",
     "threads": "pikenas sets torch threads per worker (cores // workers)",
 }
+#: built-in cost tables by name: their float width (``CostTable.default(float_bits)``).
+_BUILTIN_TABLES = {"ace_v2": 32, "ace_v2-fp16": 16}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """The data set: a name known to ``evaluators.datasets`` and its folder when it needs one."""
 
     name: str = "digits"
     data_dir: str | None = None
 
 
-class SearchSettings(_Strict):
+class SearchSettings(StrictModel):
     """Run defaults; the command line overrides each of them."""
 
     trials: int = Field(default=48, ge=1)
@@ -75,14 +79,14 @@ class SearchSettings(_Strict):
     def _known_sampler(cls, value: str) -> str:
         from search.samplers import SAMPLERS
 
-        if value not in SAMPLERS:
-            raise ValueError(
-                f"unknown sampler {value!r}; choose one of: {', '.join(SAMPLERS.names())}"
-            )
+        try:
+            SAMPLERS.get(value)
+        except UnknownNameError as exc:  # its message lists the valid names
+            raise ValueError(str(exc)) from None
         return value
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     """A whole search (see the module docstring for the sections)."""
 
     dataset: DatasetConfig = DatasetConfig()
@@ -90,6 +94,7 @@ class SearchConfig(_Strict):
     proxy: dict[str, Any] = Field(default_factory=dict)
     full: dict[str, Any] = Field(default_factory=dict)
     max_ace: float | None = Field(default=None, gt=0)
+    cost_table: dict[str, Any] | None = None
     baselines: tuple[str, ...] = ()
     search: SearchSettings = SearchSettings()
 
@@ -101,6 +106,29 @@ class SearchConfig(_Strict):
                 raise ValueError(f"{key} cannot be set here; {fix}")
         return value
 
+    @field_validator("cost_table", mode="before")
+    @classmethod
+    def _valid_table(cls, value: Any) -> dict[str, Any] | None:
+        from evaluators.ace import CostTable
+
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = resolve_cost_table(value)
+        try:
+            table = CostTable.from_dict(value, source="table").to_dict()
+        except CostModelError as exc:
+            raise ValueError(str(exc).removeprefix("table: ")) from None
+        return None if table == CostTable.default().to_dict() else table
+
+    def cost_table_object(self) -> Any:
+        """The ``evaluators.ace.CostTable`` that scores this search."""
+        from evaluators.ace import CostTable
+
+        if self.cost_table is None:
+            return CostTable.default()
+        return CostTable.from_dict(self.cost_table)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (what ``OUT/config.yaml`` and the study's search_config hold)."""
         return self.model_dump(mode="json")
@@ -111,27 +139,71 @@ class SearchConfig(_Strict):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    def searched_json(self) -> str:
+        """The parts every worker of a study must share: all but the ``search:`` run settings."""
+        data = self.to_dict()
+        data.pop("search")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
     def with_overrides(self, **changes: Any) -> SearchConfig:
-        """A validated copy with ``search:`` settings (or ``max_ace``) changed; ``None`` values
-        are ignored. Errors name the command-line option."""
+        """A validated copy with ``search:`` settings, ``max_ace``, ``cost_table`` (a name,
+        file or mapping) or ``float_bits`` (of the cost table) changed; ``None`` values are
+        ignored. Errors name the command-line option."""
         data = self.to_dict()
         for key, value in changes.items():
             if value is None:
                 continue
-            if key == "max_ace":
-                data["max_ace"] = value
-            else:
+            if key in ("max_ace", "cost_table"):
+                data[key] = value
+            elif key != "float_bits":
                 data["search"][key] = value
+        float_bits = changes.get("float_bits")
+        if float_bits is not None:
+            try:
+                table = config_from_dict(data, check_references=False).cost_table_object()
+                data["cost_table"] = table.with_float_bits(float_bits).to_dict()
+            except (CostModelError, SearchConfigError) as exc:
+                raise SearchConfigError(f"--float-bits: {exc}") from None
         try:
             return config_from_dict(data, source="command line", check_references=False)
         except SearchConfigError as exc:
             text = str(exc).removeprefix("command line: ")
             for key in changes:
-                location = "max_ace" if key == "max_ace" else f"search.{key}"
+                location = key if key in ("max_ace", "cost_table") else f"search.{key}"
                 if text.startswith(location + ":"):
                     option = "--" + key.replace("_", "-")
                     raise SearchConfigError(f"{option}{text[len(location) :]}") from None
             raise
+
+    def baseline_genomes(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(zoo name, genome)`` of each baseline at the space's geometry (the nearest genome
+        when the model is not inside the space). A bad name raises a one-line error naming its
+        index."""
+        from space.zoo import get_zoo_arch, zoo_names
+
+        known = set(zoo_names())
+        space = self.space
+        genomes = []
+        for index, name in enumerate(self.baselines):
+            if name not in known:
+                raise SearchConfigError(
+                    f"baselines.{index}: unknown zoo model {name!r}; see 'pikenas zoo' for the "
+                    "names"
+                )
+            try:
+                arch = get_zoo_arch(
+                    name,
+                    resolution=space.resolution,
+                    input_channels=space.input_channels,
+                    num_classes=space.num_classes,
+                )
+                genome = space.encode(arch)
+            except PikeNASError as exc:
+                raise SearchConfigError(f"baselines.{index}: {exc}") from None
+            if not space.encodes_exactly(arch):
+                logger.info("baseline %s is not inside the space; its nearest genome is used", name)
+            genomes.append((name, genome))
+        return genomes
 
     def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
         """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
@@ -142,6 +214,27 @@ class SearchConfig(_Strict):
         return TrainConfig(
             dataset=self.dataset.name, data_dir=self.dataset.data_dir, threads=threads, **fields
         )
+
+
+def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str, Any]:
+    """A built-in table name (``ace_v2``, ``ace_v2-fp16``) or a table file (relative to
+    ``base``) as a cost table mapping; an unreadable file raises ``ValueError``."""
+    from evaluators.ace import CostTable
+
+    if name_or_file in _BUILTIN_TABLES:
+        return CostTable.default(float_bits=_BUILTIN_TABLES[name_or_file]).to_dict()
+    path = Path(name_or_file).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ValueError(
+            f"{name_or_file!r} is neither a built-in table ({', '.join(_BUILTIN_TABLES)}) nor a "
+            "cost table file; see configs/cost_tables/"
+        )
+    try:
+        return CostTable.load(path).to_dict()
+    except CostModelError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def default_config_text() -> str:
@@ -156,10 +249,10 @@ def load_config(path: str | Path | None = None, *, check_references: bool = True
     training configs, the baselines are zoo names whose architectures have the space's skeleton.
     """
     if path is None:
-        text, source = default_config_text(), f"<embedded {DEFAULT_CONFIG_NAME}>"
+        text, source, folder = default_config_text(), f"<embedded {DEFAULT_CONFIG_NAME}>", None
     else:
         file = Path(path).expanduser()
-        source = str(file)
+        source, folder = str(file), file.resolve().parent
         if not file.is_file():
             raise SearchConfigError(f"{source}: no such config file; give a path to a YAML file")
         text = file.read_text()
@@ -175,8 +268,13 @@ def load_config(path: str | Path | None = None, *, check_references: bool = True
     if not isinstance(data, dict):
         raise SearchConfigError(
             f"{source}: the file must hold a mapping with the sections dataset, space, proxy, "
-            "full, max_ace, baselines, search"
+            "full, max_ace, cost_table, baselines, search"
         )
+    if isinstance(data.get("cost_table"), str):
+        try:
+            data["cost_table"] = resolve_cost_table(data["cost_table"], folder)
+        except ValueError as exc:
+            raise SearchConfigError(f"{source}: cost_table: {exc}") from None
     return config_from_dict(data, source=source, check_references=check_references)
 
 
@@ -187,67 +285,25 @@ def config_from_dict(
     try:
         config = SearchConfig.model_validate(data)
     except ValidationError as exc:
-        raise SearchConfigError(f"{source}: {_describe(exc)}") from None
+        raise SearchConfigError(f"{source}: {one_line(exc)}") from None
     if check_references:
         _check_budgets(config, source)
         _check_baselines(config, source)
     return config
 
 
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "config"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key; remove it or check its spelling"
-    elif first["type"] == "missing":
-        message = "required key is missing; add it"
-    elif first["type"] in ("greater_than", "greater_than_equal", "less_than_equal"):
-        message += f" (got {first.get('input')!r}); change the value"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{location}: {message}{suffix}"
-
-
 def _check_budgets(config: SearchConfig, source: str) -> None:
-    try:
-        from evaluators.training import TrainConfig  # noqa: F401
-    except ImportError:  # the training module is optional for config-only use
-        logger.warning("evaluators.training is not importable; budgets are not validated")
-        return
     for kind in ("proxy", "full"):
         try:
             config.train_config(kind)
         except ValidationError as exc:
-            raise SearchConfigError(f"{source}: {kind}.{_describe(exc)}") from None
+            raise SearchConfigError(f"{source}: {kind}.{one_line(exc)}") from None
         except PikeNASError as exc:
             raise SearchConfigError(f"{source}: {kind}: {exc}") from None
 
 
 def _check_baselines(config: SearchConfig, source: str) -> None:
-    if not config.baselines:
-        return
-    from space.zoo import get_zoo_arch, zoo_names
-
-    known = set(zoo_names())
-    space = config.space
-    for index, name in enumerate(config.baselines):
-        if name not in known:
-            raise SearchConfigError(
-                f"{source}: baselines.{index}: unknown zoo model {name!r}; see 'pikenas zoo' "
-                "for the names"
-            )
-        try:
-            arch = get_zoo_arch(
-                name,
-                resolution=space.resolution,
-                input_channels=space.input_channels,
-                num_classes=space.num_classes,
-            )
-            space.encode(arch)
-        except PikeNASError as exc:
-            raise SearchConfigError(f"{source}: baselines.{index}: {exc}") from None
-        if not space.encodes_exactly(arch):
-            logger.info(
-                "baseline %s is not inside the search space; its nearest genome is enqueued", name
-            )
+    try:
+        config.baseline_genomes()
+    except PikeNASError as exc:
+        raise SearchConfigError(f"{source}: {exc}") from None

@@ -1,182 +1,96 @@
 """After the search: full training of the Pareto winners and the proxy-vs-final rank correlation.
 
-Winners: the COMPLETE, really evaluated trials (``status`` ``ok``) on the accuracy / ACE v2
-front, best proxy accuracy first (ties: lower ACE v2), one per archid; the first K are trained
-with the config's ``full`` budget by ``evaluators.training.train`` into ``OUT/final/trial-<N>``
-(checkpointed: rerunning resumes an unfinished folder and reuses a finished one).
-
-Where the results go: Optuna refuses to change a finished trial (``UpdateFinishedTrialError``
-on every storage), so the final metrics cannot be trial user attributes. They are stored in the
-study user attribute :data:`FINAL_RESULTS_ATTR`: ``{"<trial number>": {"final_accuracy",
-"final_val_accuracy", "final_wall_s", "final_dir"}}`` (``final_accuracy`` is the test top-1),
-and Kendall's tau-b between proxy (validation) and final (test) accuracy of the winners in
-:data:`KENDALL_TAU_ATTR` (``None`` when undefined: fewer than two winners or a constant sample).
+Winners: the really trained trials (``status`` ``ok``) on the accuracy / ACE v2 front, one per
+archid (:func:`results.pareto.best_per_archid`), best proxy accuracy first (ties: lower ACE v2,
+lower number); the first K are trained by the evaluator's ``full`` step into
+``OUT/final/trial-<N>`` (checkpointed: rerunning resumes an unfinished folder and reuses a
+finished one). Optuna does not let a finished trial change, so the results go to the study's
+:class:`~results.record.StudyRecord` (``final_results``, and ``kendall_tau`` between proxy and
+final accuracy of the winners, ``None`` when undefined).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+import pandas as pd
 
-from results.trials import FINAL_RESULTS_ATTR, final_results
-from space.arch import ArchConfig
+from results.pareto import best_per_archid, pareto_front
+from results.ranking import kendall_tau
+from results.record import FinalResult, StudyRecord, update_study_record
+from results.trials import trial_arch, trials_frame
+from search.objective import CandidateEvaluator
 
-__all__ = [
-    "FINAL_RESULTS_ATTR",
-    "KENDALL_TAU_ATTR",
-    "FinalResult",
-    "FinalizeSummary",
-    "Trainer",
-    "select_winners",
-    "final_results",
-    "finalize",
-    "fake_trainer",
-]
+__all__ = ["Winner", "FinalizeSummary", "select_winners", "finalize"]
 
 logger = logging.getLogger(__name__)
 
-KENDALL_TAU_ATTR = "kendall_tau"
-
-#: ``trainer(arch, out_dir) -> metrics`` with at least ``test_accuracy``, ``val_accuracy`` and
-#: ``wall_s``.
-Trainer = Callable[[ArchConfig, Path], dict[str, Any]]
-
 
 @dataclass(frozen=True)
-class FinalResult:
+class Winner:
+    """One fully trained winner: its trial number, proxy values and full-training result."""
+
     number: int
     proxy_accuracy: float
     ace_v2: float
-    final_accuracy: float
-    final_val_accuracy: float
-    final_wall_s: float
-    final_dir: str
+    result: FinalResult
 
 
 @dataclass
 class FinalizeSummary:
-    results: list[FinalResult] = field(default_factory=list)
+    winners: list[Winner] = field(default_factory=list)
     kendall_tau: float | None = None
 
 
-def select_winners(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
-    """The ``top_k`` best front trials (see the module docstring)."""
-    candidates = [
-        trial
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial.values is not None
-        and len(trial.values) == 2
-        and trial.user_attrs.get("status", "ok") == "ok"
-        and all(math.isfinite(v) for v in trial.values)
-    ]
-    front: list[FrozenTrial] = []
-    for trial in candidates:
-        accuracy, ace = trial.values
-        dominated = any(
-            other.values[0] >= accuracy
-            and other.values[1] <= ace
-            and (other.values[0] > accuracy or other.values[1] < ace)
-            for other in candidates
-        )
-        if not dominated:
-            front.append(trial)
-    front.sort(key=lambda t: (-t.values[0], t.values[1], t.number))
-    winners: list[FrozenTrial] = []
-    seen: set[str] = set()
-    for trial in front:
-        archid = str(trial.user_attrs.get("archid", trial.number))
-        if archid in seen:
-            continue
-        seen.add(archid)
-        winners.append(trial)
-    return winners[:top_k]
-
-
-def _real_trainer(config: Any) -> Trainer:
-    def run(arch: ArchConfig, out_dir: Path) -> dict[str, Any]:
-        from evaluators.training import train
-
-        result = train(arch, config, out_dir)
-        return {
-            "test_accuracy": float(result.test_accuracy),
-            "val_accuracy": float(result.val_accuracy),
-            "wall_s": float(result.wall_s),
-        }
-
-    return run
-
-
-def fake_trainer(arch: ArchConfig, out_dir: Path) -> dict[str, Any]:
-    """Zero-cost stand-in of full training (tests): writes ``arch.json`` and ``metrics.json``
-    with the fake evaluator's accuracy."""
-    from search.objective import FakeEvaluator
-
-    metrics = FakeEvaluator().proxy(arch)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "arch.json").write_text(arch.to_json())
-    data = {
-        "test_accuracy": metrics.test_accuracy,
-        "val_accuracy": metrics.val_accuracy,
-        "wall_s": 0.0,
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(data))
-    return data
+def select_winners(study: optuna.Study, top_k: int) -> pd.DataFrame:
+    """The rows (of :func:`results.trials.trials_frame`) of the ``top_k`` best front trials."""
+    frame = trials_frame(study)
+    trained = frame[(frame["state"] == "COMPLETE") & (frame["status"] == "ok")]
+    front = best_per_archid(pareto_front(trained))
+    ranked = front.sort_values(["accuracy", "ace_v2", "number"], ascending=[False, True, True])
+    return ranked.head(top_k)
 
 
 def finalize(
     study: optuna.Study,
     out: Path,
     top_k: int,
-    trainer: Trainer,
+    evaluator: CandidateEvaluator,
     *,
     on_start: Callable[[int, int, int], None] | None = None,
 ) -> FinalizeSummary:
-    """Fully train the ``top_k`` winners with ``trainer`` into ``out/final/trial-<N>``, store the
-    results and Kendall's tau in the study; ``on_start(index, count, number)`` before each."""
-    from results.ranking import kendall_tau
-
+    """Fully train the ``top_k`` winners into ``out/final/trial-<N>`` and store the results and
+    Kendall's tau in the study; ``on_start(index, count, number)`` before each."""
     summary = FinalizeSummary()
     winners = select_winners(study, top_k)
-    stored = {str(k): v for k, v in final_results(study).items()}
-    for index, trial in enumerate(winners):
+    stored = dict(StudyRecord.of(study).final_results)
+    for index, row in enumerate(winners.itertuples(index=False)):
+        number = int(row.number)
         if on_start is not None:
-            on_start(index, len(winners), trial.number)
-        arch = ArchConfig.from_json(trial.user_attrs["arch"])
-        folder = (out / "final" / f"trial-{trial.number}").resolve()
-        metrics = trainer(arch, folder)
-        record = {
-            "final_accuracy": float(metrics["test_accuracy"]),
-            "final_val_accuracy": float(metrics["val_accuracy"]),
-            "final_wall_s": float(metrics["wall_s"]),
-            "final_dir": str(folder),
-        }
-        stored[str(trial.number)] = record
-        study.set_user_attr(FINAL_RESULTS_ATTR, stored)
-        summary.results.append(
-            FinalResult(
-                number=trial.number,
-                proxy_accuracy=float(trial.values[0]),
-                ace_v2=float(trial.values[1]),
-                final_accuracy=record["final_accuracy"],
-                final_val_accuracy=record["final_val_accuracy"],
-                final_wall_s=record["final_wall_s"],
-                final_dir=record["final_dir"],
-            )
+            on_start(index, len(winners), number)
+        folder = (out / "final" / f"trial-{number}").resolve()
+        arch = trial_arch(row._asdict())
+        assert arch is not None  # a trained trial has its architecture
+        metrics = evaluator.full(arch, folder)
+        stored[number] = FinalResult(
+            final_accuracy=metrics.test_accuracy,
+            final_val_accuracy=metrics.val_accuracy,
+            final_wall_s=metrics.wall_s,
+            final_dir=str(folder),
         )
-        logger.info("trial %d: final accuracy %.4f", trial.number, record["final_accuracy"])
-    if summary.results:
+        update_study_record(study, final_results=stored)
+        summary.winners.append(Winner(number, row.accuracy, row.ace_v2, stored[number]))
+        logger.info("trial %d: final accuracy %.4f", number, metrics.test_accuracy)
+    if summary.winners:
         tau = kendall_tau(
-            [r.proxy_accuracy for r in summary.results],
-            [r.final_accuracy for r in summary.results],
+            [winner.proxy_accuracy for winner in summary.winners],
+            [winner.result.final_accuracy for winner in summary.winners],
         )
         summary.kendall_tau = tau if math.isfinite(tau) else None
-        study.set_user_attr(KENDALL_TAU_ATTR, summary.kendall_tau)
+        update_study_record(study, kendall_tau=summary.kendall_tau)
     return summary

@@ -1,93 +1,79 @@
-"""A whole search run: prepare the run folder and study, run a backend, finalize, write outputs.
+"""A whole search run: prepare the run folder and study, place the workers, finalize, write
+the outputs.
 
-:func:`prepare_run` creates ``OUT`` (unless it exists), the study (directions, study attributes,
-zoo baselines enqueued once; an existing study must have been made with the same search config)
-and ``OUT/config.yaml`` (the resolved config, written atomically). Everything that can be wrong
-with the user's input has been checked before (:func:`search.config.load_config` and the CLI);
-should the study check still fail, a run folder created here is removed again.
+:func:`prepare_run` creates ``OUT`` (unless it exists), the study (:mod:`search.study`, under
+the ask lock) and ``OUT/config.yaml`` (the resolved config, written atomically). Everything that
+can be wrong with the user's input has been checked before (:func:`search.config.load_config`
+and the CLI); should the study check still fail, a run folder created here is removed again.
+The backend then places ``request.workers`` workers (:func:`search.local.run_local` or
+:func:`search._ray.run_ray`), which all run :func:`search.worker.run_worker`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 
-from search.backends import BACKENDS, ProgressCallback, RunRequest
-from search.finalize import FinalizeSummary, Trainer, fake_trainer, finalize
+from results._atomic import atomic_write
+from results.storage import open_storage, parse_storage
+from search.finalize import FinalizeSummary, finalize
+from search.lock import ask_lock
+from search.objective import make_evaluator
+from search.progress import Snapshot
+from search.spec import RunRequest, threads_per_worker
+from search.study import open_search_study
 
-__all__ = ["RunResult", "prepare_run", "run_search", "write_outputs", "atomic_write"]
+__all__ = ["RunResult", "prepare_run", "run_backend", "run_search", "write_outputs"]
 
 logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Snapshot], None]
 
 
 @dataclass
 class RunResult:
     study: optuna.Study
     final: FinalizeSummary | None = None
-    outputs: Any = None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def prepare_run(request: RunRequest) -> optuna.Study:
     """Create (or reopen) the run folder and the study; write ``OUT/config.yaml``."""
-    from results.storage import open_storage
-    from search.remote_worker import ask_lock_for, open_shared_study
-    from search.samplers import make_sampler
-
-    settings = request.config.search
     created = not request.out.exists()
     request.out.mkdir(parents=True, exist_ok=True)
-    lock = ask_lock_for(request.storage_target, request.study_name)
+    target = parse_storage(request.worker.storage)
+    lock = ask_lock(target, request.worker.study_name)
     try:
-        storage = open_storage(request.storage_target, create=True)
-        sampler = make_sampler(settings.sampler, settings.seed, settings.population_size)
-        with lock if lock is not None else contextlib.nullcontext():
-            study = open_shared_study(request.config, storage, request.study_name, sampler)
+        with lock:
+            storage = open_storage(target, create=True)
+            study = open_search_study(request.config, storage, request.worker.study_name)
     except BaseException:
         if created:
             shutil.rmtree(request.out, ignore_errors=True)
         raise
     finally:
-        close = getattr(lock, "close", None)
-        if close is not None:
-            close()
+        lock.close()
     atomic_write(request.out / "config.yaml", request.config.to_yaml())
     return study
 
 
-def _trainer(request: RunRequest) -> Trainer:
-    if request.evaluator.startswith("fake"):
-        return fake_trainer
-    from search.finalize import _real_trainer
-    from search.local import threads_per_worker
+def run_backend(request: RunRequest, progress: ProgressCallback | None = None) -> None:
+    """Place the workers of ``request`` until its study holds N COMPLETE trials."""
+    if request.backend == "ray":
+        from search._ray import run_ray
 
-    threads = threads_per_worker(1, resolution=request.config.space.resolution)
-    return _real_trainer(request.config.train_config("full", threads=threads))
+        run_ray(request, progress)
+    else:
+        from search.local import run_local
+
+        run_local(request, progress)
 
 
-def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Any:
+def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> None:
     """``front.csv``, ``dashboard.html`` and (``export``) the front's bundles in ``out``."""
     from results.dashboard import write_dashboard
     from results.export import export_pareto
@@ -102,30 +88,26 @@ def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Any
 def run_search(
     request: RunRequest,
     *,
-    full_train_top: int | None = None,
     progress: ProgressCallback | None = None,
     on_phase: Callable[[str], None] | None = None,
     export: bool = True,
 ) -> RunResult:
-    """Prepare, search with ``request.backend`` until N COMPLETE trials, fully train the
-    ``full_train_top`` winners (default: the config's), write the run outputs."""
-    from results.storage import open_storage
-
+    """Prepare, search until N COMPLETE trials, fully train the config's ``full_train_top``
+    winners, write the run outputs."""
     study = prepare_run(request)
-    BACKENDS.get(request.backend)(request, progress)
-    study = optuna.load_study(
-        study_name=request.study_name, storage=open_storage(request.storage_target)
-    )
-    top_k = request.config.search.full_train_top if full_train_top is None else full_train_top
+    run_backend(request, progress)
+    top_k = request.config.search.full_train_top
     result = RunResult(study=study)
     if top_k > 0:
         if on_phase is not None:
             on_phase(f"full training of the {top_k} best front candidates")
+        threads = threads_per_worker(1, resolution=request.config.space.resolution)
+        evaluator = make_evaluator(request.worker.evaluator, request.config, threads)
         result.final = finalize(
             study,
             request.out,
             top_k,
-            _trainer(request),
+            evaluator,
             on_start=(
                 (lambda i, n, number: on_phase(f"full training {i + 1}/{n}: trial {number}"))
                 if on_phase is not None
@@ -134,5 +116,5 @@ def run_search(
         )
     if on_phase is not None:
         on_phase("writing front.csv, dashboard.html and exports")
-    result.outputs = write_outputs(study, request.out, export=export)
+    write_outputs(study, request.out, export=export)
     return result

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["Snapshot", "snapshot", "front_points"]
+from results.pareto import pareto_mask
+
+__all__ = ["Snapshot", "snapshot"]
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """``complete`` of ``target`` COMPLETE trials; ``front_size`` of the accuracy / ACE v2
-    front; ``best_accuracy`` (proxy top-1) and ``lowest_ace_v2`` over COMPLETE trials."""
+    front (distinct points); ``best_accuracy`` (proxy top-1) and ``lowest_ace_v2`` over
+    COMPLETE trials."""
 
     target: int
     complete: int = 0
@@ -34,31 +37,23 @@ class Snapshot:
         )
 
 
-def front_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The distinct non-dominated ``(accuracy, ace_v2)`` points (maximize, minimize)."""
-    front: list[tuple[float, float]] = []
-    best = -math.inf
-    for accuracy, ace in sorted(set(points), key=lambda p: (p[1], -p[0])):
-        if accuracy > best:
-            front.append((accuracy, ace))
-            best = accuracy
-    return front
-
-
 def snapshot(study: optuna.Study, target: int) -> Snapshot:
     trials = study.get_trials(deepcopy=False)
-    points = [
-        (float(t.values[0]), float(t.values[1]))
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 2
-    ]
+    counts = {state: 0 for state in TrialState}
+    points: set[tuple[float, float]] = set()
+    for trial in trials:
+        counts[trial.state] += 1
+        if trial.state == TrialState.COMPLETE and trial.values is not None:
+            points.add((float(trial.values[0]), float(trial.values[1])))
+    accuracy = [point[0] for point in points]
+    ace_v2 = [point[1] for point in points]
     return Snapshot(
         target=target,
-        complete=sum(1 for t in trials if t.state == TrialState.COMPLETE),
-        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
-        pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
-        failed=sum(1 for t in trials if t.state == TrialState.FAIL),
-        front_size=len(front_points(points)),
-        best_accuracy=max((p[0] for p in points), default=math.nan),
-        lowest_ace_v2=min((p[1] for p in points), default=math.nan),
+        complete=counts[TrialState.COMPLETE],
+        running=counts[TrialState.RUNNING],
+        pruned=counts[TrialState.PRUNED],
+        failed=counts[TrialState.FAIL],
+        front_size=int(pareto_mask(accuracy, ace_v2).sum()),
+        best_accuracy=max(accuracy, default=math.nan),
+        lowest_ace_v2=min(ace_v2, default=math.nan),
     )

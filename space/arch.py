@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,7 +49,7 @@ Granularity = Literal["per_tensor", "per_channel"]
 # Double Quantization: how quantizer scales and folded norm multipliers are stored.
 # float32: plain floats; intN: N-bit integers times one shared float; pow2: powers of two (shift).
 ScaleFormat = Literal["float32", "int16", "int8", "int4", "pow2"]
-SCALE_FORMATS: tuple[str, ...] = ("float32", "int16", "int8", "int4", "pow2")
+SCALE_FORMATS: tuple[str, ...] = get_args(ScaleFormat)
 NormKind = Literal["batchnorm", "quantnorm"]
 ActivationKind = Literal["relu", "prelu", "dprelu", "none"]
 
@@ -63,9 +63,39 @@ QUANTIZER_BITS: dict[str, tuple[int, ...]] = {
 }
 ACTIVATION_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
 
+# Sizes a description may ask for: checked before anything is built (a hostile arch.json asking
+# for 10^9 channels is one line, not an allocation).
+MAX_CHANNELS = 16_384
+MAX_RESOLUTION = 4_096
+MAX_INPUT_CHANNELS = 64
+MAX_CLASSES = 100_000
+MAX_BLOCKS = 256
+MAX_PARAMETERS = 300_000_000
+
+# Integers are integers: booleans, strings and floats are refused, not converted.
+Int = Annotated[int, Field(strict=True)]
+Channels = Annotated[int, Field(strict=True, gt=0, le=MAX_CHANNELS)]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, data: Any) -> Any:
+        """``True`` is not 1 and 1 is not ``True`` (pydantic's ``Literal[1, 2]`` and ``bool``
+        would convert them)."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None:
+                continue
+            if field.annotation is bool and not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} is not a boolean; use true or false")
+            if isinstance(value, bool) and field.annotation is not bool:
+                raise ValueError(f"{name}={value!r} is a boolean; give a number or a name")
+        return data
 
 
 def _check_activation_bits(value: int, field: str) -> None:
@@ -88,7 +118,7 @@ def _check_family_bits(family: str, bits: int, field: str) -> None:
 class ConvQuantSpec(_Frozen):
     """How the weights of one conv are quantized (one half of DHQ in a separable block)."""
 
-    weight_bits: int
+    weight_bits: Int
     weight_quantizer: QuantizerFamily = "uniform"
     weight_granularity: Granularity = "per_channel"
 
@@ -113,12 +143,12 @@ class ConvStemSpec(_Frozen):
     """A plain k x k conv stem: conv -> norm -> activation -> requantize."""
 
     kind: Literal["conv"] = "conv"
-    out_channels: int = Field(gt=0)
-    kernel_size: int = Field(default=3, gt=0)
-    stride: int = Field(default=2, gt=0)
-    input_bits: int = 8
+    out_channels: Channels
+    kernel_size: Int = Field(default=3, gt=0, le=15)
+    stride: Int = Field(default=2, gt=0, le=8)
+    input_bits: Int = 8
     conv: ConvQuantSpec = ConvQuantSpec(weight_bits=8)
-    activation_bits: int = 8
+    activation_bits: Int = 8
     activation: ActivationKind = "relu"
     norm: NormKind = "batchnorm"
     scale_format: ScaleFormat = "float32"
@@ -141,11 +171,11 @@ class PokeStemSpec(_Frozen):
     """
 
     kind: Literal["pokebnn"] = "pokebnn"
-    group_channels: int = Field(default=32, gt=0)
-    out_channels: int = Field(default=64, gt=0)
-    input_bits: int = 8
-    weight_bits: int = 8
-    activation_bits: int = 8
+    group_channels: Channels = 32
+    out_channels: Channels = 64
+    input_bits: Int = 8
+    weight_bits: Int = 8
+    activation_bits: Int = 8
 
     @model_validator(mode="after")
     def _bits(self) -> PokeStemSpec:
@@ -173,13 +203,13 @@ class PikeBlockSpec(_Frozen):
     """
 
     kind: Literal["pikelpn"] = "pikelpn"
-    out_channels: int = Field(gt=0)
+    out_channels: Channels
     stride: Literal[1, 2] = 1
     kernel_size: Literal[1, 3, 5, 7] = 3
     residual: bool = False
     depthwise: ConvQuantSpec
     pointwise: ConvQuantSpec
-    activation_bits: int
+    activation_bits: Int
     activation: ActivationKind = "relu"
     norm: NormKind = "batchnorm"
     scale_format: ScaleFormat = "float32"
@@ -202,11 +232,11 @@ class PokeBottleneckSpec(_Frozen):
     """
 
     kind: Literal["pokebnn_bottleneck"] = "pokebnn_bottleneck"
-    channels: int = Field(gt=0)
+    channels: Annotated[int, Field(strict=True, gt=0, le=MAX_CHANNELS // 4)]
     stride: Literal[1, 2] = 1
     weight_bits: Literal[1] = 1
     activation_bits: Literal[1] = 1
-    squeeze_excite_bits: int = 4
+    squeeze_excite_bits: Int = 4
 
     @property
     def out_channels(self) -> int:
@@ -224,7 +254,7 @@ class PokeBottleneckSpec(_Frozen):
 class HeadSpec(_Frozen):
     """Classifier head: global average pool -> quantize to ``input_bits`` -> linear."""
 
-    input_bits: int = 8
+    input_bits: Int = 8
     linear: ConvQuantSpec = ConvQuantSpec(weight_bits=8, weight_granularity="per_tensor")
 
     @model_validator(mode="after")
@@ -245,11 +275,11 @@ class ArchConfig(_Frozen):
 
     version: Literal[1] = ARCH_VERSION
     name: str = ""
-    input_channels: int = Field(default=3, gt=0)
-    resolution: int = Field(default=224, gt=0)
-    num_classes: int = Field(default=1000, gt=1)
+    input_channels: Int = Field(default=3, gt=0, le=MAX_INPUT_CHANNELS)
+    resolution: Int = Field(default=224, gt=0, le=MAX_RESOLUTION)
+    num_classes: Int = Field(default=1000, gt=1, le=MAX_CLASSES)
     stem: StemSpec
-    blocks: tuple[BlockSpec, ...] = Field(min_length=1)
+    blocks: tuple[BlockSpec, ...] = Field(min_length=1, max_length=MAX_BLOCKS)
     head: HeadSpec = HeadSpec()
 
     @model_validator(mode="after")
@@ -275,7 +305,50 @@ class ArchConfig(_Frozen):
                     )
             size = block.output_size(size)
             channels = block.out_channels
+        weights = self.weight_count()
+        if weights > MAX_PARAMETERS:
+            raise ValueError(
+                f"the network would hold {weights:,} weights, more than pikenas builds "
+                f"({MAX_PARAMETERS:,}); use fewer or narrower blocks"
+            )
         return self
+
+    def dead_ends(self) -> list[str]:
+        """What makes the output independent of the input (empty for a live network): a ReLU
+        before a 1-bit (sign) output is always +1, and so is a 1-bit head input after an
+        unsigned (ReLU) last stage."""
+        reasons = []
+        parts = [("stem", self.stem)] + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+        last_unsigned = False
+        for path, part in parts:
+            activation = getattr(part, "activation", None)
+            bits = getattr(part, "activation_bits", None)
+            if activation is None:  # PokeBNN parts: signed float outputs
+                last_unsigned = False
+                continue
+            if activation == "relu" and bits == 1:
+                reasons.append(f"{path}: a ReLU before a 1-bit output makes every output +1")
+            last_unsigned = activation == "relu"
+        if self.head.input_bits == 1 and last_unsigned:
+            reasons.append("head: a 1-bit input after a ReLU stage is always +1")
+        return reasons
+
+    def weight_count(self) -> int:
+        """The conv and linear weights the network holds (a bound checked before building)."""
+        stem = self.stem
+        if isinstance(stem, ConvStemSpec):
+            total = stem.kernel_size**2 * self.input_channels * stem.out_channels
+        else:
+            total = 16 * self.input_channels * stem.group_channels + 9 * stem.out_channels
+        channels = stem.out_channels
+        for block in self.blocks:
+            if isinstance(block, PikeBlockSpec):
+                total += block.kernel_size**2 * channels + channels * block.out_channels
+            else:
+                width = block.channels
+                total += channels * width + 9 * width * width + width * block.out_channels
+            channels = block.out_channels
+        return total + channels * self.num_classes
 
     # ---- serialization -------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
@@ -331,6 +404,8 @@ def _one_line(exc: ValidationError) -> str:
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key; remove it or check its spelling"
+    elif first["type"] in ("int_type", "int_parsing", "int_from_float"):
+        message = f"{first.get('input')!r} is not a whole number; write it as one, unquoted"
     elif first["type"] == "missing":
         message = "required key is missing; add it"
     more = len(exc.errors()) - 1

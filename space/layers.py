@@ -143,7 +143,7 @@ class QuantConv2d(nn.Module):
         step (detached, float64); 1 for a float conv."""
         if self.is_float or input_step is None:
             return torch.ones(self.out_channels, dtype=torch.float64, device=self.weight.device)
-        _, scale = self.weight_quantizer.codes_and_scale(self.weight.detach())
+        scale = self.weight_quantizer.code_scale(self.weight.detach())
         return (scale.double() * input_step.detach().double()).expand(self.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:

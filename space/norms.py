@@ -39,7 +39,13 @@ from space.lowering import ProgramBuilder
 from space.program import Constant, Value
 from space.quantizers import UniformQuantizer, make_activation_quantizer, ste
 
-__all__ = ["BatchNormStage", "QuantNormStage", "make_output_stage", "slope_format_for"]
+__all__ = [
+    "BatchNormStage",
+    "QuantNormStage",
+    "folded_batch_norm",
+    "make_output_stage",
+    "slope_format_for",
+]
 
 
 def slope_format_for(norm: str, scale_format: str) -> str:
@@ -59,8 +65,11 @@ def _relu_is_in_the_clip(activation: nn.Module, requantizer: nn.Module) -> bool:
     )
 
 
-def _view(t: Tensor, like: Tensor) -> Tensor:
-    return t.to(like.dtype).view(1, -1, *([1] * (like.dim() - 2)))
+def folded_batch_norm(norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """Eval-mode ``(m, b)`` with ``BN(x) = m * x + b`` per channel (float64), from a module with
+    ``weight``, ``bias``, ``running_mean``, ``running_var`` and ``eps``."""
+    m = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
+    return m, norm.bias.double() - norm.running_mean.double() * m
 
 
 class _Stage(nn.Module):
@@ -142,10 +151,7 @@ class BatchNormStage(_Stage):
         return self._finish(self.norm(x))
 
     def affine(self) -> tuple[Tensor, Tensor]:
-        """Eval-mode ``(m, b)``: ``BN(x) = m * x + b`` per channel (float64)."""
-        norm = self.norm
-        m = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
-        return m, norm.bias.double() - norm.running_mean.double() * m
+        return folded_batch_norm(self.norm)
 
     def lower(
         self, builder: ProgramBuilder, acc: Value, acc_scale: Tensor | None, weight: Constant
@@ -206,8 +212,7 @@ class QuantNormStage(_Stage):
             return mean, torch.rsqrt(var + self.eps)
 
     def affine(self) -> tuple[Tensor, Tensor]:
-        m = self.weight.double() * torch.rsqrt(self.running_var.double() + self.eps)
-        return m, self.bias.double() - self.running_mean.double() * m
+        return folded_batch_norm(self)
 
     def forward(self, x: Tensor, acc_scale: Tensor | None = None) -> Tensor:
         mean, inverse_std = self._statistics(x)

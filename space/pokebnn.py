@@ -46,6 +46,7 @@ from space.blocks import InputQuantizer, code_range
 from space.errors import ArchConfigError
 from space.layers import QuantConv2d, lower_weight
 from space.lowering import ProgramBuilder, channel_shape
+from space.norms import folded_batch_norm
 from space.program import Value
 from space.quantizers import make_activation_quantizer
 
@@ -70,12 +71,6 @@ def _batch_norm(channels: int, *, zero_scale: bool = False) -> nn.BatchNorm2d:
     if zero_scale:  # "ResNet does this. It is important." (third unit of a bottleneck)
         nn.init.zeros_(norm.weight)
     return norm
-
-
-def _affine(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Eval-mode ``BN(x) = m * x + b`` per channel (float64)."""
-    m = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
-    return m, norm.bias.double() - norm.running_mean.double() * m
 
 
 # ---- shortcut reshaping ------------------------------------------------------------------
@@ -335,7 +330,7 @@ class PokeConv(nn.Module):
         builder.note("squeeze_excite", e)
         builder.note("se_mul", e)
         # BN1 fused, with DPReLU's bias_x folded into its add
-        m1, b1 = _affine(self.norm) if have else (None, None)
+        m1, b1 = folded_batch_norm(self.norm) if have else (None, None)
         bias_x = self.activation.bias_x.detach().double() if have else None
         t = builder.mul(
             acc,
@@ -360,7 +355,7 @@ class PokeConv(nn.Module):
                 t = builder.add(t, block, kind="residual")
         scales = builder.part("squeeze_excite", self.squeeze_excite, x)  # (C_out, 1, 1)
         # BN2's multiplier, the SE scale, DPReLU's slopes and bias_y: per (sample, channel)
-        m2, b2 = _affine(self.norm_out) if have else (None, None)
+        m2, b2 = folded_batch_norm(self.norm_out) if have else (None, None)
         act = self.activation
         scaled = builder.mul(
             scales,
@@ -483,7 +478,7 @@ class PokeStem(nn.Module):
             builder.note("dprelu", acc.elements)
             builder.note("requantize", acc.elements)
             s_out = output_step(self.requantizer) if have else None
-            m, b = _affine(self.norm) if have else (None, None)
+            m, b = folded_batch_norm(self.norm) if have else (None, None)
             y = lower_float(
                 builder,
                 acc,
@@ -498,7 +493,7 @@ class PokeStem(nn.Module):
         with builder.layer("group_stage"):
             builder.note("batchnorm", acc.elements)
             builder.note("dprelu", acc.elements)
-            m, b = _affine(self.group_norm) if have else (None, None)
+            m, b = folded_batch_norm(self.group_norm) if have else (None, None)
             return lower_float(
                 builder,
                 acc,

@@ -282,6 +282,11 @@ class Quantizer(nn.Module):
         or ``(1,)``, positive."""
         raise ArchConfigError(f"a {self.family} quantizer has no integer codes")
 
+    @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        """The ``scale`` of :meth:`codes_and_scale` alone (cheaper: no codes computed)."""
+        return self.codes_and_scale(x)[1]
+
     def _view_shape(self, x: Tensor) -> tuple[int, ...]:
         """Shape that broadcasts a ``(channels,)`` or ``(1,)`` scale against ``x``."""
         if self.granularity == "per_channel":
@@ -437,6 +442,10 @@ class UniformQuantizer(_LearnedScale):
         return self.q_min, self.q_max
 
     @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        return self.scale_value()
+
+    @torch.no_grad()
     def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         step = self.scale_value()
         codes = round_half_up(
@@ -520,6 +529,10 @@ class Pow2Quantizer(_LearnedScale):
         """Codes ``+-2^(e - min_exponent)``: integers up to ``2^-min_exponent``."""
         largest = 2 ** (-self.min_exponent)
         return (-largest if self.signed else 0), largest
+
+    @torch.no_grad()
+    def code_scale(self, x: Tensor) -> Tensor:
+        return self.scale_value() * 2.0**self.min_exponent
 
     @torch.no_grad()
     def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,9 +13,21 @@ repaired deterministically in :meth:`SearchSpace.decode` (:func:`repair_bits`):
 * ``residual`` only where the block keeps the feature map: stride 1 and as many output as input
   channels; elsewhere it is turned off.
 
-The skeleton (stages: number of blocks and stride; the stem and the head, 8-bit by default) is
-fixed. The space imports no optimizer: :meth:`SearchSpace.suggest` takes any object with an
-Optuna-style ``suggest_categorical(name, choices)`` method.
+No dead candidates: a configuration whose output cannot depend on its input is repaired too
+(:meth:`space.arch.ArchConfig.dead_ends` names what would make it dead):
+
+* a ReLU before a 1-bit (sign) requantizer makes every output ``sign(max(x, 0)) = +1``: such a
+  block's activation becomes ``prelu``;
+* a 1-bit head input after an unsigned (ReLU) last block is the sign of a non-negative mean,
+  always ``+1``: the last block's activation becomes ``prelu``;
+* a stem with ReLU and 1-bit output is refused when the space is read (it is not searched).
+
+Searchable depth: a stage with ``depths: [1, 2, 3]`` has a ``s<i>_depth`` gene and genes for its
+largest depth (``blocks``, default the largest of ``depths``); the genes of absent blocks are
+inactive (decoding ignores them), so the encoding keeps its length and NSGA-II's operators stay
+meaningful. The stem and the head (8-bit by default) are fixed. The space imports no optimizer:
+:meth:`SearchSpace.suggest` takes any object with an Optuna-style
+``suggest_categorical(name, choices)`` method.
 """
 
 from __future__ import annotations
@@ -148,12 +160,35 @@ class BlockChoices(_Strict):
 
 
 class StageSpace(_Strict):
-    """One stage of the fixed skeleton: ``blocks`` blocks, the first with ``stride``, all with
-    the same searched output ``channels`` (one gene per stage)."""
+    """One stage of the skeleton: ``blocks`` blocks (or a searched depth among ``depths``, at
+    most ``blocks``), the first with ``stride``, all with the same searched output ``channels``
+    (one gene per stage)."""
 
-    blocks: int = Field(ge=1, le=16)
+    blocks: int = Field(default=0, ge=0, le=16)
+    depths: tuple[int, ...] = ()
     stride: int = 1
     channels: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _depths(self) -> StageSpace:
+        if not self.depths and self.blocks < 1:
+            raise ValueError("a stage needs blocks (its depth) or depths (the choices)")
+        if self.depths:
+            _nonempty_unique(self.depths, "depths")
+            largest = max(self.depths)
+            if min(self.depths) < 1 or largest > 16:
+                raise ValueError(f"depths {list(self.depths)} must lie in 1..16")
+            if self.blocks and self.blocks != largest:
+                raise ValueError(
+                    f"blocks={self.blocks} must be the largest of depths {list(self.depths)} "
+                    "(or leave blocks out)"
+                )
+            object.__setattr__(self, "blocks", largest)
+        return self
+
+    @property
+    def searched_depth(self) -> bool:
+        return len(self.depths) > 1
 
     @field_validator("stride")
     @classmethod
@@ -214,12 +249,25 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _skeleton_fits(self) -> SearchSpace:
-        # Decoding the first choice of every gene validates the geometry (strides vs resolution).
+        if self.stem.activation == "relu" and self.stem.activation_bits == 1:
+            raise ValueError(
+                "stem: a ReLU before a 1-bit output makes every output +1 (a dead network); "
+                "use activation prelu or more activation_bits"
+            )
+        # Decoding the first choice of every gene validates the geometry (strides vs resolution);
+        # the deepest stages give the smallest feature maps.
         try:
-            self.decode(self.default_params())
+            self.decode(self.default_params() | self._deepest())
         except ArchConfigError as exc:
             raise ValueError(f"the stage skeleton does not fit: {exc}") from None
         return self
+
+    def _deepest(self) -> dict[str, Choice]:
+        return {
+            f"s{index}_depth": max(stage.depths)
+            for index, stage in enumerate(self.stages)
+            if stage.searched_depth
+        }
 
     # ---- the encoding ----------------------------------------------------------------------
     @property
@@ -232,6 +280,8 @@ class SearchSpace(_Strict):
         genes: dict[str, tuple[Choice, ...]] = {}
         for index, stage in enumerate(self.stages):
             genes[f"s{index}_channels"] = stage.channels
+            if stage.searched_depth:
+                genes[f"s{index}_depth"] = stage.depths
         for block in range(self.num_blocks):
             for gene in BLOCK_GENES:
                 genes[f"b{block}_{gene}"] = getattr(self.choices, gene)
@@ -274,11 +324,17 @@ class SearchSpace(_Strict):
         index = 0
         for stage_index, stage in enumerate(self.stages):
             out_channels = int(params[f"s{stage_index}_channels"])
+            depth = int(params.get(f"s{stage_index}_depth", stage.blocks))
             for position in range(stage.blocks):
-                stride = stage.stride if position == 0 else 1
-                blocks.append(self._decode_block(params, index, in_channels, out_channels, stride))
-                in_channels = out_channels
+                if position < depth:  # the genes of absent blocks are inactive
+                    stride = stage.stride if position == 0 else 1
+                    blocks.append(
+                        self._decode_block(params, index, in_channels, out_channels, stride)
+                    )
+                    in_channels = out_channels
                 index += 1
+        if self.head.input_bits == 1 and blocks[-1].activation == "relu":
+            blocks[-1] = blocks[-1].model_copy(update={"activation": "prelu"})
         return ArchConfig.from_dict(
             {
                 "name": name,
@@ -306,6 +362,9 @@ class SearchSpace(_Strict):
         dw_family = gene("dw_quantizer")
         pw_family = gene("pw_quantizer")
         keeps_shape = stride == 1 and in_channels == out_channels
+        activation = gene("activation")
+        if activation == "relu" and int(gene("activation_bits")) == 1:
+            activation = "prelu"  # sign(max(x, 0)) is always +1
         return PikeBlockSpec(
             out_channels=out_channels,
             stride=stride,
@@ -322,7 +381,7 @@ class SearchSpace(_Strict):
                 weight_granularity=choices.pw_granularity,
             ),
             activation_bits=int(gene("activation_bits")),
-            activation=gene("activation"),
+            activation=activation,
             norm=gene("norm"),
             scale_format=gene("scale_format"),
         )
@@ -337,40 +396,64 @@ class SearchSpace(_Strict):
         choice, which decoding ignores. See :meth:`encodes_exactly` for lossless-ness.
         """
         blocks = arch.blocks
-        if len(blocks) != self.num_blocks or not all(
-            isinstance(block, PikeBlockSpec) for block in blocks
-        ):
+        depths = self._depths_of(arch)
+        if depths is None or not all(isinstance(block, PikeBlockSpec) for block in blocks):
             kinds = sorted({block.kind for block in blocks})
             raise SearchConfigError(
                 f"architecture {arch.name or arch.archid!r} has {len(blocks)} block(s) of kind "
-                f"{', '.join(kinds)}; this space needs {self.num_blocks} PikeLPN blocks; "
-                "choose a baseline with the space's skeleton or change space.stages"
+                f"{', '.join(kinds)}; this space needs PikeLPN blocks in stages of "
+                f"{[list(s.depths) or s.blocks for s in self.stages]} blocks; choose a baseline "
+                "with the space's skeleton or change space.stages"
             )
         genes = self.distributions()
         params: dict[str, Choice] = {}
         start = 0
-        for stage_index, stage in enumerate(self.stages):
+        index = 0
+        for stage_index, (stage, depth) in enumerate(zip(self.stages, depths, strict=True)):
             name = f"s{stage_index}_channels"
             params[name] = _nearest(blocks[start].out_channels, genes[name])
-            start += stage.blocks
-        for index, block in enumerate(blocks):
-            assert isinstance(block, PikeBlockSpec)
-            values: dict[str, Any] = {
-                "kernel_size": block.kernel_size,
-                "dw_quantizer": block.depthwise.weight_quantizer,
-                "dw_bits": block.depthwise.weight_bits,
-                "pw_quantizer": block.pointwise.weight_quantizer,
-                "pw_bits": block.pointwise.weight_bits,
-                "activation_bits": block.activation_bits,
-                "activation": block.activation,
-                "norm": block.norm,
-                "scale_format": block.scale_format,
-                "residual": block.residual,
-            }
-            for gene, value in values.items():
-                name = f"b{index}_{gene}"
-                params[name] = _nearest(value, genes[name])
+            if stage.searched_depth:
+                params[f"s{stage_index}_depth"] = depth
+            for position in range(stage.blocks):
+                # an absent block repeats the stage's last present one (inactive genes)
+                block = blocks[start + min(position, depth - 1)]
+                assert isinstance(block, PikeBlockSpec)
+                values: dict[str, Any] = {
+                    "kernel_size": block.kernel_size,
+                    "dw_quantizer": block.depthwise.weight_quantizer,
+                    "dw_bits": block.depthwise.weight_bits,
+                    "pw_quantizer": block.pointwise.weight_quantizer,
+                    "pw_bits": block.pointwise.weight_bits,
+                    "activation_bits": block.activation_bits,
+                    "activation": block.activation,
+                    "norm": block.norm,
+                    "scale_format": block.scale_format,
+                    "residual": block.residual,
+                }
+                for gene, value in values.items():
+                    gene_name = f"b{index}_{gene}"
+                    params[gene_name] = _nearest(value, genes[gene_name])
+                index += 1
+            start += depth
         return params
+
+    def _depths_of(self, arch: ArchConfig) -> tuple[int, ...] | None:
+        """The stage depths that split ``arch``'s blocks into this skeleton's stages (the first
+        combination whose strides match), or None."""
+        import itertools
+
+        options = [stage.depths or (stage.blocks,) for stage in self.stages]
+        for depths in itertools.product(*options):
+            if sum(depths) != len(arch.blocks):
+                continue
+            start, fits = 0, True
+            for stage, depth in zip(self.stages, depths, strict=True):
+                strides = [block.stride for block in arch.blocks[start : start + depth]]
+                fits = fits and strides == [stage.stride] + [1] * (depth - 1)
+                start += depth
+            if fits:
+                return depths
+        return None
 
     def encodes_exactly(self, arch: ArchConfig) -> bool:
         """Whether ``decode(encode(arch))`` is ``arch`` (same archid, with the space's input

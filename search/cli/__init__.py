@@ -1,6 +1,7 @@
 """The ``pikenas`` command line.
 
-Each command lives in its own module of this package and registers itself on :data:`app`.
+Each command lives in its own module of this package and registers itself on the Typer
+application of :mod:`search.cli._app` (which the command modules import, never this package).
 Errors a user can cause (:class:`space.errors.PikeNASError`, bad options) print one line and
 exit with code 2; runtime failures of a candidate exit with 1. ``PIKENAS_DEBUG=1`` shows
 tracebacks.
@@ -15,24 +16,10 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from search.cli._app import app, fail
 from space.errors import EvaluationError, PikeNASError
 
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="pikenas",
-    help="Search low-precision CNN architectures scored by accuracy and ACE v2 (PikeLPN).",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Search low-precision CNN architectures scored by accuracy and ACE v2 (PikeLPN)."""
-
+__all__ = ["app", "fail", "main"]
 
 # Importing the command modules registers their commands on ``app`` (order = help order).
 from search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
@@ -46,12 +33,6 @@ from search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
     _export,
     _verify,
 )
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``pikenas: error: MESSAGE`` on stderr and return the Exit to raise."""
-    typer.echo(f"pikenas: error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

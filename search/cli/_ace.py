@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from search.cli import app
-
-if TYPE_CHECKING:
-    from space.arch import ArchConfig
+from search.cli._app import app, fail
+from search.cli._common import resolve_arch
 
 
 @app.command()
@@ -55,7 +53,6 @@ def ace(
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
     from evaluators.ace import FLOAT_WIDTHS, CostTable, count_ace
-    from search.cli import fail
     from space.errors import PikeNASError
 
     if float_bits is not None and float_bits not in FLOAT_WIDTHS:
@@ -73,7 +70,7 @@ def ace(
             arch = None
             report = count_ace(import_onnx(name_or_arch_json), cost_table=table)
         else:
-            arch = _resolve(name_or_arch_json, resolution)
+            arch = resolve_arch(name_or_arch_json, resolution)
             report = count_ace(arch, cost_table=table)
     except PikeNASError as exc:
         raise fail(str(exc)) from None
@@ -86,32 +83,3 @@ def ace(
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(report.to_table())
-
-
-def _resolve(target: str, resolution: int | None) -> ArchConfig:
-    """The ArchConfig of a JSON file (when ``target`` names one) or of a zoo model."""
-    from space.arch import ArchConfig
-    from space.errors import ArchConfigError
-
-    path = Path(target)
-    looks_like_file = path.suffix.lower() == ".json" or "/" in target or "\\" in target
-    if path.is_file() or looks_like_file:
-        if not path.is_file():
-            raise ArchConfigError(
-                f"{target}: no such file; pass an ArchConfig JSON file or a zoo name "
-                "('pikenas zoo' lists them)"
-            )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchConfigError(f"{target}: cannot read it ({exc})") from None
-        try:
-            arch = ArchConfig.from_json(text)
-        except ArchConfigError as exc:
-            raise ArchConfigError(f"{target}: {exc}") from None
-        if resolution is not None and resolution != arch.resolution:
-            arch = arch.replace(resolution=resolution)
-        return arch
-    from space.zoo import get_zoo_arch
-
-    return get_zoo_arch(target, resolution=resolution)

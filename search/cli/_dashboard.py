@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -53,12 +53,15 @@ def dashboard(
     """
     from results.dashboard import serve as start_server
     from results.dashboard import write_dashboard, zoo_reference_costs
-    from results.trials import load
-    from search.cli import fail
+    from results.storage import open_study
+    from results.trials import study_cost_table, trials_frame
 
     if serve and out is not None:
         raise fail("--out writes a file and --serve serves a page; pass only one of them")
-    zoo_ace = zoo_reference_costs(list(zoo), load(run, study)) if zoo else None
+    zoo_ace = None
+    if zoo:
+        opened = open_study(run, study)
+        zoo_ace = zoo_reference_costs(list(zoo), trials_frame(opened), study_cost_table(opened))
     if not serve:
         path = write_dashboard(run, study, out, zoo_ace=zoo_ace, breakdowns=breakdowns)
         typer.echo(f"dashboard written to {path}")

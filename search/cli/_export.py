@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -43,7 +43,6 @@ def export(
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
     from results.export import FORMATS, export_pareto, export_trial
-    from search.cli import fail
 
     if (trial is None) == (not pareto):
         raise fail("pass exactly one of --trial N and --pareto")

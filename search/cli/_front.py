@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -25,15 +25,16 @@ def front(
 
     Columns: trial number, proxy accuracy, ACE v2, ACE v1, final accuracy (after full training),
     archid, MACs, parameters, elementwise share of ACE v2, per-layer bits (weight/activation),
-    zoo baseline name.
+    zoo baseline name. The table names ACE v2 by the cost table that scored the study.
     """
     from results.front import front_records, front_table
-    from results.trials import load
-    from search.cli import fail
+    from results.storage import open_study
+    from results.trials import study_info, trials_frame
 
     if csv and as_json:
         raise fail("--csv and --json exclude each other; pass one of them")
-    frame = load(run, study)
+    opened = open_study(run, study)
+    frame = trials_frame(opened)
     if as_json:
         typer.echo(json.dumps(front_records(frame), indent=2))
         return
@@ -41,11 +42,12 @@ def front(
     if csv:
         typer.echo(table.to_csv(index=False), nl=False)
         return
-    typer.echo(_readable(table))
+    typer.echo(_readable(table, study_info(opened)["cost_table"] or "ace_v2"))
 
 
-def _readable(table) -> str:  # noqa: ANN001 - a pandas DataFrame, imported lazily
-    """Fixed-width text table of the front (accuracy in %, ACE with thousands separators)."""
+def _readable(table, cost_name: str) -> str:  # noqa: ANN001 - a pandas DataFrame
+    """Fixed-width text table of the front (accuracy in %, ACE with thousands separators; the
+    ACE v2 column named after the study's cost table)."""
     if table.empty:
         return "the study has no completed trial yet: the front is empty"
     shown = table.loc[
@@ -67,4 +69,4 @@ def _readable(table) -> str:  # noqa: ANN001 - a pandas DataFrame, imported lazi
         ("ace_v1", count),
     ):
         shown[column] = [format_value(float(value)) for value in shown[column]]
-    return shown.to_string(index=False)
+    return shown.rename(columns={"ace_v2": cost_name}).to_string(index=False)

@@ -3,83 +3,89 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli import app
+import search.cli._common as common
+from search.cli._app import app
 
 if TYPE_CHECKING:
-    from search.backends import RunRequest
     from search.pipeline import RunResult
+    from search.progress import Snapshot
+    from search.spec import RunRequest
+
+
+def _ray_placement(backend: str, **given: object) -> dict[str, object]:
+    """The Ray options, refused with another backend rather than silently ignored."""
+    from space.errors import SearchConfigError
+
+    named = [f"--{key.replace('_', '-')}" for key, value in given.items() if value is not None]
+    if backend != "ray" and named:
+        raise SearchConfigError(
+            f"{', '.join(named)} apply to --backend ray only; add --backend ray or drop them"
+        )
+    address = given.get("address")
+    if isinstance(address, str) and not address.strip():
+        raise SearchConfigError("--address must be HOST:PORT of a Ray head (ray start --head)")
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _build_request(
     config_path: str | None,
     *,
-    trials: int | None,
-    workers: int,
-    sampler: str | None,
-    seed: int | None,
-    study: str,
     out: str | None,
+    study: str,
     storage: str | None,
-    full_train_top: int | None,
-    population_size: int | None,
-    max_ace: float | None,
+    workers: int,
     backend: str,
-    evaluator: str,
+    ray: dict[str, object],
+    evaluator: str | None,
     heartbeat_interval: float,
     stale_after: float,
-    ray: dict[str, Any] | None = None,
+    overrides: dict[str, object],
 ) -> RunRequest:
-    """Validate every input and build the run request; creates nothing (errors exit 2)."""
-    from results.storage import is_url
-    from search._ray_backend import ray_options
-    from search.backends import BACKENDS, RunRequest
-    from search.config import load_config
-    from search.objective import EVALUATORS
-    from space.errors import SearchConfigError
+    """Validate every input and build the run request; creates nothing (errors exit 2).
+    ``overrides`` are the config's command-line settings (trials, seed, sampler, ...)."""
+    from pydantic import ValidationError
 
-    if workers < 1:
-        raise SearchConfigError(f"--workers must be at least 1 (got {workers})")
-    if not study.strip():
-        raise SearchConfigError("--study must be a non-empty name")
-    BACKENDS.get(backend)  # unknown names list the valid ones
-    options = ray_options(backend, **(ray or {}))
-    EVALUATORS.get(evaluator.partition(":")[0])
-    if heartbeat_interval <= 0 or stale_after <= 2 * heartbeat_interval:
+    from results._strict import one_line
+    from search.spec import BACKENDS, RunRequest
+    from space.errors import RunDirError, SearchConfigError
+
+    if backend not in BACKENDS:
         raise SearchConfigError(
-            f"--stale-after ({stale_after} s) must exceed twice --heartbeat-interval "
-            f"({heartbeat_interval} s)"
+            f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}"
         )
-    if storage is not None and not (is_url(storage) or storage.endswith(".log")):
-        raise SearchConfigError(
-            f"--storage {storage!r} is neither a storage URL (sqlite:///..., "
-            "postgresql://..., journal:///...) nor a journal file ending in .log"
-        )
-    config = load_config(config_path).with_overrides(
-        trials=trials,
-        sampler=sampler,
-        seed=seed,
-        full_train_top=full_train_top,
-        population_size=population_size,
-        max_ace=max_ace,
-    )
+    placement = _ray_placement(backend, **ray)
     run_dir = Path(out if out is not None else Path("runs") / study).expanduser().resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchConfigError(f"--out {run_dir} is a file; give a folder for the run")
-    return RunRequest(
-        config=config,
-        out=run_dir,
-        study_name=study,
-        storage=storage,
-        workers=workers,
-        backend=backend,
-        evaluator=evaluator,
-        heartbeat_interval=heartbeat_interval,
-        stale_after=stale_after,
-        options=options,
+    try:
+        spec = common.worker_spec(
+            config_path,
+            storage=storage if storage is not None else str(run_dir / "study.log"),
+            study=study,
+            overrides=overrides,
+            evaluator=evaluator,
+            heartbeat_interval=heartbeat_interval,
+            stale_after=stale_after,
+        )
+    except RunDirError as exc:
+        raise SearchConfigError(f"--storage {exc}") from None
+    spec = spec.model_copy(update={"seed": spec.config.search.seed})
+    try:
+        return RunRequest(worker=spec, out=run_dir, workers=workers, backend=backend, ray=placement)
+    except ValidationError as exc:
+        field, _, rest = one_line(exc).partition(":")
+        raise SearchConfigError(f"--{field.split('.')[-1].replace('_', '-')}:{rest}") from None
+
+
+def _status(snap: Snapshot) -> str:
+    return (
+        f"front {snap.front_size} | best acc {snap.best_accuracy:.4f} | "
+        f"lowest ACE v2 {snap.lowest_ace_v2:.4g} | {snap.running} running, "
+        f"{snap.pruned} over budget, {snap.failed} failed"
     )
 
 
@@ -90,7 +96,6 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
 
     from search.pipeline import run_search
 
-    console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -98,46 +103,41 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns, console=console, transient=False) as display:
+    with Progress(*columns, console=Console(stderr=True), transient=False) as display:
         task = display.add_task("trials", total=request.n_trials, status="starting workers")
 
-        def on_progress(snap: object) -> None:
-            from search.progress import Snapshot
+        def on_progress(snap: Snapshot) -> None:
+            completed = min(snap.complete, request.n_trials)
+            display.update(task, completed=completed, status=_status(snap))
 
-            assert isinstance(snap, Snapshot)
-            status = (
-                f"front {snap.front_size} | best acc {snap.best_accuracy:.4f} | "
-                f"lowest ACE v2 {snap.lowest_ace_v2:.4g} | {snap.running} running, "
-                f"{snap.pruned} over budget, {snap.failed} failed"
-            )
-            display.update(task, completed=min(snap.complete, request.n_trials), status=status)
-
-        def on_phase(text: str) -> None:
-            display.console.log(text)
-
-        return run_search(request, progress=on_progress, on_phase=on_phase, export=export)
+        return run_search(
+            request, progress=on_progress, on_phase=display.console.log, export=export
+        )
 
 
 def _report(request: RunRequest, result: RunResult) -> None:
+    from results.storage import display_name
+    from results.trials import study_info
     from search.progress import snapshot
 
     snap = snapshot(result.study, request.n_trials)
-    from results.storage import display_name
-
-    where = display_name(request.storage) if request.storage else str(request.out / "study.log")
     typer.echo(
-        f"study {request.study_name!r}: {snap.complete} COMPLETE trials "
-        f"({snap.pruned} over budget, {snap.failed} failed) in {where}"
+        f"study {request.worker.study_name!r}: {snap.complete} COMPLETE trials "
+        f"({snap.pruned} over budget, {snap.failed} failed) in "
+        f"{display_name(request.worker.storage)}"
     )
+    info = study_info(result.study)
     typer.echo(
         f"front: {snap.front_size} candidates; best proxy accuracy {snap.best_accuracy:.4f}; "
-        f"lowest ACE v2 {snap.lowest_ace_v2:.6g}"
+        f"lowest ACE v2 {snap.lowest_ace_v2:.6g} {info['cost_unit']} "
+        f"(cost table {info['cost_table']})"
     )
-    if result.final is not None and result.final.results:
-        for item in result.final.results:
+    if result.final is not None and result.final.winners:
+        for winner in result.final.winners:
             typer.echo(
-                f"  trial {item.number}: proxy {item.proxy_accuracy:.4f} -> final "
-                f"{item.final_accuracy:.4f} (ACE v2 {item.ace_v2:.6g}) in {item.final_dir}"
+                f"  trial {winner.number}: proxy {winner.proxy_accuracy:.4f} -> final "
+                f"{winner.result.final_accuracy:.4f} (ACE v2 {winner.ace_v2:.6g}) in "
+                f"{winner.result.final_dir}"
             )
         tau = result.final.kendall_tau
         typer.echo(
@@ -149,23 +149,14 @@ def _report(request: RunRequest, result: RunResult) -> None:
 
 @app.command()
 def search(
-    config: Annotated[
-        str | None,
-        typer.Argument(help="Search config YAML (default: the embedded digits search)."),
-    ] = None,
-    trials: Annotated[
-        int | None,
-        typer.Option("--trials", help="COMPLETE trials the study must hold (default: config)."),
-    ] = None,
+    config: common.ConfigArgument = None,
+    trials: common.TrialsOption = None,
     workers: Annotated[
         int, typer.Option("--workers", help="Worker processes (torch threads: cores // N).")
     ] = 2,
-    sampler: Annotated[
-        str | None,
-        typer.Option("--sampler", help="nsga2, tpe, random, gp or qmc (default: config)."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed.")] = None,
-    study: Annotated[str, typer.Option("--study", help="Study name.")] = "pikenas",
+    sampler: common.SamplerOption = None,
+    seed: common.SeedOption = None,
+    study: common.StudyOption = "pikenas",
     out: Annotated[
         str | None, typer.Option("--out", help="Run folder (default: runs/<study>).")
     ] = None,
@@ -184,9 +175,10 @@ def search(
         float | None,
         typer.Option("--max-ace", help="ACE v2 budget: candidates above it are not trained."),
     ] = None,
+    cost_table: common.CostTableOption = None,
+    float_bits: common.FloatBitsOption = None,
     backend: Annotated[
-        str,
-        typer.Option("--backend", help="Where trials run: local (worker processes) or ray."),
+        str, typer.Option("--backend", help="Where workers run: local (processes) or ray.")
     ] = "local",
     address: Annotated[
         str | None,
@@ -194,22 +186,15 @@ def search(
     ] = None,
     cpus_per_trial: Annotated[
         int | None,
-        typer.Option("--cpus-per-trial", help="Ray: CPUs (torch threads) per trial."),
+        typer.Option("--cpus-per-trial", help="Ray: CPUs (torch threads) of each worker."),
     ] = None,
     gpus_per_trial: Annotated[
-        float | None, typer.Option("--gpus-per-trial", help="Ray: GPUs per trial (0.5: share).")
+        float | None,
+        typer.Option("--gpus-per-trial", help="Ray: GPUs of each worker (0.5: share one)."),
     ] = None,
-    evaluator: Annotated[
-        str,
-        typer.Option("--evaluator", hidden=True, help="proxy, or fake[:DELAY_S] for tests."),
-    ] = "proxy",
-    heartbeat_interval: Annotated[
-        float, typer.Option("--heartbeat-interval", hidden=True, help="Seconds between beats.")
-    ] = 5.0,
-    stale_after: Annotated[
-        float,
-        typer.Option("--stale-after", hidden=True, help="Fail running trials silent this long."),
-    ] = 60.0,
+    evaluator: common.EvaluatorOption = None,
+    heartbeat_interval: common.HeartbeatOption = 5.0,
+    stale_after: common.StaleAfterOption = 60.0,
     export: Annotated[
         bool, typer.Option("--export/--no-export", help="Export the front's bundles at the end.")
     ] = True,
@@ -225,25 +210,28 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     request = _build_request(
         config,
-        trials=trials,
-        workers=workers,
-        sampler=sampler,
-        seed=seed,
-        study=study,
         out=out,
+        study=study,
         storage=storage,
-        full_train_top=full_train_top,
-        population_size=population_size,
-        max_ace=max_ace,
+        workers=workers,
         backend=backend,
-        evaluator=evaluator,
-        heartbeat_interval=heartbeat_interval,
-        stale_after=stale_after,
         ray={
             "address": address,
             "cpus_per_trial": cpus_per_trial,
             "gpus_per_trial": gpus_per_trial,
         },
+        evaluator=evaluator,
+        heartbeat_interval=heartbeat_interval,
+        stale_after=stale_after,
+        overrides={
+            "trials": trials,
+            "sampler": sampler,
+            "seed": seed,
+            "full_train_top": full_train_top,
+            "population_size": population_size,
+            "max_ace": max_ace,
+            "cost_table": cost_table,
+            "float_bits": float_bits,
+        },
     )
-    result = _run_with_display(request, export)
-    _report(request, result)
+    _report(request, _run_with_display(request, export))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from search.cli import app
-
-if TYPE_CHECKING:
-    from space.arch import ArchConfig
+from search.cli._app import app, fail
+from search.cli._common import resolve_arch
 
 
 @app.command()
@@ -87,7 +85,6 @@ def train(
     A finished folder just prints its metrics again.
     """
     from evaluators.datasets import DATASETS
-    from search.cli import fail
     from space.errors import EvaluationError, PikeNASError
 
     if dataset not in DATASETS:
@@ -113,7 +110,7 @@ def train(
         from evaluators.training import train as train_arch
 
         config = TrainConfig.from_dict(options)
-        arch = _resolve(target)
+        arch = resolve_arch(target)
         result = train_arch(arch, config, out, progress=show_progress)
     except EvaluationError as exc:
         typer.echo(f"pikenas: failed: {exc}", err=True)
@@ -133,25 +130,3 @@ def train(
         f"{result.epochs} epochs in {result.wall_s:.1f} s ({result.images_per_s:.0f} "
         f"training images/s); wrote {out}/arch.json, weights.safetensors, metrics.json"
     )
-
-
-def _resolve(target: str) -> ArchConfig:
-    """The ArchConfig of a JSON file (when ``target`` names one) or of a zoo model."""
-    from space.arch import ArchConfig
-    from space.errors import ArchConfigError
-
-    path = Path(target)
-    if path.is_file() or path.suffix.lower() == ".json" or "/" in target:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchConfigError(
-                f"{target}: cannot read it ({exc}); pass an ArchConfig JSON file or a zoo name"
-            ) from None
-        try:
-            return ArchConfig.from_json(text)
-        except ArchConfigError as exc:
-            raise ArchConfigError(f"{target}: {exc}") from None
-    from space.zoo import get_zoo_arch
-
-    return get_zoo_arch(target)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
+from search.cli._common import resolve_arch
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +69,6 @@ def verify(
     an overflow, 2 on bad input.
     """
     from evaluators.verify import verify as run_verify
-    from search.cli import fail
     from space.errors import PikeNASError
 
     try:
@@ -88,7 +88,6 @@ def verify(
 
 def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
     from results.export import ARCH_FILE, WEIGHTS_FILE, load_bundle
-    from search.cli._ace import _resolve
     from space.build import build_model
     from space.errors import ArchConfigError
 
@@ -100,7 +99,7 @@ def _model(target: str, weights: Path | None, resolution: int | None, seed: int)
         if weights is None or weights == folder / WEIGHTS_FILE:
             return model
     else:
-        arch = _resolve(target, resolution)
+        arch = resolve_arch(target, resolution)
         model = build_model(arch, seed=seed)
     if weights is not None:
         _load_weights(model, weights)
@@ -125,18 +124,15 @@ def _stored_program(target: str, weights: Path | None) -> Any:
 
 
 def _load_weights(model: Any, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from space.errors import ArchConfigError
+    from evaluators._checkpoint import load_weights
+    from space.errors import ArchConfigError, RunDirError
 
     if not path.is_file():
         raise ArchConfigError(f"--weights {path}: no such file")
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, OSError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ArchConfigError(f"--weights {path} does not fit this architecture: {first}") from None
+        load_weights(model, path)
+    except RunDirError as exc:
+        raise ArchConfigError(f"--weights {exc}") from None
 
 
 def _inputs(

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+import search.cli._common as common
+from search.cli._app import app
 
 
 @app.command()
@@ -15,76 +16,62 @@ def worker(
         str,
         typer.Option(
             "--storage",
-            help="Shared storage: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB "
+            help="Shared storage: postgresql://USER:PASSWORD@HOST:PORT/DB "
             "(or any Optuna storage URL / journal file on one machine).",
         ),
     ],
-    config: Annotated[
-        str | None,
-        typer.Argument(help="Search config YAML (default: the embedded digits search)."),
-    ] = None,
-    study: Annotated[str, typer.Option("--study", help="Study name.")] = "pikenas",
-    trials: Annotated[
-        int | None,
-        typer.Option("--trials", help="Work until the study holds this many COMPLETE trials."),
-    ] = None,
+    config: common.ConfigArgument = None,
+    study: common.StudyOption = "pikenas",
+    trials: common.TrialsOption = None,
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Sampler seed; give each worker its own (default: random)."),
     ] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option("--sampler", help="nsga2, tpe, random, gp or qmc (default: the config's)."),
-    ] = None,
+    sampler: common.SamplerOption = None,
     threads: Annotated[
         int, typer.Option("--threads", help="Torch threads of this worker (one per core).")
     ] = 1,
-    heartbeat_interval: Annotated[
-        float,
-        typer.Option("--heartbeat-interval", help="Seconds between heartbeats of a trial."),
-    ] = 5.0,
-    stale_after: Annotated[
-        float,
-        typer.Option(
-            "--stale-after",
-            help="A running trial without heartbeat for this many seconds is failed and retried.",
-        ),
-    ] = 60.0,
-    evaluator: Annotated[
-        str,
-        typer.Option("--evaluator", hidden=True, help="proxy, or fake[:DELAY_S] for tests."),
-    ] = "proxy",
+    cost_table: common.CostTableOption = None,
+    float_bits: common.FloatBitsOption = None,
+    heartbeat_interval: common.HeartbeatOption = 5.0,
+    stale_after: common.StaleAfterOption = 60.0,
+    evaluator: common.EvaluatorOption = None,
 ) -> None:
     """Join a shared study and evaluate candidates until it holds N COMPLETE trials.
 
-    Start one worker per core on each machine, all with the same CONFIG, --storage and
-    --study. The first creates the study. Trials of a worker that dies are failed by
+    Start one worker per core on each machine, all with the same CONFIG, --storage, --study
+    and --cost-table. The first creates the study. Trials of a worker that dies are failed by
     heartbeat and retried by the others. Rerunning resumes.
     """
-    import optuna
+    from collections import Counter
 
-    from search.config import load_config
-    from search.remote_worker import run_worker
+    from results.storage import open_study
+    from search.worker import run_worker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search_config = load_config(config)
-    n_trials = trials if trials is not None else search_config.search.trials
-    summary, shared = run_worker(
-        search_config,
+    spec = common.worker_spec(
+        config,
         storage=storage,
-        study_name=study,
-        n_trials=n_trials,
-        sampler_name=sampler,
-        seed=seed,
-        evaluator_spec=evaluator,
-        threads=threads,
+        study=study,
+        overrides={
+            "trials": trials,
+            "sampler": sampler,
+            "cost_table": cost_table,
+            "float_bits": float_bits,
+        },
+        evaluator=evaluator,
         heartbeat_interval=heartbeat_interval,
         stale_after=stale_after,
+        seed=seed,
+        threads=threads,
     )
-    states = [trial.state for trial in shared.get_trials(deepcopy=False)]
+    report = run_worker(spec)
+    states = Counter(t.state.name for t in open_study(spec.storage, spec.study_name).trials)
     typer.echo(
-        f"worker {summary.label}: {summary.complete} complete, {summary.pruned} over budget, "
-        f"{summary.failed} failed, {len(summary.recovered)} stale trials recovered; study "
-        f"{study!r} holds {states.count(optuna.trial.TrialState.COMPLETE)} COMPLETE trials "
-        f"({states.count(optuna.trial.TrialState.RUNNING)} running)"
+        f"worker {report.label}: {report.complete} complete, {report.pruned} over budget, "
+        f"{report.failed} failed, {len(report.recovered)} stale trials recovered; study "
+        f"{spec.study_name!r} holds {states['COMPLETE']} COMPLETE trials "
+        f"({states['RUNNING']} running)"
     )
+    if report.gave_up:
+        typer.echo(f"pikenas: failed: gave up: {report.gave_up}", err=True)
+        raise typer.Exit(1)

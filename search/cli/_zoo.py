@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli import app
+from search.cli._app import app, fail
 
 
 @app.command()
@@ -47,7 +47,6 @@ def zoo(
     `search` accept. --resolution, --input-channels and --num-classes override the model's
     defaults (224x224x3 and 1000 classes for ImageNet models, 8x8x1 and 10 for tiny-*).
     """
-    from search.cli import fail
     from space.errors import PikeNASError, UnknownNameError
     from space.zoo import ZOO, get_zoo_arch, zoo_names
 

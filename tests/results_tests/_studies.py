@@ -10,8 +10,8 @@ from typing import Any
 
 import optuna
 
+from results.record import FinalResult, StudyRecord, update_study_record
 from results.storage import DEFAULT_STUDY_NAME, open_storage
-from results.trials import FINAL_RESULTS_ATTR
 from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,9 +84,16 @@ def record(study: optuna.Study, point: Point) -> int:
     # not let a finished trial change).
     final = {key: attrs.pop(key) for key in list(attrs) if key.startswith("final_")}
     if final:
-        stored = dict(study.user_attrs.get(FINAL_RESULTS_ATTR) or {})
-        stored[str(trial.number)] = final
-        study.set_user_attr(FINAL_RESULTS_ATTR, stored)
+        final = {
+            "final_accuracy": point.accuracy,
+            "final_val_accuracy": point.accuracy,
+            "final_wall_s": 1.0,
+            "final_dir": "/nonexistent",
+            **final,
+        }
+        stored = dict(StudyRecord.of(study).final_results)
+        stored[trial.number] = FinalResult(**final)
+        update_study_record(study, final_results=stored)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     if point.state == "COMPLETE":
@@ -106,12 +113,14 @@ def make_run(
     study = optuna.create_study(
         study_name=study_name, storage=storage, directions=["maximize", "minimize"]
     )
-    study.set_user_attr("pikenas_version", "0.1.0")
-    study.set_user_attr("dataset", "digits")
-    study.set_user_attr(
-        "search_config", json.dumps({"search": {"sampler": "nsga2"}, "dataset": {"name": "digits"}})
+    update_study_record(
+        study,
+        pikenas_version="0.1.0",
+        dataset="digits",
+        cost_table="ace_v2",
+        cost_unit="bit-ops",
+        search_config=json.dumps({"search": {"sampler": "nsga2"}, "dataset": {"name": "digits"}}),
     )
-    study.set_user_attr("cost_table", "default")
     for point in points:
         record(study, point)
     return study

@@ -17,14 +17,16 @@ from results.export import (
     QONNX_FILE,
     RUNNER_FILE,
     WEIGHTS_FILE,
+    BundleError,
     export_onnx,
     export_pareto,
+    export_trained,
     export_trial,
     load_bundle,
 )
 from space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
 from space.build import build_model
-from space.errors import EvaluationError, RunDirError
+from space.errors import ArchConfigError, EvaluationError, RunDirError
 from space.program import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
@@ -68,7 +70,7 @@ def exported(tmp_path_factory):
     )
     stale = run / "exports" / "trial-0"
     stale.mkdir(parents=True)
-    (stale / "stale.txt").write_text("from an earlier export")
+    (stale / COST_FILE).write_text("from an earlier export")
     bundles = export_pareto(run)
     return run, bundles, model
 
@@ -172,7 +174,43 @@ def test_unknown_trial_and_bad_bundle(tmp_path):
 @pytest.mark.slow
 def test_export_replaces_an_existing_bundle(exported):
     _, bundles, _ = exported
-    assert not (bundles[0] / "stale.txt").exists() and (bundles[0] / ONNX_FILE).is_file()
+    assert (bundles[0] / COST_FILE).read_text() != "from an earlier export"
+    assert (bundles[0] / ONNX_FILE).is_file()
+
+
+def test_export_never_deletes_files_it_did_not_write(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, [Point(0.5, 100.0), Point(0.9, 900.0, bits=((4, 4), (4, 4)))])
+    mine = run / "exports" / "trial-0" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes")
+    with pytest.raises(BundleError, match=r"trial 0: .*holds files pikenas did not write"):
+        export_pareto(run)
+    assert mine.read_text() == "my notes"
+    assert (run / "exports" / "trial-1" / ONNX_FILE).is_file()  # the other bundle is written
+
+
+def test_hostile_bundles_are_refused(tmp_path):
+    bundle = tmp_path / "trial-0"
+    bundle.mkdir()
+    (bundle / ARCH_FILE).write_text(tiny_arch().to_json())
+    (bundle / WEIGHTS_FILE).mkdir()
+    with pytest.raises(RunDirError, match="not a regular file"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).rmdir()
+    (bundle / WEIGHTS_FILE).symlink_to("/dev/zero")
+    with pytest.raises(RunDirError, match="not a regular file"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).unlink()
+    (bundle / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(RunDirError, match="does not fit architecture"):
+        load_bundle(bundle)
+    (bundle / WEIGHTS_FILE).unlink()
+    data = json.loads(tiny_arch().to_json())
+    data["blocks"][0]["out_channels"] = 10**9
+    (bundle / ARCH_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArchConfigError, match="less than or equal"):
+        load_bundle(bundle)
 
 
 @pytest.mark.slow
@@ -208,3 +246,21 @@ def test_binary_network_with_ties_at_zero_exports_exactly(tmp_path):
     images = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
     check = export_onnx(program, tmp_path / "m.onnx", images)
     assert check.exact and check.max_difference == 0.0
+
+
+@pytest.mark.slow
+def test_a_pikenas_train_folder_exports_as_a_bundle(tmp_path):
+    final, trained = trained_final_dir(tmp_path)
+    (final / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9, "dataset": "digits"}))
+    bundle = export_trained(final, tmp_path / "out")
+    assert bundle == tmp_path / "out" / "trial-1-bundle"
+    arch, model = load_bundle(bundle)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    card = (bundle / CARD_FILE).read_text()
+    assert "pikenas train trial-1" in card and "90.00%" in card
+    session = onnxruntime.InferenceSession(str(bundle / ONNX_FILE))
+    assert np.array_equal(session.run(["logits"], {"input": x.numpy()})[0], trained(x).numpy())
+    with pytest.raises(RunDirError, match="not a finished 'pikenas train' folder"):
+        export_trained(tmp_path)

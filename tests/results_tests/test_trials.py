@@ -92,7 +92,9 @@ def test_study_info(mixed_run):
         "study": "pikenas",
         "dataset": "digits",
         "sampler": "nsga2",
-        "cost_table": "default",
+        "cost_table": "ace_v2",
+        "cost_unit": "bit-ops",
+        "cost_label": "ace_v2 (bit-ops)",
         "pikenas_version": "0.1.0",
     }
 

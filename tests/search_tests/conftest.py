@@ -200,3 +200,16 @@ def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "search.yaml"
     path.write_text(SMALL_CONFIG)
     return path
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PIKENAS = str(Path(__import__("sys").executable).with_name("pikenas"))
+
+
+def fake_env(delay_s: float = 0.0) -> dict[str, str]:
+    """Environment of a `pikenas` subprocess using the tests' fake evaluator: the repository
+    on its import path (``tests.search_tests.fakes``) and the fake's delay per trial."""
+    from tests.search_tests.fakes import DELAY_ENV
+
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, DELAY_ENV: str(delay_s)}

@@ -41,10 +41,21 @@ def test_json_has_the_report_keys() -> None:
     assert isinstance(data["ace_v1"], int) and data["ace_v1"] > 0
 
 
-def test_table_output() -> None:
+def test_table_shows_every_layer_and_the_totals_of_the_json() -> None:
     result = invoke(NAME)
     assert result.exit_code == 0, result.output
-    assert "ACE v2" in result.stdout and "Total" in result.stdout
+    data = json.loads(invoke(NAME, "--json").stdout)
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}
+    for layer in data["layers"]:  # one row per layer: params, MACs, ACE v1, MAC and elementwise
+        cells = rows[layer["layer"]]
+        numbers = [int(cell.replace(",", "")) for cell in cells[2:7]]
+        keys = ("params", "macs", "ace_v1", "mac_cost", "elementwise_cost")
+        assert numbers == [layer[key] for key in keys], layer["layer"]
+    total = [int(cell.replace(",", "")) for cell in rows["Total"][1:6]]
+    assert total == [
+        data[key] for key in ("params", "macs", "ace_v1", "mac_cost", "elementwise_cost")
+    ]
+    assert f"ACE v2 (bit-ops): {data['ace_v2']:,}" in result.stdout
 
 
 def test_zoo_name_and_its_json_file_agree(tmp_path: Path) -> None:

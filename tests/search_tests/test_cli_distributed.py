@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from results.record import StudyRecord
 from search.cli import main
 from tests.search_tests.conftest import SMALL_CONFIG as CONFIG
+from tests.search_tests.fakes import FAKE
 
 
 @pytest.mark.parametrize(
@@ -15,8 +17,8 @@ from tests.search_tests.conftest import SMALL_CONFIG as CONFIG
     [
         (["--address", "127.0.0.1:6379"], "--address apply to --backend ray only"),
         (["--cpus-per-trial", "2"], "--cpus-per-trial apply to --backend ray only"),
-        (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial must be at least 1"),
-        (["--backend", "ray", "--gpus-per-trial", "-1"], "--gpus-per-trial must be 0 or more"),
+        (["--backend", "ray", "--cpus-per-trial", "0"], "--cpus-per-trial: Input should be"),
+        (["--backend", "ray", "--gpus-per-trial", "-1"], "--gpus-per-trial: Input should be"),
         (["--backend", "ray", "--address", " "], "--address must be HOST:PORT"),
     ],
 )
@@ -39,28 +41,26 @@ def test_ray_options_reach_the_request(config_file: Path, tmp_path: Path) -> Non
 
     request = _build_request(
         str(config_file),
-        trials=None,
-        workers=3,
-        sampler=None,
-        seed=None,
-        study="pikenas",
         out=str(tmp_path / "run"),
+        study="pikenas",
         storage=None,
-        full_train_top=None,
-        population_size=None,
-        max_ace=None,
+        workers=3,
         backend="ray",
-        evaluator="fake",
+        ray={"address": "10.0.0.1:6379", "cpus_per_trial": 4, "gpus_per_trial": 0.5},
+        evaluator=FAKE,
         heartbeat_interval=5.0,
         stale_after=60.0,
-        ray={"address": "10.0.0.1:6379", "cpus_per_trial": 4, "gpus_per_trial": 0.5},
+        overrides={"trials": 5},
     )
-    assert request.backend == "ray"
-    assert request.options == {
+    assert request.backend == "ray" and request.workers == 3 and request.n_trials == 5
+    assert request.ray.model_dump() == {
         "address": "10.0.0.1:6379",
         "cpus_per_trial": 4,
         "gpus_per_trial": 0.5,
     }
+    assert request.worker.storage == str(tmp_path / "run" / "study.log")
+    assert request.worker.evaluator == FAKE and request.worker.seed == 0
+    assert not (tmp_path / "run").exists()  # building a request creates nothing
 
 
 def test_worker_fills_a_journal_study(
@@ -71,7 +71,7 @@ def test_worker_fills_a_journal_study(
 
     journal = tmp_path / "shared.log"
     argv = ["worker", str(config_file), "--storage", str(journal), "--study", "s"]
-    assert main([*argv, "--trials", "3", "--evaluator", "fake"]) == 0
+    assert main([*argv, "--trials", "3", "--evaluator", FAKE]) == 0
     assert "study 's' holds 3 COMPLETE trials (0 running)" in capsys.readouterr().out
 
     study = optuna.load_study(
@@ -81,16 +81,17 @@ def test_worker_fills_a_journal_study(
         ),
     )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
-    assert {"pikenas_version", "dataset", "search_config", "cost_table"} <= set(study.user_attrs)
+    record = StudyRecord.of(study)
+    assert record.search_config and record.cost_table == "ace_v2" and record.dataset == "digits"
     # Rerunning with a larger N resumes the same study.
-    assert main([*argv, "--trials", "4", "--evaluator", "fake"]) == 0
+    assert main([*argv, "--trials", "4", "--evaluator", FAKE]) == 0
     assert "holds 4 COMPLETE trials" in capsys.readouterr().out
 
 
 def test_worker_refuses_a_study_made_with_another_config(
     tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    options = ["--storage", str(tmp_path / "shared.log"), "--study", "s", "--evaluator", "fake"]
+    options = ["--storage", str(tmp_path / "shared.log"), "--study", "s", "--evaluator", FAKE]
     assert main(["worker", str(config_file), *options, "--trials", "1"]) == 0
     other = tmp_path / "other.yaml"
     other.write_text(CONFIG.replace("[8, 16]", "[8, 24]"))
@@ -102,8 +103,8 @@ def test_worker_refuses_a_study_made_with_another_config(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--trials", "0"], "--trials must be at least 1"),
-        (["--threads", "0"], "--threads must be at least 1"),
+        (["--trials", "0"], "--trials: Input should be greater than or equal to 1"),
+        (["--threads", "0"], "--threads: Input should be greater than or equal to 1"),
         (["--heartbeat-interval", "5", "--stale-after", "6"], "must exceed twice"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'"),
     ],

@@ -30,8 +30,16 @@ def test_zoo_model_is_exact_and_the_json_has_the_keys() -> None:
     result = invoke("tiny-pikelpn", "--json", "--images", "8")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    for key in ("mismatches", "max_logit_diff", "ace_v2", "ace_v1", "overflows", "widest",
-                "stages", "training_forward"):
+    for key in (
+        "mismatches",
+        "max_logit_diff",
+        "ace_v2",
+        "ace_v1",
+        "overflows",
+        "widest",
+        "stages",
+        "training_forward",
+    ):
         assert key in data
     assert data["exact"] and data["mismatches"] == 0 and data["overflows"] == []
     assert data["images"] == 8 and data["stages"] > 0

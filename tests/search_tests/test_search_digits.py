@@ -1,24 +1,25 @@
-"""One real (tiny) search on digits: real ACE counting, real proxy training (1 epoch)."""
+"""One real (tiny) search on digits: real ACE counting, real proxy training (1 epoch), through
+the same run request `pikenas search` builds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
-from search.backends import RunRequest
+from results.record import StudyRecord, TrialRecord
 from search.config import config_from_dict, default_config_text
-from search.finalize import FINAL_RESULTS_ATTR
 from search.pipeline import run_search
+from search.spec import RunRequest, WorkerSpec
 from space.arch import ArchConfig
 
-STUDY_ATTRS = {"pikenas_version", "dataset", "search_config", "cost_table"}
-TRIAL_ATTRS = {
+#: the record fields every really trained trial has
+TRAINED = (
     "arch", "archid", "ace_v1", "ace_v2", "macs", "params", "elementwise_share", "val_accuracy",
     "test_accuracy", "val_loss", "proxy_wall_s", "images_per_s", "status", "worker",
-}  # fmt: skip
+)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -32,21 +33,26 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
     data["search"].update(trials=3, population_size=2, full_train_top=1)
     config = config_from_dict(data)
     out = tmp_path / "run"
-    result = run_search(RunRequest(config=config, out=out, workers=2), export=False)
+    spec = WorkerSpec(config=config, storage=str(out / "study.log"), n_trials=3, seed=0)
+    result = run_search(RunRequest(worker=spec, out=out, workers=2), export=False)
 
-    study = optuna.load_study(study_name="pikenas", storage=result.study._storage)
+    study = result.study
     assert [d.name.lower() for d in study.directions] == ["maximize", "minimize"]
-    assert set(study.user_attrs) >= STUDY_ATTRS
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    record = StudyRecord.of(study)
+    assert record.dataset == "digits" and record.cost_table == "ace_v2" and record.search_config
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3
     assert complete[0].user_attrs.get("baseline") == "tiny-w4a4"
     for trial in complete:
-        assert set(trial.user_attrs) >= TRIAL_ATTRS
-        arch = ArchConfig.from_json(trial.user_attrs["arch"])
+        trial_record = TrialRecord.of(trial)
+        if trial_record.status == "ok":
+            assert all(getattr(trial_record, name) is not None for name in TRAINED)
+        arch = ArchConfig.from_json(trial_record.arch)
         report = count_ace(arch)
-        assert trial.user_attrs["ace_v2"] == trial.values[1] == pytest.approx(report.ace_v2)
-        assert trial.user_attrs["ace_v1"] == report.ace_v1
+        assert trial_record.ace_v2 == trial.values[1] == pytest.approx(report.ace_v2)
+        assert trial_record.ace_v1 == report.ace_v1
         assert 0.0 <= trial.values[0] <= 1.0
-    ((number, final),) = study.user_attrs[FINAL_RESULTS_ATTR].items()
-    assert (Path(final["final_dir"]) / "weights.safetensors").is_file()
-    assert 0.0 <= final["final_accuracy"] <= 1.0
+    ((number, final),) = record.final_results.items()
+    assert (Path(final.final_dir) / "weights.safetensors").is_file()
+    assert 0.0 <= final.final_accuracy <= 1.0
+    assert TrialRecord.of(study.trials[number]).status == "ok"

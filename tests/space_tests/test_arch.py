@@ -178,3 +178,43 @@ def test_config_is_frozen() -> None:
     assert arch.replace(resolution=32).resolution == 32
     with pytest.raises(ArchConfigError, match="resolution"):
         arch.replace(resolution=0)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("resolution",), True, "is a boolean"),
+        (("resolution",), "8", "not a whole number"),
+        (("resolution",), 8.0, "not a whole number"),
+        (("resolution",), 10**6, "less than or equal to 4096"),
+        (("num_classes",), 10**9, "less than or equal"),
+        (("blocks", 0, "out_channels"), 10**9, "less than or equal to 16384"),
+        (("blocks", 0, "out_channels"), 10**40, "less than or equal to 16384"),
+        (("blocks", 0, "out_channels"), "32", "not a whole number"),
+        (("blocks", 0, "residual"), 1, "not a boolean"),
+        (("blocks", 0, "stride"), True, "is a boolean"),
+        (("blocks", 0, "activation_bits"), 4.0, "not a whole number"),
+    ],
+)
+def test_numbers_are_numbers_and_sizes_are_bounded(path, value, message) -> None:  # noqa: ANN001
+    """A hostile or mistyped arch.json is one line before anything is built: no conversion of
+    booleans or strings, no 10^9 channels."""
+    from space.zoo import get_zoo_arch
+
+    data = get_zoo_arch("tiny-w8a8").model_dump(mode="json")
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ArchConfigError, match=message):
+        ArchConfig.from_json(json.dumps(data))
+
+
+def test_total_size_is_bounded_before_building() -> None:
+    from space.zoo import get_zoo_arch
+
+    data = get_zoo_arch("tiny-w8a8").model_dump(mode="json")
+    wide = {**data["blocks"][0], "out_channels": 16_000, "stride": 1, "residual": False}
+    data["blocks"] = [wide] * 200
+    with pytest.raises(ArchConfigError, match="weights, more than pikenas builds"):
+        ArchConfig.from_json(json.dumps(data))

@@ -333,3 +333,14 @@ def test_pow2_codes_are_integers_up_to_2_to_the_span(bits: int) -> None:
     codes, _ = quantizer.codes_and_scale(_weights(3))
     nonzero = codes[codes != 0].abs()
     assert torch.equal(torch.log2(nonzero), torch.round(torch.log2(nonzero)))
+
+
+@pytest.mark.parametrize(("family", "bits", "granularity", "scale_format"), CASES[::3])
+def test_code_scale_is_the_scale_of_codes_and_scale(
+    family: str, bits: int, granularity: str, scale_format: str
+) -> None:
+    if family == "float":
+        return
+    quantizer = _built(family, bits, granularity, scale_format)
+    x = _weights(5)
+    assert torch.equal(quantizer.code_scale(x), quantizer.codes_and_scale(x)[1])

@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from space.arch import ArchConfig, PikeBlockSpec
+from space.arch import ArchConfig, ConvStemSpec, HeadSpec, PikeBlockSpec
 from space.errors import SearchConfigError
 from space.searchspace import BLOCK_GENES, BlockChoices, SearchSpace, StageSpace, repair_bits
 from space.zoo import get_zoo_arch
@@ -115,7 +115,7 @@ def test_encode_takes_the_nearest_choice() -> None:
 
 def test_encode_refuses_another_skeleton() -> None:
     space = SearchSpace(stages=(StageSpace(blocks=2, channels=(16,)),))
-    with pytest.raises(SearchConfigError, match="needs 2 PikeLPN blocks"):
+    with pytest.raises(SearchConfigError, match=r"PikeLPN blocks in stages of \[2\] blocks"):
         space.encode(get_zoo_arch("tiny-w8a8"))
 
 
@@ -155,7 +155,9 @@ def test_suggest_asks_every_gene_in_order() -> None:
         ([{"blocks": 1, "stride": 3, "channels": [8]}], "stride 3"),
         ([{"blocks": 1, "channels": []}], "at least one choice"),
         ([{"blocks": 1, "channels": [8, 8]}], "twice"),
-        ([{"blocks": 0, "channels": [8]}], "greater than or equal to 1"),
+        ([{"blocks": 0, "channels": [8]}], "needs blocks"),
+        ([{"depths": [0, 2], "channels": [8]}], "must lie in 1..16"),
+        ([{"blocks": 3, "depths": [1, 2], "channels": [8]}], "largest of depths"),
         (
             [{"blocks": 1, "stride": 2, "channels": [8]}] * 5,  # 8x8 input, 5 stride-2 blocks
             "skeleton does not fit",
@@ -176,3 +178,78 @@ def test_invalid_choices_are_refused() -> None:
         BlockChoices(kernel_size=(3, 4))
     with pytest.raises(ValidationError, match="Extra inputs"):
         BlockChoices.model_validate({"bits": [2]})
+
+
+# ---- no dead candidates ------------------------------------------------------------------------
+def test_a_relu_before_a_sign_is_repaired_to_prelu() -> None:
+    space = SearchSpace(
+        stages=(StageSpace(blocks=2, channels=(8,)),), choices=BlockChoices(activation_bits=(1, 4))
+    )
+    genome = space.default_params() | {"b0_activation": "relu", "b0_activation_bits": 1}
+    arch = space.decode(genome)
+    assert arch.blocks[0].activation == "prelu" and arch.blocks[0].activation_bits == 1
+    assert arch.dead_ends() == []
+
+
+def test_a_one_bit_head_after_a_relu_block_is_repaired() -> None:
+    space = tiny_space().model_copy(update={"head": HeadSpec(input_bits=1)})
+    genome = space.default_params()
+    last = space.num_blocks - 1
+    genome[f"b{last}_activation"] = "relu"
+    arch = space.decode(genome)
+    assert arch.blocks[-1].activation == "prelu" and arch.dead_ends() == []
+
+
+def test_a_dead_stem_is_refused_when_the_space_is_read() -> None:
+    with pytest.raises(ValidationError, match="ReLU before a 1-bit output"):
+        SearchSpace(
+            stem=ConvStemSpec(out_channels=8, stride=1, activation="relu", activation_bits=1),
+            stages=(StageSpace(blocks=1, channels=(8,)),),
+        )
+
+
+def test_dead_ends_names_what_makes_a_network_constant() -> None:
+    arch = get_zoo_arch("tiny-w8a8")
+    dead = arch.replace(
+        blocks=(arch.blocks[0].model_copy(update={"activation_bits": 1}), *arch.blocks[1:])
+    )
+    assert any("blocks.0" in reason for reason in dead.dead_ends())
+    assert get_zoo_arch("tiny-binary").dead_ends() == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_genomes_decode_to_live_networks(seed: int) -> None:
+    space = SearchSpace(
+        stages=(
+            StageSpace(depths=(1, 2), channels=(8, 16)),
+            StageSpace(blocks=2, stride=2, channels=(16,)),
+        ),
+        choices=BlockChoices(activation_bits=(1, 2, 4)),
+        head=HeadSpec(input_bits=1),
+    )
+    rng = random.Random(seed)
+    genome = {name: rng.choice(choices) for name, choices in space.distributions().items()}
+    assert space.decode(genome).dead_ends() == []
+
+
+# ---- searchable depth -----------------------------------------------------------------------
+def test_depth_genes_keep_the_encoding_fixed_and_absent_blocks_inactive() -> None:
+    space = SearchSpace(
+        stages=(
+            StageSpace(depths=(1, 2, 3), channels=(8, 16)),
+            StageSpace(blocks=1, stride=2, channels=(16,)),
+        ),
+    )
+    genes = space.distributions()
+    assert "s0_depth" in genes and "s1_depth" not in genes
+    assert sum(name.endswith("_kernel_size") for name in genes) == 4  # 3 + 1 blocks, always
+    genome = space.default_params() | {"s0_depth": 1}
+    shallow = space.decode(genome)
+    assert len(shallow.blocks) == 2
+    # changing a gene of an absent block changes nothing
+    assert space.decode(genome | {"b2_kernel_size": 5}).archid == shallow.archid
+    deep = space.decode(genome | {"s0_depth": 3})
+    assert len(deep.blocks) == 4 and deep.blocks[3].stride == 2
+    for arch in (shallow, deep):
+        assert space.encodes_exactly(arch)
+        assert space.decode(space.encode(arch)).archid == arch.archid

@@ -1,24 +1,30 @@
-"""The per-trial logic and the worker loop with the zero-cost fake evaluator (milliseconds a
-trial), on a real journal storage."""
+"""The one trial loop (:func:`search.loop.work`) with the zero-cost fake evaluator
+(milliseconds a trial), on a real journal storage and a study made by :mod:`search.study`."""
 
 from __future__ import annotations
 
 import os
 import random
 import socket
+import threading
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from results.record import DIRECTIONS, HEARTBEAT_ATTR, TrialRecord, worker_reports
 from results.storage import open_storage
 from search._journal import BufferedJournalStorage, buffered
-from search.objective import DIRECTIONS, FakeEvaluator, evaluate_candidate
+from search.config import SearchConfig, SearchSettings
+from search.lock import FileLock, ask_lock
+from search.loop import recover_stale_trials, stale_reason, work
+from search.objective import evaluate_candidate
 from search.samplers import SAMPLERS, make_sampler
-from search.worker import FileLock, recover_stale_trials, stale_reason, work
+from search.study import open_search_study
 from space.arch import ArchConfig
 from space.searchspace import BlockChoices, SearchSpace, StageSpace
+from tests.search_tests.fakes import FakeEvaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,15 +40,31 @@ def small_space(**choices: object) -> SearchSpace:
     )
 
 
-def make_study(tmp_path: Path, sampler: str = "nsga2", seed: int = 0) -> optuna.Study:
-    storage = buffered(open_storage(tmp_path, create=True))
-    return optuna.create_study(
-        study_name="pikenas",
-        storage=storage,
-        directions=list(DIRECTIONS),
-        sampler=make_sampler(sampler, seed, 4),
-        load_if_exists=True,
+def few_archs_space(activation_bits: tuple[int, ...] = (8,)) -> SearchSpace:
+    """:func:`small_space` with one choice per gene but channels (2 x 2) and activation bits."""
+    return small_space(
+        kernel_size=(3,),
+        dw_quantizer=("uniform",),
+        pw_quantizer=("uniform",),
+        dw_bits=(4,),
+        pw_bits=(4,),
+        activation_bits=activation_bits,
+        activation=("relu",),
+        norm=("batchnorm",),
+        scale_format=("float32",),
+        residual=(False,),
     )
+
+
+def make_study(
+    tmp_path: Path, sampler: str = "nsga2", seed: int = 0, space: SearchSpace | None = None
+) -> optuna.Study:
+    """The study a worker opens: created by search.study on the run's buffered journal."""
+    config = SearchConfig(
+        space=space or small_space(), search=SearchSettings(sampler=sampler, population_size=4)
+    )
+    storage = buffered(open_storage(tmp_path, create=True))
+    return open_search_study(config, storage, "pikenas", make_sampler(sampler, seed, 4))
 
 
 def states(study: optuna.Study) -> dict[str, int]:
@@ -77,20 +99,8 @@ def test_exactly_n_complete_with_the_contract_attrs(tmp_path: Path) -> None:
 
 
 def test_duplicates_reuse_the_values_and_are_not_trained(tmp_path: Path) -> None:
-    # 2 channel choices x 2 x (2 activation widths): few distinct archs, many duplicates
-    space = small_space(
-        kernel_size=(3,),
-        dw_quantizer=("uniform",),
-        pw_quantizer=("uniform",),
-        dw_bits=(4,),
-        pw_bits=(4,),
-        activation_bits=(2, 8),
-        activation=("relu",),
-        norm=("batchnorm",),
-        scale_format=("float32",),
-        residual=(False,),
-    )
-    study = make_study(tmp_path, sampler="random")
+    space = few_archs_space(activation_bits=(2, 8))  # 16 architectures, many duplicates
+    study = make_study(tmp_path, sampler="random", space=space)
     evaluator = FakeEvaluator()
     work(study, space, evaluator, 20)
     trials = study.trials
@@ -151,6 +161,7 @@ def test_a_search_where_everything_is_rejected_gives_up(tmp_path: Path) -> None:
     study = make_study(tmp_path, sampler="random")
     summary = work(study, small_space(), FakeEvaluator(), 1, max_ace=1.0)
     assert summary.gave_up is not None and "rejected" in summary.gave_up
+    assert worker_reports(study)[summary.label].gave_up == summary.gave_up
     assert states(study) == {"PRUNED": 60}
 
 
@@ -171,11 +182,13 @@ def test_dead_workers_trials_are_failed_and_their_genome_retried(tmp_path: Path)
     # a trial "run" by a process of this host that no longer exists
     study.enqueue_trial(genome, user_attrs={"baseline": "tiny-x"})
     orphan = study.ask()
-    space.suggest(orphan)
+    arch = space.suggest(orphan)
     dead_pid = 2**22 + 12345  # above Linux's pid_max default
-    study._storage.set_trial_user_attr(
-        orphan._trial_id, "worker", f"{socket.gethostname()}:{dead_pid}"
-    )
+    for key, value in {
+        "worker": f"{socket.gethostname()}:{dead_pid}",
+        "arch": arch.to_json(),
+    }.items():
+        study._storage.set_trial_user_attr(orphan._trial_id, key, value)  # claimed, then died
     frozen = study.trials[orphan.number]
     assert "is gone" in stale_reason(frozen, stale_after=60)
 
@@ -184,7 +197,8 @@ def test_dead_workers_trials_are_failed_and_their_genome_retried(tmp_path: Path)
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["status"] == "failed"
     assert f":{dead_pid} is gone" in trials[0].user_attrs["reason"]
-    assert summary.recovered == [0]
+    assert summary.recovered == (0,)
+    assert worker_reports(study)[summary.label] == summary  # the report is in the study
     retry = trials[1]
     assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["baseline"] == "tiny-x"
     assert retry.params == genome and retry.state == TrialState.COMPLETE
@@ -201,9 +215,13 @@ def test_silent_trials_of_other_hosts_go_stale_after_the_timeout(tmp_path: Path)
     assert recover_stale_trials(study, stale_after=60) == []
     assert recover_stale_trials(study, stale_after=-1) == [0]
     assert recover_stale_trials(study, stale_after=-1) == []  # failed once only
+    unlabelled = study.ask()  # under the ask lock every worker labels its trial at once
+    assert stale_reason(study.trials[1], stale_after=60) is None
+    assert "recording itself" in stale_reason(study.trials[1], stale_after=60, locked=True)
+    assert recover_stale_trials(study, stale_after=60, locked=True) == [unlabelled.number]
     assert study.trials[0].state == TrialState.FAIL
-    # nothing was sampled, so there is nothing to enqueue again
-    assert len(study.trials) == 1
+    # they never got as far as an architecture, so there is no candidate to enqueue again
+    assert len(study.trials) == 2
 
 
 def test_evaluate_candidate_turns_any_exception_into_fail() -> None:
@@ -213,8 +231,8 @@ def test_evaluate_candidate_turns_any_exception_into_fail() -> None:
 
     space = small_space()
     outcome = evaluate_candidate(space.decode(space.default_params()), Broken())
-    assert outcome.state == "FAIL"
-    assert outcome.user_attrs["reason"] == "MemoryError: out of memory"
+    assert outcome.state == TrialState.FAIL
+    assert outcome.record.reason == "MemoryError: out of memory"
 
 
 def test_non_finite_metrics_fail() -> None:
@@ -225,7 +243,7 @@ def test_non_finite_metrics_fail() -> None:
 
     space = small_space()
     outcome = evaluate_candidate(space.decode(space.default_params()), NaN())
-    assert outcome.state == "FAIL" and "non-finite" in outcome.user_attrs["reason"]
+    assert outcome.state == TrialState.FAIL and "non-finite" in outcome.record.reason
 
 
 @pytest.mark.parametrize(
@@ -273,3 +291,63 @@ def test_file_lock_is_exclusive(tmp_path: Path) -> None:
         os.close(fd)
     with FileLock(path):
         pass
+
+
+def test_two_workers_share_a_study_exactly_and_never_train_an_archid_twice(
+    tmp_path: Path,
+) -> None:
+    """Two workers (threads, each with its own storage and lock, as two processes have) on one
+    journal: a space of four architectures, so they keep proposing the same ones at once."""
+    space = few_archs_space()
+    make_study(tmp_path, sampler="random", space=space)
+    evaluators = [FakeEvaluator(delay_s=0.05), FakeEvaluator(delay_s=0.05)]
+
+    def run(index: int) -> None:
+        study = make_study(tmp_path, sampler="random", seed=index, space=space)
+        lock = ask_lock(tmp_path / "study.log", "pikenas")
+        work(study, space, evaluators[index], 12, ask_lock=lock, poll_s=0.01)
+        lock.close()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    study = make_study(tmp_path, space=space)
+    assert states(study) == {"COMPLETE": 12}
+    trained = [TrialRecord.of(t) for t in study.trials if t.user_attrs["status"] == "ok"]
+    assert len({record.archid for record in trained}) == len(trained) <= 4
+    assert sum(evaluator.proxy_calls for evaluator in evaluators) == len(trained)
+    assert all(evaluator.proxy_calls for evaluator in evaluators)  # both took part
+
+
+def test_a_trial_waits_for_the_running_trial_that_trains_its_archid(tmp_path: Path) -> None:
+    """A RUNNING trial (of a live worker, heartbeat fresh) holds the claim on an archid: a
+    second worker proposing the same architecture waits for its values instead of training."""
+    space = small_space()
+    study = make_study(tmp_path, sampler="random")
+    genome = space.default_params()
+    arch = space.decode(genome)
+    holder = study.ask()
+    space.suggest(holder)
+    record = evaluate_candidate(arch, FakeEvaluator()).record
+    claim = TrialRecord(**{k: v for k, v in record.to_attrs().items() if k != "status"})
+    for key, value in {**claim.to_attrs(), "worker": "elsewhere:1"}.items():
+        study._storage.set_trial_user_attr(holder._trial_id, key, value)
+    study._storage.set_trial_system_attr(holder._trial_id, HEARTBEAT_ATTR, 1e12)  # alive
+    study.enqueue_trial(genome)
+    evaluator = FakeEvaluator()
+    # N = 2: one trial for the holder, one for this worker
+    waiter = threading.Thread(target=work, args=(study, space, evaluator, 2), daemon=True)
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and evaluator.proxy_calls == 0  # waiting, not training
+    assert study.trials[1].state == TrialState.RUNNING
+    study._storage.set_trial_user_attr(holder._trial_id, "status", "ok")
+    study.tell(holder, [0.75, 100.0])
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    second = study.trials[1]
+    assert second.user_attrs["status"] == "duplicate" and second.user_attrs["duplicate_of"] == 0
+    assert second.values == [0.75, 100.0] and second.params == genome
+    assert states(study) == {"COMPLETE": 2} and evaluator.proxy_calls == 0

@@ -1,0 +1,147 @@
+"""The typed specifications a search is run from.
+
+:class:`WorkerSpec` is everything one worker process needs: the resolved search config, the
+storage, the study, N, its seed and torch threads, the evaluator, the heartbeat settings. The
+process that starts a worker builds it once and sends it as JSON (``model_dump_json``); the
+worker (:func:`search.worker.run_worker`) builds its storage, sampler, lock and evaluator from it
+alone. :class:`RunRequest` is a whole ``pikenas search`` run: the spec its workers share, the run
+folder, how many workers and where they are placed (``local`` processes or ``ray`` actors).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from results._strict import StrictModel
+from results.storage import parse_storage
+from search.config import SearchConfig
+
+__all__ = [
+    "BACKENDS",
+    "BackendName",
+    "RayPlacement",
+    "RunRequest",
+    "SMALL_INPUT_RESOLUTION",
+    "WorkerSpec",
+    "available_cores",
+    "threads_per_worker",
+    "worker_environment",
+]
+
+BackendName = Literal["local", "ray"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+
+#: inputs up to this many pixels a side train fastest on one torch thread (thread
+#: synchronisation dominates such tiny feature maps).
+SMALL_INPUT_RESOLUTION = 16
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """Environment variables of a worker process: ``threads`` for the math libraries, and this
+    process's import path, so that a worker imports what its parent imports (a custom
+    evaluator module, as ``multiprocessing`` does for its children)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    path = os.pathsep.join(entry for entry in sys.path if entry)
+    return {**dict.fromkeys(names, str(threads)), "PYTHONPATH": path}
+
+
+def threads_per_worker(
+    workers: int, cores: int | None = None, resolution: int | None = None
+) -> int:
+    """Torch threads per worker: ``cores // workers`` (so ``workers x threads <= cores``, at
+    least 1), but 1 for inputs of at most :data:`SMALL_INPUT_RESOLUTION` pixels a side."""
+    if resolution is not None and resolution <= SMALL_INPUT_RESOLUTION:
+        return 1
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
+class WorkerSpec(StrictModel):
+    """One worker of a study (see the module docstring). ``storage`` is a storage URL or a
+    journal file (made absolute); ``seed`` ``None`` draws a random one; ``evaluator`` is the
+    ``module:callable`` of an evaluator factory (``None``: the real proxy evaluator)."""
+
+    config: SearchConfig
+    storage: str
+    study_name: str = Field("pikenas", min_length=1)
+    n_trials: int = Field(ge=1)
+    seed: int | None = None
+    threads: int = Field(1, ge=1)
+    evaluator: str | None = None
+    heartbeat_interval: float = Field(5.0, gt=0)
+    stale_after: float = Field(60.0, gt=0)
+
+    @field_validator("storage")
+    @classmethod
+    def _canonical_storage(cls, value: str) -> str:
+        return str(parse_storage(value, folders=False))
+
+    @field_validator("config")
+    @classmethod
+    def _absolute_data_dir(cls, config: SearchConfig) -> SearchConfig:
+        data_dir = config.dataset.data_dir
+        if not data_dir or Path(data_dir).is_absolute():
+            return config
+        dataset = config.dataset.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
+        return config.model_copy(update={"dataset": dataset})
+
+    @model_validator(mode="after")
+    def _live_workers_are_not_stale(self) -> WorkerSpec:
+        if self.stale_after <= 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"--stale-after ({self.stale_after:g} s) must exceed twice "
+                f"--heartbeat-interval ({self.heartbeat_interval:g} s), or live workers "
+                "would be declared dead"
+            )
+        return self
+
+    def for_worker(self, index: int, threads: int) -> WorkerSpec:
+        """The spec of worker ``index`` of a backend: its own seed (``seed + index``, so that
+        workers do not propose the same genomes) and ``threads``."""
+        seed = None if self.seed is None else self.seed + index
+        return self.model_copy(update={"seed": seed, "threads": threads})
+
+
+class RayPlacement(StrictModel):
+    """Where Ray puts the workers: the cluster ``address`` (``None``: a local Ray), CPUs (and
+    torch threads) and GPUs per worker (``None``: local Ray ``cores // workers``, a cluster 1)."""
+
+    address: str | None = None
+    cpus_per_trial: int | None = Field(None, ge=1)
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class RunRequest(StrictModel):
+    """One ``pikenas search`` run: ``worker`` (every worker's spec, before its seed and threads
+    are set), the absolute run folder ``out``, ``workers`` processes placed by ``backend``."""
+
+    worker: WorkerSpec
+    out: Path
+    workers: int = Field(2, ge=1)
+    backend: BackendName = "local"
+    ray: RayPlacement = RayPlacement()
+
+    @field_validator("out")
+    @classmethod
+    def _absolute_out(cls, out: Path) -> Path:
+        return out.expanduser().resolve()
+
+    @property
+    def n_trials(self) -> int:
+        return self.worker.n_trials
+
+    @property
+    def config(self) -> SearchConfig:
+        return self.worker.config

@@ -1,0 +1,113 @@
+"""Zero-cost evaluators for search tests and overhead benchmarks, plugged in the way any custom
+evaluator is: by the ``module:callable`` of a factory ``(config, threads) -> evaluator``
+(:data:`FAKE`, :data:`FAKE_TRAINING`). Subprocesses read their delay per proxy evaluation from
+``PIKENAS_FAKE_DELAY_S`` (seconds, default 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from search.objective import CostSummary, FinalMetrics, ProxyEvaluator, ProxyMetrics
+from space.arch import ArchConfig, PikeBlockSpec
+from space.errors import EvaluationError
+
+#: the zero-cost evaluator of :func:`fake`.
+FAKE = "tests.search_tests.fakes:fake"
+#: real ACE counting with the search's cost table, fake training (:func:`fake_training`).
+FAKE_TRAINING = "tests.search_tests.fakes:fake_training"
+DELAY_ENV = "PIKENAS_FAKE_DELAY_S"
+
+
+def fake_accuracy(arch: ArchConfig) -> float:
+    """Accuracy rising with the bits (so the front trades them off), in [0, 1]."""
+    score, count = 0.0, 0
+    for block in arch.blocks:
+        if isinstance(block, PikeBlockSpec):
+            low = min(block.depthwise.weight_bits, block.pointwise.weight_bits)
+            score += math.log2(1 + min(low, block.activation_bits))
+            count += 1
+    return min(1.0, round(score / (count * math.log2(9)) if count else 0.0, 6))
+
+
+class FakeEvaluator:
+    """Deterministic stand-in: ACE from the bits and channels, :func:`fake_accuracy`,
+    ``delay_s`` of sleep per proxy evaluation; ``fail_when(arch)`` True makes :meth:`proxy`
+    raise :class:`EvaluationError`. ``proxy_calls`` counts the trainings."""
+
+    def __init__(
+        self, delay_s: float = 0.0, fail_when: Callable[[ArchConfig], bool] | None = None
+    ) -> None:
+        self.delay_s = delay_s
+        self.fail_when = fail_when
+        self.proxy_calls = 0
+
+    def fit(self, arch: ArchConfig) -> ArchConfig:
+        return arch
+
+    def cost(self, arch: ArchConfig) -> CostSummary:
+        mac_cost = elementwise = 0
+        for block in arch.blocks:
+            if isinstance(block, PikeBlockSpec):
+                bits = block.activation_bits
+                mac_cost += block.out_channels * (
+                    block.depthwise.weight_bits * bits * block.kernel_size**2
+                    + block.pointwise.weight_bits * bits * 16
+                )
+                elementwise += block.out_channels * (32 if block.norm == "batchnorm" else 8)
+        total = float(mac_cost + elementwise)
+        share = elementwise / total if total else 0.0
+        return CostSummary(float(mac_cost), total, mac_cost, mac_cost // 4, share)
+
+    def proxy(self, arch: ArchConfig) -> ProxyMetrics:
+        self.proxy_calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_when is not None and self.fail_when(arch):
+            raise EvaluationError("fake evaluator: this candidate fails on purpose")
+        accuracy = fake_accuracy(arch)
+        return ProxyMetrics(accuracy, accuracy, 1.0 - accuracy, self.delay_s, 0.0)
+
+    def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
+        """Writes ``arch.json`` and ``metrics.json`` as full training would."""
+        accuracy = fake_accuracy(arch)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "arch.json").write_text(arch.to_json())
+        metrics = {"test_accuracy": accuracy, "val_accuracy": accuracy, "wall_s": 0.0}
+        (out_dir / "metrics.json").write_text(json.dumps(metrics))
+        return FinalMetrics(accuracy, accuracy, 0.0)
+
+
+class FakeTraining(FakeEvaluator):
+    """Real ``count_ace`` with the search's cost table (like the proxy evaluator), fake
+    training: what a test of the cost table needs."""
+
+    def __init__(self, config: Any, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self._real = ProxyEvaluator(config)
+
+    def cost(self, arch: ArchConfig) -> CostSummary:
+        return self._real.cost(arch)
+
+
+def _delay() -> float:
+    return float(os.environ.get(DELAY_ENV, "0") or 0)
+
+
+def fake(config: Any, threads: int) -> FakeEvaluator:
+    return FakeEvaluator(delay_s=_delay())
+
+
+def fake_training(config: Any, threads: int) -> FakeTraining:
+    return FakeTraining(config, delay_s=_delay())
+
+
+def broken(config: Any, threads: int) -> FakeEvaluator:
+    """A factory that always fails: a worker that cannot start (tests of restarts)."""
+    raise RuntimeError("this evaluator cannot start")
