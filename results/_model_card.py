@@ -90,11 +90,14 @@ def _architecture_rows(arch: ArchConfig) -> list[str]:
 def _verification_text(verified: Any, check: Any) -> list[str]:
     """What was verified at export, on how many images, with what result."""
     widest = max((seen for seen, _ in verified.widest.values()), default=0)
-    onnx = (
-        "bit for bit (integer codes and logits)"
-        if check.exact
-        else f"within {check.max_difference:.2g} on the logits (float convs sum in another order)"
-    )
+    if check is None:
+        onnx = "(not written: the export's --format left it out)"
+    else:
+        onnx = (
+            "bit for bit (integer codes and logits)"
+            if check.exact
+            else f"within {check.max_difference:.2g} on the logits (float convs sum differently)"
+        )
     return [
         f"Verified at export on {verified.images} random inputs (normal, seed 0):",
         "",
@@ -109,6 +112,23 @@ def _verification_text(verified: Any, check: Any) -> list[str]:
     ]
 
 
+def _qonnx_text(check: Any) -> list[str]:
+    if check is None:
+        return []
+    if not check.executed:
+        ran = "was not executed here (install the `qonnx` package: the `dev` extra)"
+    else:
+        result = "exactly" if check.exact else f"within {check.max_difference:.3g}"
+        ran = (
+            f"was cleaned up and executed by qonnx (`execute_onnx`) on {check.images} images: "
+            f"its logits equal the program's {result}"
+        )
+    return [
+        f"- `model.qonnx.onnx` {ran}; `pikenas ace` of it equals the program's ACE v2 "
+        "(every breakdown row).",
+    ]
+
+
 def model_card(
     *,
     arch: ArchConfig,
@@ -119,6 +139,7 @@ def model_card(
     onnx_check: Any,
     verified: Any,
     folder_name: str,
+    qonnx_check: Any = None,
 ) -> str:
     """The model card text (markdown) of one bundle."""
     number = int(row["number"])
@@ -204,12 +225,22 @@ def model_card(
         "- `model.onnx`: the program as an ONNX graph; input `input` "
         f"`(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
         f"`logits` `(N, {arch.num_classes})`.",
+        *(
+            [
+                "- `model.qonnx.onnx`: the program as QONNX (Quant / BipolarQuant nodes of scale 1 "
+                "on integer codes), for FINN, hls4ml and `qonnx`; `pikenas ace model.qonnx.onnx` "
+                "costs it to the same ACE v2."
+            ]
+            if qonnx_check is not None
+            else []
+        ),
         "- `cost.json`: the ACE v1 / ACE v2 report (counted from the program) with the "
         "per-layer breakdown.",
         "",
         "## Verification",
         "",
         *_verification_text(verified, onnx_check),
+        *_qonnx_text(qonnx_check),
         "",
         "## How to load",
         "",

@@ -13,6 +13,10 @@ A bundle is a folder ``trial-<N>/`` holding
 * ``model.onnx``: the program as an ONNX graph that onnxruntime runs to the program's exact
   integer codes (:mod:`results._onnx`), input ``input`` ``(N, C, H, W)`` float, output
   ``logits``; checked with ``onnx.checker`` and against the numpy runner at export;
+* ``model.qonnx.onnx``: the program as QONNX (:mod:`results._qonnx`: ``Quant`` / ``BipolarQuant``
+  nodes, integer codes in float32, the FINN / hls4ml / qonnx input), checked with
+  ``onnx.checker``, by ``pikenas ace model.qonnx.onnx`` (equal to the program's ACE, exactly)
+  and, where ``qonnx`` is installed, by its cleanup and ``execute_onnx`` against the program;
 * ``cost.json``: ACE v1 / v2 counted from the program (totals and per-layer breakdown);
 * ``README.md``: the model card, with what was verified (PyTorch eval forward = numpy runner =
   onnxruntime, on how many images, with what result).
@@ -49,6 +53,8 @@ __all__ = [
     "ARCH_FILE",
     "WEIGHTS_FILE",
     "ONNX_FILE",
+    "QONNX_FILE",
+    "FORMATS",
     "COST_FILE",
     "CARD_FILE",
     "RUNNER_FILE",
@@ -68,6 +74,9 @@ logger = logging.getLogger(__name__)
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
+QONNX_FILE = "model.qonnx.onnx"
+#: the graph formats a bundle can hold (``pikenas export --format``).
+FORMATS = ("onnx", "qonnx")
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
 RUNNER_FILE = "run_program.py"
@@ -199,7 +208,9 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
     return generator.standard_normal(shape).astype(np.float32)
 
 
-def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
+def _write_bundle(
+    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS
+) -> Path:
     number = int(row["number"])
     arch = trial_arch(row)
     if arch is None:
@@ -207,16 +218,17 @@ def _write_bundle(row: pd.Series, info: dict[str, str], out_dir: Path) -> Path:
     weights, arch = _trained(row, arch)
     target = out_dir / bundle_name(number)
 
-    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any) -> str:
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
         return model_card(arch=arch, row=row, info=info, cost=cost,
                           has_weights=weights is not None, onnx_check=check, verified=verified,
-                          folder_name=target.name)
+                          folder_name=target.name, qonnx_check=qonnx)
 
-    return _bundle(target, arch, weights, card)
+    return _bundle(target, arch, weights, card, formats)
 
 
 def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
-            card: Callable[[dict[str, Any], OnnxCheck, Any], str]) -> Path:
+            card: Callable[[dict[str, Any], Any, Any, Any], str],
+            formats: tuple[str, ...] = FORMATS) -> Path:
     """Write one bundle folder atomically: the files of the module docstring, every check run
     before the folder appears."""
     from evaluators.ace import count_ace
@@ -239,11 +251,16 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
                 f"the PyTorch eval forward and the integer program differ "
                 f"({verified.mismatches} elements, overflows: {verified.overflows[:1]})"
             )
-        check = export_onnx(program, folder / ONNX_FILE, images)
+        check = export_onnx(program, folder / ONNX_FILE, images) if "onnx" in formats else None
+        qonnx_check = None
+        if "qonnx" in formats:
+            from results._qonnx_check import export_qonnx
+
+            qonnx_check = export_qonnx(program, folder / QONNX_FILE, images)
         cost = count_ace(program).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
-        (folder / CARD_FILE).write_text(card(cost, check, verified), encoding="utf-8")
-    logger.info("exported %s (exact: %s)", target, check.exact)
+        (folder / CARD_FILE).write_text(card(cost, check, verified, qonnx_check), "utf-8")
+    logger.info("exported %s (formats: %s)", target, ",".join(formats))
     return target
 
 
@@ -275,20 +292,23 @@ def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Pat
             "dataset": str(metrics.get("dataset", "")), "cost_table": "default",
             "pikenas_version": ""}
 
-    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any) -> str:
+    def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
         return model_card(arch=arch, row=row, info=info, cost=cost, has_weights=True,
-                          onnx_check=check, verified=verified, folder_name=target.name)
+                          onnx_check=check, verified=verified, folder_name=target.name,
+                          qonnx_check=qonnx)
 
     return _bundle(target, arch, weights, card)
 
 
-def _write_bundles(rows: list[pd.Series], info: dict[str, str], out_dir: Path) -> list[Path]:
+def _write_bundles(
+    rows: list[pd.Series], info: dict[str, str], out_dir: Path, formats: tuple[str, ...]
+) -> list[Path]:
     """Every bundle that can be written; the failures are raised together at the end."""
     written: list[Path] = []
     failures: list[tuple[int, str]] = []
     for row in rows:
         try:
-            written.append(_write_bundle(row, info, out_dir))
+            written.append(_write_bundle(row, info, out_dir, formats))
         except (EvaluationError, RunDirError) as exc:
             failures.append((int(row["number"]), str(exc)))
     if failures:
@@ -316,6 +336,7 @@ def export_trial(
     number: int,
     out_dir: str | Path | None = None,
     study: str | None = None,
+    formats: tuple[str, ...] = FORMATS,
 ) -> Path:
     """Export trial ``number`` of ``run`` to ``out_dir/trial-<number>`` (default
     ``RUN/exports``); return the bundle folder.
@@ -328,13 +349,15 @@ def export_trial(
             f"study {optuna_study.study_name!r} has no trial {number}; "
             f"trial numbers go from 0 to {last}"
         )
-    return _write_bundle(rows.iloc[0], study_info(optuna_study), _default_out(run, out_dir))
+    out = _default_out(run, out_dir)
+    return _write_bundle(rows.iloc[0], study_info(optuna_study), out, _formats(formats))
 
 
 def export_pareto(
     run: str | Path | optuna.Study,
     out_dir: str | Path | None = None,
     study: str | None = None,
+    formats: tuple[str, ...] = FORMATS,
 ) -> list[Path]:
     """Export every trial on the Pareto front, one bundle per distinct architecture (of trials
     with the same archid the fully trained one, else the lowest number); return the folders.
@@ -354,4 +377,14 @@ def export_pareto(
         .sort_values("number")
     )
     out = _default_out(run, out_dir)
-    return _write_bundles([row for _, row in front.iterrows()], study_info(optuna_study), out)
+    rows = [row for _, row in front.iterrows()]
+    return _write_bundles(rows, study_info(optuna_study), out, _formats(formats))
+
+
+def _formats(formats: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise RunDirError(
+            f"unknown export format(s) {unknown or formats!r}; use any of {', '.join(FORMATS)}"
+        )
+    return tuple(dict.fromkeys(formats))

@@ -17,8 +17,9 @@ def ace(
     name_or_arch_json: Annotated[
         str,
         typer.Argument(
-            metavar="NAME_OR_ARCH_JSON",
-            help="A zoo name (see 'pikenas zoo') or the path of an ArchConfig JSON file.",
+            metavar="NAME_OR_ARCH_JSON_OR_ONNX",
+            help="A zoo name (see 'pikenas zoo'), an ArchConfig JSON file, or an ONNX / QONNX "
+            "model file (.onnx: Brevitas exports, our bundles' model.qonnx.onnx).",
             show_default=False,
         ),
     ],
@@ -44,6 +45,9 @@ def ace(
 ) -> None:
     """Count ACE v1 and ACE v2 of one network on one 1 x C x R x R input, before any training.
 
+    An .onnx file (QONNX or plain ONNX) is costed node by node with the same rules and report;
+    a node it cannot price stops the count with one line naming it (exit 2).
+
     Prints a per-layer table (MACs, ACE v1, ACE v2 of MACs and of elementwise operations) and
     the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
     elementwise_share, elementwise_elements and the per-layer breakdown.
@@ -53,17 +57,29 @@ def ace(
 
     if float_bits is not None and float_bits not in FLOAT_WIDTHS:
         raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
+    onnx_file = name_or_arch_json.lower().endswith(".onnx")
+    if onnx_file and resolution is not None:
+        raise fail("--resolution does not apply to an .onnx model (its input shape is fixed)")
     try:
-        arch = resolve_arch(name_or_arch_json, resolution)
         table = CostTable.load(cost_table) if cost_table is not None else CostTable.default()
         if float_bits is not None:
             table = table.with_float_bits(float_bits)
-        report = count_ace(arch, cost_table=table)
+        if onnx_file:
+            from evaluators.onnx_import import import_onnx
+
+            arch = None
+            report = count_ace(import_onnx(name_or_arch_json), cost_table=table)
+        else:
+            arch = resolve_arch(name_or_arch_json, resolution)
+            report = count_ace(arch, cost_table=table)
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        name = arch.name or name_or_arch_json
-        data = {"name": name, "archid": arch.archid, **report.to_dict()}
+        if arch is None:
+            data = {"name": name_or_arch_json, "archid": None, **report.to_dict()}
+        else:
+            data = {"name": arch.name or name_or_arch_json, "archid": arch.archid}
+            data.update(report.to_dict())
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(report.to_table())

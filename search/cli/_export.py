@@ -25,20 +25,34 @@ def export(
     study: Annotated[
         str | None, typer.Option("--study", help="Study name (default: the only one).")
     ] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            help="Graph formats to write: onnx (model.onnx), qonnx (model.qonnx.onnx, for "
+            "FINN / hls4ml / qonnx); repeat for both (default: both).",
+        ),
+    ] = None,
 ) -> None:
     """Export architectures as bundles: arch.json, weights.safetensors (when fully trained),
-    model.onnx (checked in onnxruntime against PyTorch), cost.json (ACE report), README.md.
+    the integer program, model.onnx (checked in onnxruntime against the program),
+    model.qonnx.onnx (QONNX, checked by pikenas ace and, when installed, qonnx), cost.json
+    (ACE report), README.md.
 
     Each bundle is a folder OUT/trial-N, written atomically. Load one with
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
-    from results.export import export_pareto, export_trial
+    from results.export import FORMATS, export_pareto, export_trial
 
     if (trial is None) == (not pareto):
         raise fail("pass exactly one of --trial N and --pareto")
+    chosen = tuple(formats) if formats else FORMATS
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown:
+        raise fail(f"--format {unknown[0]!r} is not known; use {' or '.join(FORMATS)}")
     if pareto:
-        bundles = export_pareto(run, out, study)
+        bundles = export_pareto(run, out, study, formats=chosen)
     else:
-        bundles = [export_trial(run, trial, out, study)]
+        bundles = [export_trial(run, trial, out, study, formats=chosen)]
     for bundle in bundles:
         typer.echo(f"exported {bundle}")

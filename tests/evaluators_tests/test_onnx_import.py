@@ -1,0 +1,181 @@
+"""``pikenas ace MODEL.onnx``: ACE v2 of graphs we did not build, hand-counted; strict refusal of
+what it cannot price; our own exports priced exactly as natively (tests/results_tests/test_qonnx.py
+does every zoo model and random candidates)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from evaluators.ace import count_ace
+from evaluators.onnx_import import OnnxImportError, count_onnx, import_onnx
+from results._qonnx import QONNX_DOMAIN, program_to_qonnx
+from search.cli import app
+from space.build import build_model
+from space.zoo import get_zoo_arch
+
+torch.set_num_threads(1)
+
+
+def _brevitas_net(tmp_path):  # noqa: ANN001, ANN202
+    """8x8x1 input -> QuantIdentity 8 bit -> QuantConv2d 1->4 3x3 pad 1, 4-bit weights -> BN ->
+    QuantReLU 4 bit -> MaxPool 2 -> flatten -> QuantLinear 64->10, 4-bit weights, bias."""
+    brevitas_nn = pytest.importorskip("brevitas.nn")
+    pytest.importorskip("onnxoptimizer")
+    from brevitas.export import export_qonnx
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = brevitas_nn.QuantIdentity(bit_width=8, return_quant_tensor=True)
+            self.conv = brevitas_nn.QuantConv2d(1, 4, 3, padding=1, bias=False, weight_bit_width=4)
+            self.bn = nn.BatchNorm2d(4)
+            self.relu = brevitas_nn.QuantReLU(bit_width=4, return_quant_tensor=True)
+            self.pool = nn.MaxPool2d(2)
+            self.fc = brevitas_nn.QuantLinear(64, 10, bias=True, weight_bit_width=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.pool(self.relu(self.bn(self.conv(self.inp(x)))))
+            return self.fc(torch.flatten(x, 1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "brevitas.onnx"
+    export_qonnx(Net().eval(), torch.randn(1, 1, 8, 8), export_path=str(path))
+    return path
+
+
+def test_a_brevitas_cnn_costs_what_a_hand_count_gives(tmp_path) -> None:  # noqa: ANN001
+    report = count_onnx(_brevitas_net(tmp_path))
+    # Hand count, DESIGN.md's table (float operands at 32 bits):
+    # input Quant (64 px): x/s 64 x 32*32 + clip 2*64 x 32 + round 64 x 32 = 65,536 + 4,096 + 2,048
+    # conv: 4 ch x 64 px x 9 taps = 2,304 MACs at 4 x 8 bits = 73,728
+    # BN (dequantize folded into its multiply): 256 x 32*32 + 256 x 32 = 262,144 + 8,192
+    # ReLU: 256 compares x 32 = 8,192
+    # ReLU Quant 4 bit: 256 x 32*32 + 512 x 32 + 256 x 32 = 262,144 + 16,384 + 8,192
+    # MaxPool 2x2: 64 outputs x 3 compares x 4 bits = 768
+    # linear: 640 MACs x 4*4 = 10,240; dequantize 10 x 32*32 = 10,240; bias 10 x 32 = 320
+    assert report.macs == 2_304 + 640
+    assert report.ace_v1 == 73_728 + 10_240
+    assert report.ace_v2 == 732_224
+    assert report.op_totals == {
+        "mac": 83_968,
+        "mul": 65_536 + 262_144 + 262_144 + 10_240,
+        "add": 8_192 + 320,
+        "round": 2_048 + 8_192,
+        "compare": 4_096 + 8_192 + 16_384 + 768,
+    }
+
+
+def test_the_cli_prints_the_same_report_as_json_for_a_brevitas_graph(tmp_path) -> None:  # noqa: ANN001
+    path = _brevitas_net(tmp_path)
+    result = CliRunner().invoke(app, ["ace", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["ace_v2"] == 732_224 and data["archid"] is None
+    assert {row["op"] for row in data["breakdown"]} == {"mac", "mul", "add", "round", "compare"}
+    table = CliRunner().invoke(app, ["ace", str(path)])
+    assert table.exit_code == 0 and "732,224" in table.output
+
+
+def _graph(nodes: list, initializers: list, shape=(1, 1, 4, 4), out=(1, 1, 4, 4)):  # noqa: ANN001, ANN202
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out))],
+        initializers,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX_DOMAIN, 1)]
+    )
+
+
+def _scalars(**values: float) -> list:
+    return [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in values.items()]
+
+
+def test_a_qonnx_graph_made_by_hand() -> None:
+    """Quant(x, 0.5, 0, 4 bits) -> Conv with Quant'ed 2-bit weights -> Relu: 16 pixels.
+
+    input Quant: 16 x (mul 32*32 + 2 compares x 32 + round 32) = 16,384 + 1,024 + 512;
+    conv 1x1 1->1: 16 MACs at 2 x 4 = 128; ReLU on the integer accumulator (codes up to
+    1 x 8: range +-8, 5 bits): 16 compares x 5 = 80; the output in real units: a dequantize
+    multiply 16 x 32*32 = 16,384."""
+    weights = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.3, np.float32), "w")
+    nodes = [
+        helper.make_node(
+            "Quant", ["x", "s", "z", "b4"], ["q"], domain=QONNX_DOMAIN, signed=1, narrow=0
+        ),
+        helper.make_node(
+            "Quant", ["w", "one", "z", "b2"], ["wq"], domain=QONNX_DOMAIN, signed=1, narrow=1
+        ),
+        helper.make_node("Conv", ["q", "wq"], ["acc"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["acc"], ["y"]),
+    ]
+    model = _graph(nodes, [weights, *_scalars(s=0.5, z=0.0, b4=4.0, one=1.0, b2=2.0)])
+    report = count_onnx(model)
+    assert report.ace_v1 == 128
+    assert report.ace_v2 == 16_384 + 1_024 + 512 + 128 + 80 + 16_384
+
+
+def test_our_export_costs_exactly_the_native_count() -> None:
+    arch = get_zoo_arch("tiny-pikelpn")
+    program = build_model(arch, seed=0).eval().program()
+    imported = count_ace(import_onnx(program_to_qonnx(program)))
+    native = count_ace(arch)
+    assert imported.to_dict()["breakdown"] and imported.ace_v2 == native.ace_v2
+    assert (imported.ace_v1, imported.macs, imported.params) == (
+        native.ace_v1,
+        native.macs,
+        native.params,
+    )
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ([helper.make_node("Softmax", ["x"], ["y"])], "Softmax"),
+        (
+            [helper.make_node("Mul", ["x", "x"], ["y"]), helper.make_node("Erf", ["y"], ["z"])],
+            "Erf",
+        ),
+        ([helper.make_node("Relu", ["nowhere"], ["y"])], "not computed"),
+        (
+            [helper.make_node("Quant", ["x", "s", "zp", "b4"], ["y"], domain=QONNX_DOMAIN)],
+            "zero point",
+        ),
+    ],
+)
+def test_what_cannot_be_priced_stops_the_count(nodes: list, message: str) -> None:
+    model = _graph(nodes, _scalars(s=0.5, zp=3.0, b4=4.0))
+    with pytest.raises(OnnxImportError, match=message):
+        count_onnx(model)
+
+
+def test_malformed_files_give_one_line_and_exit_2(tmp_path) -> None:  # noqa: ANN001
+    runner = CliRunner()
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not a protobuf at all\xff" * 10)
+    dynamic = tmp_path / "dynamic.onnx"
+    model = _graph([helper.make_node("Relu", ["x"], ["y"])], [], shape=(1, 1, 0, 4))
+    onnx.save(model, str(dynamic))
+    unsupported = tmp_path / "softmax.onnx"
+    onnx.save(_graph([helper.make_node("Softmax", ["x"], ["y"])], []), str(unsupported))
+    for path, words in (
+        (garbage, "not an ONNX model"),
+        (tmp_path / "missing.onnx", "no such file"),
+        (dynamic, "fixed C, H, W"),
+        (unsupported, "cannot price node"),
+    ):
+        result = runner.invoke(app, ["ace", str(path)])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], result.output
+        assert "Traceback" not in result.output
