@@ -8,20 +8,18 @@ the optimizer's parameter groups) lives in the same file's header metadata under
 so tensors and state are replaced together by one atomic ``os.replace``: a run killed at any
 moment leaves either the previous checkpoint or the new one, never a mixture.
 
-:func:`atomic_write` is pikenas's one atomic file write (results' front, dashboard and bundle
-files use it too); :func:`load_weights` its one loader of a ``weights.safetensors`` file. This
-module imports torch only when a tensor function runs.
+Files are written with :func:`evaluators._atomic.atomic_write`, pikenas's one atomic write;
+:func:`load_weights` is its one loader of a ``weights.safetensors`` file. This module imports
+torch only when a tensor function runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evaluators._atomic import atomic_write, fsync_folder
 from space.errors import RunDirError
 
 if TYPE_CHECKING:  # torch is imported on use: results writes its files through this module
@@ -37,49 +35,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-
-
-def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]) -> Path:
-    """Write ``path`` so that a reader (or a crash) sees the old file or the new one, never a
-    mixture: ``content`` (UTF-8 text, bytes, or ``write(temporary_path)``) goes to a temporary
-    file in the same folder, which is ``fsync``-ed, renamed over ``path`` with ``os.replace``,
-    and the folder is ``fsync``-ed so the rename itself survives a power cut. Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        if callable(content):
-            os.close(descriptor)
-            content(Path(temporary))
-            descriptor = os.open(temporary, os.O_RDONLY)
-        else:
-            data = content.encode("utf-8") if isinstance(content, str) else content
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-        os.close(descriptor)
-        descriptor = -1
-        os.replace(temporary, path)
-    except BaseException:
-        if descriptor >= 0:
-            os.close(descriptor)
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-    return path
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make the entries of ``folder`` (a rename, a new file) durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -23,9 +23,11 @@ from space.errors import (
     ArchConfigError,
     CostModelError,
     DataError,
+    DiskError,
     EvaluationError,
     PikeNASError,
     RunDirError,
+    RuntimeFailureError,
     SearchConfigError,
     UnknownNameError,
 )
@@ -100,6 +102,8 @@ __all__ = [
     "EvaluationError",
     "SearchConfigError",
     "RunDirError",
+    "RuntimeFailureError",
+    "DiskError",
 ]
 
 
