@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import RDBStorage
 
-from space.errors import RunDirError
+from results._journal_file import CheckedJournalStorage, JournalFile
+from space._text import redact
+from space.errors import RunDirError, path_error
 
 __all__ = [
     "DEFAULT_STUDY_NAME",
@@ -28,6 +29,7 @@ __all__ = [
     "StorageKind",
     "StorageTarget",
     "display_name",
+    "check_storage_file",
     "open_storage",
     "open_study",
     "parse_storage",
@@ -67,11 +69,7 @@ class StorageTarget:
 
     def display(self) -> str:
         """The target for messages and pages, with a password replaced by ``***``."""
-        if self.url is None:
-            return str(self.path)
-        from sqlalchemy.engine import make_url  # optuna's RDB storage already depends on it
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return redact(self.url) if self.url is not None else str(self.path)
 
 
 def _scheme(text: str) -> str | None:
@@ -92,7 +90,26 @@ def _rdb(text: str, scheme: str) -> StorageTarget:
     if dialect == "postgresql" and not driver and importlib.util.find_spec("psycopg") is None:
         # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; pikenas installs psycopg2.
         text = "postgresql+psycopg2://" + text.split("://", 1)[1]
+    _check_server_url(text)
     return StorageTarget(dialect, url=text)  # type: ignore[arg-type]
+
+
+def _check_server_url(text: str) -> None:
+    """Refuse a server URL SQLAlchemy cannot parse, or without a host or database name."""
+    from sqlalchemy.engine import make_url  # optuna's RDB storage already depends on it
+    from sqlalchemy.exc import ArgumentError
+
+    shown = redact(text)
+    form = "give SCHEME://USER:PASSWORD@HOST:PORT/DATABASE"
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError) as exc:
+        reason = redact(str(exc).split(";")[0].splitlines()[0]) if str(exc) else "malformed"
+        raise RunDirError(f"storage URL {shown} is malformed ({reason}); {form}") from None
+    if not url.host and "host" not in url.query:
+        raise RunDirError(f"storage URL {shown} names no host; {form}")
+    if not url.database:
+        raise RunDirError(f"storage URL {shown} names no database; {form}")
 
 
 def parse_storage(target: str | Path, *, folders: bool = True) -> StorageTarget:
@@ -118,15 +135,39 @@ def parse_storage(target: str | Path, *, folders: bool = True) -> StorageTarget:
 
 
 def display_name(target: str | Path) -> str:
-    """``target`` for messages and pages: an RDB URL with its password replaced by ``***``,
-    anything else as given."""
-    text = str(target)
-    if "://" not in text:
-        return text
+    """``target`` for messages and pages, its password replaced by ``***``
+    (:func:`space._text.redact`, the one masking)."""
+    return redact(str(target))
+
+
+def check_storage_file(target: StorageTarget) -> None:
+    """Refuse a file storage (journal, SQLite) whose folder is missing or not writable, or
+    whose path is a folder, a link to a device or not writable: one line naming the fix."""
+    path = target.path
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise RunDirError(
+            f"the folder of storage {path} does not exist; create it (mkdir -p {folder}) or "
+            "give another path"
+        )
+    if path.exists() and not path.is_file():
+        raise RunDirError(f"storage {path} is not a regular file; give the path of a file")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(
+        path, os.R_OK | os.W_OK
+    )):
+        raise RunDirError(
+            f"storage {path} is not writable by this user; fix its permissions or give "
+            "another path"
+        )
+
+
+def _make_folder(folder: Path) -> None:
     try:
-        return parse_storage(text).display()
-    except (RunDirError, ValueError):  # unparsable: show only its scheme
-        return text.split("://", 1)[0] + "://…"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error(exc, folder, "create folder") from None
 
 
 def open_storage(
@@ -134,11 +175,21 @@ def open_storage(
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage of a target (a run folder, a journal file, an RDB URL).
 
-    ``create=False`` refuses a journal file that does not exist (a typo must not silently
-    start an empty study); ``create=True`` also cuts a torn last line off a journal (a writer
-    killed mid-append) before anything is appended after it.
+    ``create=False`` refuses a journal file or SQLite database that does not exist (a typo must
+    not silently start an empty study). A journal is a :class:`~results._journal_file.JournalFile`
+    (a torn last line is cut before anything is appended; a broken line is one error naming it);
+    ``create=True`` cuts a torn last line at once.
     """
     parsed = target if isinstance(target, StorageTarget) else parse_storage(target)
+    if parsed.kind == "sqlite":
+        if not create and not (parsed.path is not None and parsed.path.is_file()):
+            raise RunDirError(
+                f"no SQLite database at {parsed.path}; check the path (pikenas does not create "
+                "an empty database to read from)"
+            )
+        if create and parsed.path is not None:
+            _make_folder(parsed.path.parent)
+        check_storage_file(parsed)
     if parsed.url is not None:
         try:
             return RDBStorage(
@@ -155,44 +206,16 @@ def open_storage(
             f"no study found at {path}; pass a run folder made by 'pikenas search' "
             "(it holds study.log) or a storage URL"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backend = JournalFileBackend(str(path))
     if create:
-        _cut_torn_tail(backend, path)
-    return JournalStorage(backend)
-
-
-def _cut_torn_tail(backend: JournalFileBackend, path: Path) -> None:
-    """Truncate an incomplete last line, holding the journal's own lock (Optuna skips such a
-    line when reading, but a record appended after it would be lost with it)."""
-    if _torn_bytes(path) == 0:
-        return
-    lock = backend._lock
-    lock.acquire()
+        _make_folder(path.parent)
+    check_storage_file(parsed)
     try:
-        torn = _torn_bytes(path)
-        if torn:
-            size = path.stat().st_size
-            os.truncate(path, size - torn)
-            logger.warning("%s: cut a torn last line of %d bytes (a killed writer)", path, torn)
-    finally:
-        lock.release()
-
-
-def _torn_bytes(path: Path) -> int:
-    """Bytes after the last newline of ``path`` (0 for an empty or complete file)."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        position, tail = size, b""
-        while position > 0 and b"\n" not in tail:
-            step = min(65536, position)
-            position -= step
-            handle.seek(position)
-            tail = handle.read(step) + tail
-    if not tail or tail.endswith(b"\n"):
-        return 0
-    newline = tail.rfind(b"\n")
-    return len(tail) - (newline + 1)
+        backend = JournalFile(path)
+        if create:
+            backend.cut_torn_tail()
+        return CheckedJournalStorage(backend)
+    except OSError as exc:
+        raise path_error(exc, path, "open") from None
 
 
 def open_study(

@@ -24,6 +24,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
+from results._journal_file import CheckedJournalStorage
+
 __all__ = ["BufferedJournalStorage", "buffered", "flush"]
 
 # Every public JournalStorage method except the two buffered ones flushes first.
@@ -57,7 +59,7 @@ def _flushing(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class BufferedJournalStorage(JournalStorage):
+class BufferedJournalStorage(CheckedJournalStorage):
     """:class:`JournalStorage` with buffered parameter and user-attribute writes."""
 
     def __init__(self, log_storage: BaseJournalBackend) -> None:

@@ -16,14 +16,13 @@ trained twice). :func:`ask_lock` chooses it by storage, the same for every kind 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
-import os
-from pathlib import Path
 from typing import Any, Protocol
 
+from results._journal_file import FileLock
 from results.storage import StorageTarget, parse_storage
+from space._text import redact
 from space.errors import RunDirError
 
 __all__ = ["AskLock", "FileLock", "NoLock", "PostgresAdvisoryLock", "advisory_lock_key", "ask_lock"]
@@ -50,28 +49,6 @@ class NoLock:
 
     def close(self) -> None:
         pass
-
-
-class FileLock:
-    """An exclusive ``fcntl`` lock on ``path`` (created if missing), held inside ``with``."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def __enter__(self) -> FileLock:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def close(self) -> None:
-        self.__exit__()
 
 
 def advisory_lock_key(study_name: str) -> int:
@@ -104,8 +81,8 @@ class PostgresAdvisoryLock:
             except DBAPIError as exc:
                 self._drop_connection()
                 if attempt == 2 or not exc.connection_invalidated:
-                    where = self._engine.url.render_as_string(hide_password=True)
-                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                    where = redact(self._engine.url.render_as_string(hide_password=False))
+                    reason = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
                     raise RunDirError(f"PostgreSQL at {where}: {reason}") from None
 
     def _drop_connection(self) -> None:
@@ -136,7 +113,6 @@ def ask_lock(target: str | StorageTarget, study_name: str) -> AskLock:
         assert parsed.url is not None
         return PostgresAdvisoryLock(parsed.url, study_name)
     if parsed.path is not None:
-        parsed.path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(parsed.path.with_name(parsed.path.name + ".ask-lock"))
     logger.warning(
         "no cross-worker lock for %s: the study may end with a few more than N COMPLETE "

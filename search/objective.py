@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from optuna.trial import TrialState
 
 from results.record import TrialRecord
+from space._text import redact
 from space.arch import ArchConfig
 from space.errors import EvaluationError, SearchConfigError
 
@@ -196,7 +197,7 @@ def make_evaluator(
 def failure_reason(exc: BaseException) -> str:
     """``Type: first line of the message`` (at most 500 characters): a FAIL trial's reason."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:_REASON_CHARS]
+    return redact(f"{type(exc).__name__}: {text}")[:_REASON_CHARS]
 
 
 #: ``claim(costed record)`` -> ``(number, values)`` of an already trained trial with the same

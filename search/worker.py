@@ -21,7 +21,7 @@ import signal
 import sys
 
 from results.record import WorkerReport, record_worker_report
-from results.storage import open_storage, parse_storage
+from results.storage import check_storage_file, open_storage, parse_storage
 from search._journal import buffered
 from search.lock import ask_lock
 from search.loop import work, worker_label
@@ -44,6 +44,7 @@ def run_worker(spec: WorkerSpec) -> WorkerReport:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = spec.config
     target = parse_storage(spec.storage)
+    check_storage_file(target)
     lock = ask_lock(target, spec.study_name)
     try:
         sampler = make_sampler(config.search.sampler, spec.seed, config.search.population_size)

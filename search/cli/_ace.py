@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 from search.cli._common import resolve_arch
 
 
@@ -80,6 +80,6 @@ def ace(
         else:
             data = {"name": arch.name or name_or_arch_json, "archid": arch.archid}
             data.update(report.to_dict())
-        typer.echo(json.dumps(data, indent=2))
+        echo(json.dumps(data, indent=2))
     else:
-        typer.echo(report.to_table())
+        echo(report.to_table())

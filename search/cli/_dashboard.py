@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -64,16 +64,16 @@ def dashboard(
         zoo_ace = zoo_reference_costs(list(zoo), trials_frame(opened), study_cost_table(opened))
     if not serve:
         path = write_dashboard(run, study, out, zoo_ace=zoo_ace, breakdowns=breakdowns)
-        typer.echo(f"dashboard written to {path}")
+        echo(f"dashboard written to {path}")
         return
     server = start_server(
         run, study, host=host, port=port, refresh_s=refresh, zoo_ace=zoo_ace, breakdowns=breakdowns
     )
-    typer.echo(f"serving the live dashboard on {server.url} (Ctrl-C stops it)")
+    echo(f"serving the live dashboard on {server.url} (Ctrl-C stops it)")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        typer.echo("dashboard stopped")
+        echo("dashboard stopped")
     finally:
         server.shutdown()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -55,4 +55,4 @@ def export(
     else:
         bundles = [export_trial(run, trial, out, study, formats=chosen)]
     for bundle in bundles:
-        typer.echo(f"exported {bundle}")
+        echo(f"exported {bundle}")

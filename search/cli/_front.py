@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -36,13 +36,13 @@ def front(
     opened = open_study(run, study)
     frame = trials_frame(opened)
     if as_json:
-        typer.echo(json.dumps(front_records(frame), indent=2))
+        echo(json.dumps(front_records(frame), indent=2))
         return
     table = front_table(frame)
     if csv:
-        typer.echo(table.to_csv(index=False), nl=False)
+        echo(table.to_csv(index=False), nl=False)
         return
-    typer.echo(_readable(table, study_info(opened)["cost_table"] or "ace_v2"))
+    echo(_readable(table, study_info(opened)["cost_table"] or "ace_v2"))
 
 
 def _readable(table, cost_name: str) -> str:  # noqa: ANN001 - a pandas DataFrame

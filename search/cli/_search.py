@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 import search.cli._common as common
-from search.cli._app import app
+from search.cli._app import app, echo
 
 if TYPE_CHECKING:
     from search.pipeline import RunResult
@@ -121,30 +121,30 @@ def _report(request: RunRequest, result: RunResult) -> None:
     from search.progress import snapshot
 
     snap = snapshot(result.study, request.n_trials)
-    typer.echo(
+    echo(
         f"study {request.worker.study_name!r}: {snap.complete} COMPLETE trials "
         f"({snap.pruned} over budget, {snap.failed} failed) in "
         f"{display_name(request.worker.storage)}"
     )
     info = study_info(result.study)
-    typer.echo(
+    echo(
         f"front: {snap.front_size} candidates; best proxy accuracy {snap.best_accuracy:.4f}; "
         f"lowest ACE v2 {snap.lowest_ace_v2:.6g} {info['cost_unit']} "
         f"(cost table {info['cost_table']})"
     )
     if result.final is not None and result.final.winners:
         for winner in result.final.winners:
-            typer.echo(
+            echo(
                 f"  trial {winner.number}: proxy {winner.proxy_accuracy:.4f} -> final "
                 f"{winner.result.final_accuracy:.4f} (ACE v2 {winner.ace_v2:.6g}) in "
                 f"{winner.result.final_dir}"
             )
         tau = result.final.kendall_tau
-        typer.echo(
+        echo(
             "Kendall tau (proxy vs final accuracy): "
             + (f"{tau:.3f}" if tau is not None else "undefined (fewer than 2 distinct values)")
         )
-    typer.echo(f"run folder: {request.out} (front.csv, dashboard.html, exports/)")
+    echo(f"run folder: {request.out} (front.csv, dashboard.html, exports/)")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 from search.cli._common import resolve_arch
 
 
@@ -113,20 +113,20 @@ def train(
         arch = resolve_arch(target)
         result = train_arch(arch, config, out, progress=show_progress)
     except EvaluationError as exc:
-        typer.echo(f"pikenas: failed: {exc}", err=True)
+        echo(f"pikenas: failed: {exc}", err=True)
         raise typer.Exit(1) from None
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        typer.echo((out / "metrics.json").read_text().rstrip())
+        echo((out / "metrics.json").read_text().rstrip())
         return
     metrics = json.loads((out / "metrics.json").read_text())
-    typer.echo(
+    echo(
         f"{metrics['name'] or target} on {dataset}: test accuracy "
         f"{100 * result.test_accuracy:.2f} %, validation {100 * result.val_accuracy:.2f} %, "
         f"test loss {result.test_loss:.4f}"
     )
-    typer.echo(
+    echo(
         f"{result.epochs} epochs in {result.wall_s:.1f} s ({result.images_per_s:.0f} "
         f"training images/s); wrote {out}/arch.json, weights.safetensors, metrics.json"
     )

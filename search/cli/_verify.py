@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 from search.cli._common import resolve_arch
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ def verify(
         raise fail(str(exc)) from None
     data = report.to_dict()
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        echo(json.dumps(data, indent=2))
     else:
-        typer.echo(_text(data, "data set " + dataset if dataset else "random inputs"))
+        echo(_text(data, "data set " + dataset if dataset else "random inputs"))
     if not report.exact:
         raise typer.Exit(1)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 import search.cli._common as common
-from search.cli._app import app
+from search.cli._app import app, echo
 
 
 @app.command()
@@ -66,12 +66,12 @@ def worker(
     )
     report = run_worker(spec)
     states = Counter(t.state.name for t in open_study(spec.storage, spec.study_name).trials)
-    typer.echo(
+    echo(
         f"worker {report.label}: {report.complete} complete, {report.pruned} over budget, "
         f"{report.failed} failed, {len(report.recovered)} stale trials recovered; study "
         f"{spec.study_name!r} holds {states['COMPLETE']} COMPLETE trials "
         f"({states['RUNNING']} running)"
     )
     if report.gave_up:
-        typer.echo(f"pikenas: failed: gave up: {report.gave_up}", err=True)
+        echo(f"pikenas: failed: gave up: {report.gave_up}", err=True)
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, fail
+from search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -54,11 +54,11 @@ def zoo(
         entries = [ZOO.get(zoo_name) for zoo_name in zoo_names()]
         if as_json:
             listing = [{"name": e.name, "description": e.description} for e in entries]
-            typer.echo(json.dumps(listing, indent=2))
+            echo(json.dumps(listing, indent=2))
             return
         width = max(len(e.name) for e in entries)
         for entry in entries:
-            typer.echo(f"{entry.name:<{width}}  {entry.description}")
+            echo(f"{entry.name:<{width}}  {entry.description}")
         return
 
     try:
@@ -70,12 +70,12 @@ def zoo(
     except PikeNASError as exc:  # e.g. a resolution too small for the strides
         raise fail(str(exc)) from None
     if as_json:
-        typer.echo(arch.to_json())
+        echo(arch.to_json())
         return
     sizes = " -> ".join(f"{channels}x{size}x{size}" for channels, size in arch.feature_sizes())
-    typer.echo(f"{arch.name}: {ZOO.get(name).description}")
-    typer.echo(
+    echo(f"{arch.name}: {ZOO.get(name).description}")
+    echo(
         f"input {arch.input_channels}x{arch.resolution}x{arch.resolution}, "
         f"{len(arch.blocks)} blocks, {arch.num_classes} classes, archid {arch.archid}"
     )
-    typer.echo(f"features: {sizes}")
+    echo(f"features: {sizes}")
