@@ -152,7 +152,7 @@ class CheckedJournalStorage(JournalStorage):
     def _sync_with_backend(self) -> None:
         try:
             super()._sync_with_backend()
-        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        except (KeyError, TypeError, AttributeError, IndexError, AssertionError) as exc:
             where = getattr(self._backend, "_file_path", "the journal")
             line = self._replay_result.log_number_read
             raise corrupt_line(

@@ -96,6 +96,9 @@ class TrialRecord(StrictModel):
     worker: str | None = Field(None, description="host:pid of the worker that ran it")
     retry_of: int | None = Field(None, description="the failed trial whose genome this retries")
     retries: int | None = Field(None, description="times this genome has been retried")
+    retry_due: bool | None = Field(
+        None, description="failed by recovery; its candidate is enqueued again (`retry_of`)"
+    )
 
     def to_attrs(self) -> dict[str, Any]:
         """The Optuna user attributes (unset fields are absent)."""

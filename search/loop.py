@@ -17,9 +17,9 @@ Dead workers: the worker records ``worker`` = ``host:pid`` on each trial it runs
 refreshes the trial's :data:`~results.record.HEARTBEAT_ATTR` every ``heartbeat_interval``
 seconds. A RUNNING trial is stale when its worker is a dead process on this host, or when its
 heartbeat (or start) is older than ``stale_after`` seconds. Workers fail stale trials when they
-start and whenever they wait, and enqueue the genome of a trial that had got as far as its
-architecture again (``retry_of``; at most :data:`MAX_RETRIES` times, so a candidate that kills
-its worker cannot loop forever).
+start and whenever they wait, and enqueue again the genome of a trial that had got as far as
+its architecture, or of an enqueued one (its fixed parameters survive any kill): ``retry_of``,
+at most :data:`MAX_RETRIES` times, so a candidate that kills its worker cannot loop forever.
 
 When it stops, the worker stores its :class:`~results.record.WorkerReport` in the study.
 """
@@ -182,37 +182,58 @@ def recover_stale_trials(
 ) -> list[int]:
     """Fail every stale RUNNING trial (:func:`stale_reason`) and enqueue its candidate again;
     the numbers failed here. A trial is finished once, so only the worker whose FAIL went
-    through enqueues the retry."""
+    through enqueues the retry. Crash-safe: a trial due a retry is marked ``retry_due`` before
+    it is failed, and a marked trial without its retry (a worker killed in between) gets it."""
     storage = study._storage
     recovered: list[int] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state != TrialState.RUNNING:
+            continue
         reason = stale_reason(
             trial, stale_after=stale_after, study_name=study.study_name, locked=locked
         )
         if reason is None:
             continue
+        attrs = {"status": "failed", "reason": reason[:500]}
+        if _retry_genome(trial) is not None:
+            attrs["retry_due"] = True
         try:
-            _set_attrs(storage, trial._trial_id, {"status": "failed", "reason": reason[:500]})
+            _set_attrs(storage, trial._trial_id, attrs)
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
             continue  # another worker failed it (or its worker finished it) first
         recovered.append(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)
-        _enqueue_retry(study, trial)
+    retried = {TrialRecord.of(trial).retry_of for trial in trials}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.user_attrs.get("retry_due") is True and trial.number not in retried:
+            _enqueue_retry(study, trial)
     return recovered
+
+
+def _retry_genome(trial: FrozenTrial) -> dict | None:
+    """The genome to retry a stale trial with: an enqueued trial's fixed parameters (they
+    survive any kill), or the parameters of a trial that had got as far as its architecture;
+    ``None`` when it died earlier (the sampler proposes afresh) or was retried enough."""
+    old = TrialRecord.of(trial)
+    if (old.retries or 0) + 1 > MAX_RETRIES:
+        return None
+    fixed = trial.system_attrs.get("fixed_params")
+    if isinstance(fixed, dict) and fixed:
+        return {**trial.params, **fixed}
+    return dict(trial.params) if old.arch is not None else None
 
 
 def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     old = TrialRecord.of(trial)
-    retries = (old.retries or 0) + 1
-    if retries > MAX_RETRIES:
-        logger.warning("trial %d: retried %d times already; giving up", trial.number, MAX_RETRIES)
+    genome = _retry_genome(trial)
+    if genome is None:
         return
-    if old.arch is None:
-        return  # it died before it had a whole candidate: the sampler proposes afresh
+    retries = (old.retries or 0) + 1
     retry = TrialRecord(retry_of=trial.number, retries=retries, baseline=old.baseline)
-    study.enqueue_trial(dict(trial.params), user_attrs=retry.to_attrs(), skip_if_exists=False)
+    study.enqueue_trial(genome, user_attrs=retry.to_attrs(), skip_if_exists=False)
 
 
 def _set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict) -> None:

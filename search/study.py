@@ -5,15 +5,17 @@ machine) opens the study through :func:`open_search_study`, holding the study's 
 (:mod:`search.lock`) so that two processes starting together do not both initialise it. A new
 study gets its directions ``maximize, minimize``, the :class:`~results.record.StudyRecord`
 attributes, metric names that say which cost table scores ACE v2, and the baselines enqueued
-once; ``search_config`` is written last, so its presence marks a ready study. An existing
-study must have been made by the same search: the same cost table (checked first, for a
-precise message) and the same config apart from its ``search:`` run settings.
+once; ``search_config`` is written last, so its presence marks a ready study (a creation killed
+before it is completed by the next process, which enqueues only the baselines still missing).
+An existing study must have been made by the same search: the same cost table (checked first,
+for a precise message) and the same config apart from its ``search:`` run settings.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
@@ -68,7 +70,14 @@ def _initialise(study: optuna.Study, config: SearchConfig) -> None:
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(record.metric_names)
+    # A creation killed before search_config was written enqueued some already: not again.
+    enqueued = Counter(
+        TrialRecord.of(trial).baseline for trial in study.get_trials(deepcopy=False)
+    )
     for name, genome in config.baseline_genomes():
+        if enqueued[name] > 0:
+            enqueued[name] -= 1
+            continue
         study.enqueue_trial(genome, user_attrs=TrialRecord(baseline=name).to_attrs())
     update_study_record(study, search_config=config.to_json())
 

@@ -111,3 +111,42 @@ def fake_training(config: Any, threads: int) -> FakeTraining:
 def broken(config: Any, threads: int) -> FakeEvaluator:
     """A factory that always fails: a worker that cannot start (tests of restarts)."""
     raise RuntimeError("this evaluator cannot start")
+
+
+#: the fake evaluator that stops its own process at a chosen moment (:func:`killer`).
+KILLER = "tests.search_tests.fakes:killer"
+#: ``MOMENT:SIGNAL``: ``fit`` (right after the trial's genome was sampled, its parameters
+#: not yet written), ``cost`` or ``proxy`` (training), and ``KILL`` or ``INT``.
+KILL_ENV = "PIKENAS_FAKE_KILL_AT"
+
+
+class _Killer(FakeEvaluator):
+    def __init__(self, moment: str, signal_name: str) -> None:
+        super().__init__()
+        self.moment, self.signal_name = moment, signal_name
+
+    def _maybe_die(self, moment: str) -> None:
+        import signal
+
+        if moment == self.moment:
+            os.kill(os.getpid(), getattr(signal, f"SIG{self.signal_name}"))
+            time.sleep(5)  # SIGINT arrives as KeyboardInterrupt here
+
+    def fit(self, arch: ArchConfig) -> ArchConfig:
+        self._maybe_die("fit")
+        return arch
+
+    def cost(self, arch: ArchConfig) -> CostSummary:
+        self._maybe_die("cost")
+        return super().cost(arch)
+
+    def proxy(self, arch: ArchConfig) -> ProxyMetrics:
+        self._maybe_die("proxy")
+        return super().proxy(arch)
+
+
+def killer(config: Any, threads: int) -> FakeEvaluator:
+    """A fake evaluator whose process kills itself at the first trial's moment of
+    :data:`KILL_ENV` (a worker killed right after it asked for its first trial)."""
+    moment, _, signal_name = os.environ.get(KILL_ENV, "fit:KILL").partition(":")
+    return _Killer(moment, signal_name or "KILL")
