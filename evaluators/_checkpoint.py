@@ -106,20 +106,40 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """Restore model, optimizer and RNG states from ``path``; return the JSON ``state``."""
+    """Restore model, optimizer and RNG states from ``path``; return the JSON ``state``. A
+    truncated, garbage or foreign checkpoint raises :class:`RunDirError` with one line."""
+    import stat
+
+    from safetensors import SafetensorError
+
+    if not stat.S_ISREG(Path(path).lstat().st_mode):
+        raise RunDirError(f"checkpoint {path} is not a regular file (a link or device); remove it")
+    try:
+        return _restore(path, model, optimizer, generator)
+    except RunDirError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError,
+            AttributeError, SafetensorError) as exc:
+        raise RunDirError(
+            f"cannot resume from checkpoint {path} ({_first_line(exc)}); delete it to restart "
+            "that run from scratch"
+        ) from None
+
+
+def _restore(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> dict[str, Any]:
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = json.loads((handle.metadata() or {})["state"])
-        tensors = load_file(str(path))
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise RunDirError(
-            f"cannot read checkpoint {path} ({exc}); delete it to restart that run from scratch"
-        ) from None
-    if header.get("format") != CHECKPOINT_FORMAT:
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads((handle.metadata() or {})["state"])
+    tensors = load_file(str(path))
+    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
         raise RunDirError(f"checkpoint {path} has an unknown format; delete it to restart")
     model_state = {
         name.removeprefix("model."): value

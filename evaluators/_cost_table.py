@@ -35,15 +35,13 @@ Every kind must be priced; unknown keys, kinds and rules are rejected with
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from space._parse import parse_json, parse_yaml, read_text
 from space.errors import CostModelError
 from space.program import FLOAT_BITS, OP_KINDS
 
@@ -199,20 +197,9 @@ class CostTable:
         The table's name defaults to the file name without its suffix.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CostModelError(f"cost table {path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CostModelError(f"cost table {path}: cannot read it ({exc})") from None
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                data = yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
-            raise CostModelError(f"cost table {path}: malformed file: {first_line}") from None
+        text = read_text(path, CostModelError)
+        parse = parse_json if path.suffix.lower() == ".json" else parse_yaml
+        data = parse(text, f"cost table {path}", CostModelError)
         if isinstance(data, dict) and "name" not in data:
             data = {**data, "name": path.stem}
         return cls.from_dict(data, source=f"cost table {path}")

@@ -8,6 +8,7 @@ presence marks a finished run). Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from evaluators._checkpoint import atomic_write, load_weights
+from space._parse import parse_json, read_text
 from space.arch import ArchConfig
-from space.errors import ArchConfigError, RunDirError
+from space.errors import ArchConfigError, PikeNASError, RunDirError
 
 if TYPE_CHECKING:
     import torch
@@ -54,9 +56,26 @@ class RunFolder:
 
     def read_arch(self) -> ArchConfig:
         try:
-            return ArchConfig.from_json(self.arch_path.read_text())
-        except (OSError, ArchConfigError) as exc:
-            raise RunDirError(f"cannot read {self.arch_path}: {exc}") from None
+            return ArchConfig.from_json(read_text(self.arch_path, RunDirError))
+        except ArchConfigError as exc:
+            raise self._refuse(f"holds an unreadable {self.arch_path.name} ({exc})") from None
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON object file of the folder (``config.json``, ``metrics.json``); a truncated or
+        garbage file is one line."""
+        data = parse_json(read_text(path, RunDirError), str(path), RunDirError)
+        if not isinstance(data, dict):
+            raise self._refuse(f"holds a {path.name} that is not a JSON object")
+        return data
+
+    def read_metrics(self) -> dict[str, Any]:
+        """``metrics.json`` of a finished run."""
+        try:
+            return self.read_json(self.metrics_path)
+        except RunDirError as exc:
+            raise RunDirError(
+                f"{exc}; delete {self.metrics_path} and {self.weights_path.name} to train again"
+            ) from None
 
     def load_weights(self, model: torch.nn.Module) -> None:
         load_weights(model, self.weights_path)
@@ -86,9 +105,9 @@ class RunFolder:
                 )
         if self.config_path.exists():
             try:
-                stored = type(config).from_dict(json.loads(self.config_path.read_text()))
-            except (OSError, ValueError) as exc:
-                raise RunDirError(f"cannot read {self.config_path}: {exc}") from None
+                stored = type(config).from_dict(self.read_json(self.config_path))
+            except (PikeNASError, ValueError) as exc:
+                raise self._refuse(f"holds an unreadable config.json ({exc})") from None
             mine, theirs = config.model_dump(), stored.model_dump()
             for option in mine:
                 if option not in _RESUMABLE_CHANGES and mine[option] != theirs[option]:
@@ -97,12 +116,23 @@ class RunFolder:
                         f"{mine[option]!r})"
                     )
         if self.metrics_path.exists() and self.weights_path.exists():
-            return json.loads(self.metrics_path.read_text())
+            return self.read_metrics()
         if not self.arch_path.exists():
             atomic_write(self.arch_path, arch.to_json() + "\n")
         if not self.config_path.exists():
             atomic_write(self.config_path, config.model_dump_json(indent=2) + "\n")
         return None
+
+    def discard_unstarted(self, created: bool) -> None:
+        """Remove what :meth:`start` wrote when no epoch finished (nothing to resume), and the
+        folder itself when ``created`` here and now empty."""
+        if self.checkpoint_path.exists() or (self.folder / "teacher").exists():
+            return
+        for path in (self.arch_path, self.config_path):
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
     def finish(self, arch: ArchConfig, fields: dict[str, Any]) -> None:
         """Write ``metrics.json`` (last: it marks the run finished): the architecture's name

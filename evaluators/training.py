@@ -38,7 +38,7 @@ from evaluators.datasets import (
 )
 from space._strict import StrictModel, one_line
 from space.arch import ArchConfig
-from space.errors import DataError, EvaluationError, SearchConfigError
+from space.errors import DataError, EvaluationError, RunDirError, SearchConfigError
 
 __all__ = [
     "TrainConfig",
@@ -470,22 +470,33 @@ def _train_in_folder(
     arch: ArchConfig, config: TrainConfig, splits: DatasetSplits, out_dir: Path, progress: bool
 ) -> tuple[torch.nn.Module, TrainResult]:
     run = RunFolder(out_dir)
+    created = not out_dir.exists()
     stored = run.start(arch, config)
     if stored is not None:
         model = _build_model(arch, config.seed)
         run.load_weights(model)
-        return model, TrainResult.from_dict(stored)
-    teacher = None
-    if config.distill_from:
-        teacher = build_teacher(config.distill_from, config, splits, out_dir)
-    model, result = _fit(
-        arch,
-        config,
-        splits,
-        teacher=teacher,
-        checkpoint_path=run.checkpoint_path,
-        progress=progress,
-    )
+        try:
+            return model, TrainResult.from_dict(stored)
+        except (TypeError, ValueError) as exc:
+            raise RunDirError(
+                f"{run.metrics_path} is not a metrics file ({exc}); delete it and "
+                f"{run.weights_path.name} to train again"
+            ) from None
+    try:
+        teacher = None
+        if config.distill_from:
+            teacher = build_teacher(config.distill_from, config, splits, out_dir)
+        model, result = _fit(
+            arch,
+            config,
+            splits,
+            teacher=teacher,
+            checkpoint_path=run.checkpoint_path,
+            progress=progress,
+        )
+    except Exception:
+        run.discard_unstarted(created)  # a failed first epoch must not block a corrected rerun
+        raise
     metadata = {"archid": arch.archid, "name": arch.name}
     save_tensors(run.weights_path, model.state_dict(), metadata)
     run.finish(arch, {"dataset": config.dataset, "seed": config.seed, **result.to_dict()})

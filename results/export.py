@@ -46,8 +46,15 @@ from results._onnx import OnnxCheck, export_onnx
 from results.pareto import pareto_front
 from results.storage import open_study
 from results.trials import study_info, trial_arch, trials_frame
+from space._parse import read_text
 from space.arch import ArchConfig
-from space.errors import EvaluationError, PikeNASError, RunDirError
+from space.errors import (
+    ArchConfigError,
+    EvaluationError,
+    PikeNASError,
+    RunDirError,
+    RuntimeFailureError,
+)
 
 __all__ = [
     "ARCH_FILE",
@@ -84,9 +91,9 @@ RUNNER_FILE = "run_program.py"
 VERIFY_IMAGES = 16
 
 
-class BundleError(PikeNASError):
-    """Some bundles failed; ``written`` holds the ones that did not, ``failures`` the others
-    as ``(trial number, one-line reason)``."""
+class BundleError(RuntimeFailureError):
+    """Some bundles failed (a runtime failure: exit code 1); ``written`` holds the ones that
+    did not, ``failures`` the others as ``(trial number, one-line reason)``."""
 
     def __init__(self, written: list[Path], failures: list[tuple[int, str]]) -> None:
         self.written, self.failures = written, failures
@@ -160,15 +167,18 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     if not isinstance(final_dir, str) or not final_dir:
         return None, arch
     weights = Path(final_dir) / WEIGHTS_FILE
-    if not weights.is_file():
+    if not _regular_file(weights):
         raise RunDirError(
             f"trial {row['number']} was fully trained into {final_dir} but {weights.name} is "
             "missing there; restore that folder or train the trial again"
         )
     final_arch = Path(final_dir) / ARCH_FILE
-    if not final_arch.is_file():
+    if not _regular_file(final_arch):
         return weights, arch
-    trained = ArchConfig.from_json(final_arch.read_text(encoding="utf-8"))
+    try:
+        trained = ArchConfig.from_json(read_text(final_arch, RunDirError))
+    except ArchConfigError as exc:
+        raise RunDirError(f"{final_arch}: {exc}; train the trial again") from None
     geometry = {
         "input_channels": arch.input_channels,
         "resolution": arch.resolution,
@@ -309,8 +319,11 @@ def _write_bundles(
     for row in rows:
         try:
             written.append(_write_bundle(row, info, out_dir, formats))
-        except (EvaluationError, RunDirError) as exc:
-            failures.append((int(row["number"]), str(exc)))
+        except PikeNASError as exc:
+            failures.append((int(row["number"]), " ".join(str(exc).split())))
+        except Exception as exc:  # noqa: BLE001 - one bundle's bug must not lose the others
+            logger.exception("trial %s: export failed", row["number"])
+            failures.append((int(row["number"]), f"{type(exc).__name__}: {exc}"[:500]))
     if failures:
         raise BundleError(written, failures)
     return written

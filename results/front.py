@@ -47,7 +47,9 @@ def front_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for row in front_table(frame).to_dict(orient="records"):
         clean: dict[str, Any] = {}
         for key, value in row.items():
-            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            if value is None or value is pd.NA or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
                 clean[key] = None
             elif hasattr(value, "item"):  # numpy scalar -> Python scalar
                 clean[key] = value.item()

@@ -120,7 +120,10 @@ class FinalResult(StrictModel):
     final_accuracy: float = Field(description="test top-1 after full training, in [0, 1]")
     final_val_accuracy: float = Field(description="validation top-1 after full training")
     final_wall_s: float = Field(description="seconds of full training")
-    final_dir: str = Field(description="absolute path of its training folder")
+    final_dir: str = Field(
+        description="its training folder, relative to the run folder (that of the study's "
+        "journal or SQLite file) when inside it, else absolute"
+    )
 
 
 class StudyRecord(StrictModel):

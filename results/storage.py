@@ -33,6 +33,7 @@ __all__ = [
     "open_storage",
     "open_study",
     "parse_storage",
+    "storage_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,19 @@ def parse_storage(target: str | Path, *, folders: bool = True) -> StorageTarget:
             f"{_FORMS.split(', ', 1)[1]}"
         )
     return StorageTarget("journal", path=path.resolve() / JOURNAL_NAME)
+
+
+def storage_folder(storage: optuna.storages.BaseStorage) -> Path | None:
+    """The folder holding a file storage (the journal's or the SQLite database's): a run's
+    folder, against which its relative paths (``final_dir``) are read; None for servers."""
+    backend = getattr(storage, "_backend", None)
+    file_path = getattr(backend, "_file_path", None)
+    if isinstance(file_path, str):
+        return Path(file_path).resolve().parent
+    url = getattr(storage, "url", None)
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).resolve().parent
+    return None
 
 
 def display_name(target: str | Path) -> str:

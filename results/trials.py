@@ -31,13 +31,14 @@ import optuna
 import pandas as pd
 
 from results.layers import bits_string, layer_bits
-from results.record import FinalResult, StudyRecord, TrialRecord
-from results.storage import open_study
+from results.record import DIRECTIONS, FinalResult, StudyRecord, TrialRecord
+from results.storage import open_study, storage_folder
 from space.arch import ArchConfig
-from space.errors import ArchConfigError
+from space.errors import ArchConfigError, RunDirError
 
 __all__ = [
     "COLUMNS",
+    "check_pikenas_study",
     "load",
     "final_results",
     "trials_frame",
@@ -108,15 +109,32 @@ def final_results(study: optuna.Study) -> dict[int, FinalResult]:
     return StudyRecord.of(study).final_results
 
 
+def check_pikenas_study(study: optuna.Study) -> None:
+    """Refuse a study that is not a pikenas study (other directions, one objective): its
+    front would be wrong, not empty."""
+    directions = [direction.name.lower() for direction in study.directions]
+    if directions != list(DIRECTIONS):
+        raise RunDirError(
+            f"study {study.study_name!r} is not a pikenas study: its objectives are "
+            f"{', '.join(directions)}, not {' accuracy and '.join(DIRECTIONS)} ACE v2; "
+            "pass the --study of a 'pikenas search'"
+        )
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """The DataFrame of :func:`load` for an opened study."""
+    """The DataFrame of :func:`load` for an opened study (a pikenas study:
+    :func:`check_pikenas_study`)."""
+    check_pikenas_study(study)
     finals = final_results(study)
     rows = []
+    folder = storage_folder(study._storage)
     for trial in study.get_trials(deepcopy=False):
         row = _row(trial)
         final = finals.get(trial.number)
         if final is not None:
             row.update(final.model_dump())
+            if not Path(final.final_dir).is_absolute() and folder is not None:
+                row["final_dir"] = str(folder / final.final_dir)  # a moved run still works
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column, dtype in COLUMNS.items():
@@ -191,8 +209,13 @@ def _arch_columns(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...], str
 def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     record = TrialRecord.of(trial)
     values = trial.values if trial.values is not None else []
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        logger.warning("trial %d: non-finite objective values %s ignored", trial.number, values)
+        values = []
     row: dict[str, Any] = {name: getattr(record, name) for name in _RECORD_COLUMNS}
     ace_v2 = values[1] if len(values) > 1 else record.ace_v2  # a pruned trial was costed
+    if ace_v2 is not None and not math.isfinite(ace_v2):
+        ace_v2 = None
     row.update(
         number=trial.number,
         state=trial.state.name,

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from space._parse import parse_yaml, read_text
 from space._strict import StrictModel, one_line
 from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from space.searchspace import SearchSpace
@@ -68,11 +69,11 @@ class DatasetConfig(StrictModel):
 class SearchSettings(StrictModel):
     """Run defaults; the command line overrides each of them."""
 
-    trials: int = Field(default=48, ge=1)
+    trials: int = Field(default=48, ge=1, le=1_000_000)
     sampler: str = "nsga2"
-    population_size: int = Field(default=12, ge=2)
-    seed: int = Field(default=0, ge=0)
-    full_train_top: int = Field(default=3, ge=0)
+    population_size: int = Field(default=12, ge=2, le=100_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    full_train_top: int = Field(default=3, ge=0, le=1_000)
 
     @field_validator("sampler")
     @classmethod
@@ -205,6 +206,38 @@ class SearchConfig(StrictModel):
             genomes.append((name, genome))
         return genomes
 
+    def check_data(self) -> None:
+        """Load the data set as the ``proxy`` and ``full`` budgets will (its name, its files,
+        their resolution) and fit the space's architectures to it, before a study exists: a
+        data set that cannot work raises one :class:`SearchConfigError` instead of failing every
+        trial. (All architectures of a space share its strides: one decoded genome stands for
+        all of them.)"""
+        from evaluators.datasets import fit_arch_to_dataset, load_dataset
+
+        dataset = self.dataset
+        if dataset.data_dir is not None and not Path(dataset.data_dir).expanduser().is_dir():
+            raise SearchConfigError(
+                f"dataset.data_dir: {dataset.data_dir} is not a folder; give the folder that "
+                f"holds the {dataset.name} files"
+            )
+        arch = self.space.decode(self.space.default_params())
+        for kind in ("proxy", "full"):
+            resolution = self.train_config(kind).resolution
+            try:
+                splits = load_dataset(
+                    dataset.name, data_dir=dataset.data_dir, resolution=resolution
+                )
+            except PikeNASError as exc:
+                where = f"{kind}.resolution" if "resolution" in str(exc) else "dataset"
+                raise SearchConfigError(f"{where}: {exc}") from None
+            try:
+                fit_arch_to_dataset(arch, splits)
+            except PikeNASError as exc:
+                where = f"{kind}.resolution" if resolution is not None else "dataset"
+                raise SearchConfigError(
+                    f"{where}: the space cannot take this input: {exc}"
+                ) from None
+
     def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
         """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
         from evaluators.training import TrainConfig
@@ -253,18 +286,8 @@ def load_config(path: str | Path | None = None, *, check_references: bool = True
     else:
         file = Path(path).expanduser()
         source, folder = str(file), file.resolve().parent
-        if not file.is_file():
-            raise SearchConfigError(f"{source}: no such config file; give a path to a YAML file")
-        text = file.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise SearchConfigError(
-            f"{source}: not valid YAML{where}: {problem}; fix the syntax"
-        ) from None
+        text = read_text(file, SearchConfigError, "config file")
+    data = parse_yaml(text, source, SearchConfigError)
     if not isinstance(data, dict):
         raise SearchConfigError(
             f"{source}: the file must hold a mapping with the sections dataset, space, proxy, "

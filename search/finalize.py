@@ -23,6 +23,7 @@ import pandas as pd
 from results.pareto import best_per_archid, pareto_front
 from results.ranking import kendall_tau
 from results.record import FinalResult, StudyRecord, update_study_record
+from results.storage import storage_folder
 from results.trials import trial_arch, trials_frame
 from search.objective import CandidateEvaluator
 
@@ -74,6 +75,7 @@ def finalize(
         if on_start is not None:
             on_start(index, len(winners), number)
         folder = (out / "final" / f"trial-{number}").resolve()
+        run_folder = storage_folder(study._storage)
         arch = trial_arch(row._asdict())
         assert arch is not None  # a trained trial has its architecture
         metrics = evaluator.full(arch, folder)
@@ -81,7 +83,11 @@ def finalize(
             final_accuracy=metrics.test_accuracy,
             final_val_accuracy=metrics.val_accuracy,
             final_wall_s=metrics.wall_s,
-            final_dir=str(folder),
+            final_dir=str(
+                folder.relative_to(run_folder)
+                if run_folder is not None and folder.is_relative_to(run_folder)
+                else folder
+            ),
         )
         update_study_record(study, final_results=stored)
         summary.winners.append(Winner(number, row.accuracy, row.ace_v2, stored[number]))

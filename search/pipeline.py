@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 
 from results._atomic import atomic_write
+from results.export import BundleError
 from results.storage import open_storage, parse_storage
 from search.finalize import FinalizeSummary, finalize
 from search.lock import ask_lock
@@ -37,8 +38,12 @@ ProgressCallback = Callable[[Snapshot], None]
 
 @dataclass
 class RunResult:
+    """What a run produced: its study, the full-training summary, and ``export_error`` when
+    some front bundles failed (the other outputs were written)."""
+
     study: optuna.Study
     final: FinalizeSummary | None = None
+    export_error: BundleError | None = None
 
 
 def prepare_run(request: RunRequest) -> optuna.Study:
@@ -73,8 +78,9 @@ def run_backend(request: RunRequest, progress: ProgressCallback | None = None) -
         run_local(request, progress)
 
 
-def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> None:
-    """``front.csv``, ``dashboard.html`` and (``export``) the front's bundles in ``out``."""
+def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> BundleError | None:
+    """``front.csv``, ``dashboard.html`` and (``export``) the front's bundles in ``out``; the
+    :class:`BundleError` of bundles that failed (every other output is written)."""
     from results.dashboard import write_dashboard
     from results.export import export_pareto
     from results.front import write_front_csv
@@ -82,7 +88,12 @@ def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Non
     write_front_csv(study, out=out / "front.csv")
     write_dashboard(study, out=out / "dashboard.html")
     if export:
-        export_pareto(study, out / "exports")
+        try:
+            export_pareto(study, out / "exports")
+        except BundleError as exc:
+            logger.error("%s", exc)
+            return exc
+    return None
 
 
 def run_search(
@@ -116,5 +127,5 @@ def run_search(
         )
     if on_phase is not None:
         on_phase("writing front.csv, dashboard.html and exports")
-    write_outputs(study, request.out, export=export)
+    result.export_error = write_outputs(study, request.out, export=export)
     return result

@@ -11,6 +11,7 @@ folder, how many workers and where they are placed (``local`` processes or ``ray
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal, get_args
@@ -22,6 +23,10 @@ from search.config import SearchConfig
 from space._strict import StrictModel
 
 __all__ = [
+    "MAX_SEED",
+    "MAX_TRIALS",
+    "MAX_WORKERS",
+    "STUDY_NAME",
     "BACKENDS",
     "BackendName",
     "RayPlacement",
@@ -29,9 +34,18 @@ __all__ = [
     "SMALL_INPUT_RESOLUTION",
     "WorkerSpec",
     "available_cores",
+    "check_study_name",
     "threads_per_worker",
     "worker_environment",
 ]
+
+#: seeds are numpy's: 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+MAX_TRIALS = 1_000_000
+#: workers of one search (a Ray cluster may hold many machines; local workers: the cores).
+MAX_WORKERS = 1024
+#: a study name: it becomes the default run folder ``runs/NAME``, so no path characters.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 BackendName = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
@@ -68,6 +82,16 @@ def threads_per_worker(
     return max(1, (cores or available_cores()) // max(1, workers))
 
 
+def check_study_name(name: str) -> str:
+    """``name`` when it is a safe study name (:data:`STUDY_NAME`), else ``ValueError``."""
+    if not STUDY_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a study name: use 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (it names the run folder runs/NAME)"
+        )
+    return name
+
+
 class WorkerSpec(StrictModel):
     """One worker of a study (see the module docstring). ``storage`` is a storage URL or a
     journal file (made absolute); ``seed`` ``None`` draws a random one; ``evaluator`` is the
@@ -75,13 +99,18 @@ class WorkerSpec(StrictModel):
 
     config: SearchConfig
     storage: str
-    study_name: str = Field("pikenas", min_length=1)
-    n_trials: int = Field(ge=1)
-    seed: int | None = None
-    threads: int = Field(1, ge=1)
+    study_name: str = "pikenas"
+    n_trials: int = Field(ge=1, le=MAX_TRIALS)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    threads: int = Field(1, ge=1, le=1024)
     evaluator: str | None = None
-    heartbeat_interval: float = Field(5.0, gt=0)
-    stale_after: float = Field(60.0, gt=0)
+    heartbeat_interval: float = Field(5.0, gt=0, le=3600)
+    stale_after: float = Field(60.0, gt=0, le=7 * 86400)
+
+    @field_validator("study_name")
+    @classmethod
+    def _safe_study_name(cls, value: str) -> str:
+        return check_study_name(value)
 
     @field_validator("storage")
     @classmethod
@@ -110,7 +139,7 @@ class WorkerSpec(StrictModel):
     def for_worker(self, index: int, threads: int) -> WorkerSpec:
         """The spec of worker ``index`` of a backend: its own seed (``seed + index``, so that
         workers do not propose the same genomes) and ``threads``."""
-        seed = None if self.seed is None else self.seed + index
+        seed = None if self.seed is None else (self.seed + index) % (MAX_SEED + 1)
         return self.model_copy(update={"seed": seed, "threads": threads})
 
 
@@ -119,8 +148,8 @@ class RayPlacement(StrictModel):
     torch threads) and GPUs per worker (``None``: local Ray ``cores // workers``, a cluster 1)."""
 
     address: str | None = None
-    cpus_per_trial: int | None = Field(None, ge=1)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    cpus_per_trial: int | None = Field(None, ge=1, le=1024)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
 
 
 class RunRequest(StrictModel):
@@ -129,7 +158,7 @@ class RunRequest(StrictModel):
 
     worker: WorkerSpec
     out: Path
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=MAX_WORKERS)
     backend: BackendName = "local"
     ray: RayPlacement = RayPlacement()
 

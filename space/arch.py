@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
+from space._parse import parse_json
 from space._strict import StrictModel, one_line
 from space.errors import ArchConfigError
 
@@ -342,10 +343,8 @@ class ArchConfig(_Frozen):
     @classmethod
     def from_json(cls, text: str | bytes) -> ArchConfig:
         """Parse and validate; any problem raises :class:`ArchConfigError` with one line."""
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as exc:
-            raise ArchConfigError(_one_line(exc)) from None
+        data = parse_json(text, "invalid architecture JSON", ArchConfigError)
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Any) -> ArchConfig:

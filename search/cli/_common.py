@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from space.arch import ArchConfig
 
 __all__ = [
+    "check_threads",
     "resolve_arch",
     "worker_spec",
     "ConfigArgument",
@@ -75,6 +76,20 @@ StaleAfterOption = Annotated[
 _OPTIONS = {"n_trials": "--trials", "study_name": "--study", "threads": "--threads"}
 
 
+def check_threads(threads: int, option: str = "--threads") -> None:
+    """Refuse more torch threads than this process's cores (oversubscribed threads run many
+    times slower; a huge count crashes the math libraries)."""
+    from search.spec import available_cores
+    from space.errors import SearchConfigError
+
+    cores = available_cores()
+    if threads < 1 or threads > cores:
+        raise SearchConfigError(
+            f"{option} {threads}: give 1 to {cores} (the cores this process may use); one "
+            "thread per core is fastest"
+        )
+
+
 def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
     """The ArchConfig of a JSON file (when ``target`` names a file or looks like a path) or of
     a zoo model; ``resolution`` overrides its input size."""
@@ -125,6 +140,10 @@ def worker_spec(
     from space.errors import SearchConfigError
 
     config = load_config(config_path).with_overrides(**overrides)
+    try:
+        config.check_data()
+    except SearchConfigError as exc:
+        raise SearchConfigError(f"{config_path or 'the default config'}: {exc}") from None
     evaluator_factory(evaluator)  # importable, or exit 2 now
     try:
         return WorkerSpec(

@@ -42,7 +42,7 @@ def export(
     Each bundle is a folder OUT/trial-N, written atomically. Load one with
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
-    from results.export import FORMATS, export_pareto, export_trial
+    from results.export import FORMATS, BundleError, export_pareto, export_trial
 
     if (trial is None) == (not pareto):
         raise fail("pass exactly one of --trial N and --pareto")
@@ -50,9 +50,16 @@ def export(
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise fail(f"--format {unknown[0]!r} is not known; use {' or '.join(FORMATS)}")
-    if pareto:
-        bundles = export_pareto(run, out, study, formats=chosen)
-    else:
-        bundles = [export_trial(run, trial, out, study, formats=chosen)]
+    try:
+        if pareto:
+            bundles = export_pareto(run, out, study, formats=chosen)
+        else:
+            bundles = [export_trial(run, trial, out, study, formats=chosen)]
+    except BundleError as exc:
+        for bundle in exc.written:
+            echo(f"exported {bundle}")
+        for number, reason in exc.failures:
+            echo(f"pikenas: failed: export of trial {number}: {reason}", err=True)
+        raise typer.Exit(1) from None
     for bundle in bundles:
         echo(f"exported {bundle}")

@@ -36,7 +36,7 @@ def front(
     opened = open_study(run, study)
     frame = trials_frame(opened)
     if as_json:
-        echo(json.dumps(front_records(frame), indent=2))
+        echo(json.dumps(front_records(frame), indent=2, allow_nan=False))
         return
     table = front_table(frame)
     if csv:

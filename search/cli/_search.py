@@ -31,13 +31,47 @@ def _ray_placement(backend: str, **given: object) -> dict[str, object]:
     return {key: value for key, value in given.items() if value is not None}
 
 
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuse a run folder that is a file or a link, or whose nearest existing folder is not
+    writable (nothing is created yet)."""
+    import os
+
+    from evaluators._atomic import check_target
+    from space.errors import SearchConfigError
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SearchConfigError(f"--out {run_dir} is a file; give a folder for the run")
+    check_target(run_dir, folder=True)
+    existing = run_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SearchConfigError(
+            f"--out {run_dir}: cannot create or write it ({existing} is not a writable "
+            "folder); choose another --out"
+        )
+
+
+def _check_storage_option(storage: str, run_dir: Path) -> None:
+    """An explicit file storage outside the run folder must be writable where it is."""
+    from results.storage import check_storage_file, parse_storage
+    from space.errors import PikeNASError, SearchConfigError
+
+    try:
+        target = parse_storage(storage, folders=False)
+        if target.path is not None and not target.path.is_relative_to(run_dir):
+            check_storage_file(target)
+    except PikeNASError as exc:
+        raise SearchConfigError(f"--storage {exc}") from None
+
+
 def _build_request(
     config_path: str | None,
     *,
     out: str | None,
     study: str,
     storage: str | None,
-    workers: int,
+    workers: int | None,
     backend: str,
     ray: dict[str, object],
     evaluator: str | None,
@@ -49,7 +83,7 @@ def _build_request(
     ``overrides`` are the config's command-line settings (trials, seed, sampler, ...)."""
     from pydantic import ValidationError
 
-    from search.spec import BACKENDS, RunRequest
+    from search.spec import BACKENDS, RunRequest, available_cores, check_study_name
     from space._strict import one_line
     from space.errors import RunDirError, SearchConfigError
 
@@ -58,9 +92,23 @@ def _build_request(
             f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}"
         )
     placement = _ray_placement(backend, **ray)
+    cores = available_cores()
+    if workers is None:
+        workers = min(2, cores)
+    elif backend == "local" and workers > cores:
+        raise SearchConfigError(
+            f"--workers {workers}: this machine lets pikenas use {cores} cores and each local "
+            f"worker is a process with at least one torch thread; give at most {cores} (or "
+            "--backend ray --address HOST:PORT for a cluster)"
+        )
+    try:
+        check_study_name(study.strip())
+    except ValueError as exc:
+        raise SearchConfigError(f"--study: {exc}") from None
     run_dir = Path(out if out is not None else Path("runs") / study).expanduser().resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SearchConfigError(f"--out {run_dir} is a file; give a folder for the run")
+    _check_run_folder(run_dir)
+    if storage is not None:
+        _check_storage_option(storage, run_dir)
     try:
         spec = common.worker_spec(
             config_path,
@@ -137,14 +185,29 @@ def _report(request: RunRequest, result: RunResult) -> None:
             echo(
                 f"  trial {winner.number}: proxy {winner.proxy_accuracy:.4f} -> final "
                 f"{winner.result.final_accuracy:.4f} (ACE v2 {winner.ace_v2:.6g}) in "
-                f"{winner.result.final_dir}"
+                f"{request.out / winner.result.final_dir}"
             )
         tau = result.final.kendall_tau
         echo(
             "Kendall tau (proxy vs final accuracy): "
             + (f"{tau:.3f}" if tau is not None else "undefined (fewer than 2 distinct values)")
         )
-    echo(f"run folder: {request.out} (front.csv, dashboard.html, exports/)")
+    if result.export_error is None:
+        echo(f"run folder: {request.out} (front.csv, dashboard.html, exports/)")
+        return
+    error = result.export_error
+    echo(
+        f"run folder: {request.out} (front.csv, dashboard.html; exports/ holds "
+        f"{len(error.written)} of {len(error.written) + len(error.failures)} bundles)"
+    )
+    for number, reason in error.failures:
+        echo(f"pikenas: failed: export of trial {number}: {reason}", err=True)
+    echo(
+        f"pikenas: failed: {len(error.failures)} front bundle(s) could not be exported; every "
+        f"other output is written; retry them with 'pikenas export {request.out} --trial N'",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -152,8 +215,13 @@ def search(
     config: common.ConfigArgument = None,
     trials: common.TrialsOption = None,
     workers: Annotated[
-        int, typer.Option("--workers", help="Worker processes (torch threads: cores // N).")
-    ] = 2,
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Workers: local processes (at most the cores; torch threads: cores // N) or "
+            "Ray actors (default: 2, or 1 on a 1-core machine).",
+        ),
+    ] = None,
     sampler: common.SamplerOption = None,
     seed: common.SeedOption = None,
     study: common.StudyOption = "pikenas",

@@ -85,8 +85,10 @@ def train(
     A finished folder just prints its metrics again.
     """
     from evaluators.datasets import DATASETS
-    from space.errors import EvaluationError, PikeNASError
+    from search.cli._common import check_threads
+    from space.errors import PikeNASError, RuntimeFailureError
 
+    check_threads(threads)
     if dataset not in DATASETS:
         raise fail(f"unknown data set {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
     if data_dir is not None and not data_dir.is_dir():
@@ -112,8 +114,8 @@ def train(
         config = TrainConfig.from_dict(options)
         arch = resolve_arch(target)
         result = train_arch(arch, config, out, progress=show_progress)
-    except EvaluationError as exc:
-        echo(f"pikenas: failed: {exc}", err=True)
+    except RuntimeFailureError as exc:
+        echo(f"pikenas: failed: {' '.join(str(exc).split())}", err=True)
         raise typer.Exit(1) from None
     except PikeNASError as exc:
         raise fail(str(exc)) from None

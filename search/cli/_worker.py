@@ -48,6 +48,7 @@ def worker(
     from results.storage import open_study
     from search.worker import run_worker
 
+    common.check_threads(threads)
     spec = common.worker_spec(
         config,
         storage=storage,

@@ -104,7 +104,7 @@ def test_worker_refuses_a_study_made_with_another_config(
     ("options", "message"),
     [
         (["--trials", "0"], "--trials: Input should be greater than or equal to 1"),
-        (["--threads", "0"], "--threads: Input should be greater than or equal to 1"),
+        (["--threads", "0"], "--threads 0: give 1 to"),
         (["--heartbeat-interval", "5", "--stale-after", "6"], "must exceed twice"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'"),
     ],

@@ -97,8 +97,8 @@ def test_fake_search_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert sorted(baselines) == ["tiny-binary", "tiny-pikelpn", "tiny-w4a4", "tiny-w8a8"]
     assert len(record.final_results) == 2
     for number, final in record.final_results.items():
-        assert (Path(final.final_dir) / "metrics.json").is_file()
-        assert final.final_dir == str(out / "final" / f"trial-{number}")
+        assert final.final_dir == f"final/trial-{number}"  # relative: the run folder may move
+        assert (out / final.final_dir / "metrics.json").is_file()
         assert study.trials[number].user_attrs["status"] == "ok"
     assert record.kendall_tau == 1.0  # the fake's full training repeats its proxy accuracy
     assert (out / "front.csv").is_file() and (out / "dashboard.html").is_file()
