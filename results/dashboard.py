@@ -6,9 +6,9 @@ element); the page script draws the figures and builds the front table with ``te
 Strings that plotly renders as HTML (hover texts, titles) are escaped in
 :mod:`results.figures`; the page title and header are escaped with :func:`html.escape`.
 
-Live mode (:func:`serve`): the same page, served by a :class:`ThreadingHTTPServer` in a thread,
-fetches ``data.json`` every ``refresh_s`` seconds and redraws, so new trials appear while a
-search runs. It binds to 127.0.0.1 by default.
+Live mode (``serve``, :mod:`results._dashboard_server`, also importable from here): the same
+page fetches ``data.json`` every ``refresh_s`` seconds and redraws, so new trials appear while
+a search runs. It binds to 127.0.0.1 by default and answers only its own host names.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import html
 import json
 import logging
 import math
-import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +53,6 @@ __all__ = [
     "zoo_reference_costs",
     "render_html",
     "write_dashboard",
-    "serve",
-    "DashboardServer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,105 +261,11 @@ def write_dashboard(
     return path
 
 
-class DashboardServer:
-    """A live dashboard served from a background thread; :meth:`shutdown` stops it."""
+def __getattr__(name: str) -> Any:
+    """``DashboardServer`` and ``serve`` live in :mod:`results._dashboard_server` (which uses
+    this module's page functions)."""
+    if name in ("DashboardServer", "serve"):
+        import results._dashboard_server as server
 
-    def __init__(
-        self,
-        study: optuna.Study,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8050,
-        refresh_s: float = 5.0,
-        zoo_ace: dict[str, float] | None = None,
-        breakdowns: bool = True,
-        run_label: str = "",
-    ) -> None:
-        self._study = study
-        self._options = {"zoo_ace": zoo_ace, "breakdowns": breakdowns, "run_label": run_label}
-        self._refresh_s = refresh_s
-        self._lock = threading.Lock()  # one data computation at a time
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                path = self.path.split("?", 1)[0]
-                try:
-                    if path in ("/", "/index.html"):
-                        body = render_html(server.data(), live=True, refresh_s=refresh_s)
-                        self._send(200, "text/html; charset=utf-8", body)
-                    elif path == "/data.json":
-                        body = json.dumps(server.data(), allow_nan=False)
-                        self._send(200, "application/json", body)
-                    else:
-                        self._send(404, "text/plain; charset=utf-8", "not found\n")
-                except Exception as exc:  # keep serving; the page shows the error
-                    logger.exception("dashboard request %s failed", path)
-                    self._send(500, "text/plain; charset=utf-8", f"error: {exc}\n")
-
-            def _send(self, status: int, content_type: str, body: str) -> None:
-                payload = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                logger.debug("dashboard: " + format, *args)
-
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def data(self) -> dict[str, Any]:
-        """Fresh dashboard data (re-reads the study)."""
-        with self._lock:
-            return dashboard_data(self._study, **self._options)
-
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        return self
-
-    def shutdown(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-def serve(
-    run: str | Path | optuna.Study,
-    study: str | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8050,
-    refresh_s: float = 5.0,
-    zoo_ace: dict[str, float] | None = None,
-    breakdowns: bool = True,
-) -> DashboardServer:
-    """Start a live dashboard of ``run`` on ``http://host:port/`` (port 0: any free port) in a
-    background thread and return it (``.url``, ``.shutdown()``).
-    """
-    optuna_study = run if isinstance(run, optuna.Study) else open_study(run, study)
-    label = "" if isinstance(run, optuna.Study) else display_name(run)
-    try:
-        server = DashboardServer(
-            optuna_study,
-            host=host,
-            port=port,
-            refresh_s=refresh_s,
-            zoo_ace=zoo_ace,
-            breakdowns=breakdowns,
-            run_label=label,
-        )
-    except OSError as exc:
-        raise PikeNASError(
-            f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port"
-        ) from None
-    return server.start()
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Plotly renderers of the data in :mod:`results.figure_data` (thin: no computation here).
 
 Plotly renders hover texts, labels and titles as a subset of HTML, so every user string
-(architecture names, zoo names, study names) is passed through :func:`html.escape`.
+(architecture names, zoo names, study names) is passed through :func:`_text`: ``&``, ``<``
+and ``>`` escaped, quotes kept (plotly does not decode ``&quot;``: it would show literally).
 The Pareto scatter's trial points carry ``meta="trials"`` (one point per completed trial,
 split into a search trace and a zoo-baseline trace) so that pages and tests can count them.
 """
@@ -27,6 +28,12 @@ __all__ = [
 ]
 
 TRIALS_META = "trials"
+
+
+def _text(value: str) -> str:
+    """A user string as plotly's HTML subset shows it literally."""
+    return html.escape(value, quote=False)
+
 #: the cost axis of the default cost table (a study names its own: ``ACE v2: <table> (<unit>)``)
 ACE_AXIS = "ACE v2: ace_v2 (bit-ops)"
 
@@ -39,15 +46,15 @@ def _hover(points: pd.DataFrame) -> list[str]:
             if math.isfinite(row.mac_cost)
             else "split unknown"
         )
-        name = f"<b>{html.escape(row.baseline)}</b><br>" if row.baseline else ""
+        name = f"<b>{_text(row.baseline)}</b><br>" if row.baseline else ""
         texts.append(
-            f"{name}trial #{row.number} ({html.escape(row.status)})<br>"
+            f"{name}trial #{row.number} ({_text(row.status)})<br>"
             f"accuracy {100 * row.accuracy:.2f}%<br>"
             f"ACE v2 {row.ace_v2:,.0f} = {split}<br>"
             f"ACE v1 {row.ace_v1:,.0f}<br>"
-            f"archid {html.escape(row.archid)}<br>"
-            f"bits w/a {html.escape(row.layer_bits)}<br>"
-            f"{html.escape(row.summary)}"
+            f"archid {_text(row.archid)}<br>"
+            f"bits w/a {_text(row.layer_bits)}<br>"
+            f"{_text(row.summary)}"
         )
     return texts
 
@@ -76,7 +83,7 @@ def pareto_figure(
                 y=part["accuracy"].tolist(),
                 customdata=part["number"].tolist(),
                 mode="markers+text" if is_baseline else "markers",
-                text=[html.escape(n) for n in part["baseline"]] if is_baseline else None,
+                text=[_text(n) for n in part["baseline"]] if is_baseline else None,
                 textposition="top center",
                 hovertext=_hover(part),
                 hoverinfo="text",
@@ -100,12 +107,12 @@ def pareto_figure(
         figure.add_vline(
             x=row.ace_v2,
             line={"dash": "dash", "color": "#888", "width": 1},
-            annotation_text=html.escape(row.name),
+            annotation_text=_text(row.name),
             annotation_textangle=-90,
         )
     figure.update_layout(
-        title=html.escape(title),
-        xaxis={"title": html.escape(axis), "type": "log" if data["log_x"] else "linear"},
+        title=_text(title),
+        xaxis={"title": _text(axis), "type": "log" if data["log_x"] else "linear"},
         yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},
@@ -133,7 +140,7 @@ def hypervolume_figure(data: dict[str, Any], title: str = "Hypervolume over tria
         )
     )
     figure.update_layout(
-        title=f"{html.escape(title)} (reference: accuracy {ref_acc:g}, ACE v2 {ref_ace:,.0f})",
+        title=f"{_text(title)} (reference: accuracy {ref_acc:g}, ACE v2 {ref_ace:,.0f})",
         xaxis={"title": "trial number"},
         yaxis={"title": "hypervolume / reference box", "rangemode": "tozero"},
     )
@@ -164,7 +171,7 @@ def bits_heatmap_figure(
         )
     )
     figure.update_layout(
-        title=html.escape(title),
+        title=_text(title),
         xaxis={"title": "layer (w/a bits)"},
         yaxis={"title": "front trial (cheapest first)", "type": "category"},
     )
@@ -175,7 +182,7 @@ def ace_breakdown_figure(
     table: pd.DataFrame, title: str = "ACE v2 per layer", axis: str = ACE_AXIS
 ) -> go.Figure:
     """Stacked bars per layer: MAC cost vs elementwise cost (ACE v2 bit-ops)."""
-    layers = [html.escape(str(name)) for name in table["layer"]]
+    layers = [_text(str(name)) for name in table["layer"]]
     figure = go.Figure(
         [
             go.Bar(x=layers, y=table["mac_cost"].tolist(), name="MACs"),
@@ -183,10 +190,10 @@ def ace_breakdown_figure(
         ]
     )
     figure.update_layout(
-        title=html.escape(title),
+        title=_text(title),
         barmode="stack",
         xaxis={"title": "layer"},
-        yaxis={"title": html.escape(axis)},
+        yaxis={"title": _text(axis)},
     )
     return figure
 
@@ -208,7 +215,7 @@ def proxy_final_figure(data: dict[str, Any], title: str = "Proxy vs final accura
         )
     )
     figure.update_layout(
-        title=f"{html.escape(title)} (Kendall tau = {tau_text})",
+        title=f"{_text(title)} (Kendall tau = {tau_text})",
         xaxis={"title": "proxy accuracy", "tickformat": ".0%", "range": [0, 1.02]},
         yaxis={"title": "final accuracy", "tickformat": ".0%", "range": [0, 1.02]},
     )

@@ -25,3 +25,7 @@ def configure_logging(fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
     root.handlers[:] = [handler]
     level = os.environ.get("PIKENAS_LOG", "WARNING").upper()
     root.setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
+    import optuna.logging  # its own stderr handler would bypass the masking
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()

@@ -50,10 +50,11 @@ class _WorkerActor:
     """A Ray actor that runs one worker to the end and returns its report (JSON)."""
 
     def run(self, spec_json: str) -> str:
+        from search._logs import configure_logging
         from search.spec import WorkerSpec
         from search.worker import run_worker
 
-        logging.basicConfig(level=os.environ.get("PIKENAS_LOG", "WARNING").upper())
+        configure_logging()
         return run_worker(WorkerSpec.model_validate_json(spec_json)).model_dump_json()
 
 

@@ -102,10 +102,12 @@ def run_search(
     progress: ProgressCallback | None = None,
     on_phase: Callable[[str], None] | None = None,
     export: bool = True,
+    study: optuna.Study | None = None,
 ) -> RunResult:
-    """Prepare, search until N COMPLETE trials, fully train the config's ``full_train_top``
-    winners, write the run outputs."""
-    study = prepare_run(request)
+    """Prepare (unless ``study`` is the one :func:`prepare_run` gave), search until N COMPLETE
+    trials, fully train the config's ``full_train_top`` winners, write the run outputs."""
+    if study is None:
+        study = prepare_run(request)
     run_backend(request, progress)
     top_k = request.config.search.full_train_top
     result = RunResult(study=study)

@@ -23,6 +23,7 @@ import sys
 from results.record import WorkerReport, record_worker_report
 from results.storage import check_storage_file, open_storage, parse_storage
 from search._journal import buffered
+from search._logs import configure_logging
 from search.lock import ask_lock
 from search.loop import work, worker_label
 from search.objective import failure_reason, make_evaluator
@@ -82,10 +83,9 @@ def _die_with_parent() -> None:
 def main() -> int:
     """``python -m search.worker``: run the worker whose spec JSON is on stdin."""
     _die_with_parent()
-    logging.basicConfig(
-        level=os.environ.get("PIKENAS_LOG", "WARNING").upper(),
-        format=f"%(asctime)s worker {os.getpid()} %(levelname)s %(name)s: %(message)s",
-    )
+    # Ctrl-C reaches the whole process group: the parent stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(f"%(asctime)s worker {os.getpid()} %(levelname)s %(name)s: %(message)s")
     report = run_worker(WorkerSpec.model_validate_json(sys.stdin.read()))
     logger.info("done: %s", report)
     return 0

@@ -93,6 +93,7 @@ def check_threads(threads: int, option: str = "--threads") -> None:
 def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
     """The ArchConfig of a JSON file (when ``target`` names a file or looks like a path) or of
     a zoo model; ``resolution`` overrides its input size."""
+    from space._parse import read_text
     from space.arch import ArchConfig
     from space.errors import ArchConfigError
     from space.zoo import get_zoo_arch
@@ -100,15 +101,12 @@ def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
     path = Path(target)
     if not (path.is_file() or path.suffix.lower() == ".json" or "/" in target or "\\" in target):
         return get_zoo_arch(target, resolution=resolution)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise ArchConfigError(
             f"{target}: no such file; pass an ArchConfig JSON file or a zoo name "
             "('pikenas zoo' lists them)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchConfigError(f"{target}: cannot read it ({exc})") from None
+        )
+    text = read_text(path, ArchConfigError, "architecture file")
     try:
         arch = ArchConfig.from_json(text)
     except ArchConfigError as exc:

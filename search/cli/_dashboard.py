@@ -25,10 +25,16 @@ def dashboard(
     ] = False,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port for --serve.")] = 8050,
     host: Annotated[
-        str, typer.Option("--host", help="Address for --serve (127.0.0.1: this machine only).")
+        str,
+        typer.Option(
+            "--host",
+            help="Address for --serve (127.0.0.1: this machine only; 0.0.0.0 serves every "
+            "network, with no password: a warning says so).",
+        ),
     ] = "127.0.0.1",
     refresh: Annotated[
-        float, typer.Option("--refresh", min=0.5, help="Seconds between live page updates.")
+        float,
+        typer.Option("--refresh", min=0.5, max=86400, help="Seconds between live page updates."),
     ] = 5.0,
     zoo: Annotated[
         list[str] | None,
@@ -51,7 +57,7 @@ def dashboard(
     proxy vs final accuracy, the front table. The live page re-reads the study every
     --refresh seconds, so new trials appear while a search runs; stop it with Ctrl-C.
     """
-    from results.dashboard import serve as start_server
+    from results._dashboard_server import serve as start_server
     from results.dashboard import write_dashboard, zoo_reference_costs
     from results.storage import open_study
     from results.trials import study_cost_table, trials_frame
@@ -73,7 +79,5 @@ def dashboard(
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        echo("dashboard stopped")
-    finally:
+    finally:  # Ctrl-C: the CLI prints its one line and exits with 130
         server.shutdown()

@@ -142,8 +142,9 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.pipeline import run_search
+    from search.pipeline import prepare_run, run_search
 
+    study = prepare_run(request)  # a storage that cannot be opened fails before the display
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -159,7 +160,8 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
             display.update(task, completed=completed, status=_status(snap))
 
         return run_search(
-            request, progress=on_progress, on_phase=display.console.log, export=export
+            request, progress=on_progress, on_phase=display.console.log, export=export,
+            study=study,
         )
 
 
