@@ -15,6 +15,7 @@ __all__ = ["QUANTIZERS", "Quantizer", "quantize_scale"]
 
 QUANTIZERS: Registry[type[Quantizer]] = Registry("quantizer family")
 
+
 def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) -> Tensor:
     """Double Quantization of a tensor of scales (any shape), with a straight-through gradient.
 
@@ -29,8 +30,6 @@ def quantize_scale(scale: Tensor, scale_format: str, *, signed: bool = False) ->
     if scale_format == "float32":
         return scale
     return ste(double_quantized(scale.detach(), scale_format, signed), scale)
-
-
 
 
 class Quantizer(nn.Module):

@@ -66,6 +66,7 @@ __all__ = [
     "round_ste",
 ]
 
+
 @QUANTIZERS.register("float")
 class FloatQuantizer(Quantizer):
     """Float pass-through: ``y = x``. Gradient: identity. ``bits = 32``, no scales."""
