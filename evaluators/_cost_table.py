@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from space._parse import parse_json, parse_yaml, read_text
 from space.errors import CostModelError
@@ -48,7 +48,7 @@ from space.program import FLOAT_BITS, OP_KINDS
 __all__ = ["COST_RULES", "FLOAT_WIDTHS", "CostRule", "OpPrice", "CostTable"]
 
 CostRule = Literal["product", "max", "first"]
-COST_RULES: tuple[str, ...] = ("product", "max", "first")
+COST_RULES: tuple[str, ...] = get_args(CostRule)
 FLOAT_WIDTHS: tuple[int, ...] = (16, 32)
 
 # DESIGN.md's table: MAC and multiply n*m; add, round, compare max(n, m); shift n.

@@ -3,7 +3,8 @@
 An ``ArchConfig`` is built on the meta device and lowered (:func:`space.lowering.lower`): the
 program's operations, shapes and widths depend on the configuration only, so this runs before
 any training, in milliseconds. Each operation costs its ACE primitives
-(:func:`space.program.primitives`: mac, mul, add, round, compare, shift with operand widths); the
+(:func:`evaluators._primitives.primitives`: mac, mul, add, round, compare, shift with
+operand widths); the
 cost table prices them. Nothing else is counted and nothing the program runs is skipped: the
 program is what the network runs at inference (and what ``pikenas verify`` executes).
 
@@ -19,10 +20,11 @@ import torch
 from torch import nn
 
 from evaluators._cost_table import CostTable
+from evaluators._primitives import primitives
 from evaluators._report import AceReport, BreakdownRow, LayerSummary
 from space.arch import ArchConfig
 from space.errors import CostModelError
-from space.program import OP_KINDS, IntegerProgram, primitives
+from space.program import OP_KINDS, IntegerProgram
 
 __all__ = ["count_ace", "program_of", "ROOT_LAYER"]
 

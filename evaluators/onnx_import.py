@@ -5,8 +5,8 @@
 :class:`~space.lowering.ProgramBuilder` the operations each node executes, so widths come from the
 same range rules as a native lowering (accumulator = fan-in x largest weight code x largest input
 code, sums and products of declared ranges) and each operation is priced by
-:func:`space.program.primitives`. The program counts; it is not meant to run (data movement has
-no operations in it).
+:func:`evaluators._primitives.primitives`. The program counts; it is not meant to run (data
+movement has no operations in it).
 
 How nodes become operations (the cheapest direct form of each node, no fusion across nodes beyond
 the two below):

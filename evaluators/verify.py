@@ -130,8 +130,9 @@ def _surrogate_codes(
 ) -> dict[str, torch.Tensor]:
     """Outputs of the training forward (eval mode) at every requantization point, each part fed
     the program's own input (teacher forcing), so a stage's count is its own."""
-    from space.blocks import GlobalAvgPoolQuant, PikeBlock, ResidualAdd
+    from space.blocks import GlobalAvgPoolQuant, PikeBlock
     from space.layers import QuantConv2d, QuantLinear
+    from space.residual import ResidualAdd
 
     inputs = _inputs_of(program)
     captured: dict[str, torch.Tensor] = {}

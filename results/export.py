@@ -43,9 +43,9 @@ from torch import nn
 from results._atomic import atomic_directory
 from results._model_card import model_card
 from results._onnx import OnnxCheck, export_onnx
-from results.pareto import pareto_front
+from results.pareto import best_per_archid, pareto_front
 from results.storage import open_study
-from results.trials import study_info, trial_arch, trials_frame
+from results.trials import study_cost_table, study_info, trial_arch, trials_frame
 from space._parse import read_text
 from space.arch import ArchConfig
 from space.errors import (
@@ -139,20 +139,12 @@ def _regular_file(path: Path) -> bool:
 
 
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    from evaluators._checkpoint import load_weights
     from space.build import build_model
 
     model = build_model(arch)
     if weights is not None:
-        try:
-            model.load_state_dict(load_file(str(weights)), strict=True)
-        except (RuntimeError, OSError, SafetensorError) as exc:
-            raise RunDirError(
-                f"{weights} does not fit architecture {arch.archid}: "
-                f"{str(exc).splitlines()[0]}; export the trial again"
-            ) from None
+        load_weights(model, weights)
     return model.eval()
 
 
@@ -219,7 +211,8 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 
 
 def _write_bundle(
-    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS
+    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS,
+    cost_table: Any = None,
 ) -> Path:
     number = int(row["number"])
     arch = trial_arch(row)
@@ -233,14 +226,15 @@ def _write_bundle(
                           has_weights=weights is not None, onnx_check=check, verified=verified,
                           folder_name=target.name, qonnx_check=qonnx)
 
-    return _bundle(target, arch, weights, card, formats)
+    return _bundle(target, arch, weights, card, formats, cost_table)
 
 
 def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             card: Callable[[dict[str, Any], Any, Any, Any], str],
-            formats: tuple[str, ...] = FORMATS) -> Path:
+            formats: tuple[str, ...] = FORMATS, cost_table: Any = None) -> Path:
     """Write one bundle folder atomically: the files of the module docstring, every check run
-    before the folder appears."""
+    before the folder appears. ``cost.json`` is priced with ``cost_table`` (the study's; the
+    default table when None)."""
     from evaluators.ace import count_ace
     from evaluators.verify import verify
     from space import program as program_module
@@ -267,7 +261,7 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             from results._qonnx_check import export_qonnx
 
             qonnx_check = export_qonnx(program, folder / QONNX_FILE, images)
-        cost = count_ace(program).to_dict()
+        cost = count_ace(program, cost_table=cost_table).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
         (folder / CARD_FILE).write_text(card(cost, check, verified, qonnx_check), "utf-8")
     logger.info("exported %s (formats: %s)", target, ",".join(formats))
@@ -311,14 +305,15 @@ def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Pat
 
 
 def _write_bundles(
-    rows: list[pd.Series], info: dict[str, str], out_dir: Path, formats: tuple[str, ...]
+    rows: list[pd.Series], info: dict[str, str], out_dir: Path, formats: tuple[str, ...],
+    cost_table: Any = None,
 ) -> list[Path]:
     """Every bundle that can be written; the failures are raised together at the end."""
     written: list[Path] = []
     failures: list[tuple[int, str]] = []
     for row in rows:
         try:
-            written.append(_write_bundle(row, info, out_dir, formats))
+            written.append(_write_bundle(row, info, out_dir, formats, cost_table))
         except PikeNASError as exc:
             failures.append((int(row["number"]), " ".join(str(exc).split())))
         except Exception as exc:  # noqa: BLE001 - one bundle's bug must not lose the others
@@ -363,7 +358,8 @@ def export_trial(
             f"trial numbers go from 0 to {last}"
         )
     out = _default_out(run, out_dir)
-    return _write_bundle(rows.iloc[0], study_info(optuna_study), out, _formats(formats))
+    return _write_bundle(rows.iloc[0], study_info(optuna_study), out, _formats(formats),
+                         study_cost_table(optuna_study))
 
 
 def export_pareto(
@@ -372,8 +368,8 @@ def export_pareto(
     study: str | None = None,
     formats: tuple[str, ...] = FORMATS,
 ) -> list[Path]:
-    """Export every trial on the Pareto front, one bundle per distinct architecture (of trials
-    with the same archid the fully trained one, else the lowest number); return the folders.
+    """Export every trial on the Pareto front, one bundle per distinct architecture (the trial
+    :func:`results.pareto.best_per_archid` picks); return the folders.
     """
     optuna_study, frame = _study_and_frame(run, study)
     front = pareto_front(frame)
@@ -381,17 +377,11 @@ def export_pareto(
         raise RunDirError(
             f"study {optuna_study.study_name!r} has no completed trial, so no front to export"
         )
-    # one bundle per architecture: prefer the fully trained trial, then the lowest number
-    trained = front["final_dir"].fillna("").astype(str) != ""
-    front = (
-        front.assign(_untrained=~trained)
-        .sort_values(["_untrained", "number"])
-        .drop_duplicates("archid", keep="first")
-        .sort_values("number")
-    )
+    front = best_per_archid(front).sort_values("number")  # one bundle per architecture
     out = _default_out(run, out_dir)
     rows = [row for _, row in front.iterrows()]
-    return _write_bundles(rows, study_info(optuna_study), out, _formats(formats))
+    return _write_bundles(rows, study_info(optuna_study), out, _formats(formats),
+                          study_cost_table(optuna_study))
 
 
 def _formats(formats: tuple[str, ...]) -> tuple[str, ...]:

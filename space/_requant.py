@@ -30,18 +30,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from space._codes import OutputCodes
 from space._fixed_point import fixed_point_multiplier, round_half_up, scale_format_bits
 from space.activations import Activation, NoActivation, QuantizedSlopes, ReLU
 from space.lowering import ProgramBuilder, channel_shape
 from space.program import Constant, Value, range_bits
-from space.quantizers import BinaryQuantizer, FloatQuantizer, Quantizer, ste
+from space.quantizers import ste
 
 __all__ = [
-    "OutputCodes",
     "IntegerRanges",
     "IntegerPlan",
-    "output_codes",
-    "output_step",
     "integer_plan",
     "integer_surrogate",
     "activation_tail",
@@ -50,39 +48,6 @@ __all__ = [
     "lower_float_activation",
     "lower_output",
 ]
-
-
-@dataclass(frozen=True)
-class OutputCodes:
-    """What a requantizer produces: ``bits`` (32 float, 1 sign) and the code range."""
-
-    bits: int
-    lo: int
-    hi: int
-
-    @property
-    def is_float(self) -> bool:
-        return self.bits >= 32
-
-    @property
-    def is_sign(self) -> bool:
-        return self.bits == 1
-
-
-def output_codes(requantizer: Quantizer) -> OutputCodes:
-    if isinstance(requantizer, FloatQuantizer):  # no codes; lo < 0 says "signed"
-        return OutputCodes(32, -1 if requantizer.signed else 0, 1)
-    if isinstance(requantizer, BinaryQuantizer):
-        return OutputCodes(1, -1, 1)
-    lo, hi = requantizer.code_range()
-    return OutputCodes(requantizer.bits, lo, hi)
-
-
-def output_step(requantizer: Quantizer) -> Tensor:
-    """The output step ``s_out`` (a float64 tensor scalar; 1 for float and sign outputs)."""
-    if isinstance(requantizer, FloatQuantizer | BinaryQuantizer):
-        return torch.ones((), dtype=torch.float64)
-    return requantizer.scale_value().detach().double().reshape(())
 
 
 # ---- ranges fixed by the configuration ----------------------------------------------------

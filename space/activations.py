@@ -20,7 +20,7 @@ and ``bias_y`` to ``grid * 2^-s`` (the grid after the slope multiply), as the pr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 ACTIVATIONS: Registry[type[Activation]] = Registry("activation")
-SLOPE_FORMATS = ("float32", "int8", "pow2")
+SlopeFormat = Literal["float32", "int8", "pow2"]
+SLOPE_FORMATS: tuple[str, ...] = get_args(SlopeFormat)
 #: pow2 slopes 2^e with e in [-POW2_SLOPE_SPAN, POW2_SLOPE_SPAN]; int8 shared shift in [0, 7].
 POW2_SLOPE_SPAN = 7
 INT8_SLOPE_SHIFT = 7

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from space._codes import OutputCodes, output_codes, output_step
 from space._requant import (
     IntegerRanges,
     activation_tail,
@@ -31,8 +32,6 @@ from space._requant import (
     integer_surrogate,
     lower_float,
     lower_integer,
-    output_codes,
-    output_step,
 )
 from space.activations import ReLU, make_activation
 from space.lowering import ProgramBuilder
@@ -91,7 +90,7 @@ class _Stage(nn.Module):
         self._relu_folded = _relu_is_in_the_clip(self.activation, self.requantizer)
 
     @property
-    def output_codes(self):  # noqa: ANN201 - OutputCodes
+    def output_codes(self) -> OutputCodes:
         return output_codes(self.requantizer)
 
     def output_step(self) -> Tensor:

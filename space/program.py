@@ -5,8 +5,8 @@ Every network lowers (``space.lowering.lower``) to one :class:`IntegerProgram`: 
 :class:`Operation` on named :class:`Value` s and constants. Integer values are int64 arrays
 with a declared range ``[lo, hi]`` (fixed by the configuration alone, never by trained
 weights); float values are float32. The same program is what ACE v1 / ACE v2 count
-(:func:`primitives`), what the PyTorch eval forward computes, what an export bundle carries and
-what ``pikenas verify`` checks.
+(``evaluators._primitives``), what the PyTorch eval forward computes, what an export bundle
+carries and what ``pikenas verify`` checks.
 
 This file imports numpy only, so an export bundle ships it as its torch-free runner::
 
@@ -62,7 +62,6 @@ __all__ = [
     "RunResult",
     "ProgramError",
     "ProgramOverflowError",
-    "primitives",
     "range_bits",
 ]
 
@@ -417,62 +416,6 @@ _EXECUTORS: dict[str, Any] = {
     "tile": lambda o, a, out: np.tile(a[0], (1, o.attrs["repeats"], 1, 1)),
     "flatten": lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
 }
-
-
-# ---- ACE primitives -----------------------------------------------------------------------
-def primitives(
-    program: IntegerProgram, operation: Operation
-) -> list[tuple[str, int, int, int, bool]]:
-    """What ``operation`` costs for one sample: ``[(kind, count, bits_a, bits_b, float), ...]``
-    with ``kind`` an ACE op kind (mac, mul, add, round, compare, shift)."""
-    out = program.values[operation.output]
-    inputs = [program.values.get(n) or program.constants[n] for n in operation.inputs]
-    x = inputs[0]
-    is_float = out.dtype == "float" or any(i.dtype == "float" for i in inputs)
-    e = out.elements
-    op = operation.op
-    if op in ("conv", "linear"):
-        w = inputs[1]
-        fan_in = math.prod(w.shape[1:])
-        if is_float:
-            return [("mac", e * fan_in, FLOAT_BITS, FLOAT_BITS, True)]
-        return [("mac", e * fan_in, w.bits, x.bits, False)]
-    if op in ("mul", "add"):
-        y = inputs[1]
-        if operation.attrs.get("prefix"):
-            e = y.elements
-        if is_float:
-            return [(op, e, FLOAT_BITS, FLOAT_BITS, True)]
-        if op == "mul":
-            return [("mul", e, x.bits, y.bits, False)]
-        return [("add", e, max(x.bits, y.bits), max(x.bits, y.bits), False)]
-    if op == "shift":
-        return [("shift", e, x.bits, x.bits, False)]
-    if op == "round":
-        return [("round", e, FLOAT_BITS, FLOAT_BITS, True)]
-    if op == "clip":
-        bounds = _binding_bounds(x, operation.attrs)
-        if not bounds:
-            return []
-        width = FLOAT_BITS if is_float else x.bits
-        return [("compare", bounds * e, width, width, is_float)]
-    if op in ("sign", "select"):
-        width = FLOAT_BITS if x.dtype == "float" else x.bits
-        return [("compare", e, width, width, x.dtype == "float")]
-    if op == "sum":
-        terms = int(operation.attrs["terms"])
-        if terms <= e:
-            return []
-        width = FLOAT_BITS if is_float else out.bits
-        return [("add", terms - e, width, width, is_float)]
-    return []  # data movement
-
-
-def _binding_bounds(x: Value | Constant, attrs: dict[str, Any]) -> int:
-    """How many of ``clip``'s two bounds can change a value in ``x``'s declared range."""
-    if x.dtype == "float":
-        return int(attrs["lo"] is not None) + int(attrs["hi"] is not None)
-    return int(attrs["lo"] > x.lo) + int(attrs["hi"] < x.hi)  # type: ignore[operator]
 
 
 # ---- safetensors without dependencies -----------------------------------------------------

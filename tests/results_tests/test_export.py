@@ -203,7 +203,7 @@ def test_hostile_bundles_are_refused(tmp_path):
         load_bundle(bundle)
     (bundle / WEIGHTS_FILE).unlink()
     (bundle / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    with pytest.raises(RunDirError, match="does not fit architecture"):
+    with pytest.raises(RunDirError, match="cannot read .*weights.safetensors"):
         load_bundle(bundle)
     (bundle / WEIGHTS_FILE).unlink()
     data = json.loads(tiny_arch().to_json())
@@ -264,3 +264,21 @@ def test_a_pikenas_train_folder_exports_as_a_bundle(tmp_path):
     assert np.array_equal(session.run(["logits"], {"input": x.numpy()})[0], trained(x).numpy())
     with pytest.raises(RunDirError, match="not a finished 'pikenas train' folder"):
         export_trained(tmp_path)
+
+
+def test_cost_json_is_priced_with_the_studys_cost_table(tmp_path):
+    """A study scored with another table exports its bundles' cost.json in that table."""
+    from evaluators.ace import CostTable
+    from results.record import update_study_record
+
+    run = tmp_path / "run"
+    study = make_run(run, [Point()])
+    table = CostTable.default(16).to_dict()
+    update_study_record(
+        study,
+        search_config=json.dumps({"search": {"sampler": "nsga2"}, "dataset": {"name": "digits"},
+                                  "cost_table": table}),
+    )
+    cost = json.loads((export_trial(run, 0) / COST_FILE).read_text())
+    assert cost["cost_table"] == "ace_v2-fp16" and cost["float_bits"] == 16
+    assert cost["ace_v2"] == count_ace(tiny_arch(), cost_table=CostTable.default(16)).ace_v2

@@ -11,8 +11,19 @@ import space
 
 
 @pytest.mark.parametrize("name", space.__all__)
-def test_every_public_name_resolves(name: str) -> None:
-    assert getattr(space, name) is not None
+def test_every_public_name_is_the_object_of_its_module(name: str) -> None:
+    """``space.X`` is the very object its defining module exports (lazily loaded or not), and
+    that module lists it in its own ``__all__``."""
+    import importlib
+
+    value = getattr(space, name)
+    home = space._LAZY.get(name)
+    if home is not None:
+        module = importlib.import_module(f"space.{home}")
+    else:
+        module = next(m for m in (space.arch, space.errors) if name in m.__all__)
+    assert getattr(module, name) is value
+    assert name in module.__all__
     assert name in dir(space)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluators._primitives import primitives
 from space.lowering import LoweringError, ProgramBuilder
 from space.program import (
     Constant,
@@ -16,7 +17,6 @@ from space.program import (
     ProgramError,
     ProgramOverflowError,
     Value,
-    primitives,
     range_bits,
     read_safetensors,
     write_safetensors,
