@@ -1,16 +1,24 @@
 # Two commands do everything: `make demo` (a real search on digits, dashboard, export)
-# and `make test` (the whole test suite). Both create / reuse .venv.
+# and `make test` (the whole test suite). Both create / reuse .venv, installed from the lock
+# (locks/dev.txt: every transitive dependency pinned with its hashes; `make lock` rebuilds it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := locks/dev.txt
+# pip-tools, pinned, in a throw-away venv: only `make lock` uses it
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +31,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Re-resolve the locks from pyproject.toml (after changing a dependency there).
+lock:
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet '$(PIP_TOOLS)'
+	$(VENV)-lock/bin/pip-compile $(COMPILE) --extra dev --extra bench -o locks/dev.txt pyproject.toml
+	$(VENV)-lock/bin/pip-compile $(COMPILE) -o locks/runtime.txt pyproject.toml
+	rm -rf $(VENV)-lock
 
 clean:
 	rm -rf $(VENV) runs
