@@ -154,18 +154,30 @@ def display_name(target: str | Path) -> str:
     return redact(str(target))
 
 
-def check_storage_file(target: StorageTarget) -> None:
-    """Refuse a file storage (journal, SQLite) whose folder is missing or not writable, or
-    whose path is a folder, a link to a device or not writable: one line naming the fix."""
+def check_storage_file(target: StorageTarget, *, create_folder: bool = False) -> None:
+    """Refuse a file storage (journal, SQLite) that cannot be written: a folder on its path is
+    a file or not writable, the storage is a folder or a device, or it is not writable (one
+    line naming the fix). ``create_folder``: create its missing folders (a new study's)."""
     path = target.path
     if path is None:
         return
     folder = path.parent
-    if not folder.is_dir():
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
         raise RunDirError(
-            f"the folder of storage {path} does not exist; create it (mkdir -p {folder}) or "
-            "give another path"
+            f"storage {path}: {existing} is a file, not a folder; give another path"
         )
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"storage {path}: cannot create its folder in {existing} (not writable); "
+                "give another path"
+            )
+        if not create_folder:
+            return
+        _make_folder(folder)
     if path.exists() and not path.is_file():
         raise RunDirError(f"storage {path} is not a regular file; give the path of a file")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(
@@ -201,9 +213,7 @@ def open_storage(
                 f"no SQLite database at {parsed.path}; check the path (pikenas does not create "
                 "an empty database to read from)"
             )
-        if create and parsed.path is not None:
-            _make_folder(parsed.path.parent)
-        check_storage_file(parsed)
+        check_storage_file(parsed, create_folder=create)
     if parsed.url is not None:
         try:
             return RDBStorage(
@@ -220,9 +230,7 @@ def open_storage(
             f"no study found at {path}; pass a run folder made by 'pikenas search' "
             "(it holds study.log) or a storage URL"
         )
-    if create:
-        _make_folder(path.parent)
-    check_storage_file(parsed)
+    check_storage_file(parsed, create_folder=create)
     try:
         backend = JournalFile(path)
         if create:

@@ -45,7 +45,7 @@ def run_worker(spec: WorkerSpec) -> WorkerReport:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = spec.config
     target = parse_storage(spec.storage)
-    check_storage_file(target)
+    check_storage_file(target, create_folder=True)  # before its ask lock file is made
     lock = ask_lock(target, spec.study_name)
     try:
         sampler = make_sampler(config.search.sampler, spec.seed, config.search.population_size)

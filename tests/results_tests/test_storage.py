@@ -142,8 +142,15 @@ def test_malformed_urls_are_one_line_without_the_password(url: str, expected: st
 def test_storage_files_in_missing_or_blocked_places(tmp_path: Path) -> None:
     from results.storage import check_storage_file
 
-    with pytest.raises(RunDirError, match="does not exist; create it"):
-        check_storage_file(parse_storage(tmp_path / "missing" / "study.log"))
+    missing = parse_storage(tmp_path / "missing" / "deeper" / "study.log")
+    check_storage_file(missing)  # a new study's folder may be created ...
+    assert not (tmp_path / "missing").exists()  # ... but only when asked to
+    check_storage_file(missing, create_folder=True)
+    assert (tmp_path / "missing" / "deeper").is_dir()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(RunDirError, match="is a file, not a folder"):
+        check_storage_file(parse_storage(blocker / "sub" / "study.log"))
     folder_log = tmp_path / "folder.log"
     folder_log.mkdir()
     with pytest.raises(RunDirError, match="not a regular file"):
@@ -168,3 +175,15 @@ def test_one_masking_hides_every_password(text: str) -> None:
 def test_printable_escapes_terminal_controls() -> None:
     assert printable("a\x1b[31mred\x00\r\u202e") == "a\\x1b[31mred\\x00\\x0d\\u202e"
     assert printable("line\n\tindented") == "line\n\tindented"
+
+
+def test_a_relative_final_dir_follows_a_moved_run(tmp_path: Path) -> None:
+    from results.trials import load
+    from tests.results_tests._studies import Point, make_run
+
+    run = tmp_path / "run"
+    make_run(run, [Point(0.9, 900.0, attrs={"final_accuracy": 0.9, "final_dir": "final/trial-0"})])
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    assert load(moved)["final_dir"].tolist() == [str(moved / "final" / "trial-0")]

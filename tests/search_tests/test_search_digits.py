@@ -53,6 +53,7 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
         assert trial_record.ace_v1 == report.ace_v1
         assert 0.0 <= trial.values[0] <= 1.0
     ((number, final),) = record.final_results.items()
-    assert (Path(final.final_dir) / "weights.safetensors").is_file()
+    assert final.final_dir == f"final/trial-{number}"  # relative to the run folder
+    assert (out / final.final_dir / "weights.safetensors").is_file()
     assert 0.0 <= final.final_accuracy <= 1.0
     assert TrialRecord.of(study.trials[number]).status == "ok"
