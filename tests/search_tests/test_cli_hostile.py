@@ -243,3 +243,23 @@ def test_ctrl_c_of_a_live_dashboard_is_130_with_one_line(run: Path) -> None:
     assert err.strip().splitlines() == [
         "pikenas: interrupted; what was finished is kept: rerun the same command to continue"
     ]
+
+
+def test_a_torn_journal_then_the_documented_rerun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--out", str(out), "--evaluator", "tests.search_tests.fakes:fake"]
+    args += ["--workers", "1", "--full-train-top", "0", "--no-export"]
+    assert main([*args, "--trials", "5"]) == 0
+    journal = out / "study.log"
+    os.truncate(journal, journal.stat().st_size - 5)  # `truncate -s -5 study.log`
+    assert main([*args, "--trials", "8"]) == 0
+    for line in journal.read_bytes().splitlines():
+        json.loads(line)  # no broken line in the middle
+    capsys.readouterr()
+    assert main(["front", str(out), "--json"]) == 0
+    from results.storage import open_study
+
+    states = [t.state.name for t in open_study(out).trials]
+    assert states.count("COMPLETE") == 8 and "RUNNING" not in states
