@@ -70,6 +70,7 @@ def _build_request(
             evaluator=evaluator,
             heartbeat_interval=heartbeat_interval,
             stale_after=stale_after,
+            checkpoints=str(run_dir / "checkpoints"),
         )
     except RunDirError as exc:
         raise SearchConfigError(f"--storage {exc}") from None
@@ -85,7 +86,7 @@ def _status(snap: Snapshot) -> str:
     return (
         f"front {snap.front_size} | best acc {snap.best_accuracy:.4f} | "
         f"lowest ACE v2 {snap.lowest_ace_v2:.4g} | {snap.running} running, "
-        f"{snap.pruned} over budget, {snap.failed} failed"
+        f"{snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed"
     )
 
 
@@ -123,7 +124,7 @@ def _report(request: RunRequest, result: RunResult) -> None:
     snap = snapshot(result.study, request.n_trials)
     typer.echo(
         f"study {request.worker.study_name!r}: {snap.complete} COMPLETE trials "
-        f"({snap.pruned} over budget, {snap.failed} failed) in "
+        f"({snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed) in "
         f"{display_name(request.worker.storage)}"
     )
     info = study_info(result.study)
