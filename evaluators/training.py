@@ -245,7 +245,11 @@ def _evaluate_split(
 
 @torch.no_grad()
 def _batch_statistics_eval(
-    model: torch.nn.Module, split: Split, splits: DatasetSplits, batch_size: int, channels_last: bool
+    model: torch.nn.Module,
+    split: Split,
+    splits: DatasetSplits,
+    batch_size: int,
+    channels_last: bool,
 ) -> tuple[float, float]:
     """``(mean cross-entropy, top-1 accuracy)`` of the *training* forward on ``split``: fake
     quantization with each batch's own normalisation statistics, in batches of about

@@ -107,7 +107,7 @@ def crowding_distance(
     acc, ace = _points(accuracy, ace_v2)
     log_ace = np.log10(np.maximum(ace, 1e-300))
     if scale is None:
-        scale = (float(np.ptp(acc)) if acc.size else 0.0, float(np.ptp(log_ace)) if acc.size else 0.0)
+        scale = (float(np.ptp(acc)), float(np.ptp(log_ace))) if acc.size else (0.0, 0.0)
     distance = np.zeros(acc.size)
     if acc.size <= 2:
         return np.full(acc.size, np.inf)

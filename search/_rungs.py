@@ -54,10 +54,12 @@ class RungIndex:
         read, after :meth:`start_running`)."""
         if not record.rungs or not record.archid or record.ace_v2 is None:
             return
-        if running:
+        if running:  # promoted into the top rung, or done and about to be told
             last = record.rungs[-1]
             below_top = self.fidelity.rungs[-2]
-            self.finishing += last.decision == "promoted" and last.epochs == below_top
+            self.finishing += (last.decision == "promoted" and last.epochs == below_top) or (
+                last.decision == "top"
+            )
         entries = self._running if running else self._finished
         results = {rung.epochs: rung for rung in record.rungs}
         held = entries.get(record.archid)
@@ -90,7 +92,7 @@ class RungIndex:
 class TrialRungs:
     """:class:`search.objective.Rungs` for one trial of a worker's loop. ``refresh()`` (called
     under the lock) brings the loop's study view, with its :class:`RungIndex`, up to date and
-    returns the number of COMPLETE trials."""
+    returns the COMPLETE trials and the RUNNING ones that will be COMPLETE unless they fail."""
 
     def __init__(
         self,
@@ -100,7 +102,7 @@ class TrialRungs:
         *,
         fidelity: FidelityConfig,
         index: RungIndex,
-        refresh: Callable[[], int],
+        refresh: Callable[[], tuple[int, int]],
         lock: AskLock,
         n_trials: int,
         checkpoints: Path | None,
@@ -127,7 +129,7 @@ class TrialRungs:
         archid = record.archid or ""
         num_classes = int(json.loads(record.arch or "{}").get("num_classes", 10))
         with self.lock:
-            complete = self.refresh()
+            complete, finishing = self.refresh()
             reached = {k: v for k, v in self.index.points(result.epochs).items() if k != archid}
             decision = decide(
                 self.fidelity,
@@ -138,11 +140,10 @@ class TrialRungs:
                 num_classes=num_classes,
                 val_images=result.val_images,
             )
-            if decision.promote and complete + self.index.finishing >= self.n_trials:
+            if decision.promote and complete + finishing >= self.n_trials:
                 decision = Decision(
                     False,
-                    f"the study has its {self.n_trials} trials at the top rung (or training "
-                    "to it)",
+                    f"the study has its {self.n_trials} trials at the top rung (or training to it)",
                     decision.rank,
                     decision.of,
                 )

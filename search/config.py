@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from search.fidelity import FidelityConfig
 from space._strict import StrictModel, one_line
 from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
-from search.fidelity import FidelityConfig
 from space.searchspace import SearchSpace
 
 __all__ = [

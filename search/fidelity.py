@@ -48,8 +48,7 @@ class FidelityConfig(StrictModel):
     def _increasing(cls, rungs: tuple[int, ...]) -> tuple[int, ...]:
         if rungs[0] < 1 or any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
             raise ValueError(
-                f"rungs {list(rungs)} must be strictly increasing epochs from 1 up, "
-                "e.g. [1, 3, 9]"
+                f"rungs {list(rungs)} must be strictly increasing epochs from 1 up, e.g. [1, 3, 9]"
             )
         return rungs
 
@@ -121,8 +120,7 @@ def decide(
         return Decision(True, None, rank, count)
     return Decision(
         False,
-        f"rung {epochs} epochs: Pareto place {rank + 1} of {count}, only the first {kept} "
-        "train on",
+        f"rung {epochs} epochs: Pareto place {rank + 1} of {count}, only the first {kept} train on",
         rank,
         count,
     )

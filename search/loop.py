@@ -130,14 +130,18 @@ class _StudyView:
         self.running = 0
         self.trained: dict[str, tuple[int, list[float]]] = {}
         self.training: dict[str, int] = {}
+        self.running_duplicates = 0
         self.rungs = RungIndex(fidelity) if fidelity is not None else None
 
     @property
     def finishing(self) -> int:
-        return self.rungs.finishing if self.rungs is not None else self.running
+        if self.rungs is None:
+            return self.running
+        return self.rungs.finishing + self.running_duplicates
 
     def update(self, trials: list[FrozenTrial]) -> _StudyView:
         self.running = 0
+        self.running_duplicates = 0
         self.training = {}
         if self.rungs is not None:
             self.rungs.start_running()
@@ -160,6 +164,7 @@ class _StudyView:
             elif trial.state == TrialState.RUNNING:
                 self.running += 1
                 attrs = trial.user_attrs  # claimed, or trained and about to be told
+                self.running_duplicates += attrs.get("status") == "duplicate"
                 if self.rungs is not None and "rungs" in attrs:
                     self.rungs.add(trial.number, TrialRecord.of(trial), running=True)
                 if attrs.get("archid") and attrs.get("status") not in ("failed", "over_budget"):
@@ -283,12 +288,20 @@ def work(
             last_recovery = time.monotonic()
 
     def claim_for(trial: optuna.trial.Trial, written: dict) -> Claim:
-        def claim(record: TrialRecord) -> tuple[int, list[float]] | None:
+        def claim(record: TrialRecord) -> tuple[int, list[float] | None] | None:
             while True:
                 with lock:
                     recover_if_due()
                     view.update(study.get_trials(deepcopy=False))
                     done = view.trained.get(record.archid or "")
+                    if done is not None and view.rungs is not None:
+                        # a duplicate counts at once (it skips the rungs' promotion check)
+                        if view.complete + view.finishing >= n_trials:
+                            return done[0], None
+                        mark = {"status": "duplicate", "duplicate_of": done[0]}
+                        written.update(mark)
+                        _set_attrs(storage, trial._trial_id, mark)
+                        flush(storage)
                     if done is not None:
                         return done
                     if view.training.get(record.archid or "", trial.number) == trial.number:
@@ -300,10 +313,10 @@ def work(
 
         return claim
 
-    def refresh() -> int:
+    def refresh() -> tuple[int, int]:
         recover_if_due()
         view.update(study.get_trials(deepcopy=False))
-        return view.complete
+        return view.complete, view.finishing
 
     def rungs_for(trial: optuna.trial.Trial) -> TrialRungs | None:
         if fidelity is None or view.rungs is None:

@@ -5,9 +5,9 @@ ACE (before any training), reject it when it is over ``max_ace`` (PRUNED, with t
 reuse the values of an already trained trial with the same archid (COMPLETE, ``duplicate_of``),
 else proxy-train it (COMPLETE). With successive halving (``rungs``, :class:`Rungs`) it is
 trained rung by rung, each rung decided by the loop: stopped at a rung it is PRUNED with status
-``stopped``, its rung results in its record (:func:`run_rungs`). Any exception of the candidate (a data misfit, an
-:class:`EvaluationError` such as a non-finite loss, an out-of-memory error) becomes a FAIL
-outcome with its reason: a candidate never stops the search.
+``stopped``, its rung results in its record (:func:`run_rungs`). Any exception of the candidate
+(a data misfit, an :class:`EvaluationError` such as a non-finite loss, an out-of-memory
+error) becomes a FAIL outcome with its reason: a candidate never stops the search.
 
 An evaluator has four steps, cheap ones first (:class:`CandidateEvaluator`); the real one is
 :class:`ProxyEvaluator` (``evaluators.ace.count_ace`` with the search's cost table,
@@ -227,8 +227,9 @@ def failure_reason(exc: BaseException) -> str:
 
 
 #: ``claim(costed record)`` -> ``(number, values)`` of an already trained trial with the same
-#: archid to reuse, or ``None`` once this trial may train it (see :mod:`search.loop`).
-Claim = Callable[[TrialRecord], "tuple[int, list[float]] | None"]
+#: archid to reuse, or ``None`` once this trial may train it (see :mod:`search.loop`);
+#: ``(number, None)``: a duplicate the study no longer needs (it has its N trials).
+Claim = Callable[[TrialRecord], "tuple[int, list[float] | None] | None"]
 
 
 class Rungs(Protocol):
@@ -278,6 +279,10 @@ def evaluate_candidate(
         duplicate = claim(record) if claim is not None else None
         if duplicate is not None:
             number, values = duplicate
+            if values is None:
+                full = "the study has its N trials at the top rung (or training to it)"
+                update = {"status": "stopped", "reason": full, "duplicate_of": number}
+                return Outcome(TrialState.PRUNED, None, record.model_copy(update=update))
             record = record.model_copy(update={"status": "duplicate", "duplicate_of": number})
             return Outcome(TrialState.COMPLETE, (float(values[0]), float(values[1])), record)
         if rungs is not None:

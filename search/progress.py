@@ -33,7 +33,8 @@ class Snapshot:
         """One line for logs and non-terminal output."""
         return (
             f"trials {self.complete}/{self.target} complete, {self.running} running, "
-            f"{self.stopped} stopped at a rung, {self.pruned} over budget, {self.failed} failed; front {self.front_size}; "
+            f"{self.stopped} stopped at a rung, {self.pruned} over budget, {self.failed} failed; "
+            f"front {self.front_size}; "
             f"best accuracy {self.best_accuracy:.4f}; lowest ACE v2 {self.lowest_ace_v2:.6g}"
         )
 
