@@ -133,7 +133,8 @@ class CandidateEvaluator(Protocol):
 
 class ProxyEvaluator:
     """The real evaluator: ``count_ace`` with the config's cost table, the config's proxy and
-    full budgets through ``evaluators.training`` with ``threads`` torch threads."""
+    full budgets through ``evaluators.training`` with ``threads`` torch threads. When the space
+    searches the input resolution, the data set is resized to each candidate's."""
 
     def __init__(self, config: SearchConfig, threads: int = 1) -> None:
         self.config = config
@@ -148,7 +149,18 @@ class ProxyEvaluator:
         if self._splits is None:
             dataset = self.config.dataset
             self._splits = load_dataset(dataset.name, data_dir=dataset.data_dir)
+        if self.config.space.searched_resolution:  # load_dataset caches each size
+            dataset = self.config.dataset
+            resized = load_dataset(
+                dataset.name, data_dir=dataset.data_dir, resolution=arch.resolution
+            )
+            return fit_arch_to_dataset(arch, resized)
         return fit_arch_to_dataset(arch, self._splits)
+
+    def _at_resolution(self, budget: Any, arch: ArchConfig) -> Any:
+        if self.config.space.searched_resolution:
+            return budget.replace(resolution=arch.resolution)
+        return budget
 
     def cost(self, arch: ArchConfig) -> CostSummary:
         from evaluators.ace import count_ace
@@ -171,7 +183,8 @@ class ProxyEvaluator:
         checkpoint = rung.checkpoint if rung is not None else None
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        result = evaluate(arch, self._budget, until_epoch=until, checkpoint=checkpoint)
+        budget = self._at_resolution(self._budget, arch)
+        result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
         return ProxyMetrics(
             val_accuracy=float(result.val_accuracy),
             test_accuracy=float(result.test_accuracy),
@@ -184,7 +197,8 @@ class ProxyEvaluator:
     def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
         from evaluators.training import train
 
-        result = train(arch, self.config.train_config("full", threads=self.threads), out_dir)
+        budget = self._at_resolution(self.config.train_config("full", threads=self.threads), arch)
+        result = train(arch, budget, out_dir)
         return FinalMetrics(
             test_accuracy=float(result.test_accuracy),
             val_accuracy=float(result.val_accuracy),

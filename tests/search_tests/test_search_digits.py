@@ -90,3 +90,19 @@ def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
         if other.status == "stopped" and other.rungs:
             assert [rung.epochs for rung in other.rungs] == [1]
             assert (out / "checkpoints" / "pikenas" / f"{other.archid}.safetensors").is_file()
+
+
+def test_a_searched_resolution_is_trained_and_costed_at_that_size() -> None:
+    from search.objective import ProxyEvaluator
+
+    data = yaml.safe_load(default_config_text())
+    data["space"]["resolutions"] = [8, 12]
+    data["proxy"].update(epochs=1, data_fraction=0.1)
+    config = config_from_dict(data)
+    evaluator = ProxyEvaluator(config)
+    genome = config.space.default_params()
+    small = evaluator.fit(config.space.decode(genome | {"resolution": 8}))
+    large = evaluator.fit(config.space.decode(genome | {"resolution": 12}))
+    assert (small.resolution, large.resolution) == (8, 12)
+    assert evaluator.cost(large).macs > evaluator.cost(small).macs
+    assert 0.0 <= evaluator.proxy(large).val_accuracy <= 1.0  # the data were resized to 12x12
