@@ -81,6 +81,14 @@ class RungIndex:
             if epochs in results
         }
 
+    def promoted(self, epochs: int) -> set[str]:
+        """archids promoted at rung ``epochs``."""
+        return {
+            archid
+            for archid, (_, results, _) in self._entries().items()
+            if epochs in results and results[epochs].decision == "promoted"
+        }
+
     def known(self, archid: str, exclude: int) -> tuple[int | None, dict[int, RungResult]]:
         """``archid``'s rung results from a trial other than ``exclude``, and its number."""
         entry = self._entries().get(archid)
@@ -131,6 +139,7 @@ class TrialRungs:
         with self.lock:
             complete, finishing = self.refresh()
             reached = {k: v for k, v in self.index.points(result.epochs).items() if k != archid}
+            promoted = len(self.index.promoted(result.epochs) - {archid})
             decision = decide(
                 self.fidelity,
                 result.epochs,
@@ -139,6 +148,7 @@ class TrialRungs:
                 reached,
                 num_classes=num_classes,
                 val_images=result.val_images,
+                promoted=promoted,
             )
             if decision.promote and complete + finishing >= self.n_trials:
                 decision = Decision(

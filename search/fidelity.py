@@ -4,7 +4,10 @@ A search with ``fidelity: {rungs: [1, 3, 9], reduction: 3}`` trains every candid
 schedule of ``rungs[-1]`` epochs (the proxy budget), measured at each rung. At a rung below
 the top, the candidate is compared with every architecture that has reached that rung so far
 (whatever became of it later; one entry per archid) and trains on only when it is among the
-first ``ceil(n / reduction)`` of those ``n`` (:func:`decide`), ranked by
+first ``ceil(n / reduction)`` of those ``n`` and fewer than that many have been promoted from
+the rung so far (:func:`decide`): each rung passes on a ``1 / reduction`` share of its
+entrants even when later candidates are better than earlier ones (they are, as NSGA-II
+converges; without the quota two thirds of them went on), ranked by
 :func:`results.pareto.promotion_order`: non-dominated rank of (rung accuracy, ACE v2), then
 crowding distance within a front (the spread of the front kept), then lower ACE v2. The
 decision is taken the moment the candidate reaches the rung, from what the study holds then:
@@ -99,10 +102,11 @@ def decide(
     *,
     num_classes: int,
     val_images: int | None,
+    promoted: int = 0,
 ) -> Decision:
     """The decision for ``archid`` with ``point`` = (accuracy, ACE v2) at rung ``epochs``
     (below the top), given ``reached``: archid -> point of every architecture that reached
-    this rung (its own entry is replaced by ``point``)."""
+    this rung (its own entry is replaced by ``point``), and ``promoted`` of them trained on."""
     accuracy = point[0]
     if epochs == fidelity.rungs[0] and at_chance(accuracy, num_classes, val_images):
         return Decision(
@@ -116,11 +120,11 @@ def decide(
     rank = int(list(order).index(names.index(archid)))
     count = len(names)
     kept = math.ceil(count / fidelity.reduction)
-    if rank < kept:
-        return Decision(True, None, rank, count)
-    return Decision(
-        False,
-        f"rung {epochs} epochs: Pareto place {rank + 1} of {count}, only the first {kept} train on",
-        rank,
-        count,
-    )
+    place = f"rung {epochs} epochs: Pareto place {rank + 1} of {count}"
+    if rank >= kept:
+        return Decision(False, f"{place}, only the first {kept} train on", rank, count)
+    if promoted >= kept:
+        limit = f"at most 1 in {fidelity.reduction:g}"
+        reason = f"{place}, but {promoted} of them trained on already ({limit})"
+        return Decision(False, reason, rank, count)
+    return Decision(True, None, rank, count)

@@ -88,6 +88,15 @@ def test_decide_promotes_the_first_third_by_pareto_rank_then_spread() -> None:
     assert decide(FIDELITY, 3, "x", (0.1, 1.0), {}, **kwargs).promote  # first at the rung
 
 
+def test_a_rung_passes_on_at_most_one_in_reduction_of_its_entrants() -> None:
+    reached = {"a": (0.5, 100.0), "b": (0.4, 100.0), "c": (0.3, 100.0)}
+    kwargs = {"num_classes": 10, "val_images": 1000}
+    # the best of 4: place 1 of ceil(4 / 3) = 2, but a and b trained on already
+    late = decide(FIDELITY, 3, "d", (0.9, 10.0), reached, promoted=2, **kwargs)
+    assert not late.promote and late.rank == 0 and "2 of them trained on already" in late.reason
+    assert decide(FIDELITY, 3, "d", (0.9, 10.0), reached, promoted=1, **kwargs).promote
+
+
 def test_does_not_learn_stops_at_the_first_rung_only() -> None:
     kwargs = {"num_classes": 10, "val_images": 1000}
     first = decide(FIDELITY, 1, "x", (0.1, 1.0), {}, **kwargs)
