@@ -11,7 +11,7 @@ PIP_TOOLS := pip-tools==7.6.2
 COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links
 
-.PHONY: demo test install lint lock clean
+.PHONY: demo test install bench-install lint lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
@@ -29,15 +29,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# the benchmark-only extra (Syne Tune's MOASHA, kaleido, grpcio) on top, from locks/bench.txt
+bench-install: $(STAMP)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r locks/bench.txt
+	$(BIN)/pip check
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Re-resolve the locks from pyproject.toml (after changing a dependency there).
+# Re-resolve the three locks from pyproject.toml (after changing a dependency there).
 lock:
 	rm -rf $(VENV)-lock
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet '$(PIP_TOOLS)'
-	$(VENV)-lock/bin/pip-compile $(COMPILE) --extra dev --extra bench -o locks/dev.txt pyproject.toml
+	$(VENV)-lock/bin/pip-compile $(COMPILE) --extra dev -o locks/dev.txt pyproject.toml
+	$(VENV)-lock/bin/pip-compile $(COMPILE) --extra dev --extra bench -o locks/bench.txt pyproject.toml
 	$(VENV)-lock/bin/pip-compile $(COMPILE) -o locks/runtime.txt pyproject.toml
 	rm -rf $(VENV)-lock
 

@@ -7,6 +7,15 @@ float teacher (KL term at a temperature), bf16 autocast on CUDA in training only
 runs the network's integer program exactly, see ``space.build.PikeNet``), an explicit torch thread
 count, a progress bar when asked. A non-finite loss raises :class:`EvaluationError`.
 
+Successive halving trains a candidate in rungs: :func:`evaluate` with ``until_epoch`` stops
+after that epoch of the ``budget.epochs`` schedule and with ``checkpoint`` continues from the
+last one, so a candidate trained rung by rung ends bit-identical to one trained in one go (CPU,
+same threads). Below the last epoch the validation accuracy is that of the training forward
+(fake quantization, batch statistics; :func:`_batch_statistics_eval`): early in training the
+running averages lag far behind the weights and the eval forward (the integer program) scores
+near chance, while the training forward already ranks candidates by their final accuracy
+(``benchmarks/search_efficiency.py`` measures it). The training state is left untouched.
+
 Accuracies are fractions in ``[0, 1]``; losses are mean cross-entropy (no smoothing) in nats.
 """
 
@@ -234,6 +243,37 @@ def _evaluate_split(
     return float(loss_sum) / len(split), int(correct) / len(split)
 
 
+@torch.no_grad()
+def _batch_statistics_eval(
+    model: torch.nn.Module,
+    split: Split,
+    splits: DatasetSplits,
+    batch_size: int,
+    channels_last: bool,
+) -> tuple[float, float]:
+    """``(mean cross-entropy, top-1 accuracy)`` of the *training* forward on ``split``: fake
+    quantization with each batch's own normalisation statistics, in batches of about
+    ``batch_size`` (equal sizes, fixed order). The model's state and the RNG are restored."""
+    saved = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    count = len(split)
+    even = math.ceil(count / math.ceil(count / max(1, batch_size)))
+    model.train()
+    try:
+        loss_sum, correct = 0.0, 0
+        for images, labels in iterate_batches(
+            split, even, mean=splits.mean, std=splits.std, channels_last=channels_last
+        ):
+            logits = model(images).float()
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+        return loss_sum / count, correct / count
+    finally:
+        model.load_state_dict(saved)
+        torch.set_rng_state(rng)
+        model.eval()
+
+
 def _on_device(split: Split, device: torch.device) -> Split:
     return Split(split.images.to(device), split.labels.to(device))
 
@@ -247,11 +287,14 @@ def _fit(
     teacher: torch.nn.Module | None = None,
     checkpoint_path: Path | None = None,
     progress: bool = False,
+    until_epoch: int | None = None,
 ) -> tuple[torch.nn.Module, TrainResult]:
     """Train ``arch`` (already fitted to ``splits``) and return ``(model, result)``.
 
     With ``checkpoint_path`` the state is saved after every epoch and, if the file exists,
-    restored first (the run continues from the last finished epoch).
+    restored first (the run continues from the last finished epoch). ``until_epoch`` stops
+    after that epoch of the ``config.epochs`` schedule: the result then has the training
+    forward's validation metrics (see the module docstring) and no test metrics (NaN).
     """
     run_start = time.perf_counter()
     device = _resolve_device(config.device)
@@ -274,9 +317,18 @@ def _fit(
     generator = torch.Generator().manual_seed(config.seed)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "wall_s": 0.0}
     state.update(train_s=0.0, train_images=0)
+    stop = min(config.epochs, until_epoch or config.epochs)
     if checkpoint_path is not None and checkpoint_path.exists():
+        fresh = dict(state)
         state = load_checkpoint(checkpoint_path, model, optimizer, generator)
         logger.info("resuming %s after epoch %d", checkpoint_path, state["epoch"])
+        if state["epoch"] > stop:  # measured beyond this rung already: train it again
+            logger.warning("%s is past epoch %d; starting afresh", checkpoint_path, stop)
+            torch.manual_seed(config.seed)
+            model = _build_model(arch, config.seed).to(device=device, memory_format=memory_format)
+            optimizer = _make_optimizer(model, config)
+            generator = torch.Generator().manual_seed(config.seed)
+            state = fresh
     if teacher is not None:
         teacher = teacher.to(device=device, memory_format=memory_format).eval()
     elapsed_before = state["wall_s"]
@@ -285,7 +337,7 @@ def _fit(
     title = arch.name or arch.archid
     done_steps = state["epoch"] * steps_per_epoch
     with TrainingProgress(progress, total_steps, done_steps, title) as bar:
-        for epoch in range(state["epoch"], config.epochs):
+        for epoch in range(state["epoch"], stop):
             model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -365,12 +417,21 @@ def _fit(
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, model, optimizer, generator, state)
 
-    test_loss, test_accuracy = _evaluate_split(model, test_split, splits, batch_size, channels_last)
     last = state["curve"][-1]
+    val_loss, val_accuracy = last["val_loss"], last["val_accuracy"]
+    if stop < config.epochs:
+        test_loss = test_accuracy = math.nan
+        val_loss, val_accuracy = _batch_statistics_eval(
+            model, val_split, splits, batch_size, channels_last
+        )
+    else:
+        test_loss, test_accuracy = _evaluate_split(
+            model, test_split, splits, batch_size, channels_last
+        )
     result = TrainResult(
-        val_accuracy=last["val_accuracy"],
+        val_accuracy=val_accuracy,
         test_accuracy=test_accuracy,
-        val_loss=last["val_loss"],
+        val_loss=val_loss,
         test_loss=test_loss,
         epochs=state["epoch"],
         wall_s=elapsed_before + time.perf_counter() - run_start,
@@ -453,16 +514,28 @@ def evaluate(
     *,
     splits: DatasetSplits | None = None,
     progress: bool = False,
+    until_epoch: int | None = None,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
-    """Proxy accuracy of ``arch``: train it under ``budget`` in memory (no files) and return
-    its validation / test metrics. ``splits`` (already loaded) avoids reloading the data set;
-    its geometry is fitted onto ``arch`` (:func:`fit_arch_to_dataset`)."""
+    """Proxy accuracy of ``arch``: train it under ``budget`` in memory and return its
+    validation / test metrics. ``splits`` (already loaded) avoids reloading the data set;
+    its geometry is fitted onto ``arch`` (:func:`fit_arch_to_dataset`). ``until_epoch`` and
+    ``checkpoint`` (a file, continued from when it exists) train one rung of successive
+    halving (see the module docstring)."""
     fitted, splits = _prepare(arch, budget, splits)
     with _with_threads(budget.threads):
         teacher = (
             build_teacher(budget.distill_from, budget, splits) if budget.distill_from else None
         )
-        _, result = _fit(fitted, budget, splits, teacher=teacher, progress=progress)
+        _, result = _fit(
+            fitted,
+            budget,
+            splits,
+            teacher=teacher,
+            progress=progress,
+            until_epoch=until_epoch,
+            checkpoint_path=Path(checkpoint) if checkpoint is not None else None,
+        )
     return result
 
 

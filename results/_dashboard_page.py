@@ -124,7 +124,7 @@ PAGE_SCRIPT = r"""
     byId("title").textContent = data.title;
     document.title = data.title;
     byId("summary").textContent = summaryLine(data.summary);
-    for (const id of ["pareto", "hypervolume", "bits", "proxy_final"]) {
+    for (const id of ["pareto", "rungs", "hypervolume", "bits", "proxy_final"]) {
       draw(id, data.figures[id]);
     }
     breakdown(data);

@@ -32,6 +32,7 @@ from results.figure_data import (
     hypervolume_data,
     pareto_scatter_data,
     proxy_final_data,
+    rungs_data,
 )
 from results.figures import (
     ace_breakdown_figure,
@@ -39,6 +40,7 @@ from results.figures import (
     hypervolume_figure,
     pareto_figure,
     proxy_final_figure,
+    rungs_figure,
 )
 from results.front import front_records
 from results.storage import display_name, open_study
@@ -147,8 +149,9 @@ def dashboard_data(
     run_label: str = "",
 ) -> dict[str, Any]:
     """Everything the page shows, JSON-able: ``title``, ``summary`` (counts, dataset, sampler,
-    hypervolume), ``figures`` (plotly JSON of ``pareto``, ``hypervolume``, ``bits``,
-    ``proxy_final``), ``breakdowns`` (trial number -> figure; front trials only, see
+    hypervolume; trials stopped at a rung of successive halving count as ``STOPPED``), ``figures``
+    (plotly JSON of ``pareto``, ``rungs``, ``hypervolume``, ``bits``, ``proxy_final``),
+    ``breakdowns`` (trial number -> figure; front trials only, see
     :data:`MAX_BREAKDOWNS`), ``breakdown_errors`` and ``front`` (records).
     """
     frame = trials_frame(study)
@@ -162,7 +165,8 @@ def dashboard_data(
     breakdown_figures, breakdown_errors = (
         _breakdowns(front, study_cost_table(study), axis) if breakdowns else ({}, {})
     )
-    counts = frame["state"].value_counts().to_dict()
+    states = frame["state"].where(frame["status"] != "stopped", "STOPPED")
+    counts = states.value_counts().to_dict()
     summary = {
         "study": info["study"],
         "run": run_label,
@@ -187,6 +191,7 @@ def dashboard_data(
             "pareto": _figure_json(
                 pareto_figure(pareto, title="Proxy accuracy vs ACE v2", axis=axis)
             ),
+            "rungs": _figure_json(rungs_figure(rungs_data(frame))),
             "hypervolume": _figure_json(hypervolume_figure(hypervolume)),
             "bits": _figure_json(bits_heatmap_figure(bits_heatmap_data(frame))),
             "proxy_final": _figure_json(proxy_final_figure(proxy_final_data(frame))),
@@ -223,6 +228,7 @@ def render_html(data: dict[str, Any], *, live: bool = False, refresh_s: float = 
         f"<script>{_plotly_js()}</script></head>\n<body>"
         f"<header><h1 id='title'>{title}</h1><p id='summary'></p><p id='status'></p></header>"
         "<main><div id='pareto' class='plot wide'></div>"
+        "<div id='rungs' class='plot wide'></div>"
         "<div class='row'><div id='hypervolume' class='plot'></div>"
         "<div id='proxy_final' class='plot'></div></div>"
         "<div id='bits' class='plot wide'></div>"

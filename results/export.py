@@ -268,7 +268,9 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
     return target
 
 
-def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Path:
+def export_trained(
+    source: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS
+) -> Path:
     """Bundle a ``pikenas train`` folder (``arch.json``, ``weights.safetensors``,
     ``metrics.json``) as ``OUT/<folder name>-bundle`` (default OUT: the folder's parent)."""
     source = Path(source).expanduser().resolve()
@@ -301,7 +303,7 @@ def export_trained(source: str | Path, out_dir: str | Path | None = None) -> Pat
                           onnx_check=check, verified=verified, folder_name=target.name,
                           qonnx_check=qonnx)
 
-    return _bundle(target, arch, weights, card)
+    return _bundle(target, arch, weights, card, _formats(formats))
 
 
 def _write_bundles(

@@ -26,6 +26,7 @@ from space.errors import ArchConfigError
 
 __all__ = [
     "pareto_scatter_data",
+    "rungs_data",
     "hypervolume_data",
     "bits_heatmap_data",
     "ace_breakdown_data",
@@ -76,6 +77,8 @@ def pareto_scatter_data(
       drawn as a step line (horizontal then vertical);
     * ``zoo``: reference ACE v2 of zoo models costed with ``count_ace`` (``name``, ``ace_v2``),
       from ``zoo_ace`` (empty when not given);
+    * ``stopped``: trials stopped at a rung of successive halving (``number``, ``accuracy`` at
+      that rung, ``ace_v2``, ``epochs``, ``reason``): not on the front, drawn apart;
     * ``log_x``: whether the ACE axis should be logarithmic.
     """
     done = _completed(frame)
@@ -106,10 +109,38 @@ def pareto_scatter_data(
         {"name": list((zoo_ace or {}).keys()), "ace_v2": list((zoo_ace or {}).values())},
         columns=["name", "ace_v2"],
     ).astype({"name": str, "ace_v2": float})
-    costs = np.concatenate([ace, zoo["ace_v2"].to_numpy(float)])
+    halted = frame[(frame["status"] == "stopped") & frame["rung_accuracy"].notna()]
+    stopped = pd.DataFrame(
+        {
+            "number": halted["number"].astype(int),
+            "accuracy": halted["rung_accuracy"].astype(float),
+            "ace_v2": halted["ace_v2"].astype(float),
+            "epochs": halted["rung_epochs"].astype(int),
+            "reason": halted["reason"].fillna("").astype(str),
+        }
+    ).reset_index(drop=True)
+    costs = np.concatenate([ace, zoo["ace_v2"].to_numpy(float), stopped["ace_v2"].to_numpy()])
     costs = costs[np.isfinite(costs) & (costs > 0)]
     log_x = bool(costs.size and costs.max() / costs.min() > _LOG_AXIS_RATIO)
-    return {"points": points, "front": front, "zoo": zoo, "log_x": log_x}
+    return {"points": points, "front": front, "zoo": zoo, "stopped": stopped, "log_x": log_x}
+
+
+def rungs_data(frame: pd.DataFrame) -> dict[str, Any]:
+    """Rung results of successive halving: ``rungs`` with one row per (trial, rung) —
+    ``number``, ``epochs``, ``accuracy`` (validation accuracy at that rung), ``outcome``
+    (``complete``: reached the top rung; ``stopped``; ``running``; ``failed``) — and
+    ``counts``: trials per outcome. Empty for a study without successive halving."""
+    outcome_of = {"COMPLETE": "complete", "RUNNING": "running", "FAIL": "failed"}
+    rows = []
+    for row in frame.itertuples(index=False):
+        rungs = row.rungs if isinstance(row.rungs, list) else []
+        outcome = "stopped" if row.status == "stopped" else outcome_of.get(row.state, "failed")
+        for rung in rungs:
+            accuracy = float(rung["val_accuracy"])
+            rows.append((int(row.number), int(rung["epochs"]), accuracy, outcome))
+    table = pd.DataFrame(rows, columns=["number", "epochs", "accuracy", "outcome"])
+    counts = table.drop_duplicates("number")["outcome"].value_counts().to_dict()
+    return {"rungs": table, "counts": {str(k): int(v) for k, v in counts.items()}}
 
 
 def hypervolume_data(

@@ -19,8 +19,10 @@ import plotly.graph_objects as go
 
 __all__ = [
     "ACE_AXIS",
+    "STOPPED_META",
     "TRIALS_META",
     "pareto_figure",
+    "rungs_figure",
     "hypervolume_figure",
     "bits_heatmap_figure",
     "ace_breakdown_figure",
@@ -34,6 +36,8 @@ def _text(value: str) -> str:
     """A user string as plotly's HTML subset shows it literally."""
     return html.escape(value, quote=False)
 
+#: ``meta`` of the Pareto scatter's trace of trials stopped at a rung of successive halving
+STOPPED_META = "stopped"
 #: the cost axis of the default cost table (a study names its own: ``ACE v2: <table> (<unit>)``)
 ACE_AXIS = "ACE v2: ace_v2 (bit-ops)"
 
@@ -92,6 +96,26 @@ def pareto_figure(
                 meta=TRIALS_META,
             )
         )
+    stopped: pd.DataFrame = data.get("stopped", pd.DataFrame())
+    if len(stopped):
+        figure.add_trace(
+            go.Scatter(
+                x=stopped["ace_v2"].tolist(),
+                y=stopped["accuracy"].tolist(),
+                customdata=stopped["number"].tolist(),
+                mode="markers",
+                hovertext=[
+                    f"trial #{row.number} stopped after {row.epochs} epochs<br>"
+                    f"accuracy then {100 * row.accuracy:.2f}%<br>ACE v2 {row.ace_v2:,.0f}<br>"
+                    f"{html.escape(row.reason)}"
+                    for row in stopped.itertuples(index=False)
+                ],
+                hoverinfo="text",
+                name="stopped at a rung (accuracy there)",
+                marker={"size": 6, "color": "#999", "symbol": "circle-open"},
+                meta=STOPPED_META,
+            )
+        )
     front: pd.DataFrame = data["front"]
     figure.add_trace(
         go.Scatter(
@@ -116,6 +140,52 @@ def pareto_figure(
         yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+_OUTCOME_STYLE = {
+    "complete": ("reached the top rung", "#1f77b4"),
+    "stopped": ("stopped at a rung", "#aaaaaa"),
+    "running": ("running", "#2ca02c"),
+    "failed": ("failed", "#d62728"),
+}
+
+
+def rungs_figure(data: dict[str, Any], title: str = "Successive halving: rungs") -> go.Figure:
+    """Validation accuracy at each rung, one line per trial, coloured by what became of it."""
+    table: pd.DataFrame = data["rungs"]
+    figure = go.Figure()
+    for outcome, (label, color) in _OUTCOME_STYLE.items():
+        part = table[table["outcome"] == outcome]
+        if part.empty:
+            continue
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        numbers: list[int | None] = []
+        for number, rows in part.groupby("number", sort=True):
+            xs += rows["epochs"].tolist() + [None]
+            ys += rows["accuracy"].tolist() + [None]
+            numbers += [int(number)] * len(rows) + [None]
+        count = data["counts"].get(outcome, 0)
+        figure.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                customdata=numbers,
+                mode="lines+markers",
+                line={"color": color, "width": 1},
+                marker={"size": 5, "color": color},
+                name=f"{label} ({count})",
+                hovertemplate="trial %{customdata}<br>%{x} epochs: %{y:.2%}<extra></extra>",
+            )
+        )
+    if table.empty:
+        title += " (this study trains every candidate for the whole proxy budget)"
+    figure.update_layout(
+        title=html.escape(title),
+        xaxis={"title": "epochs (rung)", "type": "log"},
+        yaxis={"title": "validation accuracy at the rung", "tickformat": ".0%"},
     )
     return figure
 

@@ -13,6 +13,11 @@ accuracy 0 and ``1.1 x`` the largest finite ACE v2 seen, so every finite point c
 Points at or beyond the reference (accuracy <= ref, ace_v2 >= ref) contribute nothing.
 The normalized hypervolume divides by the area of the box between the reference point and the
 ideal point (accuracy 1, ACE v2 0): ``(1 - ref_accuracy) * ref_ace_v2``.
+
+Ranking (successive halving's promotions, :func:`promotion_order`): non-dominated sorting peels
+fronts off one after the other (front 0 is the Pareto front); within a front the points that
+keep the front spread out come first (crowding distance in accuracy and log10 ACE v2, each
+scaled to its range over the whole set; the two ends of a front are infinitely far).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ __all__ = [
     "REFERENCE_ACE_FACTOR",
     "pareto_mask",
     "pareto_front",
+    "pareto_ranks",
+    "crowding_distance",
+    "promotion_order",
     "best_per_archid",
     "reference_point",
     "hypervolume",
@@ -68,6 +76,68 @@ def pareto_mask(
     on_front = (sorted_acc == group_best[group_of]) & (group_best[group_of] > best_before[group_of])
     mask[order[on_front]] = True
     return mask
+
+
+def pareto_ranks(
+    accuracy: Sequence[float] | np.ndarray, ace_v2: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Non-dominated sorting: ``(n,)`` int, 0 for the front, 1 for the front of the rest, ...;
+    points with a NaN or infinite objective get the rank after the last front."""
+    acc, ace = _points(accuracy, ace_v2)
+    ranks = np.full(acc.size, -1, dtype=int)
+    left = np.flatnonzero(np.isfinite(acc) & np.isfinite(ace))
+    rank = 0
+    while left.size:
+        mask = pareto_mask(acc[left], ace[left])
+        ranks[left[mask]] = rank
+        left = left[~mask]
+        rank += 1
+    ranks[ranks < 0] = rank
+    return ranks
+
+
+def crowding_distance(
+    accuracy: Sequence[float] | np.ndarray,
+    ace_v2: Sequence[float] | np.ndarray,
+    scale: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """NSGA-II's crowding distance ``(n,)`` of points on one front, in accuracy and log10
+    ACE v2, each divided by ``scale`` (default: its range over these points): the side lengths
+    of the box between a point's two neighbours; the two ends get ``inf``."""
+    acc, ace = _points(accuracy, ace_v2)
+    log_ace = np.log10(np.maximum(ace, 1e-300))
+    if scale is None:
+        scale = (float(np.ptp(acc)), float(np.ptp(log_ace))) if acc.size else (0.0, 0.0)
+    distance = np.zeros(acc.size)
+    if acc.size <= 2:
+        return np.full(acc.size, np.inf)
+    order = np.lexsort((-acc, log_ace))
+    distance[order[[0, -1]]] = np.inf
+    for values, span in ((acc, scale[0]), (log_ace, scale[1])):
+        if span > 0:
+            gaps = np.abs(values[order[2:]] - values[order[:-2]]) / span
+            distance[order[1:-1]] += gaps
+    return distance
+
+
+def promotion_order(
+    accuracy: Sequence[float] | np.ndarray, ace_v2: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Indices of the points best first: by non-dominated rank, then (within a front) larger
+    crowding distance, then lower ACE v2, then lower index."""
+    acc, ace = _points(accuracy, ace_v2)
+    ranks = pareto_ranks(acc, ace)
+    finite = np.isfinite(acc) & np.isfinite(ace)
+    log_ace = np.log10(np.maximum(ace[finite], 1e-300))
+    scale = (
+        float(np.ptp(acc[finite])) if finite.any() else 0.0,
+        float(np.ptp(log_ace)) if finite.any() else 0.0,
+    )
+    crowding = np.zeros(acc.size)
+    for rank in np.unique(ranks[finite]):
+        members = np.flatnonzero(finite & (ranks == rank))
+        crowding[members] = crowding_distance(acc[members], ace[members], scale)
+    return np.lexsort((np.arange(acc.size), np.nan_to_num(ace, nan=np.inf), -crowding, ranks))
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 Optuna's attributes in one place (docs/study_contract.md shows these fields; a test keeps the
 two equal).
 
-* :class:`TrialRecord`: the user attributes of one trial;
+* :class:`TrialRecord`: the user attributes of one trial (with :class:`RungResult` per rung of
+  successive halving it reached);
 * :class:`StudyRecord`: the user attributes of the study (with :class:`FinalResult` per fully
   trained trial);
 * :class:`WorkerReport`: what one worker did, a study system attribute
@@ -30,8 +31,11 @@ __all__ = [
     "DIRECTIONS",
     "HEARTBEAT_ATTR",
     "OBJECTIVES",
+    "RUNG_DECISIONS",
     "TRIAL_STATUSES",
     "FinalResult",
+    "RungDecision",
+    "RungResult",
     "StudyRecord",
     "TrialRecord",
     "TrialStatus",
@@ -50,8 +54,10 @@ DIRECTIONS = ("maximize", "minimize")
 HEARTBEAT_ATTR = "pikenas:heartbeat"
 _WORKER_PREFIX = "pikenas:worker:"
 
-TrialStatus = Literal["ok", "duplicate", "over_budget", "failed"]
+TrialStatus = Literal["ok", "duplicate", "over_budget", "stopped", "failed"]
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
+RungDecision = Literal["promoted", "stopped", "top"]
+RUNG_DECISIONS: tuple[str, ...] = get_args(RungDecision)
 
 
 def _read(model: type[StrictModel], attrs: Mapping[str, Any], what: str) -> Any:
@@ -65,6 +71,24 @@ def _read(model: type[StrictModel], attrs: Mapping[str, Any], what: str) -> Any:
                 raise
             logger.warning("%s: unreadable %s dropped", what, ", ".join(sorted(bad)))
             known = {key: value for key, value in known.items() if key not in bad}
+
+
+class RungResult(StrictModel):
+    """The proxy result of one trial at one rung of successive halving (``epochs`` of the
+    top rung's training schedule) and what was decided there."""
+
+    epochs: int = Field(ge=1, description="epochs trained when this rung was measured")
+    val_accuracy: float = Field(description="validation top-1 at this rung, in [0, 1]")
+    val_loss: float = Field(description="validation loss at this rung")
+    val_images: int | None = Field(None, description="validation images it was measured on")
+    cpu_s: float = Field(0.0, ge=0, description="CPU seconds of this rung's training")
+    decision: RungDecision | None = Field(
+        None,
+        description="promoted (trains on), stopped (ends here), top (the last rung: COMPLETE); "
+        "None until decided",
+    )
+    rank: int | None = Field(None, description="its place (0 = best) among `of` at this rung")
+    of: int | None = Field(None, description="architectures that had reached this rung")
 
 
 class TrialRecord(StrictModel):
@@ -88,10 +112,18 @@ class TrialRecord(StrictModel):
     status: TrialStatus | None = Field(
         None,
         description="ok (trained), duplicate (values of `duplicate_of`), over_budget "
-        "(ACE v2 over max_ace, not trained), failed",
+        "(ACE v2 over max_ace, not trained), stopped (PRUNED at a rung of successive halving; "
+        "its results are in `rungs`), failed",
     )
-    reason: str | None = Field(None, description="why it is over_budget or failed (one line)")
-    duplicate_of: int | None = Field(None, description="the trial whose values a duplicate took")
+    reason: str | None = Field(
+        None, description="why it is over_budget, stopped or failed (one line)"
+    )
+    rungs: tuple[RungResult, ...] | None = Field(
+        None, description="successive halving: its result at each rung reached, in order"
+    )
+    duplicate_of: int | None = Field(
+        None, description="the trial whose values (or rung results) a duplicate took"
+    )
     baseline: str | None = Field(None, description="zoo name of an enqueued fixed point")
     worker: str | None = Field(None, description="host:pid of the worker that ran it")
     retry_of: int | None = Field(None, description="the failed trial whose genome this retries")
@@ -101,8 +133,17 @@ class TrialRecord(StrictModel):
     )
 
     def to_attrs(self) -> dict[str, Any]:
-        """The Optuna user attributes (unset fields are absent)."""
-        return self.model_dump(exclude_none=True)
+        """The Optuna user attributes (unset fields are absent; ``rungs`` is a list of
+        objects)."""
+        data = self.model_dump(exclude_none=True)
+        if self.rungs is not None:
+            data["rungs"] = [rung.model_dump() for rung in self.rungs]
+        return data
+
+    @property
+    def last_rung(self) -> RungResult | None:
+        """The last rung it reached (None without successive halving)."""
+        return self.rungs[-1] if self.rungs else None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
@@ -175,6 +216,7 @@ class WorkerReport(StrictModel):
     label: str = Field(description="host:pid")
     complete: int = Field(0, description="trials it told COMPLETE")
     pruned: int = Field(0, description="trials it told PRUNED (over budget)")
+    stopped: int = Field(0, description="trials it stopped at a rung of successive halving")
     failed: int = Field(0, description="trials it told FAIL")
     recovered: tuple[int, ...] = Field((), description="stale trials of dead workers it failed")
     gave_up: str | None = Field(None, description="why it stopped before N COMPLETE trials")
@@ -212,7 +254,7 @@ def _type_name(annotation: Any) -> str:
 def contract_tables() -> str:
     """The Markdown field tables of the records (docs/study_contract.md holds exactly these)."""
     sections = []
-    for model in (TrialRecord, StudyRecord, FinalResult, WorkerReport):
+    for model in (TrialRecord, RungResult, StudyRecord, FinalResult, WorkerReport):
         rows = [
             f"### {model.__name__}",
             "",

@@ -10,6 +10,10 @@ Columns (see :data:`COLUMNS`):
   on elementwise operations, in [0, 1]);
 * ``status``, ``reason``, ``baseline`` (zoo name of an enqueued fixed point), ``duplicate_of``,
   ``worker``, ``archid``;
+* successive halving: ``rung_epochs`` (Int64, the epochs of the last rung reached) and
+  ``rung_accuracy`` (its validation accuracy: what a trial ``stopped`` at a rung, PRUNED with
+  NaN ``accuracy``, achieved), ``rungs`` (list of dicts: ``epochs``, ``val_accuracy``,
+  ``decision``, ... per rung; empty without successive halving);
 * ``layer_bits`` (``"8/8 4/8 ..."``: weight / input-activation bits per MAC layer, see
   :mod:`results.layers`), ``weight_bits`` and ``activation_bits`` (lists of ints);
 * ``datetime_start`` / ``datetime_complete``, ``duration_s`` (s), ``proxy_wall_s`` (s);
@@ -65,6 +69,9 @@ COLUMNS: dict[str, str] = {
     "baseline": "str",
     "duplicate_of": "Int64",
     "worker": "str",
+    "rung_epochs": "Int64",
+    "rung_accuracy": "float64",
+    "rungs": "object",
     "layer_bits": "str",
     "weight_bits": "object",
     "activation_bits": "object",
@@ -83,7 +90,9 @@ COLUMNS: dict[str, str] = {
     "arch": "str",
 }
 #: columns filled from the trial's :class:`TrialRecord` (the rest come from the trial itself).
-_RECORD_COLUMNS = tuple(name for name in COLUMNS if name in TrialRecord.model_fields)
+_RECORD_COLUMNS = tuple(
+    name for name in COLUMNS if name in TrialRecord.model_fields and name != "rungs"
+)
 
 
 def load(
@@ -225,6 +234,9 @@ def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         datetime_complete=trial.datetime_complete,
         duration_s=trial.duration.total_seconds() if trial.duration is not None else math.nan,
         arch=record.arch or "",
+        rung_epochs=record.last_rung.epochs if record.last_rung else None,
+        rung_accuracy=record.last_rung.val_accuracy if record.last_rung else math.nan,
+        rungs=[rung.model_dump() for rung in record.rungs or ()],
         weight_bits=[],
         activation_bits=[],
         layer_bits="",

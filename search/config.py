@@ -5,6 +5,7 @@ Sections (unknown keys are refused everywhere)::
     dataset:    {name, data_dir}                  # the data set (data_dir for cifar / folders)
     space:      SearchSpace                       # skeleton + per-block choices
     proxy:      TrainConfig fields                # the cheap budget every candidate gets
+    fidelity:   null | {rungs, reduction}         # Pareto successive halving (search.fidelity)
     full:       TrainConfig fields                # the budget of the fully trained winners
     max_ace:    ACE v2 budget or null             # candidates above it are not trained
     cost_table: null | ace_v2-fp16 | FILE | {...} # what ACE v2 charges (null: DESIGN.md's table)
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from search.fidelity import FidelityConfig
 from space._parse import parse_yaml, read_text
 from space._strict import StrictModel, one_line
 from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
@@ -93,6 +95,7 @@ class SearchConfig(StrictModel):
     dataset: DatasetConfig = DatasetConfig()
     space: SearchSpace
     proxy: dict[str, Any] = Field(default_factory=dict)
+    fidelity: FidelityConfig | None = None
     full: dict[str, Any] = Field(default_factory=dict)
     max_ace: float | None = Field(default=None, gt=0)
     cost_table: dict[str, Any] | None = None
@@ -106,6 +109,17 @@ class SearchConfig(StrictModel):
             if key in value:
                 raise ValueError(f"{key} cannot be set here; {fix}")
         return value
+
+    @model_validator(mode="after")
+    def _proxy_epochs_are_the_top_rung(self) -> SearchConfig:
+        epochs = self.proxy.get("epochs")
+        if self.fidelity is not None and epochs is not None and epochs != self.fidelity.top:
+            raise ValueError(
+                f"proxy.epochs {epochs} differs from the top rung {self.fidelity.top} of "
+                "fidelity.rungs: the top rung is the proxy budget; drop proxy.epochs or make "
+                "them equal"
+            )
+        return self
 
     @field_validator("cost_table", mode="before")
     @classmethod
@@ -243,6 +257,8 @@ class SearchConfig(StrictModel):
         from evaluators.training import TrainConfig
 
         fields = dict(self.proxy if kind == "proxy" else self.full)
+        if kind == "proxy" and self.fidelity is not None:
+            fields["epochs"] = self.fidelity.top
         fields.update(extra)
         return TrainConfig(
             dataset=self.dataset.name, data_dir=self.dataset.data_dir, threads=threads, **fields
@@ -291,7 +307,7 @@ def load_config(path: str | Path | None = None, *, check_references: bool = True
     if not isinstance(data, dict):
         raise SearchConfigError(
             f"{source}: the file must hold a mapping with the sections dataset, space, proxy, "
-            "full, max_ace, cost_table, baselines, search"
+            "fidelity, full, max_ace, cost_table, baselines, search"
         )
     if isinstance(data.get("cost_table"), str):
         try:

@@ -21,6 +21,14 @@ start and whenever they wait, and enqueue again the genome of a trial that had g
 its architecture, or of an enqueued one (its fixed parameters survive any kill): ``retry_of``,
 at most :data:`MAX_RETRIES` times, so a candidate that kills its worker cannot loop forever.
 
+Successive halving (``fidelity``): a trial trains rung by rung (:func:`search.objective.run_rungs`,
+decided by :class:`search._rungs.TrialRungs`); one stopped at a rung is PRUNED with status
+``stopped`` and is not a rejection. ``N`` still counts COMPLETE trials, i.e. trials that
+reached the top rung: a worker asks while ``complete + finishing < N``, ``finishing`` being the
+RUNNING trials promoted into the top rung, and no trial is promoted once that sum is ``N``.
+A stopped architecture proposed again is decided afresh from its stored rung results, and a
+retried one continues from them and from its checkpoint (``checkpoints``).
+
 When it stops, the worker stores its :class:`~results.record.WorkerReport` in the study.
 """
 
@@ -33,6 +41,7 @@ import socket
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -41,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from results.record import HEARTBEAT_ATTR, TrialRecord, WorkerReport, record_worker_report
 from search._journal import flush
+from search._rungs import RungIndex, TrialRungs, checkpoint_folder
 from search.lock import AskLock, NoLock
 from search.objective import (
     CandidateEvaluator,
@@ -51,6 +61,7 @@ from search.objective import (
 )
 
 if TYPE_CHECKING:
+    from search.fidelity import FidelityConfig
     from space.searchspace import SearchSpace
 
 __all__ = ["MAX_RETRIES", "max_rejected", "recover_stale_trials", "stale_reason", "work"]
@@ -108,34 +119,54 @@ class _Heartbeat:
 
 class _StudyView:
     """Counts and archids of a study, updated from each ``get_trials`` (finished trials are
-    read once: a trial never leaves a finished state)."""
+    read once: a trial never leaves a finished state); with successive halving its
+    :class:`RungIndex` too. ``finishing``: RUNNING trials that will be COMPLETE unless they
+    fail (all of them without successive halving)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fidelity: FidelityConfig | None = None) -> None:
         self.finished: set[int] = set()
         self.complete = 0
         self.rejected = 0
         self.running = 0
         self.trained: dict[str, tuple[int, list[float]]] = {}
         self.training: dict[str, int] = {}
+        self.running_duplicates = 0
+        self.rungs = RungIndex(fidelity) if fidelity is not None else None
+
+    @property
+    def finishing(self) -> int:
+        if self.rungs is None:
+            return self.running
+        return self.rungs.finishing + self.running_duplicates
 
     def update(self, trials: list[FrozenTrial]) -> _StudyView:
         self.running = 0
+        self.running_duplicates = 0
         self.training = {}
+        if self.rungs is not None:
+            self.rungs.start_running()
         for trial in trials:
             if trial.number in self.finished:
                 continue
             if trial.state in _FINISHED:
                 self.finished.add(trial.number)
+                attrs = trial.user_attrs
+                if self.rungs is not None and "rungs" in attrs:
+                    self.rungs.add(trial.number, TrialRecord.of(trial), running=False)
                 if trial.state != TrialState.COMPLETE:
-                    self.rejected += 1
+                    # a stopped trial is no rejection, unless it trained nothing new
+                    fresh = attrs.get("status") == "stopped" and "duplicate_of" not in attrs
+                    self.rejected += not fresh
                     continue
                 self.complete += 1
-                attrs = trial.user_attrs
                 if attrs.get("status") == "ok" and attrs.get("archid") and trial.values:
                     self.trained.setdefault(attrs["archid"], (trial.number, list(trial.values)))
             elif trial.state == TrialState.RUNNING:
                 self.running += 1
                 attrs = trial.user_attrs  # claimed, or trained and about to be told
+                self.running_duplicates += attrs.get("status") == "duplicate"
+                if self.rungs is not None and "rungs" in attrs:
+                    self.rungs.add(trial.number, TrialRecord.of(trial), running=True)
                 if attrs.get("archid") and attrs.get("status") not in ("failed", "over_budget"):
                     self.training.setdefault(attrs["archid"], trial.number)
         return self
@@ -249,20 +280,24 @@ def work(
     n_trials: int,
     *,
     max_ace: float | None = None,
+    fidelity: FidelityConfig | None = None,
+    checkpoints: str | Path | None = None,
     ask_lock: AskLock | None = None,
     heartbeat_interval: float = 5.0,
     stale_after: float = 60.0,
     poll_s: float = 0.25,
 ) -> WorkerReport:
     """Ask / cost / check / evaluate / tell until ``study`` holds ``n_trials`` COMPLETE trials
-    (see the module docstring); returns (and stores) what this worker did."""
+    (see the module docstring); returns (and stores) what this worker did. ``fidelity``:
+    successive halving, with the proxy checkpoints in ``checkpoints/<study name>/``."""
     label = worker_label()
     lock = ask_lock if ask_lock is not None else NoLock()
     locked = not isinstance(lock, NoLock)  # recovery runs under the lock
     storage = study._storage
     heartbeat = _Heartbeat(storage, heartbeat_interval)
-    view = _StudyView()
-    tally = {"complete": 0, "pruned": 0, "failed": 0}
+    view = _StudyView(fidelity)
+    folder = checkpoint_folder(checkpoints, study.study_name)
+    tally = {"complete": 0, "pruned": 0, "stopped": 0, "failed": 0}
     recovered: list[int] = []
     gave_up = None
     last_recovery = -math.inf
@@ -274,12 +309,20 @@ def work(
             last_recovery = time.monotonic()
 
     def claim_for(trial: optuna.trial.Trial, written: dict) -> Claim:
-        def claim(record: TrialRecord) -> tuple[int, list[float]] | None:
+        def claim(record: TrialRecord) -> tuple[int, list[float] | None] | None:
             while True:
                 with lock:
                     recover_if_due()
                     view.update(study.get_trials(deepcopy=False))
                     done = view.trained.get(record.archid or "")
+                    if done is not None and view.rungs is not None:
+                        # a duplicate counts at once (it skips the rungs' promotion check)
+                        if view.complete + view.finishing >= n_trials:
+                            return done[0], None
+                        mark = {"status": "duplicate", "duplicate_of": done[0]}
+                        written.update(mark)
+                        _set_attrs(storage, trial._trial_id, mark)
+                        flush(storage)
                     if done is not None:
                         return done
                     if view.training.get(record.archid or "", trial.number) == trial.number:
@@ -290,6 +333,26 @@ def work(
                 time.sleep(poll_s)  # another trial trains this archid: reuse its values
 
         return claim
+
+    def refresh() -> tuple[int, int]:
+        recover_if_due()
+        view.update(study.get_trials(deepcopy=False))
+        return view.complete, view.finishing
+
+    def rungs_for(trial: optuna.trial.Trial) -> TrialRungs | None:
+        if fidelity is None or view.rungs is None:
+            return None
+        return TrialRungs(
+            study,
+            trial._trial_id,
+            trial.number,
+            fidelity=fidelity,
+            index=view.rungs,
+            refresh=refresh,
+            lock=lock,
+            n_trials=n_trials,
+            checkpoints=folder,
+        )
 
     try:
         while True:
@@ -307,7 +370,7 @@ def work(
                     )
                     logger.error("giving up: %s", gave_up)
                     break
-                if view.complete + view.running < n_trials:
+                if view.complete + view.finishing < n_trials:
                     trial = study.ask()
                     _RUNNING_HERE.add((study.study_name, trial._trial_id))
                     storage.set_trial_user_attr(trial._trial_id, "worker", label)
@@ -319,12 +382,15 @@ def work(
             try:
                 written: dict = {}
                 claim = claim_for(trial, written)
-                outcome = run_trial(study, trial, space, evaluator, max_ace, claim, written)
+                outcome = run_trial(
+                    study, trial, space, evaluator, max_ace, claim, written, rungs_for(trial)
+                )
             finally:
                 heartbeat.watch(None)
                 _RUNNING_HERE.discard((study.study_name, trial._trial_id))
             key = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
-            tally[key.get(outcome.state, "failed")] += 1
+            stopped = outcome.record.status == "stopped"
+            tally["stopped" if stopped else key.get(outcome.state, "failed")] += 1
     finally:
         heartbeat.stop()
     report = WorkerReport(label=label, recovered=tuple(recovered), gave_up=gave_up, **tally)
@@ -340,6 +406,7 @@ def run_trial(
     max_ace: float | None,
     claim: Claim | None = None,
     written: dict | None = None,
+    rungs: TrialRungs | None = None,
 ) -> Outcome:
     """Decode ``trial``'s genome, decide it, store its record (but the attributes already
     ``written``) and tell the study. When another worker has meanwhile failed the trial (it
@@ -354,7 +421,9 @@ def run_trial(
             reason = failure_reason(exc)
             outcome = Outcome(TrialState.FAIL, None, TrialRecord(status="failed", reason=reason))
         else:
-            outcome = evaluate_candidate(arch, evaluator, max_ace=max_ace, claim=claim)
+            outcome = evaluate_candidate(
+                arch, evaluator, max_ace=max_ace, claim=claim, rungs=rungs
+            )
         written = written or {}
         late = {k: v for k, v in outcome.record.to_attrs().items() if written.get(k) != v}
         _set_attrs(storage, trial._trial_id, late)

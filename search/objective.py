@@ -3,9 +3,11 @@
 :func:`evaluate_candidate` is the pure decision: fit the architecture to the data set, count
 ACE (before any training), reject it when it is over ``max_ace`` (PRUNED, with the reason),
 reuse the values of an already trained trial with the same archid (COMPLETE, ``duplicate_of``),
-else proxy-train it (COMPLETE). Any exception of the candidate (a data misfit, an
-:class:`EvaluationError` such as a non-finite loss, an out-of-memory error) becomes a FAIL
-outcome with its reason: a candidate never stops the search.
+else proxy-train it (COMPLETE). With successive halving (``rungs``, :class:`Rungs`) it is
+trained rung by rung, each rung decided by the loop: stopped at a rung it is PRUNED with status
+``stopped``, its rung results in its record (:func:`run_rungs`). Any exception of the candidate
+(a data misfit, an :class:`EvaluationError` such as a non-finite loss, an out-of-memory
+error) becomes a FAIL outcome with its reason: a candidate never stops the search.
 
 An evaluator has four steps, cheap ones first (:class:`CandidateEvaluator`); the real one is
 :class:`ProxyEvaluator` (``evaluators.ace.count_ace`` with the search's cost table,
@@ -16,9 +18,11 @@ that for their zero-cost evaluators.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.trial import TrialState
 
-from results.record import TrialRecord
+from results.record import RungResult, TrialRecord
+from search.fidelity import Decision, FidelityConfig
 from space._text import redact
 from space.arch import ArchConfig
 from space.errors import EvaluationError, SearchConfigError
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CostSummary",
     "ProxyMetrics",
+    "RungBudget",
+    "Rungs",
     "FinalMetrics",
     "Outcome",
     "CandidateEvaluator",
@@ -45,6 +52,7 @@ __all__ = [
     "make_evaluator",
     "evaluate_candidate",
     "failure_reason",
+    "run_rungs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,13 +74,25 @@ class CostSummary:
 
 @dataclass(frozen=True)
 class ProxyMetrics:
-    """Proxy training result: top-1 accuracies in [0, 1], loss, wall time (s), images / s."""
+    """Proxy training result: top-1 accuracies in [0, 1] (test NaN below the top rung), loss,
+    wall time (s), images / s, and the validation images counted (``None``: unknown; then no
+    "does not learn" test)."""
 
     val_accuracy: float
     test_accuracy: float
     val_loss: float
     wall_s: float
     images_per_s: float
+    val_images: int | None = None
+
+
+@dataclass(frozen=True)
+class RungBudget:
+    """One rung of successive halving: train until ``epochs`` of the top rung's schedule,
+    continuing from ``checkpoint`` (a file; ``None``: from scratch, nothing kept)."""
+
+    epochs: int
+    checkpoint: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +123,9 @@ class CandidateEvaluator(Protocol):
 
     def cost(self, arch: ArchConfig) -> CostSummary: ...
 
-    def proxy(self, arch: ArchConfig) -> ProxyMetrics: ...
+    def proxy(self, arch: ArchConfig, rung: RungBudget | None = None) -> ProxyMetrics:
+        """The proxy budget (``rung``: up to that rung, resumable)."""
+        ...
 
     def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
         """Full training of a winner into ``out_dir`` (resumable)."""
@@ -112,7 +134,8 @@ class CandidateEvaluator(Protocol):
 
 class ProxyEvaluator:
     """The real evaluator: ``count_ace`` with the config's cost table, the config's proxy and
-    full budgets through ``evaluators.training`` with ``threads`` torch threads."""
+    full budgets through ``evaluators.training`` with ``threads`` torch threads. When the space
+    searches the input resolution, the data set is resized to each candidate's."""
 
     def __init__(self, config: SearchConfig, threads: int = 1) -> None:
         self.config = config
@@ -127,7 +150,18 @@ class ProxyEvaluator:
         if self._splits is None:
             dataset = self.config.dataset
             self._splits = load_dataset(dataset.name, data_dir=dataset.data_dir)
+        if self.config.space.searched_resolution:  # load_dataset caches each size
+            dataset = self.config.dataset
+            resized = load_dataset(
+                dataset.name, data_dir=dataset.data_dir, resolution=arch.resolution
+            )
+            return fit_arch_to_dataset(arch, resized)
         return fit_arch_to_dataset(arch, self._splits)
+
+    def _at_resolution(self, budget: Any, arch: ArchConfig) -> Any:
+        if self.config.space.searched_resolution:
+            return budget.replace(resolution=arch.resolution)
+        return budget
 
     def cost(self, arch: ArchConfig) -> CostSummary:
         from evaluators.ace import count_ace
@@ -141,24 +175,31 @@ class ProxyEvaluator:
             elementwise_share=report.elementwise_share,
         )
 
-    def proxy(self, arch: ArchConfig) -> ProxyMetrics:
+    def proxy(self, arch: ArchConfig, rung: RungBudget | None = None) -> ProxyMetrics:
         from evaluators.training import evaluate
 
         if self._budget is None:
             self._budget = self.config.train_config("proxy", threads=self.threads)
-        result = evaluate(arch, self._budget)
+        until = rung.epochs if rung is not None else None
+        checkpoint = rung.checkpoint if rung is not None else None
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        budget = self._at_resolution(self._budget, arch)
+        result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
         return ProxyMetrics(
             val_accuracy=float(result.val_accuracy),
             test_accuracy=float(result.test_accuracy),
             val_loss=float(result.val_loss),
             wall_s=float(result.wall_s),
             images_per_s=float(result.images_per_s),
+            val_images=len(self._splits.val) if self._splits is not None else None,
         )
 
     def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
         from evaluators.training import train
 
-        result = train(arch, self.config.train_config("full", threads=self.threads), out_dir)
+        budget = self._at_resolution(self.config.train_config("full", threads=self.threads), arch)
+        result = train(arch, budget, out_dir)
         return FinalMetrics(
             test_accuracy=float(result.test_accuracy),
             val_accuracy=float(result.val_accuracy),
@@ -201,8 +242,28 @@ def failure_reason(exc: BaseException) -> str:
 
 
 #: ``claim(costed record)`` -> ``(number, values)`` of an already trained trial with the same
-#: archid to reuse, or ``None`` once this trial may train it (see :mod:`search.loop`).
-Claim = Callable[[TrialRecord], "tuple[int, list[float]] | None"]
+#: archid to reuse, or ``None`` once this trial may train it (see :mod:`search.loop`);
+#: ``(number, None)``: a duplicate the study no longer needs (it has its N trials).
+Claim = Callable[[TrialRecord], "tuple[int, list[float] | None] | None"]
+
+
+class Rungs(Protocol):
+    """What successive halving needs from the loop (:mod:`search.loop`) for one trial."""
+
+    fidelity: FidelityConfig
+
+    def known(self, archid: str) -> tuple[int | None, dict[int, RungResult]]:
+        """Rung results of ``archid`` the study holds already (from a stopped or failed trial)
+        by epochs, and the number of the trial that has them."""
+        ...
+
+    def checkpoint(self, archid: str) -> Path | None:
+        """The checkpoint file of ``archid``'s proxy training (None: none kept)."""
+        ...
+
+    def decide(self, record: TrialRecord, result: RungResult) -> Decision:
+        """Decide ``result`` (not the top rung); store ``record`` with it appended, decided."""
+        ...
 
 
 def evaluate_candidate(
@@ -211,6 +272,7 @@ def evaluate_candidate(
     *,
     max_ace: float | None = None,
     claim: Claim | None = None,
+    rungs: Rungs | None = None,
 ) -> Outcome:
     """Decide one candidate (see the module docstring)."""
     record = TrialRecord()
@@ -232,17 +294,15 @@ def evaluate_candidate(
         duplicate = claim(record) if claim is not None else None
         if duplicate is not None:
             number, values = duplicate
+            if values is None:
+                full = "the study has its N trials at the top rung (or training to it)"
+                update = {"status": "stopped", "reason": full, "duplicate_of": number}
+                return Outcome(TrialState.PRUNED, None, record.model_copy(update=update))
             record = record.model_copy(update={"status": "duplicate", "duplicate_of": number})
             return Outcome(TrialState.COMPLETE, (float(values[0]), float(values[1])), record)
-        metrics = evaluator.proxy(fitted)
-        if not all(
-            math.isfinite(value)
-            for value in (metrics.val_accuracy, metrics.test_accuracy, metrics.val_loss)
-        ):
-            raise EvaluationError(
-                f"non-finite proxy metrics (val_accuracy {metrics.val_accuracy}, "
-                f"val_loss {metrics.val_loss})"
-            )
+        if rungs is not None:
+            return run_rungs(fitted, record, evaluator, rungs)
+        metrics = _checked(evaluator.proxy(fitted))
         record = record.model_copy(
             update={
                 "val_accuracy": metrics.val_accuracy,
@@ -259,6 +319,73 @@ def evaluate_candidate(
     except BaseException as exc:  # noqa: BLE001 - a candidate must never stop the search
         logger.warning("candidate failed: %s", failure_reason(exc))
         return Outcome(TrialState.FAIL, None, _with(record, "failed", failure_reason(exc)))
+
+
+def _checked(metrics: ProxyMetrics, top: bool = True) -> ProxyMetrics:
+    values = [metrics.val_accuracy, metrics.val_loss] + ([metrics.test_accuracy] if top else [])
+    if not all(math.isfinite(value) for value in values):
+        raise EvaluationError(
+            f"non-finite proxy metrics (val_accuracy {metrics.val_accuracy}, "
+            f"val_loss {metrics.val_loss})"
+        )
+    return metrics
+
+
+def run_rungs(
+    fitted: ArchConfig, record: TrialRecord, evaluator: CandidateEvaluator, rungs: Rungs
+) -> Outcome:
+    """Train ``fitted`` (costed in ``record``) rung by rung; rung results the study already
+    holds for its archid are taken, not trained again (a retry after a crash, or a stopped
+    architecture proposed again, which is decided afresh). COMPLETE after the top rung, PRUNED
+    (status ``stopped``) where a rung stops it."""
+    archid = record.archid or fitted.archid
+    source, known = rungs.known(archid)
+    checkpoint = rungs.checkpoint(archid)
+    trained = False
+    for epochs in rungs.fidelity.rungs:
+        top = epochs == rungs.fidelity.top
+        reused = known.get(epochs)
+        if reused is not None and not top:
+            result = reused.model_copy(update={"cpu_s": 0.0, "decision": None})
+        else:
+            start = time.process_time()
+            metrics = _checked(evaluator.proxy(fitted, RungBudget(epochs, checkpoint)), top)
+            trained = True
+            result = RungResult(
+                epochs=epochs,
+                val_accuracy=metrics.val_accuracy,
+                val_loss=metrics.val_loss,
+                val_images=metrics.val_images,
+                cpu_s=time.process_time() - start,
+            )
+        if top:
+            if checkpoint is not None:
+                with contextlib.suppress(OSError):
+                    checkpoint.unlink()  # its values are final; duplicates reuse them
+            done = (*(record.rungs or ()), result.model_copy(update={"decision": "top"}))
+            record = record.model_copy(
+                update={
+                    "rungs": done,
+                    "val_accuracy": metrics.val_accuracy,
+                    "test_accuracy": metrics.test_accuracy,
+                    "val_loss": metrics.val_loss,
+                    "proxy_wall_s": metrics.wall_s,
+                    "images_per_s": metrics.images_per_s,
+                    "status": "ok",
+                }
+            )
+            values = (metrics.val_accuracy, float(record.ace_v2 or 0.0))
+            return Outcome(TrialState.COMPLETE, values, record)
+        decision = rungs.decide(record, result)
+        record = record.model_copy(
+            update={"rungs": (*(record.rungs or ()), decision.applied_to(result))}
+        )
+        if not decision.promote:
+            update: dict[str, object] = {"status": "stopped", "reason": decision.reason}
+            if not trained and source is not None:
+                update["duplicate_of"] = source
+            return Outcome(TrialState.PRUNED, None, record.model_copy(update=update))
+    raise AssertionError("the top rung always returns")
 
 
 def _with(record: TrialRecord, status: str, reason: str) -> TrialRecord:

@@ -15,14 +15,15 @@ __all__ = ["Snapshot", "snapshot"]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """``complete`` of ``target`` COMPLETE trials; ``front_size`` of the accuracy / ACE v2
-    front (distinct points); ``best_accuracy`` (proxy top-1) and ``lowest_ace_v2`` over
-    COMPLETE trials."""
+    """``complete`` of ``target`` COMPLETE trials; ``pruned`` over budget, ``stopped`` at a rung
+    of successive halving; ``front_size`` of the accuracy / ACE v2 front (distinct points);
+    ``best_accuracy`` (proxy top-1) and ``lowest_ace_v2`` over COMPLETE trials."""
 
     target: int
     complete: int = 0
     running: int = 0
     pruned: int = 0
+    stopped: int = 0
     failed: int = 0
     front_size: int = 0
     best_accuracy: float = math.nan
@@ -32,7 +33,8 @@ class Snapshot:
         """One line for logs and non-terminal output."""
         return (
             f"trials {self.complete}/{self.target} complete, {self.running} running, "
-            f"{self.pruned} over budget, {self.failed} failed; front {self.front_size}; "
+            f"{self.stopped} stopped at a rung, {self.pruned} over budget, {self.failed} failed; "
+            f"front {self.front_size}; "
             f"best accuracy {self.best_accuracy:.4f}; lowest ACE v2 {self.lowest_ace_v2:.6g}"
         )
 
@@ -41,8 +43,10 @@ def snapshot(study: optuna.Study, target: int) -> Snapshot:
     trials = study.get_trials(deepcopy=False)
     counts = {state: 0 for state in TrialState}
     points: set[tuple[float, float]] = set()
+    stopped = 0
     for trial in trials:
         counts[trial.state] += 1
+        stopped += trial.state == TrialState.PRUNED and trial.user_attrs.get("status") == "stopped"
         if trial.state == TrialState.COMPLETE and trial.values is not None:
             points.add((float(trial.values[0]), float(trial.values[1])))
     accuracy = [point[0] for point in points]
@@ -51,7 +55,8 @@ def snapshot(study: optuna.Study, target: int) -> Snapshot:
         target=target,
         complete=counts[TrialState.COMPLETE],
         running=counts[TrialState.RUNNING],
-        pruned=counts[TrialState.PRUNED],
+        pruned=counts[TrialState.PRUNED] - stopped,
+        stopped=stopped,
         failed=counts[TrialState.FAIL],
         front_size=int(pareto_mask(accuracy, ace_v2).sum()),
         best_accuracy=max(accuracy, default=math.nan),

@@ -1,7 +1,8 @@
 """The typed specifications a search is run from.
 
 :class:`WorkerSpec` is everything one worker process needs: the resolved search config, the
-storage, the study, N, its seed and torch threads, the evaluator, the heartbeat settings. The
+storage, the study, N, its seed and torch threads, the evaluator, the heartbeat settings, the
+folder of the proxy checkpoints (successive halving). The
 process that starts a worker builds it once and sends it as JSON (``model_dump_json``); the
 worker (:func:`search.worker.run_worker`) builds its storage, sampler, lock and evaluator from it
 alone. :class:`RunRequest` is a whole ``pikenas search`` run: the spec its workers share, the run
@@ -95,7 +96,9 @@ def check_study_name(name: str) -> str:
 class WorkerSpec(StrictModel):
     """One worker of a study (see the module docstring). ``storage`` is a storage URL or a
     journal file (made absolute); ``seed`` ``None`` draws a random one; ``evaluator`` is the
-    ``module:callable`` of an evaluator factory (``None``: the real proxy evaluator)."""
+    ``module:callable`` of an evaluator factory (``None``: the real proxy evaluator);
+    ``checkpoints`` the folder (made absolute) whose ``<study>/`` holds the proxy checkpoints of
+    successive halving (``None``: none kept, a promoted trial trains from scratch)."""
 
     config: SearchConfig
     storage: str
@@ -106,11 +109,17 @@ class WorkerSpec(StrictModel):
     evaluator: str | None = None
     heartbeat_interval: float = Field(5.0, gt=0, le=3600)
     stale_after: float = Field(60.0, gt=0, le=7 * 86400)
+    checkpoints: str | None = None
 
     @field_validator("study_name")
     @classmethod
     def _safe_study_name(cls, value: str) -> str:
         return check_study_name(value)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _absolute_checkpoints(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value else None
 
     @field_validator("storage")
     @classmethod

@@ -59,6 +59,8 @@ def run_worker(spec: WorkerSpec) -> WorkerReport:
                 make_evaluator(spec.evaluator, config, spec.threads),
                 spec.n_trials,
                 max_ace=config.max_ace,
+                fidelity=config.fidelity,
+                checkpoints=spec.checkpoints,
                 ask_lock=lock,
                 heartbeat_interval=spec.heartbeat_interval,
                 stale_after=spec.stale_after,

@@ -25,7 +25,10 @@ No dead candidates: a configuration whose output cannot depend on its input is r
 Searchable depth: a stage with ``depths: [1, 2, 3]`` has a ``s<i>_depth`` gene and genes for its
 largest depth (``blocks``, default the largest of ``depths``); the genes of absent blocks are
 inactive (decoding ignores them), so the encoding keeps its length and NSGA-II's operators stay
-meaningful. The stem and the head (8-bit by default) are fixed. The space imports no optimizer:
+meaningful. Searchable input resolution: ``resolutions: [16, 24, 32]`` adds a ``resolution`` gene
+(the decoded architecture takes that input size; the evaluator resizes the data set to it, and
+ACE v2 counts it), for data sets whose images shrink or grow meaningfully (CIFAR, image folders).
+The stem and the head (8-bit by default) are fixed. The space imports no optimizer:
 :meth:`SearchSpace.suggest` takes any object with an Optuna-style
 ``suggest_categorical(name, choices)`` method.
 """
@@ -241,11 +244,24 @@ class SearchSpace(_Strict):
 
     input_channels: int = Field(default=1, gt=0)
     resolution: int = Field(default=8, gt=0)
+    resolutions: tuple[int, ...] = ()
     num_classes: int = Field(default=10, gt=1)
     stem: ConvStemSpec = ConvStemSpec(out_channels=16, kernel_size=3, stride=1)
     stages: tuple[StageSpace, ...] = Field(min_length=1)
     choices: BlockChoices = BlockChoices()
     head: HeadSpec = HeadSpec()
+
+    @field_validator("resolutions")
+    @classmethod
+    def _resolutions(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if values and min(values) < 1:
+            raise ValueError(f"resolutions {list(values)} must be positive pixel counts")
+        return _nonempty_unique(values, "resolutions") if values else values
+
+    @property
+    def searched_resolution(self) -> bool:
+        """Whether the input resolution is a gene (``resolutions`` has several choices)."""
+        return len(self.resolutions) > 1
 
     @model_validator(mode="after")
     def _skeleton_fits(self) -> SearchSpace:
@@ -257,7 +273,8 @@ class SearchSpace(_Strict):
         # Decoding the first choice of every gene validates the geometry (strides vs resolution);
         # the deepest stages give the smallest feature maps.
         try:
-            self.decode(self.default_params() | self._deepest())
+            smallest = {"resolution": min(self.resolutions)} if self.searched_resolution else {}
+            self.decode(self.default_params() | self._deepest() | smallest)
         except ArchConfigError as exc:
             raise ValueError(f"the stage skeleton does not fit: {exc}") from None
         return self
@@ -278,6 +295,8 @@ class SearchSpace(_Strict):
         """Every gene name -> its choices, in encoding order (the same keys for every
         candidate). ``search.samplers`` turns these into Optuna categorical distributions."""
         genes: dict[str, tuple[Choice, ...]] = {}
+        if self.searched_resolution:
+            genes["resolution"] = self.resolutions
         for index, stage in enumerate(self.stages):
             genes[f"s{index}_channels"] = stage.channels
             if stage.searched_depth:
@@ -339,7 +358,7 @@ class SearchSpace(_Strict):
             {
                 "name": name,
                 "input_channels": self.input_channels,
-                "resolution": self.resolution,
+                "resolution": int(params.get("resolution", self.resolution)),
                 "num_classes": self.num_classes,
                 "stem": self.stem,
                 "blocks": tuple(blocks),
@@ -407,6 +426,8 @@ class SearchSpace(_Strict):
             )
         genes = self.distributions()
         params: dict[str, Choice] = {}
+        if self.searched_resolution:
+            params["resolution"] = _nearest(arch.resolution, self.resolutions)
         start = 0
         index = 0
         for stage_index, (stage, depth) in enumerate(zip(self.stages, depths, strict=True)):
@@ -464,7 +485,7 @@ class SearchSpace(_Strict):
             return False
         fitted = arch.replace(
             input_channels=self.input_channels,
-            resolution=self.resolution,
+            resolution=decoded.resolution if self.searched_resolution else self.resolution,
             num_classes=self.num_classes,
         )
         return decoded.archid == fitted.archid

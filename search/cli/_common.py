@@ -127,6 +127,7 @@ def worker_spec(
     stale_after: float,
     seed: int | None = None,
     threads: int = 1,
+    checkpoints: str | None = None,
 ) -> WorkerSpec:
     """The validated spec of the command line's worker(s): the config with the command line's
     ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
@@ -154,6 +155,7 @@ def worker_spec(
             evaluator=evaluator,
             heartbeat_interval=heartbeat_interval,
             stale_after=stale_after,
+            checkpoints=checkpoints,
         )
     except ValidationError as exc:
         text = one_line(exc)

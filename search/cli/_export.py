@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +12,13 @@ from search.cli._app import app, echo, fail
 
 @app.command()
 def export(
-    run: Annotated[str, typer.Argument(help="Run folder (holds study.log) or storage URL.")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="Run folder (holds study.log), storage URL, or a 'pikenas train' folder "
+            "(arch.json + weights.safetensors: bundled as FOLDER-bundle)."
+        ),
+    ],
     trial: Annotated[
         int | None, typer.Option("--trial", min=0, help="Export this trial number.")
     ] = None,
@@ -42,16 +49,21 @@ def export(
     Each bundle is a folder OUT/trial-N, written atomically. Load one with
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
-    from results.export import FORMATS, BundleError, export_pareto, export_trial
+    from results.export import FORMATS, BundleError, export_pareto, export_trained, export_trial
 
-    if (trial is None) == (not pareto):
+    trained = _is_train_folder(run)
+    if trained and (trial is not None or pareto):
+        raise fail(f"{run} is a 'pikenas train' folder (one architecture): drop --trial/--pareto")
+    if not trained and (trial is None) == (not pareto):
         raise fail("pass exactly one of --trial N and --pareto")
     chosen = tuple(formats) if formats else FORMATS
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise fail(f"--format {unknown[0]!r} is not known; use {' or '.join(FORMATS)}")
     try:
-        if pareto:
+        if trained:
+            bundles = [export_trained(run, out, formats=chosen)]
+        elif pareto:
             bundles = export_pareto(run, out, study, formats=chosen)
         else:
             bundles = [export_trial(run, trial, out, study, formats=chosen)]
@@ -63,3 +75,9 @@ def export(
         raise typer.Exit(1) from None
     for bundle in bundles:
         echo(f"exported {bundle}")
+
+
+def _is_train_folder(run: str) -> bool:
+    """A ``pikenas train`` output folder: an ``arch.json`` and no study beside it."""
+    folder = Path(run).expanduser()
+    return (folder / "arch.json").is_file() and not (folder / "study.log").exists()

@@ -25,7 +25,9 @@ def front(
 
     Columns: trial number, proxy accuracy, ACE v2, ACE v1, final accuracy (after full training),
     archid, MACs, parameters, elementwise share of ACE v2, per-layer bits (weight/activation),
-    zoo baseline name. The table names ACE v2 by the cost table that scored the study.
+    zoo baseline name. The table names ACE v2 by the cost table that scored the study. With
+    successive halving only trials that reached the top rung are on the front; a last line
+    counts those stopped at each rung (their rung results: results.load, the dashboard).
     """
     from results.front import front_records, front_table
     from results.storage import open_study
@@ -43,6 +45,15 @@ def front(
         echo(table.to_csv(index=False), nl=False)
         return
     echo(_readable(table, study_info(opened)["cost_table"] or "ace_v2"))
+    stopped = frame[frame["status"] == "stopped"]
+    if len(stopped):
+        by_rung = stopped["rung_epochs"].value_counts().sort_index()
+        parts = ", ".join(f"{count} after {epochs} epoch(s)" for epochs, count in by_rung.items())
+        learn = int(stopped["reason"].fillna("").str.startswith("does not learn").sum())
+        echo(
+            f"not on the front: {len(stopped)} trials stopped at a rung of successive halving "
+            f"({parts}; {learn} of them because they do not learn)"
+        )
 
 
 def _readable(table, cost_name: str) -> str:  # noqa: ANN001 - a pandas DataFrame

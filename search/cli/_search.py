@@ -118,6 +118,7 @@ def _build_request(
             evaluator=evaluator,
             heartbeat_interval=heartbeat_interval,
             stale_after=stale_after,
+            checkpoints=str(run_dir / "checkpoints"),
         )
     except RunDirError as exc:
         raise SearchConfigError(f"--storage {exc}") from None
@@ -133,7 +134,7 @@ def _status(snap: Snapshot) -> str:
     return (
         f"front {snap.front_size} | best acc {snap.best_accuracy:.4f} | "
         f"lowest ACE v2 {snap.lowest_ace_v2:.4g} | {snap.running} running, "
-        f"{snap.pruned} over budget, {snap.failed} failed"
+        f"{snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed"
     )
 
 
@@ -173,7 +174,7 @@ def _report(request: RunRequest, result: RunResult) -> None:
     snap = snapshot(result.study, request.n_trials)
     echo(
         f"study {request.worker.study_name!r}: {snap.complete} COMPLETE trials "
-        f"({snap.pruned} over budget, {snap.failed} failed) in "
+        f"({snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed) in "
         f"{display_name(request.worker.storage)}"
     )
     info = study_info(result.study)

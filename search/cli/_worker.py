@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,6 +37,15 @@ def worker(
     heartbeat_interval: common.HeartbeatOption = 5.0,
     stale_after: common.StaleAfterOption = 60.0,
     evaluator: common.EvaluatorOption = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="Folder of the proxy checkpoints of successive halving (default: "
+            "runs/<study>/checkpoints, where 'pikenas search --study' keeps them); share it "
+            "between machines to resume a trial anywhere.",
+        ),
+    ] = None,
 ) -> None:
     """Join a shared study and evaluate candidates until it holds N COMPLETE trials.
 
@@ -64,12 +74,14 @@ def worker(
         stale_after=stale_after,
         seed=seed,
         threads=threads,
+        checkpoints=checkpoints or str(Path("runs") / study.strip() / "checkpoints"),
     )
     report = run_worker(spec)
     states = Counter(t.state.name for t in open_study(spec.storage, spec.study_name).trials)
     echo(
-        f"worker {report.label}: {report.complete} complete, {report.pruned} over budget, "
-        f"{report.failed} failed, {len(report.recovered)} stale trials recovered; study "
+        f"worker {report.label}: {report.complete} complete, {report.stopped} stopped at a "
+        f"rung, {report.pruned} over budget, {report.failed} failed, "
+        f"{len(report.recovered)} stale trials recovered; study "
         f"{spec.study_name!r} holds {states['COMPLETE']} COMPLETE trials "
         f"({states['RUNNING']} running)"
     )

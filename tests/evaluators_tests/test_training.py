@@ -250,3 +250,54 @@ def test_sigkill_then_rerun_ends_with_the_weights_of_an_uninterrupted_run(tmp_pa
     train(micro_arch(), config, tmp_path / "straight")
     assert_same_tensors(weights(tmp_path / "straight"), weights(killed))
     assert json.loads((killed / "metrics.json").read_text())["epochs"] == 8
+
+
+# ---- rungs of successive halving ------------------------------------------------------------
+def test_rung_by_rung_ends_exactly_where_one_go_ends(tmp_path):
+    config = SYNTHETIC.replace(epochs=4)
+    whole = evaluate(micro_arch(), config)
+    checkpoint = tmp_path / "proxy.safetensors"
+    first = evaluate(micro_arch(), config, until_epoch=1, checkpoint=checkpoint)
+    assert first.epochs == 1 and math.isnan(first.test_accuracy) and 0 <= first.val_accuracy <= 1
+    again = evaluate(micro_arch(), config, until_epoch=1, checkpoint=checkpoint)
+    assert again.val_accuracy == first.val_accuracy  # measuring a rung leaves the state as it was
+    evaluate(micro_arch(), config, until_epoch=3, checkpoint=checkpoint)
+    last = evaluate(micro_arch(), config, until_epoch=4, checkpoint=checkpoint)
+    assert (last.val_accuracy, last.test_accuracy, last.val_loss) == (
+        whole.val_accuracy,
+        whole.test_accuracy,
+        whole.val_loss,
+    )
+    assert [entry["val_accuracy"] for entry in last.curve] == [
+        entry["val_accuracy"] for entry in whole.curve
+    ]
+
+
+def test_a_rung_is_measured_with_the_training_forward(monkeypatch):
+    """Below the last epoch: batch statistics (the running averages lag behind early on), in
+    equal batches, without touching the model's state."""
+    calls = []
+    real = training._batch_statistics_eval
+
+    def spy(model, split, splits, batch_size, channels_last):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        result = real(model, split, splits, batch_size, channels_last)
+        assert_same_tensors(before, model.state_dict())
+        calls.append(len(split))
+        return result
+
+    monkeypatch.setattr(training, "_batch_statistics_eval", spy)
+    evaluate(micro_arch(), SYNTHETIC, until_epoch=2)
+    assert len(calls) == 1
+    evaluate(micro_arch(), SYNTHETIC)  # the last epoch: the eval forward, no rung measure
+    assert len(calls) == 1
+
+
+def test_a_checkpoint_past_the_rung_is_trained_again(tmp_path):
+    config = SYNTHETIC.replace(epochs=4)
+    checkpoint = tmp_path / "proxy.safetensors"
+    evaluate(micro_arch(), config, until_epoch=3, checkpoint=checkpoint)
+    fresh = evaluate(micro_arch(), config, until_epoch=1)
+    again = evaluate(micro_arch(), config, until_epoch=1, checkpoint=checkpoint)
+    assert again.epochs == 1
+    assert (again.val_accuracy, again.val_loss) == (fresh.val_accuracy, fresh.val_loss)

@@ -2,6 +2,12 @@
 evaluator is: by the ``module:callable`` of a factory ``(config, threads) -> evaluator``
 (:data:`FAKE`, :data:`FAKE_TRAINING`). Subprocesses read their delay per proxy evaluation from
 ``PIKENAS_FAKE_DELAY_S`` (seconds, default 0).
+
+Successive halving: below the top rung (``config.fidelity``) the fake accuracy is scaled by
+``0.5 + 0.5 * epochs / top`` (the ranking of a rung is the ranking of the top), and a rung's
+checkpoint is a JSON file ``{"epochs": E}``; every rung appends ``{"archid", "start", "stop"}``
+(the epochs it trained) to ``ledger.jsonl`` beside the checkpoints, so that tests can check no
+epoch was trained twice.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.objective import CostSummary, FinalMetrics, ProxyEvaluator, ProxyMetrics
+from search.objective import (
+    CostSummary,
+    FinalMetrics,
+    ProxyEvaluator,
+    ProxyMetrics,
+    RungBudget,
+)
 from space.arch import ArchConfig, PikeBlockSpec
 from space.errors import EvaluationError
 
@@ -23,6 +35,9 @@ FAKE = "tests.search_tests.fakes:fake"
 #: real ACE counting with the search's cost table, fake training (:func:`fake_training`).
 FAKE_TRAINING = "tests.search_tests.fakes:fake_training"
 DELAY_ENV = "PIKENAS_FAKE_DELAY_S"
+#: validation images the fake reports (the "does not learn" test uses the count)
+FAKE_VAL_IMAGES = 1000
+LEDGER = "ledger.jsonl"
 
 
 def fake_accuracy(arch: ArchConfig) -> float:
@@ -42,10 +57,16 @@ class FakeEvaluator:
     raise :class:`EvaluationError`. ``proxy_calls`` counts the trainings."""
 
     def __init__(
-        self, delay_s: float = 0.0, fail_when: Callable[[ArchConfig], bool] | None = None
+        self,
+        delay_s: float = 0.0,
+        fail_when: Callable[[ArchConfig], bool] | None = None,
+        top: int | None = None,
+        dead_when: Callable[[ArchConfig], bool] | None = None,
     ) -> None:
         self.delay_s = delay_s
         self.fail_when = fail_when
+        self.top = top
+        self.dead_when = dead_when
         self.proxy_calls = 0
 
     def fit(self, arch: ArchConfig) -> ArchConfig:
@@ -65,14 +86,26 @@ class FakeEvaluator:
         share = elementwise / total if total else 0.0
         return CostSummary(float(mac_cost), total, mac_cost, mac_cost // 4, share)
 
-    def proxy(self, arch: ArchConfig) -> ProxyMetrics:
+    def proxy(self, arch: ArchConfig, rung: RungBudget | None = None) -> ProxyMetrics:
         self.proxy_calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail_when is not None and self.fail_when(arch):
             raise EvaluationError("fake evaluator: this candidate fails on purpose")
         accuracy = fake_accuracy(arch)
-        return ProxyMetrics(accuracy, accuracy, 1.0 - accuracy, self.delay_s, 0.0)
+        if self.dead_when is not None and self.dead_when(arch):
+            accuracy = 0.1
+        test = accuracy
+        if rung is not None:
+            top = self.top or rung.epochs
+            if rung.checkpoint is not None:
+                _train_checkpoint(arch, rung)
+            if rung.epochs < top:
+                accuracy = round(accuracy * (0.5 + 0.5 * rung.epochs / top), 6)
+                test = math.nan
+        return ProxyMetrics(
+            accuracy, test, 1.0 - accuracy, self.delay_s, 0.0, val_images=FAKE_VAL_IMAGES
+        )
 
     def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
         """Writes ``arch.json`` and ``metrics.json`` as full training would."""
@@ -84,12 +117,27 @@ class FakeEvaluator:
         return FinalMetrics(accuracy, accuracy, 0.0)
 
 
+def _train_checkpoint(arch: ArchConfig, rung: RungBudget) -> None:
+    """Continue the fake checkpoint to ``rung.epochs`` (afresh when it is past them) and write
+    what was trained to the ledger."""
+    assert rung.checkpoint is not None
+    path = rung.checkpoint
+    start = json.loads(path.read_text())["epochs"] if path.is_file() else 0
+    if start > rung.epochs:
+        start = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"epochs": rung.epochs}))
+    entry = {"archid": arch.archid, "start": start, "stop": rung.epochs}
+    with open(path.parent / LEDGER, "a") as ledger:
+        ledger.write(json.dumps(entry) + "\n")
+
+
 class FakeTraining(FakeEvaluator):
     """Real ``count_ace`` with the search's cost table (like the proxy evaluator), fake
     training: what a test of the cost table needs."""
 
     def __init__(self, config: Any, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s)
+        super().__init__(delay_s, top=_top(config))
         self._real = ProxyEvaluator(config)
 
     def cost(self, arch: ArchConfig) -> CostSummary:
@@ -100,8 +148,13 @@ def _delay() -> float:
     return float(os.environ.get(DELAY_ENV, "0") or 0)
 
 
+def _top(config: Any) -> int | None:
+    fidelity = getattr(config, "fidelity", None)
+    return fidelity.top if fidelity is not None else None
+
+
 def fake(config: Any, threads: int) -> FakeEvaluator:
-    return FakeEvaluator(delay_s=_delay())
+    return FakeEvaluator(delay_s=_delay(), top=_top(config))
 
 
 def fake_training(config: Any, threads: int) -> FakeTraining:

@@ -8,6 +8,7 @@ import pytest
 
 from search.cli import main
 from tests.results_tests._studies import MIXED, make_run
+from tests.results_tests.test_rungs import POINTS
 
 
 @pytest.fixture
@@ -88,3 +89,14 @@ def test_dashboard_zoo_reference_and_unknown_zoo_name(run_dir, capsys):
     assert "tiny-w4a4" in (run_dir / "dashboard.html").read_text()
     assert main(["dashboard", str(run_dir), "--zoo", "nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_front_command_counts_the_stopped_trials_under_the_front(tmp_path, capsys) -> None:
+    make_run(tmp_path, POINTS)
+    assert main(["front", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # header, trial 0, the count
+    assert lines[-1] == (
+        "not on the front: 2 trials stopped at a rung of successive halving (1 after 1 "
+        "epoch(s), 1 after 3 epoch(s); 1 of them because they do not learn)"
+    )

@@ -104,3 +104,19 @@ def test_one_epoch_writes_the_three_files_and_a_rerun_reports_them(tmp_path: Pat
     assert json.loads(again.output) == metrics
 
     one_line_error([*arguments[:3], "2", *arguments[4:]], "pass another --out")
+
+
+def test_a_train_folder_exports_as_one_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "tiny-w8a8", "--epochs", "1", "--out", str(out)])
+    assert trained.exit_code == 0, trained.output
+    one_line_error(["export", str(out), "--trial", "0"], "drop --trial/--pareto")
+    result = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "bundles")])
+    assert result.exit_code == 0, result.output
+    bundle = tmp_path / "bundles" / "run-bundle"
+    assert f"exported {bundle}" in result.output
+    assert {"arch.json", "weights.safetensors", "program.json", "model.onnx"} <= {
+        p.name for p in bundle.iterdir()
+    }
+    verified = runner.invoke(app, ["verify", str(bundle), "--dataset", "digits", "--images", "8"])
+    assert verified.exit_code == 0, verified.output

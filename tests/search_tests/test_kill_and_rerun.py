@@ -5,12 +5,16 @@ retried.
 
 Backends: the local backend on the run's journal file and on SQLite, two ``pikenas worker``
 processes on a journal file and on PostgreSQL, and the Ray backend (a local Ray). Every process
-is real, with the tests' fake evaluator (a second a trial in the killed run).
+is real, with the tests' fake evaluator (a second a trial in the killed run). Each backend runs a
+fixed-budget search and one with successive halving (``fidelity: rungs [1, 3, 9]``): then N
+trials reach the top rung, every stopped trial keeps its rung results, and no architecture's
+epoch is trained twice (the fake's ledger beside its checkpoints).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +28,7 @@ from optuna.trial import TrialState
 from results.record import TrialRecord
 from results.storage import open_study
 from tests.search_tests.conftest import PIKENAS, SMALL_CONFIG, fake_env
-from tests.search_tests.fakes import FAKE
+from tests.search_tests.fakes import FAKE, LEDGER
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +50,24 @@ def _storage(backend: str, run: Path, request: pytest.FixtureRequest) -> str:
     return str(run / "study.log")
 
 
+FIDELITY = "fidelity: {rungs: [1, 3, 9], reduction: 3}\n"
+
+
+def _checkpoints(backend: str, run: Path) -> Path:
+    """Where the run keeps its proxy checkpoints (and the fake its ledger)."""
+    if backend.startswith("workers-"):
+        return run.parent / "checkpoints" / "pikenas"
+    return run / "checkpoints" / "pikenas"
+
+
 def _commands(backend: str, config: Path, run: Path, storage: str) -> list[list[str]]:
     common = [str(config), "--trials", str(N), "--evaluator", FAKE]
     common += ["--heartbeat-interval", "1", "--stale-after", "30"]
     if backend.startswith("workers-"):
+        folder = str(_checkpoints(backend, run).parent)
         return [
             [PIKENAS, "worker", *common, "--storage", storage, "--seed", str(seed)]
+            + ["--checkpoints", folder]
             for seed in (1, 2)
         ]
     search = [PIKENAS, "search", *common, "--out", str(run), "--workers", "2"]
@@ -129,13 +145,15 @@ def _logs(run: Path) -> str:
     return "\n".join(f"{log.name}: {log.read_text()[-3000:]}" for log in logs)
 
 
+@pytest.mark.parametrize("rungs", [False, True], ids=["fixed", "rungs"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, rungs: bool, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     config = tmp_path / "search.yaml"
     # random genomes: few duplicates, so the run still has work when it is killed
-    config.write_text(SMALL_CONFIG.replace("population_size: 4", "sampler: random"))
+    text = SMALL_CONFIG.replace("population_size: 4", "sampler: random")
+    config.write_text(text + (FIDELITY if rungs else ""))
     run = tmp_path / "run"
     storage = _storage(backend, run, request)
     commands = _commands(backend, config, run, storage)
@@ -170,3 +188,26 @@ def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
         # a candidate is retried once it had its architecture (killed while sampling: not)
         expected = [trial.params] if records[number].arch is not None else []
         assert [t.params for t in retries] == expected, _logs(run)
+    if rungs:
+        _check_rungs(study, records, _checkpoints(backend, run) / LEDGER)
+
+
+def _check_rungs(study, records: dict[int, TrialRecord], ledger: Path) -> None:  # noqa: ANN001
+    """N trials reached the top rung, the stopped ones hold their rungs, and every
+    architecture's epochs were trained once, each rung continuing from its checkpoint."""
+    for trial in study.trials:
+        record = records[trial.number]
+        if record.status == "ok":
+            assert [rung.epochs for rung in record.rungs] == [1, 3, 9]
+        elif record.status == "stopped":
+            assert trial.state == TrialState.PRUNED
+            assert record.rungs or record.duplicate_of is not None
+            assert record.rungs is None or record.rungs[-1].decision == "stopped"
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for line in ledger.read_text().splitlines():
+        entry = json.loads(line)
+        spans.setdefault(entry["archid"], []).append((entry["start"], entry["stop"]))
+    assert spans
+    for archid, parts in spans.items():
+        trained = sum(stop - start for start, stop in parts)
+        assert trained == max(stop for _, stop in parts), f"{archid}: {parts}"

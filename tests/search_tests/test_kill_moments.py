@@ -143,7 +143,7 @@ def test_a_search_killed_at_any_moment_resumes_exactly(
     command += ["--heartbeat-interval", "1", "--stale-after", "30"]
     process = subprocess.Popen(
         command,
-        env=fake_env(0.3),
+        env=fake_env(1.0),  # 8 trials on 2 workers: at least 4 s of evaluation after start-up
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

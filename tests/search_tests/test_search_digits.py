@@ -57,3 +57,53 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
     assert (out / final.final_dir / "weights.safetensors").is_file()
     assert 0.0 <= final.final_accuracy <= 1.0
     assert TrialRecord.of(study.trials[number]).status == "ok"
+
+
+@pytest.mark.slow
+def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
+    """Rungs of 1 and 2 epochs: the top-rung trials end at the accuracy of 2 epochs in one go,
+    the stopped ones keep their first rung, the checkpoints lie in the run folder."""
+    from evaluators.training import evaluate
+
+    data = yaml.safe_load(default_config_text())
+    data["proxy"].pop("epochs")
+    data["proxy"].update(data_fraction=0.3)
+    data["fidelity"] = {"rungs": [1, 2], "reduction": 2}
+    data["baselines"] = []
+    data["search"].update(trials=2, population_size=2, full_train_top=0, sampler="random")
+    config = config_from_dict(data)
+    out = tmp_path / "run"
+    spec = WorkerSpec(
+        config=config, storage=str(out / "study.log"), n_trials=2, seed=0,
+        checkpoints=str(out / "checkpoints"),
+    )  # fmt: skip
+    study = run_search(RunRequest(worker=spec, out=out, workers=2), export=False).study
+    records = {t.number: TrialRecord.of(t) for t in study.trials}
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    trial = next(t for t in complete if records[t.number].status == "ok")
+    record = records[trial.number]
+    assert [rung.epochs for rung in record.rungs] == [1, 2]
+    budget = config.train_config("proxy", threads=1)
+    alone = evaluate(ArchConfig.from_json(record.arch), budget)
+    assert trial.values[0] == alone.val_accuracy  # resumed from the rung-1 checkpoint, exactly
+    for other in records.values():
+        if other.status == "stopped" and other.rungs:
+            assert [rung.epochs for rung in other.rungs] == [1]
+            assert (out / "checkpoints" / "pikenas" / f"{other.archid}.safetensors").is_file()
+
+
+def test_a_searched_resolution_is_trained_and_costed_at_that_size() -> None:
+    from search.objective import ProxyEvaluator
+
+    data = yaml.safe_load(default_config_text())
+    data["space"]["resolutions"] = [8, 12]
+    data["proxy"].update(epochs=1, data_fraction=0.1)
+    config = config_from_dict(data)
+    evaluator = ProxyEvaluator(config)
+    genome = config.space.default_params()
+    small = evaluator.fit(config.space.decode(genome | {"resolution": 8}))
+    large = evaluator.fit(config.space.decode(genome | {"resolution": 12}))
+    assert (small.resolution, large.resolution) == (8, 12)
+    assert evaluator.cost(large).macs > evaluator.cost(small).macs
+    assert 0.0 <= evaluator.proxy(large).val_accuracy <= 1.0  # the data were resized to 12x12

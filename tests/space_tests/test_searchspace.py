@@ -253,3 +253,17 @@ def test_depth_genes_keep_the_encoding_fixed_and_absent_blocks_inactive() -> Non
     for arch in (shallow, deep):
         assert space.encodes_exactly(arch)
         assert space.decode(space.encode(arch)).archid == arch.archid
+
+
+def test_a_searched_resolution_is_one_more_gene_and_sets_the_input_size() -> None:
+    space = SearchSpace(
+        resolution=8, resolutions=(8, 16), stages=(StageSpace(blocks=1, channels=(8,)),)
+    )
+    genes = space.distributions()
+    assert genes["resolution"] == (8, 16) and len(genes) == 1 + 1 + len(BLOCK_GENES)
+    params = space.default_params() | {"resolution": 16}
+    arch = space.decode(params)
+    assert arch.resolution == 16
+    assert space.encode(arch)["resolution"] == 16 and space.encodes_exactly(arch)
+    fixed = SearchSpace(stages=(StageSpace(blocks=1, channels=(8,)),))
+    assert "resolution" not in fixed.distributions()
