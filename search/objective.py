@@ -303,22 +303,25 @@ def evaluate_candidate(
         if rungs is not None:
             return run_rungs(fitted, record, evaluator, rungs)
         metrics = _checked(evaluator.proxy(fitted))
-        record = record.model_copy(
-            update={
-                "val_accuracy": metrics.val_accuracy,
-                "test_accuracy": metrics.test_accuracy,
-                "val_loss": metrics.val_loss,
-                "proxy_wall_s": metrics.wall_s,
-                "images_per_s": metrics.images_per_s,
-                "status": "ok",
-            }
-        )
+        record = record.model_copy(update=_proxy_fields(metrics))
         return Outcome(TrialState.COMPLETE, (metrics.val_accuracy, float(cost.ace_v2)), record)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - a candidate must never stop the search
         logger.warning("candidate failed: %s", failure_reason(exc))
         return Outcome(TrialState.FAIL, None, _with(record, "failed", failure_reason(exc)))
+
+
+def _proxy_fields(metrics: Any) -> dict[str, Any]:
+    """The trial record's fields of a top-fidelity proxy result (status ``ok``)."""
+    return {
+        "val_accuracy": metrics.val_accuracy,
+        "test_accuracy": metrics.test_accuracy,
+        "val_loss": metrics.val_loss,
+        "proxy_wall_s": metrics.wall_s,
+        "images_per_s": metrics.images_per_s,
+        "status": "ok",
+    }
 
 
 def _checked(metrics: ProxyMetrics, top: bool = True) -> ProxyMetrics:
@@ -363,17 +366,7 @@ def run_rungs(
                 with contextlib.suppress(OSError):
                     checkpoint.unlink()  # its values are final; duplicates reuse them
             done = (*(record.rungs or ()), result.model_copy(update={"decision": "top"}))
-            record = record.model_copy(
-                update={
-                    "rungs": done,
-                    "val_accuracy": metrics.val_accuracy,
-                    "test_accuracy": metrics.test_accuracy,
-                    "val_loss": metrics.val_loss,
-                    "proxy_wall_s": metrics.wall_s,
-                    "images_per_s": metrics.images_per_s,
-                    "status": "ok",
-                }
-            )
+            record = record.model_copy(update={"rungs": done, **_proxy_fields(metrics)})
             values = (metrics.val_accuracy, float(record.ace_v2 or 0.0))
             return Outcome(TrialState.COMPLETE, values, record)
         decision = rungs.decide(record, result)
