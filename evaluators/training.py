@@ -11,10 +11,11 @@ Successive halving trains a candidate in rungs: :func:`evaluate` with ``until_ep
 after that epoch of the ``budget.epochs`` schedule and with ``checkpoint`` continues from the
 last one, so a candidate trained rung by rung ends bit-identical to one trained in one go (CPU,
 same threads). Below the last epoch the validation accuracy is that of the training forward
-(fake quantization, batch statistics; :func:`_batch_statistics_eval`): early in training the
-running averages lag far behind the weights and the eval forward (the integer program) scores
-near chance, while the training forward already ranks candidates by their final accuracy
-(``benchmarks/search_efficiency.py`` measures it). The training state is left untouched.
+(fake quantization, batch statistics; :func:`evaluators._scoring.batch_statistics_eval`):
+early in training the running averages lag far behind the weights and the eval forward (the
+integer program) scores near chance, while the training forward already ranks candidates by
+their final accuracy (``benchmarks/search_efficiency.py`` measures it).
+The training state is left untouched.
 
 Accuracies are fractions in ``[0, 1]``; losses are mean cross-entropy (no smoothing) in nats.
 """
@@ -26,17 +27,16 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError
 
 from evaluators._checkpoint import load_checkpoint, save_checkpoint, save_tensors
 from evaluators._progress import TrainingProgress
 from evaluators._run_dir import RunFolder
+from evaluators._scoring import batch_statistics_eval, evaluate_split
 from evaluators.datasets import (
     DatasetSplits,
     Split,
@@ -45,9 +45,9 @@ from evaluators.datasets import (
     load_dataset,
     stratified_subset,
 )
-from space._strict import StrictModel, one_line
+from evaluators.train_config import TrainConfig, TrainResult
 from space.arch import ArchConfig
-from space.errors import DataError, EvaluationError, RunDirError, SearchConfigError
+from space.errors import DataError, EvaluationError, RunDirError
 
 __all__ = [
     "TrainConfig",
@@ -59,84 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class TrainConfig(StrictModel):
-    """Everything that decides a training run (the proxy budget of :func:`evaluate` too).
-
-    ``epochs``, ``data_fraction`` (a fixed stratified share of the training images) and
-    ``resolution`` (``None``: the data set's own) are the proxy knobs. ``warmup_epochs`` of
-    linear warm-up precede a cosine decay to 0 over the remaining steps. ``threads`` is the
-    torch CPU thread count (keep workers x threads <= cores). ``distill_from`` names a float
-    teacher: a folder written by :func:`train` (``arch.json`` + ``weights.safetensors``) or a
-    zoo name (trained first with this same config, without distillation).
-    """
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    epochs: int = Field(default=30, ge=1, le=100_000)
-    batch_size: int = Field(default=128, ge=1, le=65_536)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(default=4e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    scale_lr_factor: float = Field(default=0.1, ge=0)
-    warmup_epochs: float = Field(default=1.0, ge=0)
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    data_fraction: float = Field(default=1.0, gt=0, le=1)
-    resolution: int | None = Field(default=None, ge=1, le=4_096)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    threads: int = Field(default=1, ge=1, le=1024)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    distill_from: str | None = None
-    distill_weight: float = Field(default=0.5, ge=0, le=1)
-    distill_temperature: float = Field(default=4.0, gt=0)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Validate; a problem raises :class:`SearchConfigError` with one line."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            if exc.errors()[0]["type"] == "extra_forbidden":
-                where = ".".join(str(part) for part in exc.errors()[0]["loc"])
-                raise SearchConfigError(
-                    f"invalid training option {where}: unknown option; valid ones: "
-                    f"{', '.join(cls.model_fields)}"
-                ) from None
-            raise SearchConfigError(f"invalid training option {one_line(exc)}") from None
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.model_dump(), **changes})
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Metrics of one run. ``wall_s``: seconds of the whole run (all resumed parts);
-    ``images_per_s``: training images per second of training steps; ``curve``: one dict per
-    epoch (``epoch``, ``lr``, ``train_loss``, ``train_accuracy``, ``val_loss``,
-    ``val_accuracy``, ``seconds``)."""
-
-    val_accuracy: float
-    test_accuracy: float
-    val_loss: float
-    test_loss: float
-    epochs: int
-    wall_s: float
-    images_per_s: float
-    curve: tuple[dict[str, float], ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["curve"] = [dict(entry) for entry in self.curve]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        names = cls.__dataclass_fields__
-        values = {key: value for key, value in data.items() if key in names}
-        values["curve"] = tuple(values.get("curve", ()))
-        return cls(**values)
 
 
 # ---- the pieces the loop uses -----------------------------------------------------------------
@@ -219,59 +141,6 @@ def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
         log_target=True,
         reduction="batchmean",
     ) * (temperature**2)
-
-
-@torch.no_grad()
-def _evaluate_split(
-    model: torch.nn.Module,
-    split: Split,
-    splits: DatasetSplits,
-    batch_size: int,
-    channels_last: bool,
-) -> tuple[float, float]:
-    """``(mean cross-entropy, top-1 accuracy)`` of ``model`` on ``split``."""
-    model.eval()
-    device = split.images.device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    for images, labels in iterate_batches(
-        split, batch_size, mean=splits.mean, std=splits.std, channels_last=channels_last
-    ):
-        logits = model(images).float()  # eval mode: the integer program, exact, no autocast
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-    return float(loss_sum) / len(split), int(correct) / len(split)
-
-
-@torch.no_grad()
-def _batch_statistics_eval(
-    model: torch.nn.Module,
-    split: Split,
-    splits: DatasetSplits,
-    batch_size: int,
-    channels_last: bool,
-) -> tuple[float, float]:
-    """``(mean cross-entropy, top-1 accuracy)`` of the *training* forward on ``split``: fake
-    quantization with each batch's own normalisation statistics, in batches of about
-    ``batch_size`` (equal sizes, fixed order). The model's state and the RNG are restored."""
-    saved = {name: value.clone() for name, value in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    count = len(split)
-    even = math.ceil(count / math.ceil(count / max(1, batch_size)))
-    model.train()
-    try:
-        loss_sum, correct = 0.0, 0
-        for images, labels in iterate_batches(
-            split, even, mean=splits.mean, std=splits.std, channels_last=channels_last
-        ):
-            logits = model(images).float()
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == labels).sum())
-        return loss_sum / count, correct / count
-    finally:
-        model.load_state_dict(saved)
-        torch.set_rng_state(rng)
-        model.eval()
 
 
 def _on_device(split: Split, device: torch.device) -> Split:
@@ -395,7 +264,7 @@ def _fit(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - epoch_start
-            val_loss, val_accuracy = _evaluate_split(
+            val_loss, val_accuracy = evaluate_split(
                 model, val_split, splits, batch_size, channels_last
             )
             state["epoch"] = epoch + 1
@@ -421,11 +290,11 @@ def _fit(
     val_loss, val_accuracy = last["val_loss"], last["val_accuracy"]
     if stop < config.epochs:
         test_loss = test_accuracy = math.nan
-        val_loss, val_accuracy = _batch_statistics_eval(
+        val_loss, val_accuracy = batch_statistics_eval(
             model, val_split, splits, batch_size, channels_last
         )
     else:
-        test_loss, test_accuracy = _evaluate_split(
+        test_loss, test_accuracy = evaluate_split(
             model, test_split, splits, batch_size, channels_last
         )
     result = TrainResult(

@@ -277,7 +277,7 @@ def test_a_rung_is_measured_with_the_training_forward(monkeypatch):
     """Below the last epoch: batch statistics (the running averages lag behind early on), in
     equal batches, without touching the model's state."""
     calls = []
-    real = training._batch_statistics_eval
+    real = training.batch_statistics_eval
 
     def spy(model, split, splits, batch_size, channels_last):
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -286,7 +286,7 @@ def test_a_rung_is_measured_with_the_training_forward(monkeypatch):
         calls.append(len(split))
         return result
 
-    monkeypatch.setattr(training, "_batch_statistics_eval", spy)
+    monkeypatch.setattr(training, "batch_statistics_eval", spy)
     evaluate(micro_arch(), SYNTHETIC, until_epoch=2)
     assert len(calls) == 1
     evaluate(micro_arch(), SYNTHETIC)  # the last epoch: the eval forward, no rung measure
