@@ -56,7 +56,7 @@ def _config(method: str, rungs: tuple[int, ...]):  # noqa: ANN202 - a SearchConf
 
     data = load_config().to_dict()
     data["baselines"] = []
-    data["proxy"].pop("epochs")
+    data["proxy"].pop("epochs", None)
     if method.endswith("-sh") or method.endswith("-sh-depth") or method == "moasha":
         data["fidelity"] = {"rungs": list(rungs), "reduction": 3}
     else:

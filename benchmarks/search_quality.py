@@ -60,6 +60,7 @@ def main() -> None:
         update={
             "baselines": (),
             "proxy": {**base.proxy, "epochs": args.epochs},
+            "fidelity": None,  # a fixed proxy budget
             "search": base.search.model_copy(update={"population_size": args.population_size}),
         }
     )

@@ -53,11 +53,12 @@ def main() -> None:
     from search.spec import available_cores
 
     base = load_config()
-    proxy = dict(base.proxy) if args.epochs is None else {**base.proxy, "epochs": args.epochs}
+    epochs = base.train_config("proxy").epochs if args.epochs is None else args.epochs
     config = base.model_copy(
         update={
             "baselines": (),
-            "proxy": proxy,
+            "proxy": {**base.proxy, "epochs": epochs},
+            "fidelity": None,  # every candidate the same fixed budget (the top rung's epochs)
             "search": base.search.model_copy(update={"trials": args.trials}),
         }
     )

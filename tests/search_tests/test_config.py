@@ -99,4 +99,4 @@ def test_train_config_carries_dataset_and_threads() -> None:
     config = load_config()
     budget = config.train_config("proxy", threads=3)
     assert budget.dataset == "digits" and budget.threads == 3
-    assert budget.epochs == config.proxy["epochs"]
+    assert "epochs" not in config.proxy and budget.epochs == config.fidelity.top == 9

@@ -49,7 +49,7 @@ def ledger(tmp_path: Path) -> list[dict]:
 @pytest.mark.parametrize("rungs", [[3], [1, 1, 3], [3, 1], [0, 2]])
 def test_rungs_must_be_increasing_epochs(rungs: list[int]) -> None:
     data = load_config().to_dict()
-    data["proxy"].pop("epochs")
+    data["proxy"].pop("epochs", None)
     data["fidelity"] = {"rungs": rungs}
     with pytest.raises(SearchConfigError, match="fidelity.rungs"):
         config_from_dict(data)
@@ -57,6 +57,7 @@ def test_rungs_must_be_increasing_epochs(rungs: list[int]) -> None:
 
 def test_the_top_rung_is_the_proxy_budget() -> None:
     data = load_config().to_dict()
+    data["proxy"]["epochs"] = 6
     data["fidelity"] = {"rungs": [1, 3, 9], "reduction": 3}
     with pytest.raises(SearchConfigError, match="proxy.epochs 6 differs from the top rung 9"):
         config_from_dict(data)

@@ -27,6 +27,7 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
     from evaluators.ace import count_ace
 
     data = yaml.safe_load(default_config_text())
+    data.pop("fidelity", None)  # a fixed budget of 1 epoch
     data["proxy"].update(epochs=1, data_fraction=0.3)
     data["full"].update(epochs=1, data_fraction=0.3)
     data["baselines"] = ["tiny-w4a4"]
@@ -66,7 +67,7 @@ def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
     from evaluators.training import evaluate
 
     data = yaml.safe_load(default_config_text())
-    data["proxy"].pop("epochs")
+    data["proxy"].pop("epochs", None)
     data["proxy"].update(data_fraction=0.3)
     data["fidelity"] = {"rungs": [1, 2], "reduction": 2}
     data["baselines"] = []
@@ -98,6 +99,7 @@ def test_a_searched_resolution_is_trained_and_costed_at_that_size() -> None:
 
     data = yaml.safe_load(default_config_text())
     data["space"]["resolutions"] = [8, 12]
+    data.pop("fidelity", None)
     data["proxy"].update(epochs=1, data_fraction=0.1)
     config = config_from_dict(data)
     evaluator = ProxyEvaluator(config)
