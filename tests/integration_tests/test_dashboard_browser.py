@@ -88,3 +88,22 @@ def test_live_page_shows_new_trials(browser, tmp_path):
         page.close()
     finally:
         server.shutdown()
+
+
+def test_stopped_trials_are_drawn_apart_in_the_page(browser, tmp_path):
+    """A successive-halving run: the page plots the stopped trials in their own trace (grey,
+    open) at their rung accuracy, and the rung plot has one line per trial."""
+    from tests.results_tests.test_rungs import POINTS
+
+    make_run(tmp_path / "run", POINTS)
+    page, problems = open_page(browser, write_dashboard(tmp_path / "run").as_uri())
+    stopped = page.evaluate(
+        "() => document.getElementById('pareto').data.filter(t => t.meta === 'stopped')"
+        ".map(t => [t.x.length, t.marker.symbol])"
+    )
+    assert page.evaluate(COUNT_POINTS) == 1
+    assert stopped == [[2, "circle-open"]]
+    lines = page.evaluate("() => document.getElementById('rungs').data.length")
+    assert lines == 2  # reached the top rung / stopped at a rung
+    assert problems == []
+    page.close()
