@@ -193,9 +193,9 @@ class _Killer(FakeEvaluator):
         self._maybe_die("cost")
         return super().cost(arch)
 
-    def proxy(self, arch: ArchConfig) -> ProxyMetrics:
+    def proxy(self, arch: ArchConfig, rung: RungBudget | None = None) -> ProxyMetrics:
         self._maybe_die("proxy")
-        return super().proxy(arch)
+        return super().proxy(arch, rung)
 
 
 def killer(config: Any, threads: int) -> FakeEvaluator:
