@@ -77,7 +77,7 @@ def dashboard(
     )
     echo(f"serving the live dashboard on {server.url} (Ctrl-C stops it)")
     try:
-        while True:
-            time.sleep(3600)
+        while True:  # short naps: a Ctrl-C that the kernel delivers to a server thread only
+            time.sleep(0.25)  # runs its Python handler once the main thread wakes up
     finally:  # Ctrl-C: the CLI prints its one line and exits with 130
         server.shutdown()
