@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from results.record import StudyRecord
+from results.record import StudyRecord, TrialRecord
 from search.cli import main
 from search.config import default_config_text
 from tests.search_tests.fakes import FAKE
@@ -86,7 +86,10 @@ def test_fake_search_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     stdout = capsys.readouterr().out
     assert "6 COMPLETE trials" in stdout and "Kendall tau" in stdout
     study = load(out)
-    assert counts(study) == {"COMPLETE": 6}
+    # the default search has successive halving: the other trials were stopped at a rung
+    assert counts(study)["COMPLETE"] == 6 and set(counts(study)) <= {"COMPLETE", "PRUNED"}
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert all(TrialRecord.of(t).status == "stopped" for t in pruned)
     assert [d.name.lower() for d in study.directions] == ["maximize", "minimize"]
     record = StudyRecord.of(study)
     assert record.dataset == "digits" and record.pikenas_version
