@@ -180,6 +180,8 @@ def test_sigkill_mid_run_then_rerun_ends_with_exactly_n(
     assert len(trained) == len(set(trained)), "an architecture was trained twice"
     for number in left_running:
         trial = study.trials[number]
+        if backend == "ray" and trial.state == TrialState.COMPLETE:
+            continue  # its actor outlived the killed driver by a moment and finished it
         assert trial.state == TrialState.FAIL
         # its worker's pid is dead (or it died before it could record itself on the trial)
         gone = "is gone" if records[number].worker else "between asking for it and recording"
