@@ -22,14 +22,22 @@ def evaluate_split(
     channels_last: bool,
 ) -> tuple[float, float]:
     """``(mean cross-entropy, top-1 accuracy)`` of ``model`` on ``split``."""
-    model.eval()
+    model.eval()  # eval mode: the integer program, exact, no autocast
+    return _scores(model, split, splits, batch_size, channels_last)
+
+
+def _scores(
+    model: torch.nn.Module, split: Split, splits: DatasetSplits, batch_size: int,
+    channels_last: bool,
+) -> tuple[float, float]:
+    """``(mean cross-entropy, top-1 accuracy)`` of the model's forward in its current mode."""
     device = split.images.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for images, labels in iterate_batches(
         split, batch_size, mean=splits.mean, std=splits.std, channels_last=channels_last
     ):
-        logits = model(images).float()  # eval mode: the integer program, exact, no autocast
+        logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
     return float(loss_sum) / len(split), int(correct) / len(split)
@@ -52,14 +60,7 @@ def batch_statistics_eval(
     even = math.ceil(count / math.ceil(count / max(1, batch_size)))
     model.train()
     try:
-        loss_sum, correct = 0.0, 0
-        for images, labels in iterate_batches(
-            split, even, mean=splits.mean, std=splits.std, channels_last=channels_last
-        ):
-            logits = model(images).float()
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == labels).sum())
-        return loss_sum / count, correct / count
+        return _scores(model, split, splits, even, channels_last)
     finally:
         model.load_state_dict(saved)
         torch.set_rng_state(rng)
