@@ -17,7 +17,7 @@ CHANCE = 0.1
 
 def _hv_curve(events: list, top: int, reference: tuple[float, float]) -> list[tuple[float, float]]:
     """``(cpu_s, hypervolume)`` after every top-fidelity result of one run."""
-    from results.pareto import hypervolume
+    from pikenas.results.pareto import hypervolume
 
     accuracy: list[float] = []
     log_ace: list[float] = []
@@ -53,7 +53,7 @@ def _fmt(value: float) -> str:
 
 
 def report(out: Path) -> dict:
-    from results.ranking import kendall_tau
+    from pikenas.results.ranking import kendall_tau
 
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-[0-9]*.json"))]
     if not runs:

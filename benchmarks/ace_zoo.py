@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from evaluators.ace import CostTable, count_ace
-from space.zoo import get_zoo_arch, zoo_names
+from pikenas.evaluators.cost import CostTable, count_ace
+from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
 
 TIMED_MODEL = "mobilenet_v1-1.0-w8a8"
 

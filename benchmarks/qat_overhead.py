@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from space import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec, build_model
+from pikenas.space import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec, build_model
 
 WIDTHS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1))
 

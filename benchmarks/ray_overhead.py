@@ -61,7 +61,7 @@ def _timeline(run_dir: Path, study_name: str = "pikenas") -> Timeline:
     import optuna
     from optuna.trial import TrialState
 
-    from results.storage import open_storage
+    from pikenas.results.storage import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(run_dir))
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -74,9 +74,9 @@ def overhead(trials: int, workers: int = 2) -> tuple[float, Timeline]:
     """Zero-cost trials through the Ray backend, driven from this process; (wall s, timeline)."""
     import optuna
 
-    from search.config import config_from_dict
-    from search.pipeline import prepare_run, run_backend
-    from search.spec import RayPlacement, RunRequest, WorkerSpec
+    from pikenas.search.config import config_from_dict
+    from pikenas.search.pipeline import prepare_run, run_backend
+    from pikenas.search.spec import RayPlacement, RunRequest, WorkerSpec
     from tests.search_tests.fakes import FAKE
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from results.dashboard import dashboard_data, render_html
-from results.front import front_table
-from results.pareto import hypervolume_history, pareto_mask
-from results.storage import open_storage
-from results.trials import load
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
+from pikenas.results.dashboard import dashboard_data, render_html
+from pikenas.results.front import front_table
+from pikenas.results.pareto import hypervolume_history, pareto_mask
+from pikenas.results.storage import open_storage
+from pikenas.results.trials import load
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
 
 
 def _arch(rng: random.Random) -> ArchConfig:

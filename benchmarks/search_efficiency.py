@@ -52,7 +52,7 @@ class BudgetSpent(KeyboardInterrupt):
 
 
 def _config(method: str, rungs: tuple[int, ...]):  # noqa: ANN202 - a SearchConfig
-    from search.config import config_from_dict, load_config
+    from pikenas.search.config import config_from_dict, load_config
 
     data = load_config().to_dict()
     data["baselines"] = []
@@ -73,7 +73,7 @@ class Recorder:
     proxy result and stopping the search once ``budget`` CPU seconds are spent."""
 
     def __init__(self, config, budget: float) -> None:  # noqa: ANN001
-        from search.objective import ProxyEvaluator
+        from pikenas.search.objective import ProxyEvaluator
 
         self.real = ProxyEvaluator(config, threads=1)
         self.budget = budget
@@ -113,11 +113,11 @@ class Recorder:
 def _run_pikenas(method: str, seed: int, budget: float, rungs, folder: Path) -> Recorder:  # noqa: ANN001
     import optuna
 
-    from results.storage import open_storage
-    from search._journal import buffered
-    from search.loop import work
-    from search.samplers import make_sampler
-    from search.study import open_search_study
+    from pikenas.results.storage import open_storage
+    from pikenas.search._journal import buffered
+    from pikenas.search.loop import work
+    from pikenas.search.samplers import make_sampler
+    from pikenas.search.study import open_search_study
 
     config = _config(method, rungs)
     recorder = Recorder(config, budget)
@@ -145,7 +145,7 @@ def _run_moasha(seed: int, budget: float, rungs, folder: Path) -> Recorder:  # n
     from syne_tune.optimizer.scheduler import SchedulerDecision
     from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 
-    from search.objective import RungBudget
+    from pikenas.search.objective import RungBudget
 
     config = _config("moasha", rungs)
     recorder = Recorder(config, budget)
@@ -209,7 +209,7 @@ def run_kendall(count: int, rungs, out: Path) -> None:  # noqa: ANN001
 
     import torch
 
-    from search.objective import ProxyEvaluator, RungBudget
+    from pikenas.search.objective import ProxyEvaluator, RungBudget
 
     torch.set_num_threads(1)
     config = _config("nsga2-sh", rungs)

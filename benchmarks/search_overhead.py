@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fake 
 
 
 def _raw(directory: Path, trials: int) -> float:
-    from results.storage import open_storage
-    from search.config import load_config
+    from pikenas.results.storage import open_storage
+    from pikenas.search.config import load_config
 
     genes = load_config().space.distributions()
     study = optuna.create_study(
@@ -48,12 +48,12 @@ def _raw(directory: Path, trials: int) -> float:
 
 
 def _pikenas(directory: Path, trials: int, buffered_storage: bool) -> float:
-    from results.storage import open_storage
-    from search._journal import buffered
-    from search.config import load_config
-    from search.lock import ask_lock
-    from search.loop import work
-    from search.study import open_search_study
+    from pikenas.results.storage import open_storage
+    from pikenas.search._journal import buffered
+    from pikenas.search.config import load_config
+    from pikenas.search.lock import ask_lock
+    from pikenas.search.loop import work
+    from pikenas.search.study import open_search_study
     from tests.search_tests.fakes import FakeEvaluator
 
     config = load_config().model_copy(update={"baselines": ()})

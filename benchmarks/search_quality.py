@@ -24,12 +24,12 @@ from optuna.trial import TrialState
 def _search(config, sampler: str, seed: int, trials: int, directory: Path) -> list[tuple]:
     import torch
 
-    from results.storage import open_storage
-    from search._journal import buffered
-    from search.loop import work
-    from search.objective import ProxyEvaluator
-    from search.samplers import make_sampler
-    from search.study import open_search_study
+    from pikenas.results.storage import open_storage
+    from pikenas.search._journal import buffered
+    from pikenas.search.loop import work
+    from pikenas.search.objective import ProxyEvaluator
+    from pikenas.search.samplers import make_sampler
+    from pikenas.search.study import open_search_study
 
     torch.set_num_threads(1)
     storage = buffered(open_storage(directory, create=True))
@@ -52,8 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from results.pareto import hypervolume
-    from search.config import load_config
+    from pikenas.results.pareto import hypervolume
+    from pikenas.search.config import load_config
 
     base = load_config()
     config = base.model_copy(

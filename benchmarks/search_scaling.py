@@ -23,9 +23,9 @@ from optuna.trial import TrialState
 
 
 def _run(config, genomes: list[dict], workers: int, out: Path) -> tuple[float, float]:
-    from search.local import run_local
-    from search.pipeline import prepare_run
-    from search.spec import RunRequest, WorkerSpec
+    from pikenas.search.local import run_local
+    from pikenas.search.pipeline import prepare_run
+    from pikenas.search.spec import RunRequest, WorkerSpec
 
     spec = WorkerSpec(config=config, storage=str(out / "study.log"), n_trials=len(genomes), seed=0)
     request = RunRequest(worker=spec, out=out, workers=workers)
@@ -49,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    from search.config import load_config
-    from search.spec import available_cores
+    from pikenas.search.config import load_config
+    from pikenas.search.spec import available_cores
 
     base = load_config()
     epochs = base.train_config("proxy").epochs if args.epochs is None else args.epochs

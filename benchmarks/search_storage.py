@@ -38,10 +38,10 @@ _SERVER = (
 def _loop(
     storage: optuna.storages.BaseStorage, lock: object, trials: int, study_name: str
 ) -> float:
-    from search.config import load_config
-    from search.lock import NoLock
-    from search.loop import work
-    from search.study import open_search_study
+    from pikenas.search.config import load_config
+    from pikenas.search.lock import NoLock
+    from pikenas.search.loop import work
+    from pikenas.search.study import open_search_study
     from tests.search_tests.fakes import FakeEvaluator
 
     config = load_config().model_copy(update={"baselines": ()})
@@ -53,9 +53,9 @@ def _loop(
 
 
 def _direct(target: str, trials: int) -> float:
-    from results.storage import open_storage
-    from search._journal import buffered
-    from search.lock import ask_lock
+    from pikenas.results.storage import open_storage
+    from pikenas.search._journal import buffered
+    from pikenas.search.lock import ask_lock
 
     lock = ask_lock(target, "direct")
     try:

@@ -28,9 +28,9 @@ def _train(job: tuple[str, str, int, str]) -> tuple[str, int, float]:
     """Full training of one architecture JSON with one seed: ``(key, seed, test accuracy)``."""
     import torch
 
-    from evaluators.training import train
-    from search.config import load_config
-    from space.arch import ArchConfig
+    from pikenas.evaluators.training.loop import train
+    from pikenas.search.config import load_config
+    from pikenas.space.arch import ArchConfig
 
     key, arch_json, seed, folder = job
     torch.set_num_threads(1)
@@ -41,9 +41,9 @@ def _train(job: tuple[str, str, int, str]) -> tuple[str, int, float]:
 
 def _search(out: Path) -> Path:
     """A search with the configuration of ``make demo`` into ``out/search`` (no full training)."""
-    from search.config import load_config
-    from search.pipeline import run_search
-    from search.spec import RunRequest, WorkerSpec
+    from pikenas.search.config import load_config
+    from pikenas.search.pipeline import run_search
+    from pikenas.search.spec import RunRequest, WorkerSpec
 
     config = load_config().with_overrides(full_train_top=0)
     run = out / "search"
@@ -67,11 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from evaluators.ace import count_ace
-    from evaluators.datasets import fit_arch_to_dataset, load_dataset
-    from results.front import front_table
-    from results.trials import load, trial_arch
-    from space.zoo import get_zoo_arch
+    from pikenas.evaluators.cost import count_ace
+    from pikenas.evaluators.data.datasets import fit_arch_to_dataset, load_dataset
+    from pikenas.results.front import front_table
+    from pikenas.results.trials import load, trial_arch
+    from pikenas.space.zoo.catalog import get_zoo_arch
 
     started, load_before = time.time(), os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -26,16 +26,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from evaluators.datasets import Augmentation, DatasetSplits, Split
-from evaluators.training import (
+from pikenas.evaluators.data.datasets import Augmentation, DatasetSplits, Split
+from pikenas.evaluators.training.loop import (
     TrainConfig,
     _make_optimizer,
     _use_channels_last,
     evaluate,
     train,
 )
-from space.build import build_model
-from space.zoo import get_zoo_arch
+from pikenas.space.nn.build import build_model
+from pikenas.space.zoo.catalog import get_zoo_arch
 
 # (zoo name, epochs, target test accuracy): trained with TrainConfig's defaults otherwise.
 DIGITS_RUNS = (("tiny-w8a8", 30, 0.97), ("tiny-binary", 30, 0.90))

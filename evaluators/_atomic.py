@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from space.errors import PikeNASError, RunDirError, path_error
+from pikenas.space.errors import PikeNASError, RunDirError, path_error
 
 __all__ = ["atomic_directory", "atomic_write", "check_target", "fsync_folder", "umask"]
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators._cost_table import CostTable
-from evaluators._counter import count_ace
-from space.program import IntegerProgram, ProgramOverflowError
+from pikenas.evaluators.cost._cost_table import CostTable
+from pikenas.evaluators.cost._counter import count_ace
+from pikenas.space.program.ir import IntegerProgram, ProgramOverflowError
 
 __all__ = ["VerifyReport", "verify", "FLOAT_RTOL"]
 
@@ -130,9 +130,9 @@ def _surrogate_codes(
 ) -> dict[str, torch.Tensor]:
     """Outputs of the training forward (eval mode) at every requantization point, each part fed
     the program's own input (teacher forcing), so a stage's count is its own."""
-    from space.blocks import GlobalAvgPoolQuant, PikeBlock
-    from space.layers import QuantConv2d, QuantLinear
-    from space.residual import ResidualAdd
+    from pikenas.space.nn.blocks import GlobalAvgPoolQuant, PikeBlock
+    from pikenas.space.nn.layers import QuantConv2d, QuantLinear
+    from pikenas.space.nn.residual import ResidualAdd
 
     inputs = _inputs_of(program)
     captured: dict[str, torch.Tensor] = {}

@@ -7,6 +7,6 @@ and :mod:`results.export`.
 
 from __future__ import annotations
 
-from results.trials import load
+from pikenas.results.trials import load
 
 __all__ = ["load"]

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from evaluators._atomic import atomic_directory, atomic_write
+from pikenas.evaluators._atomic import atomic_directory, atomic_write
 
 __all__ = ["atomic_write", "atomic_directory"]

@@ -27,7 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
-from space.errors import RunDirError, path_error
+from pikenas.space.errors import RunDirError, path_error
 
 __all__ = ["CheckedJournalStorage", "FileLock", "JournalFile", "corrupt_line"]
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results.layers import arch_summary, layer_bits
-from results.pareto import hypervolume_history, pareto_mask
-from results.ranking import kendall_tau
-from results.trials import trial_arch
-from space.arch import ArchConfig
-from space.errors import ArchConfigError
+from pikenas.results.layers import arch_summary, layer_bits
+from pikenas.results.pareto import hypervolume_history, pareto_mask
+from pikenas.results.ranking import kendall_tau
+from pikenas.results.trials import trial_arch
+from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import ArchConfigError
 
 __all__ = [
     "pareto_scatter_data",

@@ -9,10 +9,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from results._atomic import atomic_write
-from results.pareto import pareto_front
-from results.trials import load
-from space.errors import RunDirError
+from pikenas.results._atomic import atomic_write
+from pikenas.results.pareto import pareto_front
+from pikenas.results.trials import load
+from pikenas.space.errors import RunDirError
 
 __all__ = ["FRONT_COLUMNS", "FRONT_CSV", "front_table", "front_records", "write_front_csv"]
 

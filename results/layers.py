@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from space.arch import ArchConfig, ConvStemSpec, PikeBlockSpec, PokeBottleneckSpec
+from pikenas.space.arch import ArchConfig, ConvStemSpec, PikeBlockSpec, PokeBottleneckSpec
 
 __all__ = ["LayerBits", "layer_bits", "bits_string", "arch_summary"]
 

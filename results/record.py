@@ -25,7 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import optuna
 from pydantic import BaseModel, Field, ValidationError
 
-from space._strict import StrictModel
+from pikenas.space._strict import StrictModel
 
 __all__ = [
     "DIRECTIONS",

@@ -19,9 +19,9 @@ from typing import Literal, get_args
 import optuna
 from optuna.storages import RDBStorage
 
-from results._journal_file import CheckedJournalStorage, JournalFile
-from space._text import redact
-from space.errors import RunDirError, path_error
+from pikenas.results._journal_file import CheckedJournalStorage, JournalFile
+from pikenas.space._text import redact
+from pikenas.space.errors import RunDirError, path_error
 
 __all__ = [
     "DEFAULT_STUDY_NAME",

@@ -34,11 +34,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from results.layers import bits_string, layer_bits
-from results.record import DIRECTIONS, FinalResult, StudyRecord, TrialRecord
-from results.storage import open_study, storage_folder
-from space.arch import ArchConfig
-from space.errors import ArchConfigError, RunDirError
+from pikenas.results.layers import bits_string, layer_bits
+from pikenas.results.record import DIRECTIONS, FinalResult, StudyRecord, TrialRecord
+from pikenas.results.storage import open_study, storage_folder
+from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import ArchConfigError, RunDirError
 
 __all__ = [
     "COLUMNS",
@@ -196,7 +196,7 @@ def study_info(study: optuna.Study) -> dict[str, str]:
 def study_cost_table(study: optuna.Study) -> Any:
     """The ``evaluators.ace.CostTable`` that scored the study (its config records it; the
     default table when it does not say)."""
-    from evaluators.ace import CostTable
+    from pikenas.evaluators.cost import CostTable
 
     table = _search_config(StudyRecord.of(study)).get("cost_table")
     return CostTable.from_dict(table) if isinstance(table, dict) else CostTable.default()

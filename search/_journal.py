@@ -24,7 +24,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
-from results._journal_file import CheckedJournalStorage
+from pikenas.results._journal_file import CheckedJournalStorage
 
 __all__ = ["BufferedJournalStorage", "buffered", "flush"]
 

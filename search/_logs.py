@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from space._text import printable
+from pikenas.space._text import printable
 
 __all__ = ["configure_logging"]
 

@@ -28,11 +28,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from results.storage import open_study, parse_storage
-from search.local import MAX_RESTARTS, stopped_early
-from search.progress import Snapshot, snapshot
-from search.spec import RunRequest, threads_per_worker, worker_environment
-from space.errors import EvaluationError, PikeNASError, SearchConfigError
+from pikenas.results.storage import open_study, parse_storage
+from pikenas.search.local import MAX_RESTARTS, stopped_early
+from pikenas.search.progress import Snapshot, snapshot
+from pikenas.search.spec import RunRequest, threads_per_worker, worker_environment
+from pikenas.space.errors import EvaluationError, PikeNASError, SearchConfigError
 
 __all__ = ["ray_environment", "run_ray"]
 
@@ -50,9 +50,9 @@ class _WorkerActor:
     """A Ray actor that runs one worker to the end and returns its report (JSON)."""
 
     def run(self, spec_json: str) -> str:
-        from search._logs import configure_logging
-        from search.spec import WorkerSpec
-        from search.worker import run_worker
+        from pikenas.search._logs import configure_logging
+        from pikenas.search.spec import WorkerSpec
+        from pikenas.search.worker import run_worker
 
         configure_logging()
         return run_worker(WorkerSpec.model_validate_json(spec_json)).model_dump_json()

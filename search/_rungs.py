@@ -17,14 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from results.record import RungResult, TrialRecord
-from search._journal import flush
-from search.fidelity import Decision, FidelityConfig, decide
+from pikenas.results.record import RungResult, TrialRecord
+from pikenas.search._journal import flush
+from pikenas.search.fidelity import Decision, FidelityConfig, decide
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.lock import AskLock
+    from pikenas.search.lock import AskLock
 
 __all__ = ["RungIndex", "TrialRungs", "checkpoint_folder"]
 

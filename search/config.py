@@ -31,11 +31,11 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from search.fidelity import FidelityConfig
-from space._parse import parse_yaml, read_text
-from space._strict import StrictModel, one_line
-from space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
-from space.searchspace import SearchSpace
+from pikenas.search.fidelity import FidelityConfig
+from pikenas.space._parse import parse_yaml, read_text
+from pikenas.space._strict import StrictModel, one_line
+from pikenas.space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
+from pikenas.space.searchspace import SearchSpace
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -80,7 +80,7 @@ class SearchSettings(StrictModel):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        from search.samplers import SAMPLERS
+        from pikenas.search.samplers import SAMPLERS
 
         try:
             SAMPLERS.get(value)
@@ -124,7 +124,7 @@ class SearchConfig(StrictModel):
     @field_validator("cost_table", mode="before")
     @classmethod
     def _valid_table(cls, value: Any) -> dict[str, Any] | None:
-        from evaluators.ace import CostTable
+        from pikenas.evaluators.cost import CostTable
 
         if value is None:
             return None
@@ -138,7 +138,7 @@ class SearchConfig(StrictModel):
 
     def cost_table_object(self) -> Any:
         """The ``evaluators.ace.CostTable`` that scores this search."""
-        from evaluators.ace import CostTable
+        from pikenas.evaluators.cost import CostTable
 
         if self.cost_table is None:
             return CostTable.default()
@@ -194,7 +194,7 @@ class SearchConfig(StrictModel):
         """``(zoo name, genome)`` of each baseline at the space's geometry (the nearest genome
         when the model is not inside the space). A bad name raises a one-line error naming its
         index."""
-        from space.zoo import get_zoo_arch, zoo_names
+        from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
 
         known = set(zoo_names())
         space = self.space
@@ -226,7 +226,7 @@ class SearchConfig(StrictModel):
         data set that cannot work raises one :class:`SearchConfigError` instead of failing every
         trial. (All architectures of a space share its strides: one decoded genome stands for
         all of them.)"""
-        from evaluators.datasets import fit_arch_to_dataset, load_dataset
+        from pikenas.evaluators.data.datasets import fit_arch_to_dataset, load_dataset
 
         dataset = self.dataset
         if dataset.data_dir is not None and not Path(dataset.data_dir).expanduser().is_dir():
@@ -254,7 +254,7 @@ class SearchConfig(StrictModel):
 
     def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
         """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
-        from evaluators.training import TrainConfig
+        from pikenas.evaluators.training.loop import TrainConfig
 
         fields = dict(self.proxy if kind == "proxy" else self.full)
         if kind == "proxy" and self.fidelity is not None:
@@ -268,7 +268,7 @@ class SearchConfig(StrictModel):
 def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str, Any]:
     """A built-in table name (``ace_v2``, ``ace_v2-fp16``) or a table file (relative to
     ``base``) as a cost table mapping; an unreadable file raises ``ValueError``."""
-    from evaluators.ace import CostTable
+    from pikenas.evaluators.cost import CostTable
 
     if name_or_file in _BUILTIN_TABLES:
         return CostTable.default(float_bits=_BUILTIN_TABLES[name_or_file]).to_dict()

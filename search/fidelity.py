@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
-from results.pareto import promotion_order
-from results.record import RungResult
-from space._strict import StrictModel
+from pikenas.results.pareto import promotion_order
+from pikenas.results.record import RungResult
+from pikenas.space._strict import StrictModel
 
 __all__ = ["CHANCE_SIGMAS", "Decision", "FidelityConfig", "at_chance", "decide"]
 

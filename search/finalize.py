@@ -20,12 +20,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from results.pareto import best_per_archid, pareto_front
-from results.ranking import kendall_tau
-from results.record import FinalResult, StudyRecord, update_study_record
-from results.storage import storage_folder
-from results.trials import trial_arch, trials_frame
-from search.objective import CandidateEvaluator
+from pikenas.results.pareto import best_per_archid, pareto_front
+from pikenas.results.ranking import kendall_tau
+from pikenas.results.record import FinalResult, StudyRecord, update_study_record
+from pikenas.results.storage import storage_folder
+from pikenas.results.trials import trial_arch, trials_frame
+from pikenas.search.objective import CandidateEvaluator
 
 __all__ = ["Winner", "FinalizeSummary", "select_winners", "finalize"]
 

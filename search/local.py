@@ -20,17 +20,17 @@ from collections.abc import Callable
 
 import optuna
 
-from results.record import worker_reports
-from results.storage import open_study
-from search.progress import Snapshot, snapshot
-from search.spec import (
+from pikenas.results.record import worker_reports
+from pikenas.results.storage import open_study
+from pikenas.search.progress import Snapshot, snapshot
+from pikenas.search.spec import (
     RunRequest,
     WorkerSpec,
     available_cores,
     threads_per_worker,
     worker_environment,
 )
-from space.errors import EvaluationError
+from pikenas.space.errors import EvaluationError
 
 __all__ = ["MAX_RESTARTS", "run_local", "stopped_early"]
 
@@ -46,7 +46,7 @@ def _start(request: RunRequest, index: int, spec: WorkerSpec) -> subprocess.Pope
     env = {**os.environ, **worker_environment(spec.threads)}
     with open(logs / f"worker-{index}.log", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "search.worker"],
+            [sys.executable, "-m", "pikenas.search.worker"],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,

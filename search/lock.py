@@ -20,10 +20,10 @@ import hashlib
 import logging
 from typing import Any, Protocol
 
-from results._journal_file import FileLock
-from results.storage import StorageTarget, parse_storage
-from space._text import redact
-from space.errors import RunDirError
+from pikenas.results._journal_file import FileLock
+from pikenas.results.storage import StorageTarget, parse_storage
+from pikenas.space._text import redact
+from pikenas.space.errors import RunDirError
 
 __all__ = ["AskLock", "FileLock", "NoLock", "PostgresAdvisoryLock", "advisory_lock_key", "ask_lock"]
 

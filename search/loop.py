@@ -48,11 +48,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from results.record import HEARTBEAT_ATTR, TrialRecord, WorkerReport, record_worker_report
-from search._journal import flush
-from search._rungs import RungIndex, TrialRungs, checkpoint_folder
-from search.lock import AskLock, NoLock
-from search.objective import (
+from pikenas.results.record import HEARTBEAT_ATTR, TrialRecord, WorkerReport, record_worker_report
+from pikenas.search._journal import flush
+from pikenas.search._rungs import RungIndex, TrialRungs, checkpoint_folder
+from pikenas.search.lock import AskLock, NoLock
+from pikenas.search.objective import (
     CandidateEvaluator,
     Claim,
     Outcome,
@@ -61,8 +61,8 @@ from search.objective import (
 )
 
 if TYPE_CHECKING:
-    from search.fidelity import FidelityConfig
-    from space.searchspace import SearchSpace
+    from pikenas.search.fidelity import FidelityConfig
+    from pikenas.space.searchspace import SearchSpace
 
 __all__ = ["MAX_RETRIES", "max_rejected", "recover_stale_trials", "stale_reason", "work"]
 

@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.trial import TrialState
 
-from results.record import RungResult, TrialRecord
-from search.fidelity import Decision, FidelityConfig
-from space._text import redact
-from space.arch import ArchConfig
-from space.errors import EvaluationError, SearchConfigError
+from pikenas.results.record import RungResult, TrialRecord
+from pikenas.search.fidelity import Decision, FidelityConfig
+from pikenas.space._text import redact
+from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import EvaluationError, SearchConfigError
 
 if TYPE_CHECKING:
-    from search.config import SearchConfig
+    from pikenas.search.config import SearchConfig
 
 __all__ = [
     "CostSummary",
@@ -145,7 +145,7 @@ class ProxyEvaluator:
         self._budget: Any = None
 
     def fit(self, arch: ArchConfig) -> ArchConfig:
-        from evaluators.datasets import fit_arch_to_dataset, load_dataset
+        from pikenas.evaluators.data.datasets import fit_arch_to_dataset, load_dataset
 
         if self._splits is None:
             dataset = self.config.dataset
@@ -164,7 +164,7 @@ class ProxyEvaluator:
         return budget
 
     def cost(self, arch: ArchConfig) -> CostSummary:
-        from evaluators.ace import count_ace
+        from pikenas.evaluators.cost import count_ace
 
         report = count_ace(arch, cost_table=self.cost_table)
         return CostSummary(
@@ -176,7 +176,7 @@ class ProxyEvaluator:
         )
 
     def proxy(self, arch: ArchConfig, rung: RungBudget | None = None) -> ProxyMetrics:
-        from evaluators.training import evaluate
+        from pikenas.evaluators.training.loop import evaluate
 
         if self._budget is None:
             self._budget = self.config.train_config("proxy", threads=self.threads)
@@ -196,7 +196,7 @@ class ProxyEvaluator:
         )
 
     def full(self, arch: ArchConfig, out_dir: Path) -> FinalMetrics:
-        from evaluators.training import train
+        from pikenas.evaluators.training.loop import train
 
         budget = self._at_resolution(self.config.train_config("full", threads=self.threads), arch)
         result = train(arch, budget, out_dir)

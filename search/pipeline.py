@@ -19,15 +19,15 @@ from pathlib import Path
 
 import optuna
 
-from results._atomic import atomic_write
-from results.export import BundleError
-from results.storage import open_storage, parse_storage
-from search.finalize import FinalizeSummary, finalize
-from search.lock import ask_lock
-from search.objective import make_evaluator
-from search.progress import Snapshot
-from search.spec import RunRequest, threads_per_worker
-from search.study import open_search_study
+from pikenas.results._atomic import atomic_write
+from pikenas.results.export.bundle import BundleError
+from pikenas.results.storage import open_storage, parse_storage
+from pikenas.search.finalize import FinalizeSummary, finalize
+from pikenas.search.lock import ask_lock
+from pikenas.search.objective import make_evaluator
+from pikenas.search.progress import Snapshot
+from pikenas.search.spec import RunRequest, threads_per_worker
+from pikenas.search.study import open_search_study
 
 __all__ = ["RunResult", "prepare_run", "run_backend", "run_search", "write_outputs"]
 
@@ -69,11 +69,11 @@ def prepare_run(request: RunRequest) -> optuna.Study:
 def run_backend(request: RunRequest, progress: ProgressCallback | None = None) -> None:
     """Place the workers of ``request`` until its study holds N COMPLETE trials."""
     if request.backend == "ray":
-        from search._ray import run_ray
+        from pikenas.search._ray import run_ray
 
         run_ray(request, progress)
     else:
-        from search.local import run_local
+        from pikenas.search.local import run_local
 
         run_local(request, progress)
 
@@ -81,9 +81,9 @@ def run_backend(request: RunRequest, progress: ProgressCallback | None = None) -
 def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> BundleError | None:
     """``front.csv``, ``dashboard.html`` and (``export``) the front's bundles in ``out``; the
     :class:`BundleError` of bundles that failed (every other output is written)."""
-    from results.dashboard import write_dashboard
-    from results.export import export_pareto
-    from results.front import write_front_csv
+    from pikenas.results.dashboard import write_dashboard
+    from pikenas.results.export.bundle import export_pareto
+    from pikenas.results.front import write_front_csv
 
     write_front_csv(study, out=out / "front.csv")
     write_dashboard(study, out=out / "dashboard.html")

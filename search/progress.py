@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from results.pareto import pareto_mask
+from pikenas.results.pareto import pareto_mask
 
 __all__ = ["Snapshot", "snapshot"]
 

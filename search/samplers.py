@@ -28,8 +28,8 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from results.record import TrialRecord
-from space.registry import Registry
+from pikenas.results.record import TrialRecord
+from pikenas.space.registry import Registry
 
 __all__ = ["SAMPLERS", "RungAwareNSGAII", "SamplerFactory", "make_sampler"]
 

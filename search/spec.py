@@ -19,9 +19,9 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from results.storage import parse_storage
-from search.config import SearchConfig
-from space._strict import StrictModel
+from pikenas.results.storage import parse_storage
+from pikenas.search.config import SearchConfig
+from pikenas.space._strict import StrictModel
 
 __all__ = [
     "MAX_SEED",

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from results.record import DIRECTIONS, StudyRecord, TrialRecord, update_study_record
-from space.errors import PikeNASError, SearchConfigError
+from pikenas.results.record import DIRECTIONS, StudyRecord, TrialRecord, update_study_record
+from pikenas.space.errors import PikeNASError, SearchConfigError
 
 if TYPE_CHECKING:
-    from search.config import SearchConfig
+    from pikenas.search.config import SearchConfig
 
 __all__ = ["open_search_study"]
 

@@ -20,16 +20,16 @@ import os
 import signal
 import sys
 
-from results.record import WorkerReport, record_worker_report
-from results.storage import check_storage_file, open_storage, parse_storage
-from search._journal import buffered
-from search._logs import configure_logging
-from search.lock import ask_lock
-from search.loop import work, worker_label
-from search.objective import failure_reason, make_evaluator
-from search.samplers import make_sampler
-from search.spec import WorkerSpec
-from search.study import open_search_study
+from pikenas.results.record import WorkerReport, record_worker_report
+from pikenas.results.storage import check_storage_file, open_storage, parse_storage
+from pikenas.search._journal import buffered
+from pikenas.search._logs import configure_logging
+from pikenas.search.lock import ask_lock
+from pikenas.search.loop import work, worker_label
+from pikenas.search.objective import failure_reason, make_evaluator
+from pikenas.search.samplers import make_sampler
+from pikenas.search.spec import WorkerSpec
+from pikenas.search.study import open_search_study
 
 __all__ = ["run_worker", "main"]
 

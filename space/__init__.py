@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from space.arch import (
+from pikenas.space.arch import (
     ARCH_VERSION,
     ArchConfig,
     ConvQuantSpec,
@@ -19,7 +19,7 @@ from space.arch import (
     PokeBottleneckSpec,
     PokeStemSpec,
 )
-from space.errors import (
+from pikenas.space.errors import (
     ArchConfigError,
     CostModelError,
     DataError,
@@ -35,10 +35,10 @@ from space.errors import (
 # Names whose modules import torch are loaded on first use (PEP 562), so that importing the
 # errors or ArchConfig (every CLI start, ``pikenas --help``) does not pay torch's import.
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(["ACTIVATIONS", "DPReLU", "PReLU", "ReLU", "make_activation"], "activations"),
-    **dict.fromkeys(["PikeNet", "build_model"], "build"),
-    **dict.fromkeys(["QuantConv2d", "QuantLinear"], "layers"),
-    **dict.fromkeys(["BatchNormStage", "QuantNormStage"], "norms"),
+    **dict.fromkeys(["ACTIVATIONS", "DPReLU", "PReLU", "ReLU", "make_activation"], "nn.activations"),
+    **dict.fromkeys(["PikeNet", "build_model"], "nn.build"),
+    **dict.fromkeys(["QuantConv2d", "QuantLinear"], "nn.layers"),
+    **dict.fromkeys(["BatchNormStage", "QuantNormStage"], "nn.norms"),
     **dict.fromkeys(
         [
             "QUANTIZERS",
@@ -59,8 +59,8 @@ _LAZY: dict[str, str] = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'space' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"space.{module}"), name)
+        raise AttributeError(f"module 'pikenas.space' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pikenas.space.{module}"), name)
     globals()[name] = value
     return value
 

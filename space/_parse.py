@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from space.errors import PikeNASError
+from pikenas.space.errors import PikeNASError
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "parse_json", "parse_yaml", "read_text"]
 

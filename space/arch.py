@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
-from space._parse import parse_json
-from space._strict import StrictModel, one_line
-from space.errors import ArchConfigError
+from pikenas.space._parse import parse_json
+from pikenas.space._strict import StrictModel, one_line
+from pikenas.space.errors import ArchConfigError
 
 __all__ = [
     "ARCH_VERSION",

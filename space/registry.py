@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from space.errors import UnknownNameError
+from pikenas.space.errors import UnknownNameError
 
 __all__ = ["Registry"]
 

@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from space._strict import StrictModel
-from space.arch import (
+from pikenas.space._strict import StrictModel
+from pikenas.space.arch import (
     ACTIVATION_BITS,
     QUANTIZER_BITS,
     ActivationKind,
@@ -56,7 +56,7 @@ from space.arch import (
     QuantizerFamily,
     ScaleFormat,
 )
-from space.errors import ArchConfigError, SearchConfigError
+from pikenas.space.errors import ArchConfigError, SearchConfigError
 
 __all__ = [
     "BLOCK_GENES",

@@ -16,9 +16,9 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from search._logs import configure_logging
-from search.cli._app import app, echo, fail
-from space.errors import PikeNASError, RunDirError, RuntimeFailureError, path_error
+from pikenas.search._logs import configure_logging
+from pikenas.search.cli._app import app, echo, fail
+from pikenas.space.errors import PikeNASError, RunDirError, RuntimeFailureError, path_error
 
 __all__ = ["INTERRUPTED", "app", "configure_logging", "echo", "fail", "main"]
 
@@ -26,7 +26,7 @@ __all__ = ["INTERRUPTED", "app", "configure_logging", "echo", "fail", "main"]
 INTERRUPTED = 130
 
 # Importing the command modules registers their commands on ``app`` (order = help order).
-from search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
+from pikenas.search.cli import (  # noqa: E402,F401,I001 (help order, not alphabetical)
     _zoo,
     _ace,
     _train,

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, echo, fail
-from search.cli._common import resolve_arch
+from pikenas.search.cli._app import app, echo, fail
+from pikenas.search.cli._common import resolve_arch
 
 
 @app.command()
@@ -52,8 +52,8 @@ def ace(
     the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
-    from evaluators.ace import FLOAT_WIDTHS, CostTable, count_ace
-    from space.errors import PikeNASError
+    from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace
+    from pikenas.space.errors import PikeNASError
 
     if float_bits is not None and float_bits not in FLOAT_WIDTHS:
         raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
@@ -65,7 +65,7 @@ def ace(
         if float_bits is not None:
             table = table.with_float_bits(float_bits)
         if onnx_file:
-            from evaluators.onnx_import import import_onnx
+            from pikenas.space.program.onnx.importer import import_onnx
 
             arch = None
             report = count_ace(import_onnx(name_or_arch_json), cost_table=table)

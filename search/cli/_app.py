@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from space._text import printable
+from pikenas.space._text import printable
 
 __all__ = ["app", "echo", "fail", "printable"]
 

@@ -10,8 +10,8 @@ import typer
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
-    from search.spec import WorkerSpec
-    from space.arch import ArchConfig
+    from pikenas.search.spec import WorkerSpec
+    from pikenas.space.arch import ArchConfig
 
 __all__ = [
     "check_threads",
@@ -79,8 +79,8 @@ _OPTIONS = {"n_trials": "--trials", "study_name": "--study", "threads": "--threa
 def check_threads(threads: int, option: str = "--threads") -> None:
     """Refuse more torch threads than this process's cores (oversubscribed threads run many
     times slower; a huge count crashes the math libraries)."""
-    from search.spec import available_cores
-    from space.errors import SearchConfigError
+    from pikenas.search.spec import available_cores
+    from pikenas.space.errors import SearchConfigError
 
     cores = available_cores()
     if threads < 1 or threads > cores:
@@ -93,10 +93,10 @@ def check_threads(threads: int, option: str = "--threads") -> None:
 def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
     """The ArchConfig of a JSON file (when ``target`` names a file or looks like a path) or of
     a zoo model; ``resolution`` overrides its input size."""
-    from space._parse import read_text
-    from space.arch import ArchConfig
-    from space.errors import ArchConfigError
-    from space.zoo import get_zoo_arch
+    from pikenas.space._parse import read_text
+    from pikenas.space.arch import ArchConfig
+    from pikenas.space.errors import ArchConfigError
+    from pikenas.space.zoo.catalog import get_zoo_arch
 
     path = Path(target)
     if not (path.is_file() or path.suffix.lower() == ".json" or "/" in target or "\\" in target):
@@ -132,11 +132,11 @@ def worker_spec(
     """The validated spec of the command line's worker(s): the config with the command line's
     ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
     :class:`SearchConfigError` naming the option (creates nothing)."""
-    from search.config import load_config
-    from search.objective import evaluator_factory
-    from search.spec import WorkerSpec
-    from space._strict import one_line
-    from space.errors import SearchConfigError
+    from pikenas.search.config import load_config
+    from pikenas.search.objective import evaluator_factory
+    from pikenas.search.spec import WorkerSpec
+    from pikenas.space._strict import one_line
+    from pikenas.space.errors import SearchConfigError
 
     config = load_config(config_path).with_overrides(**overrides)
     try:

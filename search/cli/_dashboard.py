@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, echo, fail
+from pikenas.search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -57,10 +57,10 @@ def dashboard(
     proxy vs final accuracy, the front table. The live page re-reads the study every
     --refresh seconds, so new trials appear while a search runs; stop it with Ctrl-C.
     """
-    from results._dashboard_server import serve as start_server
-    from results.dashboard import write_dashboard, zoo_reference_costs
-    from results.storage import open_study
-    from results.trials import study_cost_table, trials_frame
+    from pikenas.results.dashboard._server import serve as start_server
+    from pikenas.results.dashboard import write_dashboard, zoo_reference_costs
+    from pikenas.results.storage import open_study
+    from pikenas.results.trials import study_cost_table, trials_frame
 
     if serve and out is not None:
         raise fail("--out writes a file and --serve serves a page; pass only one of them")

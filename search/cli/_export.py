@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, echo, fail
+from pikenas.search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -49,7 +49,7 @@ def export(
     Each bundle is a folder OUT/trial-N, written atomically. Load one with
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
-    from results.export import FORMATS, BundleError, export_pareto, export_trained, export_trial
+    from pikenas.results.export.bundle import FORMATS, BundleError, export_pareto, export_trained, export_trial
 
     trained = _is_train_folder(run)
     if trained and (trial is not None or pareto):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, echo, fail
+from pikenas.search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -29,9 +29,9 @@ def front(
     successive halving only trials that reached the top rung are on the front; a last line
     counts those stopped at each rung (their rung results: results.load, the dashboard).
     """
-    from results.front import front_records, front_table
-    from results.storage import open_study
-    from results.trials import study_info, trials_frame
+    from pikenas.results.front import front_records, front_table
+    from pikenas.results.storage import open_study
+    from pikenas.results.trials import study_info, trials_frame
 
     if csv and as_json:
         raise fail("--csv and --json exclude each other; pass one of them")

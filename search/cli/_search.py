@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-import search.cli._common as common
-from search.cli._app import app, echo
+import pikenas.search.cli._common as common
+from pikenas.search.cli._app import app, echo
 
 if TYPE_CHECKING:
-    from search.pipeline import RunResult
-    from search.progress import Snapshot
-    from search.spec import RunRequest
+    from pikenas.search.pipeline import RunResult
+    from pikenas.search.progress import Snapshot
+    from pikenas.search.spec import RunRequest
 
 
 def _ray_placement(backend: str, **given: object) -> dict[str, object]:
     """The Ray options, refused with another backend rather than silently ignored."""
-    from space.errors import SearchConfigError
+    from pikenas.space.errors import SearchConfigError
 
     named = [f"--{key.replace('_', '-')}" for key, value in given.items() if value is not None]
     if backend != "ray" and named:
@@ -36,8 +36,8 @@ def _check_run_folder(run_dir: Path) -> None:
     writable (nothing is created yet)."""
     import os
 
-    from evaluators._atomic import check_target
-    from space.errors import SearchConfigError
+    from pikenas.evaluators._atomic import check_target
+    from pikenas.space.errors import SearchConfigError
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchConfigError(f"--out {run_dir} is a file; give a folder for the run")
@@ -54,8 +54,8 @@ def _check_run_folder(run_dir: Path) -> None:
 
 def _check_storage_option(storage: str, run_dir: Path) -> None:
     """An explicit file storage outside the run folder must be writable where it is."""
-    from results.storage import check_storage_file, parse_storage
-    from space.errors import PikeNASError, SearchConfigError
+    from pikenas.results.storage import check_storage_file, parse_storage
+    from pikenas.space.errors import PikeNASError, SearchConfigError
 
     try:
         target = parse_storage(storage, folders=False)
@@ -83,9 +83,9 @@ def _build_request(
     ``overrides`` are the config's command-line settings (trials, seed, sampler, ...)."""
     from pydantic import ValidationError
 
-    from search.spec import BACKENDS, RunRequest, available_cores, check_study_name
-    from space._strict import one_line
-    from space.errors import RunDirError, SearchConfigError
+    from pikenas.search.spec import BACKENDS, RunRequest, available_cores, check_study_name
+    from pikenas.space._strict import one_line
+    from pikenas.space.errors import RunDirError, SearchConfigError
 
     if backend not in BACKENDS:
         raise SearchConfigError(
@@ -143,7 +143,7 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.pipeline import prepare_run, run_search
+    from pikenas.search.pipeline import prepare_run, run_search
 
     study = prepare_run(request)  # a storage that cannot be opened fails before the display
     columns = (
@@ -167,9 +167,9 @@ def _run_with_display(request: RunRequest, export: bool) -> RunResult:
 
 
 def _report(request: RunRequest, result: RunResult) -> None:
-    from results.storage import display_name
-    from results.trials import study_info
-    from search.progress import snapshot
+    from pikenas.results.storage import display_name
+    from pikenas.results.trials import study_info
+    from pikenas.search.progress import snapshot
 
     snap = snapshot(result.study, request.n_trials)
     echo(

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from search.cli._app import app, echo, fail
-from search.cli._common import resolve_arch
+from pikenas.search.cli._app import app, echo, fail
+from pikenas.search.cli._common import resolve_arch
 
 
 @app.command()
@@ -84,9 +84,9 @@ def train(
     from the last finished epoch, ending with the same weights as an uninterrupted run (CPU).
     A finished folder just prints its metrics again.
     """
-    from evaluators.datasets import DATASETS
-    from search.cli._common import check_threads
-    from space.errors import PikeNASError, RuntimeFailureError
+    from pikenas.evaluators.data.datasets import DATASETS
+    from pikenas.search.cli._common import check_threads
+    from pikenas.space.errors import PikeNASError, RuntimeFailureError
 
     check_threads(threads)
     if dataset not in DATASETS:
@@ -108,8 +108,8 @@ def train(
         options["distill_from"] = distill_from
     show_progress = sys.stderr.isatty() if progress is None else progress
     try:
-        from evaluators.training import TrainConfig
-        from evaluators.training import train as train_arch
+        from pikenas.evaluators.training.loop import TrainConfig
+        from pikenas.evaluators.training.loop import train as train_arch
 
         config = TrainConfig.from_dict(options)
         arch = resolve_arch(target)

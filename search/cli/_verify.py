@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from search.cli._app import app, echo, fail
-from search.cli._common import resolve_arch
+from pikenas.search.cli._app import app, echo, fail
+from pikenas.search.cli._common import resolve_arch
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +68,8 @@ def verify(
     program, and how the training forward's codes compare. Exit 0 when exact, 1 on a mismatch or
     an overflow, 2 on bad input.
     """
-    from evaluators.verify import verify as run_verify
-    from space.errors import PikeNASError
+    from pikenas.evaluators.verify import verify as run_verify
+    from pikenas.space.errors import PikeNASError
 
     try:
         model = _model(target, weights, resolution, seed)
@@ -87,9 +87,9 @@ def verify(
 
 
 def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
-    from results.export import ARCH_FILE, WEIGHTS_FILE, load_bundle
-    from space.build import build_model
-    from space.errors import ArchConfigError
+    from pikenas.results.export.bundle import ARCH_FILE, WEIGHTS_FILE, load_bundle
+    from pikenas.space.nn.build import build_model
+    from pikenas.space.errors import ArchConfigError
 
     folder = Path(target)
     if folder.is_dir():
@@ -108,9 +108,9 @@ def _model(target: str, weights: Path | None, resolution: int | None, seed: int)
 
 def _stored_program(target: str, weights: Path | None) -> Any:
     """The program of a bundle (None for other targets or when other weights are loaded)."""
-    from results.export import WEIGHTS_FILE
-    from space.errors import ArchConfigError
-    from space.program import PROGRAM_FILE, IntegerProgram, ProgramError
+    from pikenas.results.export.bundle import WEIGHTS_FILE
+    from pikenas.space.errors import ArchConfigError
+    from pikenas.space.program.ir import PROGRAM_FILE, IntegerProgram, ProgramError
 
     folder = Path(target)
     if not (folder / PROGRAM_FILE).is_file():
@@ -124,8 +124,8 @@ def _stored_program(target: str, weights: Path | None) -> Any:
 
 
 def _load_weights(model: Any, path: Path) -> None:
-    from evaluators._checkpoint import load_weights
-    from space.errors import ArchConfigError, RunDirError
+    from pikenas.evaluators.training._checkpoint import load_weights
+    from pikenas.space.errors import ArchConfigError, RunDirError
 
     if not path.is_file():
         raise ArchConfigError(f"--weights {path}: no such file")
@@ -140,8 +140,8 @@ def _inputs(
 ) -> torch.Tensor:
     import torch
 
-    from evaluators.datasets import iterate_batches, load_dataset
-    from space.errors import DataError
+    from pikenas.evaluators.data.datasets import iterate_batches, load_dataset
+    from pikenas.space.errors import DataError
 
     shape = (arch.input_channels, arch.resolution, arch.resolution)
     if dataset is None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-import search.cli._common as common
-from search.cli._app import app, echo
+import pikenas.search.cli._common as common
+from pikenas.search.cli._app import app, echo
 
 
 @app.command()
@@ -55,8 +55,8 @@ def worker(
     """
     from collections import Counter
 
-    from results.storage import open_study
-    from search.worker import run_worker
+    from pikenas.results.storage import open_study
+    from pikenas.search.worker import run_worker
 
     common.check_threads(threads)
     spec = common.worker_spec(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._app import app, echo, fail
+from pikenas.search.cli._app import app, echo, fail
 
 
 @app.command()
@@ -47,8 +47,8 @@ def zoo(
     `search` accept. --resolution, --input-channels and --num-classes override the model's
     defaults (224x224x3 and 1000 classes for ImageNet models, 8x8x1 and 10 for tiny-*).
     """
-    from space.errors import PikeNASError, UnknownNameError
-    from space.zoo import ZOO, get_zoo_arch, zoo_names
+    from pikenas.space.errors import PikeNASError, UnknownNameError
+    from pikenas.space.zoo.catalog import ZOO, get_zoo_arch, zoo_names
 
     if name is None:
         entries = [ZOO.get(zoo_name) for zoo_name in zoo_names()]

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.ace import AceReport, CostTable, count_ace
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.build import build_model
-from space.errors import CostModelError
-from space.lowering import LoweringError, lower
+from pikenas.evaluators.cost import AceReport, CostTable, count_ace
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.nn.build import build_model
+from pikenas.space.errors import CostModelError
+from pikenas.space.program.builder import LoweringError, lower
 
 torch.set_num_threads(1)
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluators.ace import CostTable, count_ace
-from search.cli import app
-from space.arch import ArchConfig
-from space.zoo import get_zoo_arch, zoo_names
+from pikenas.evaluators.cost import CostTable, count_ace
+from pikenas.search.cli import app
+from pikenas.space.arch import ArchConfig
+from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
 
 torch.set_num_threads(1)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluators._atomic import atomic_directory, atomic_write
-from space.errors import DiskError, RunDirError
+from pikenas.evaluators._atomic import atomic_directory, atomic_write
+from pikenas.space.errors import DiskError, RunDirError
 
 
 def test_writes_with_the_umask(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators import datasets
-from evaluators.datasets import (
+from pikenas.evaluators.data import datasets
+from pikenas.evaluators.data.datasets import (
     DATASETS,
     Augmentation,
     Split,
@@ -20,8 +20,8 @@ from evaluators.datasets import (
     load_dataset,
     stratified_subset,
 )
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
-from space.errors import DataError, UnknownNameError
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
+from pikenas.space.errors import DataError, UnknownNameError
 
 torch.set_num_threads(1)
 

@@ -13,12 +13,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from evaluators.ace import count_ace
-from evaluators.onnx_import import OnnxImportError, count_onnx, import_onnx
-from results._qonnx import QONNX_DOMAIN, program_to_qonnx
-from search.cli import app
-from space.build import build_model
-from space.zoo import get_zoo_arch
+from pikenas.evaluators.cost import count_ace
+from pikenas.space.program.onnx.importer import OnnxImportError, count_onnx, import_onnx
+from pikenas.space.program.onnx.export_qonnx import QONNX_DOMAIN, program_to_qonnx
+from pikenas.search.cli import app
+from pikenas.space.nn.build import build_model
+from pikenas.space.zoo.catalog import get_zoo_arch
 
 torch.set_num_threads(1)
 

@@ -16,11 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from evaluators import _checkpoint, training
-from evaluators.datasets import Split, load_dataset
-from evaluators.training import TrainConfig, TrainResult, evaluate, learning_rate, train
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.errors import EvaluationError, RunDirError, SearchConfigError
+from pikenas.evaluators.training import _checkpoint
+from pikenas.evaluators.training import loop as training
+from pikenas.evaluators.data.datasets import Split, load_dataset
+from pikenas.evaluators.training.loop import TrainConfig, TrainResult, evaluate, learning_rate, train
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.errors import EvaluationError, RunDirError, SearchConfigError
 
 torch.set_num_threads(1)
 

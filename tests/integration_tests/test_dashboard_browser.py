@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from results.dashboard import serve, write_dashboard
+from pikenas.results.dashboard import serve, write_dashboard
 from tests.results_tests._studies import MIXED, Point, make_run, record
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,9 +9,9 @@ import onnxruntime
 import pytest
 import torch
 
-from evaluators.ace import count_ace
-from evaluators.training import TrainConfig, train
-from results.export import export_trial, load_bundle
+from pikenas.evaluators.cost import count_ace
+from pikenas.evaluators.training.loop import TrainConfig, train
+from pikenas.results.export.bundle import export_trial, load_bundle
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
 torch.set_num_threads(1)

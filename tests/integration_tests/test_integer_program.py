@@ -22,15 +22,15 @@ import random
 import pytest
 import torch
 
-from evaluators import training
-from evaluators.ace import count_ace
-from evaluators.datasets import iterate_batches, load_dataset
-from evaluators.verify import verify
-from search.config import load_config
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.build import build_model
-from space.lowering import lower
-from space.zoo import get_zoo_arch, zoo_names
+from pikenas.evaluators.training import loop as training
+from pikenas.evaluators.cost import count_ace
+from pikenas.evaluators.data.datasets import iterate_batches, load_dataset
+from pikenas.evaluators.verify import verify
+from pikenas.search.config import load_config
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.nn.build import build_model
+from pikenas.space.program.builder import lower
+from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
 
 torch.set_num_threads(1)
 

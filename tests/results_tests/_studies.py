@@ -10,9 +10,9 @@ from typing import Any
 
 import optuna
 
-from results.record import FinalResult, StudyRecord, update_study_record
-from results.storage import DEFAULT_STUDY_NAME, open_storage
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.results.record import FinalResult, StudyRecord, update_study_record
+from pikenas.results.storage import DEFAULT_STUDY_NAME, open_storage
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

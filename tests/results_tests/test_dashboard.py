@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from results.dashboard import dashboard_data, render_html, serve, write_dashboard
-from results.storage import open_study
+from pikenas.results.dashboard import dashboard_data, render_html, serve, write_dashboard
+from pikenas.results.storage import open_study
 from tests.results_tests._studies import MIXED, Point, make_run, record
 
 EVIL = "</script><script>alert(1)</script><b>x</b>&"
@@ -92,11 +92,11 @@ def test_render_html_is_deterministic_in_structure(mixed_run):
 
 
 def test_zoo_reference_costs_use_the_study_geometry(mixed_run):
-    from evaluators.ace import count_ace
-    from results.dashboard import zoo_reference_costs
-    from results.trials import load
-    from space.errors import UnknownNameError
-    from space.zoo import get_zoo_arch
+    from pikenas.evaluators.cost import count_ace
+    from pikenas.results.dashboard import zoo_reference_costs
+    from pikenas.results.trials import load
+    from pikenas.space.errors import UnknownNameError
+    from pikenas.space.zoo.catalog import get_zoo_arch
 
     frame = load(mixed_run)
     costs = zoo_reference_costs(["tiny-w8a8"], frame)

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from results._dashboard_server import host_allowed, serve
-from space.errors import RunDirError
+from pikenas.results.dashboard._server import host_allowed, serve
+from pikenas.space.errors import RunDirError
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_bind_failures_say_what_to_fix(mixed_run) -> None:
 
 
 def test_chart_labels_are_escaped_once(tmp_path) -> None:
-    from results.dashboard import dashboard_data
+    from pikenas.results.dashboard import dashboard_data
     from tests.results_tests._studies import Point, make_run
 
     study = make_run(tmp_path / "run", [Point(0.5, 100.0, attrs={"baseline": 'my "net" <b>'})])

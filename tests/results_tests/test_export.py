@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evaluators.ace import count_ace
-from results.export import (
+from pikenas.evaluators.cost import count_ace
+from pikenas.results.export.bundle import (
     ARCH_FILE,
     CARD_FILE,
     COST_FILE,
@@ -24,10 +24,10 @@ from results.export import (
     export_trial,
     load_bundle,
 )
-from space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
-from space.build import build_model
-from space.errors import ArchConfigError, EvaluationError, RunDirError
-from space.program import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
+from pikenas.space.nn.build import build_model
+from pikenas.space.errors import ArchConfigError, EvaluationError, RunDirError
+from pikenas.space.program.ir import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
 torch.set_num_threads(1)
@@ -268,8 +268,8 @@ def test_a_pikenas_train_folder_exports_as_a_bundle(tmp_path):
 
 def test_cost_json_is_priced_with_the_studys_cost_table(tmp_path):
     """A study scored with another table exports its bundles' cost.json in that table."""
-    from evaluators.ace import CostTable
-    from results.record import update_study_record
+    from pikenas.evaluators.cost import CostTable
+    from pikenas.results.record import update_study_record
 
     run = tmp_path / "run"
     study = make_run(run, [Point()])

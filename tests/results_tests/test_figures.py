@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from results.figure_data import (
+from pikenas.results.figure_data import (
     ace_breakdown_data,
     bits_heatmap_data,
     hypervolume_data,
     pareto_scatter_data,
     proxy_final_data,
 )
-from results.figures import (
+from pikenas.results.figures import (
     TRIALS_META,
     ace_breakdown_figure,
     bits_heatmap_figure,
@@ -20,8 +20,8 @@ from results.figures import (
     pareto_figure,
     proxy_final_figure,
 )
-from results.ranking import kendall_tau
-from results.trials import load
+from pikenas.results.ranking import kendall_tau
+from pikenas.results.trials import load
 from tests.results_tests._studies import Point, make_run
 
 

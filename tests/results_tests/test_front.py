@@ -3,8 +3,8 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from results.front import FRONT_COLUMNS, front_records, front_table, write_front_csv
-from results.trials import load
+from pikenas.results.front import FRONT_COLUMNS, front_records, front_table, write_front_csv
+from pikenas.results.trials import load
 from tests.results_tests._studies import MIXED, make_run
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from results.pareto import (
+from pikenas.results.pareto import (
     hypervolume,
     hypervolume_history,
     pareto_front,

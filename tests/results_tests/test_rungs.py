@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from results.dashboard import dashboard_data
-from results.figure_data import pareto_scatter_data, rungs_data
-from results.figures import STOPPED_META, rungs_figure
-from results.front import front_table
-from results.trials import load
+from pikenas.results.dashboard import dashboard_data
+from pikenas.results.figure_data import pareto_scatter_data, rungs_data
+from pikenas.results.figures import STOPPED_META, rungs_figure
+from pikenas.results.front import front_table
+from pikenas.results.trials import load
 from tests.results_tests._studies import Point, make_run
 
 

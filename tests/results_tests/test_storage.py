@@ -15,10 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-import results._journal_file as journal_file
-from results.storage import display_name, open_storage, open_study, parse_storage
-from space._text import printable, redact
-from space.errors import DiskError, RunDirError
+import pikenas.results._journal_file as journal_file
+from pikenas.results.storage import display_name, open_storage, open_study, parse_storage
+from pikenas.space._text import printable, redact
+from pikenas.space.errors import DiskError, RunDirError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,7 +140,7 @@ def test_malformed_urls_are_one_line_without_the_password(url: str, expected: st
 
 
 def test_storage_files_in_missing_or_blocked_places(tmp_path: Path) -> None:
-    from results.storage import check_storage_file
+    from pikenas.results.storage import check_storage_file
 
     missing = parse_storage(tmp_path / "missing" / "deeper" / "study.log")
     check_storage_file(missing)  # a new study's folder may be created ...
@@ -178,7 +178,7 @@ def test_printable_escapes_terminal_controls() -> None:
 
 
 def test_a_relative_final_dir_follows_a_moved_run(tmp_path: Path) -> None:
-    from results.trials import load
+    from pikenas.results.trials import load
     from tests.results_tests._studies import Point, make_run
 
     run = tmp_path / "run"

@@ -6,10 +6,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from results.layers import bits_string, layer_bits
-from results.storage import open_study
-from results.trials import COLUMNS, load, trial_arch
-from space.errors import RunDirError
+from pikenas.results.layers import bits_string, layer_bits
+from pikenas.results.storage import open_study
+from pikenas.results.trials import COLUMNS, load, trial_arch
+from pikenas.space.errors import RunDirError
 from tests.results_tests._studies import MIXED, Point, make_run, tiny_arch
 
 
@@ -85,7 +85,7 @@ def test_layer_bits_of_pokebnn_like_blocks():
 
 
 def test_study_info(mixed_run):
-    from results.trials import study_info
+    from pikenas.results.trials import study_info
 
     info = study_info(open_study(mixed_run))
     assert info == {
@@ -107,7 +107,7 @@ def test_unreadable_arch_does_not_hide_the_trial(tmp_path, caplog):
 
 
 def test_display_name_hides_passwords():
-    from results.storage import display_name
+    from pikenas.results.storage import display_name
 
     shown = display_name("postgresql+psycopg2://pikenas:s3cret@127.0.0.1:5432/pikenas")
     assert "s3cret" not in shown and shown.endswith("@127.0.0.1:5432/pikenas")

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.objective import (
+from pikenas.search.objective import (
     CostSummary,
     FinalMetrics,
     ProxyEvaluator,
     ProxyMetrics,
     RungBudget,
 )
-from space.arch import ArchConfig, PikeBlockSpec
-from space.errors import EvaluationError
+from pikenas.space.arch import ArchConfig, PikeBlockSpec
+from pikenas.space.errors import EvaluationError
 
 #: the zero-cost evaluator of :func:`fake`.
 FAKE = "tests.search_tests.fakes:fake"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from search.cli import app, main
+from pikenas.search.cli import app, main
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from results.record import StudyRecord
-from search.cli import main
+from pikenas.results.record import StudyRecord
+from pikenas.search.cli import main
 from tests.search_tests.conftest import SMALL_CONFIG as CONFIG
 from tests.search_tests.fakes import FAKE
 
@@ -37,7 +37,7 @@ def test_search_refuses_bad_ray_options_before_creating_anything(
 
 
 def test_ray_options_reach_the_request(config_file: Path, tmp_path: Path) -> None:
-    from search.cli._search import _build_request
+    from pikenas.search.cli._search import _build_request
 
     request = _build_request(
         str(config_file),

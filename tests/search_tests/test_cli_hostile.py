@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-import evaluators._atomic as atomic
-from results.record import update_study_record
-from search.cli import main
+import pikenas.evaluators._atomic as atomic
+from pikenas.results.record import update_study_record
+from pikenas.search.cli import main
 from tests.results_tests._studies import MIXED, Point, make_run
 from tests.search_tests.conftest import PIKENAS, fake_env
 
@@ -78,7 +78,7 @@ def test_a_corrupt_journal_is_one_line_naming_the_line(
 def test_front_and_dashboard_refuse_a_study_that_is_not_pikenas(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from results.storage import open_storage
+    from pikenas.results.storage import open_storage
 
     storage = open_storage(tmp_path / "study.log", create=True)
     study = optuna.create_study(storage=storage, study_name="other")  # one objective
@@ -142,12 +142,12 @@ def test_a_full_disk_is_exit_1_naming_enospc(
 def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evaluators.ace
+    import pikenas.evaluators.cost as ace
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(evaluators.ace, "count_ace", broken)
+    monkeypatch.setattr(ace, "count_ace", broken)
     assert main(["ace", "tiny-w8a8"]) == 1
     assert "internal error: ZeroDivisionError: a bug" in _one_error_line(capsys)
     monkeypatch.setenv("PIKENAS_DEBUG", "1")
@@ -259,7 +259,7 @@ def test_a_torn_journal_then_the_documented_rerun(
         json.loads(line)  # no broken line in the middle
     capsys.readouterr()
     assert main(["front", str(out), "--json"]) == 0
-    from results.storage import open_study
+    from pikenas.results.storage import open_study
 
     states = [t.state.name for t in open_study(out).trials]
     assert states.count("COMPLETE") == 8 and "RUNNING" not in states

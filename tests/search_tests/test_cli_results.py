@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from search.cli import main
+from pikenas.search.cli import main
 from tests.results_tests._studies import MIXED, make_run
 from tests.results_tests.test_rungs import POINTS
 

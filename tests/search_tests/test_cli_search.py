@@ -10,16 +10,16 @@ import optuna
 import pytest
 import yaml
 
-from results.record import StudyRecord, TrialRecord
-from search.cli import main
-from search.config import default_config_text
+from pikenas.results.record import StudyRecord, TrialRecord
+from pikenas.search.cli import main
+from pikenas.search.config import default_config_text
 from tests.search_tests.fakes import FAKE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def load(run: Path) -> optuna.Study:
-    from results.storage import open_storage
+    from pikenas.results.storage import open_storage
 
     return optuna.load_study(study_name="pikenas", storage=open_storage(run))
 

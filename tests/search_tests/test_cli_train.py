@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from search.cli import app, main
-from space.arch import ArchConfig
-from space.zoo import get_zoo_arch
+from pikenas.search.cli import app, main
+from pikenas.space.arch import ArchConfig
+from pikenas.space.zoo.catalog import get_zoo_arch
 
 torch.set_num_threads(1)
 runner = CliRunner()

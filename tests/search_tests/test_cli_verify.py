@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from results.export import export_trial
-from search.cli import app
-from space.build import build_model
-from space.program import CONSTANTS_FILE, read_safetensors, write_safetensors
+from pikenas.results.export.bundle import export_trial
+from pikenas.search.cli import app
+from pikenas.space.nn.build import build_model
+from pikenas.space.program.ir import CONSTANTS_FILE, read_safetensors, write_safetensors
 from tests.results_tests._studies import Point, make_run, tiny_arch
 
 torch.set_num_threads(1)

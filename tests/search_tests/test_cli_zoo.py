@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from search.cli import app
-from space.arch import ArchConfig
-from space.zoo import get_zoo_arch, zoo_names
+from pikenas.search.cli import app
+from pikenas.space.arch import ArchConfig
+from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.config import default_config_text, load_config
-from space.errors import SearchConfigError
+from pikenas.search.config import default_config_text, load_config
+from pikenas.space.errors import SearchConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evaluators.ace import CostTable, count_ace
-from results.front import front_table
-from results.record import StudyRecord
-from results.storage import open_study
-from results.trials import study_cost_table, trial_arch, trials_frame
-from search.cli import main
-from search.config import load_config
-from space.errors import SearchConfigError
+from pikenas.evaluators.cost import CostTable, count_ace
+from pikenas.results.front import front_table
+from pikenas.results.record import StudyRecord
+from pikenas.results.storage import open_study
+from pikenas.results.trials import study_cost_table, trial_arch, trials_frame
+from pikenas.search.cli import main
+from pikenas.search.config import load_config
+from pikenas.space.errors import SearchConfigError
 from tests.search_tests.conftest import SMALL_CONFIG
 from tests.search_tests.fakes import FAKE_TRAINING
 

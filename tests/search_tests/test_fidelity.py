@@ -12,16 +12,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from results.record import TrialRecord
-from results.storage import open_storage
-from results.trials import trials_frame
-from search._journal import buffered
-from search.config import SearchConfig, SearchSettings, config_from_dict, load_config
-from search.fidelity import FidelityConfig, at_chance, decide
-from search.loop import work
-from search.samplers import make_sampler
-from search.study import open_search_study
-from space.errors import SearchConfigError
+from pikenas.results.record import TrialRecord
+from pikenas.results.storage import open_storage
+from pikenas.results.trials import trials_frame
+from pikenas.search._journal import buffered
+from pikenas.search.config import SearchConfig, SearchSettings, config_from_dict, load_config
+from pikenas.search.fidelity import FidelityConfig, at_chance, decide
+from pikenas.search.loop import work
+from pikenas.search.samplers import make_sampler
+from pikenas.search.study import open_search_study
+from pikenas.space.errors import SearchConfigError
 from tests.search_tests.fakes import LEDGER, FakeEvaluator
 from tests.search_tests.test_loop import few_archs_space, small_space
 
@@ -185,7 +185,7 @@ def test_a_stopped_architecture_proposed_again_is_decided_from_its_stored_rungs(
 
 
 def test_two_workers_share_the_rungs_and_end_exactly(tmp_path: Path) -> None:
-    from search.lock import FileLock
+    from pikenas.search.lock import FileLock
 
     study = fidelity_study(tmp_path)
     lock_path = tmp_path / "study.log.ask-lock"

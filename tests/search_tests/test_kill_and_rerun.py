@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from results.record import TrialRecord
-from results.storage import open_study
+from pikenas.results.record import TrialRecord
+from pikenas.results.storage import open_study
 from tests.search_tests.conftest import PIKENAS, SMALL_CONFIG, fake_env
 from tests.search_tests.fakes import FAKE, LEDGER
 

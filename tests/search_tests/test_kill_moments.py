@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from results.record import TrialRecord
-from results.storage import open_study
-from search.config import load_config
+from pikenas.results.record import TrialRecord
+from pikenas.results.storage import open_study
+from pikenas.search.config import load_config
 from tests.search_tests.conftest import PIKENAS, fake_env
 from tests.search_tests.fakes import FAKE, KILL_ENV, KILLER
 
@@ -90,7 +90,7 @@ def test_a_worker_killed_on_its_first_trial_loses_no_baseline(
 _KILL_DURING_CREATION = """
 import os, signal, sys
 import optuna
-from search.cli import main
+from pikenas.search.cli import main
 after = int(sys.argv[1])
 calls = []
 def killing(original, is_event):

@@ -13,17 +13,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from results.record import DIRECTIONS, HEARTBEAT_ATTR, TrialRecord, worker_reports
-from results.storage import open_storage
-from search._journal import BufferedJournalStorage, buffered
-from search.config import SearchConfig, SearchSettings
-from search.lock import FileLock, ask_lock
-from search.loop import recover_stale_trials, stale_reason, work
-from search.objective import evaluate_candidate
-from search.samplers import SAMPLERS, make_sampler
-from search.study import open_search_study
-from space.arch import ArchConfig
-from space.searchspace import BlockChoices, SearchSpace, StageSpace
+from pikenas.results.record import DIRECTIONS, HEARTBEAT_ATTR, TrialRecord, worker_reports
+from pikenas.results.storage import open_storage
+from pikenas.search._journal import BufferedJournalStorage, buffered
+from pikenas.search.config import SearchConfig, SearchSettings
+from pikenas.search.lock import FileLock, ask_lock
+from pikenas.search.loop import recover_stale_trials, stale_reason, work
+from pikenas.search.objective import evaluate_candidate
+from pikenas.search.samplers import SAMPLERS, make_sampler
+from pikenas.search.study import open_search_study
+from pikenas.space.arch import ArchConfig
+from pikenas.space.searchspace import BlockChoices, SearchSpace, StageSpace
 from tests.search_tests.fakes import FakeEvaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
+from pikenas.search.cli import main
 from tests.search_tests.fakes import FAKE
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

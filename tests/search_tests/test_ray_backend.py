@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from results.record import TrialRecord, worker_reports
-from results.storage import open_study
-from search.config import config_from_dict
-from search.pipeline import prepare_run, run_backend
-from search.spec import RayPlacement, RunRequest, WorkerSpec
+from pikenas.results.record import TrialRecord, worker_reports
+from pikenas.results.storage import open_study
+from pikenas.search.config import config_from_dict
+from pikenas.search.pipeline import prepare_run, run_backend
+from pikenas.search.spec import RayPlacement, RunRequest, WorkerSpec
 from tests.search_tests.conftest import PIKENAS, SMALL_CONFIG, fake_env
 from tests.search_tests.fakes import FAKE
 
@@ -66,7 +66,7 @@ def test_ray_actors_write_the_local_backends_study(tmp_path: Path) -> None:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     """Address of a one-node cluster started with ``ray start --head`` (stopped afterwards:
     only the processes this fixture started, never other Ray instances)."""
-    from search._ray import ray_environment
+    from pikenas.search._ray import ray_environment
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-import search.loop as loop
-from results.record import TrialRecord
-from search.loop import recover_stale_trials
+import pikenas.search.loop as loop
+from pikenas.results.record import TrialRecord
+from pikenas.search.loop import recover_stale_trials
 from tests.search_tests.test_loop import make_study, small_space
 
 DEAD = f"{socket.gethostname()}:{2**22 + 4321}"  # above Linux's pid_max default

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from results.record import StudyRecord, TrialRecord
-from search.config import config_from_dict, default_config_text
-from search.pipeline import run_search
-from search.spec import RunRequest, WorkerSpec
-from space.arch import ArchConfig
+from pikenas.results.record import StudyRecord, TrialRecord
+from pikenas.search.config import config_from_dict, default_config_text
+from pikenas.search.pipeline import run_search
+from pikenas.search.spec import RunRequest, WorkerSpec
+from pikenas.space.arch import ArchConfig
 
 #: the record fields every really trained trial has
 TRAINED = (
@@ -24,7 +24,7 @@ TRAINED = (
 
 @pytest.mark.slow
 def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
-    from evaluators.ace import count_ace
+    from pikenas.evaluators.cost import count_ace
 
     data = yaml.safe_load(default_config_text())
     data.pop("fidelity", None)  # a fixed budget of 1 epoch
@@ -64,7 +64,7 @@ def test_tiny_real_search_on_digits(tmp_path: Path) -> None:
 def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
     """Rungs of 1 and 2 epochs: the top-rung trials end at the accuracy of 2 epochs in one go,
     the stopped ones keep their first rung, the checkpoints lie in the run folder."""
-    from evaluators.training import evaluate
+    from pikenas.evaluators.training.loop import evaluate
 
     data = yaml.safe_load(default_config_text())
     data["proxy"].pop("epochs", None)
@@ -95,7 +95,7 @@ def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
 
 
 def test_a_searched_resolution_is_trained_and_costed_at_that_size() -> None:
-    from search.objective import ProxyEvaluator
+    from pikenas.search.objective import ProxyEvaluator
 
     data = yaml.safe_load(default_config_text())
     data["space"]["resolutions"] = [8, 12]

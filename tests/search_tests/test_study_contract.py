@@ -10,20 +10,20 @@ from pathlib import Path
 import optuna
 import pytest
 
-from results.record import (
+from pikenas.results.record import (
     TRIAL_STATUSES,
     StudyRecord,
     TrialRecord,
     contract_tables,
     worker_reports,
 )
-from results.storage import open_storage
-from search._journal import buffered
-from search.config import SearchConfig, SearchSettings
-from search.loop import work
-from search.samplers import make_sampler
-from search.study import open_search_study
-from space.searchspace import SearchSpace, StageSpace
+from pikenas.results.storage import open_storage
+from pikenas.search._journal import buffered
+from pikenas.search.config import SearchConfig, SearchSettings
+from pikenas.search.loop import work
+from pikenas.search.samplers import make_sampler
+from pikenas.search.study import open_search_study
+from pikenas.space.searchspace import SearchSpace, StageSpace
 from tests.search_tests.fakes import FakeEvaluator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -148,7 +148,7 @@ def _wait_for_running_trial_with_heartbeat(url: str, timeout: float) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from results.record import HEARTBEAT_ATTR
+    from pikenas.results.record import HEARTBEAT_ATTR
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -169,7 +169,7 @@ def test_advisory_lock_excludes_and_survives_a_lost_connection(postgres_url: str
 
     from sqlalchemy import create_engine, text
 
-    from search.lock import PostgresAdvisoryLock
+    from pikenas.search.lock import PostgresAdvisoryLock
 
     first = PostgresAdvisoryLock(postgres_url, "shared")
     second = PostgresAdvisoryLock(postgres_url, "shared")

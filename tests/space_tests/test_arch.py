@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
-from space.errors import ArchConfigError
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, PikeBlockSpec
+from pikenas.space.errors import ArchConfigError
 
 
 def _block(**changes: Any) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def test_config_is_frozen() -> None:
 def test_numbers_are_numbers_and_sizes_are_bounded(path, value, message) -> None:  # noqa: ANN001
     """A hostile or mistyped arch.json is one line before anything is built: no conversion of
     booleans or strings, no 10^9 channels."""
-    from space.zoo import get_zoo_arch
+    from pikenas.space.zoo.catalog import get_zoo_arch
 
     data = get_zoo_arch("tiny-w8a8").model_dump(mode="json")
     target = data
@@ -211,7 +211,7 @@ def test_numbers_are_numbers_and_sizes_are_bounded(path, value, message) -> None
 
 
 def test_total_size_is_bounded_before_building() -> None:
-    from space.zoo import get_zoo_arch
+    from pikenas.space.zoo.catalog import get_zoo_arch
 
     data = get_zoo_arch("tiny-w8a8").model_dump(mode="json")
     wide = {**data["blocks"][0], "out_channels": 16_000, "stride": 1, "residual": False}

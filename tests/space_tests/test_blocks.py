@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from space.activations import ACTIVATIONS, DPReLU, PReLU, make_activation
-from space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.blocks import PikeBlock
-from space.build import build_model
-from space.lowering import lower
-from space.norms import QuantNormStage
+from pikenas.space.nn.activations import ACTIVATIONS, DPReLU, PReLU, make_activation
+from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.nn.blocks import PikeBlock
+from pikenas.space.nn.build import build_model
+from pikenas.space.program.builder import lower
+from pikenas.space.nn.norms import QuantNormStage
 
 torch.set_num_threads(1)
 
@@ -329,7 +329,7 @@ def test_quantnorm_training_forward_is_the_quantized_affine(scale_format: str) -
     """Training goes through the fused BN kernel; its output must be ``x * m_eff + b_q`` with
     the program's multiplier (pow2: a power of two per channel, int4: 4-bit integers times one
     power of two, in units of the accumulator) and its bias on the accumulator grid."""
-    from space._requant import integer_plan
+    from pikenas.space.nn._requant import integer_plan
 
     torch.manual_seed(1)
     stage = QuantNormStage(

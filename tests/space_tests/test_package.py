@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import space
+from pikenas import space
 
 
 @pytest.mark.parametrize("name", space.__all__)
@@ -19,7 +19,7 @@ def test_every_public_name_is_the_object_of_its_module(name: str) -> None:
     value = getattr(space, name)
     home = space._LAZY.get(name)
     if home is not None:
-        module = importlib.import_module(f"space.{home}")
+        module = importlib.import_module(f"pikenas.space.{home}")
     else:
         module = next(m for m in (space.arch, space.errors) if name in m.__all__)
     assert getattr(module, name) is value
@@ -34,7 +34,7 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 def test_cli_start_does_not_import_torch() -> None:
     # Every `pikenas` call (and `--help`) imports the CLI package; torch costs ~2 s.
-    code = "import sys, search.cli, space; print('torch' in sys.modules)"
+    code = "import sys, pikenas.search.cli, pikenas.space; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from evaluators.ace import count_ace
-from space._builders import BLOCK_BUILDERS, STEM_BUILDERS
-from space.arch import ArchConfig, PokeBottleneckSpec, PokeStemSpec
-from space.build import build_model
-from space.errors import ArchConfigError
-from space.lowering import lower
-from space.pokebnn import (
+from pikenas.evaluators.cost import count_ace
+from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
+from pikenas.space.arch import ArchConfig, PokeBottleneckSpec, PokeStemSpec
+from pikenas.space.nn.build import build_model
+from pikenas.space.errors import ArchConfigError
+from pikenas.space.program.builder import lower
+from pikenas.space.nn.pokebnn import (
     PokeBottleneck,
     SqueezeExcite,
     build_poke_bottleneck,
@@ -22,7 +22,7 @@ from space.pokebnn import (
     reshape_channels,
     same_avg_pool,
 )
-from space.zoo import get_zoo_arch
+from pikenas.space.zoo.catalog import get_zoo_arch
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators._primitives import primitives
-from space.lowering import LoweringError, ProgramBuilder
-from space.program import (
+from pikenas.space.program.pricing import primitives
+from pikenas.space.program.builder import LoweringError, ProgramBuilder
+from pikenas.space.program.ir import (
     Constant,
     IntegerProgram,
     ProgramError,

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from space.arch import QUANTIZER_BITS, SCALE_FORMATS
-from space.errors import ArchConfigError, UnknownNameError
-from space.quantizers import (
+from pikenas.space.arch import QUANTIZER_BITS, SCALE_FORMATS
+from pikenas.space.errors import ArchConfigError, UnknownNameError
+from pikenas.space.nn.quantizers import (
     QUANTIZERS,
     BinaryQuantizer,
     Pow2Quantizer,

@@ -7,10 +7,10 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from space.arch import ArchConfig, ConvStemSpec, HeadSpec, PikeBlockSpec
-from space.errors import SearchConfigError
-from space.searchspace import BLOCK_GENES, BlockChoices, SearchSpace, StageSpace, repair_bits
-from space.zoo import get_zoo_arch
+from pikenas.space.arch import ArchConfig, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.errors import SearchConfigError
+from pikenas.space.searchspace import BLOCK_GENES, BlockChoices, SearchSpace, StageSpace, repair_bits
+from pikenas.space.zoo.catalog import get_zoo_arch
 
 # tiny-float is left out: its float convs are per-tensor, and granularity is not a gene.
 TINY = ("tiny-w8a8", "tiny-w4a4", "tiny-binary", "tiny-pikelpn")

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from space.arch import ArchConfig, PikeBlockSpec, PokeBottleneckSpec, PokeStemSpec
-from space.errors import ArchConfigError, UnknownNameError
-from space.zoo import ZOO, describe, get_zoo_arch, zoo_names
+from pikenas.space.arch import ArchConfig, PikeBlockSpec, PokeBottleneckSpec, PokeStemSpec
+from pikenas.space.errors import ArchConfigError, UnknownNameError
+from pikenas.space.zoo.catalog import ZOO, describe, get_zoo_arch, zoo_names
 
 EXPECTED_NAMES = (
     [
@@ -205,7 +205,7 @@ def test_registry_entries_build_with_overrides() -> None:
 def test_every_zoo_model_builds_on_meta_at_its_default_size(name: str) -> None:
     import torch
 
-    from space.build import build_model
+    from pikenas.space.nn.build import build_model
 
     arch = get_zoo_arch(name)  # 224x224 for ImageNet models, 8x8 for tiny ones
     model = build_model(arch, device="meta")
@@ -229,7 +229,7 @@ FORWARD_CASES = [
 def test_forward_and_backward_on_a_small_input(name: str, resolution: int | None) -> None:
     import torch
 
-    from space.build import build_model
+    from pikenas.space.nn.build import build_model
 
     torch.set_num_threads(1)
     arch = get_zoo_arch(name, resolution=resolution, num_classes=10)
@@ -248,7 +248,7 @@ def test_forward_and_backward_on_a_small_input(name: str, resolution: int | None
 
 
 def test_mobilenet_counted_macs_and_ace_v1() -> None:
-    from evaluators.ace import count_ace
+    from pikenas.evaluators.cost import count_ace
 
     w8a8 = count_ace(get_zoo_arch("mobilenet_v1-1.0-w8a8"))
     assert w8a8.macs == 568_740_352
@@ -264,7 +264,7 @@ def test_mobilenet_counted_macs_and_ace_v1() -> None:
 
 @pytest.mark.slow
 def test_pokebnn_official_numbers_through_the_counter() -> None:
-    from evaluators.ace import count_ace
+    from pikenas.evaluators.cost import count_ace
 
     report = count_ace(get_zoo_arch("pokebnn-1.0x"))
     assert report.ace_v1 == 4_091_469_824 + 131_072_000

@@ -1,0 +1,13 @@
+"""Data sets, loaded without any download: digits, synthetic, CIFAR-10/100, image folders."""
+
+from __future__ import annotations
+
+from pikenas.evaluators.data.datasets import (
+    DATASETS,
+    DatasetSplits,
+    Split,
+    iterate_batches,
+    load_dataset,
+)
+
+__all__ = ["DATASETS", "DatasetSplits", "Split", "iterate_batches", "load_dataset"]

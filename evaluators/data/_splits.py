@@ -1,0 +1,149 @@
+"""The in-memory data set type (:class:`DatasetSplits`) and split helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from pikenas.evaluators.data._transforms import resize, to_float
+
+__all__ = [
+    "Split",
+    "Augmentation",
+    "DatasetSplits",
+    "stratified_split",
+    "stratified_subset",
+    "channel_stats",
+]
+
+# The seed of every fixed split and subset: independent of the run's seed, so that every
+# candidate and every run sees the same train / validation / test images.
+SPLIT_SEED = 20240400
+
+
+@dataclass(frozen=True)
+class Split:
+    """One part of a data set: ``images (N, C, R, R)`` (``uint8`` in ``[0, 255]`` or
+    ``float32`` in about ``[0, 1]``) and ``labels (N,)`` ``int64`` class indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(
+                f"{self.images.shape[0]} images but {self.labels.shape[0]} labels in one split"
+            )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, indices: torch.Tensor) -> Split:
+        return Split(self.images[indices], self.labels[indices])
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation: random crop after zero padding of ``crop_padding`` pixels
+    (0 = none) and a random horizontal flip."""
+
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A whole data set in memory: fixed train / validation / test splits plus its geometry
+    and per-channel normalization (``mean``/``std`` in the ``[0, 1]`` pixel scale, computed on
+    the training split). Treat the tensors as read-only: loaded sets are cached and shared."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: Augmentation = Augmentation()
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    def geometry(self) -> str:
+        """``'8x8x1, 10 classes'``: for messages."""
+        res = self.resolution
+        return f"{res}x{res}x{self.input_channels}, {self.num_classes} classes"
+
+    def resized(self, resolution: int) -> DatasetSplits:
+        """The same data set with every image resized to ``resolution`` x ``resolution``; the
+        crop padding scales with the size (an eighth of it for CIFAR-style augmentation)."""
+        if resolution == self.resolution:
+            return self
+        padding = self.augmentation.crop_padding
+        if padding:
+            padding = max(1, round(padding * resolution / self.resolution))
+        return replace(
+            self,
+            train=Split(resize(self.train.images, resolution), self.train.labels),
+            val=Split(resize(self.val.images, resolution), self.val.labels),
+            test=Split(resize(self.test.images, resolution), self.test.labels),
+            augmentation=replace(self.augmentation, crop_padding=padding),
+        )
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: tuple[float, ...], seed: int = SPLIT_SEED
+) -> list[np.ndarray]:
+    """Split indices ``0..len(labels)-1`` into parts with the given fractions of every class.
+
+    Per class, the indices are shuffled with ``seed`` and cut into consecutive pieces of
+    ``round(fraction * class_count)`` for every part but the first, which takes the rest. Each
+    returned index array is sorted.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        counts = [round(fraction * len(members)) for fraction in fractions[1:]]
+        start = len(members) - sum(counts)
+        parts[0].append(members[:start])
+        for part_index, count in enumerate(counts, start=1):
+            parts[part_index].append(members[start : start + count])
+            start += count
+    return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def stratified_subset(split: Split, fraction: float, seed: int = SPLIT_SEED) -> Split:
+    """The same fixed ``fraction`` of every class of ``split`` (at least one image per class)."""
+    if fraction >= 1.0:
+        return split
+    rng = np.random.default_rng(seed)
+    labels = split.labels.numpy()
+    chosen = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        chosen.append(members[: max(1, round(fraction * len(members)))])
+    return split.select(torch.from_numpy(np.sort(np.concatenate(chosen))))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``(N, C, H, W)`` images in the ``[0, 1]``
+    scale (a floor of 1e-6 on the deviation keeps constant channels finite)."""
+    sums = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros(images.shape[1], dtype=torch.float64)
+    for chunk in images.split(4096):
+        values = to_float(chunk).double()
+        sums += values.sum(dim=(0, 2, 3))
+        squares += values.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = sums / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -1,0 +1,262 @@
+"""The README.md model card of an export bundle."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from pikenas.results.layers import bits_string, layer_bits
+from pikenas.space.arch import ArchConfig, ConvStemSpec, PikeBlockSpec, PokeBottleneckSpec
+
+__all__ = ["model_card"]
+
+
+def _cell(value: Any) -> str:
+    """A markdown table cell: pipes and newlines cannot break the table."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _percent(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{100 * number:.2f}%"
+
+
+def _count(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:,.0f}"
+
+
+def _architecture_rows(arch: ArchConfig) -> list[str]:
+    header = (
+        "| part | kind | out channels | kernel | stride | weight bits (quantizer, granularity) "
+        "| activation bits | norm | scale format | activation | residual |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [header]
+    stem = arch.stem
+    if isinstance(stem, ConvStemSpec):
+        weights = f"{stem.conv.weight_bits} ({stem.conv.weight_quantizer}, "
+        weights += f"{stem.conv.weight_granularity})"
+        rows.append(
+            f"| stem | conv | {stem.out_channels} | {stem.kernel_size} | {stem.stride} | "
+            f"{weights} | {stem.activation_bits} | {stem.norm} | {stem.scale_format} | "
+            f"{stem.activation} | no |"
+        )
+    else:
+        rows.append(
+            f"| stem | pokebnn | {stem.out_channels} | 4, 3 | 4, 1 | {stem.weight_bits} "
+            f"(uniform) | {stem.activation_bits} | batchnorm | float32 | dprelu | no |"
+        )
+    for index, block in enumerate(arch.blocks):
+        if isinstance(block, PikeBlockSpec):
+            dw, pw = block.depthwise, block.pointwise
+            weights = (
+                f"dw {dw.weight_bits} ({dw.weight_quantizer}, {dw.weight_granularity}); "
+                f"pw {pw.weight_bits} ({pw.weight_quantizer}, {pw.weight_granularity})"
+            )
+            rows.append(
+                f"| b{index} | pikelpn | {block.out_channels} | {block.kernel_size} | "
+                f"{block.stride} | {weights} | {block.activation_bits} | {block.norm} | "
+                f"{block.scale_format} | {block.activation} | "
+                f"{'yes' if block.residual else 'no'} |"
+            )
+        elif isinstance(block, PokeBottleneckSpec):
+            rows.append(
+                f"| b{index} | pokebnn bottleneck | {block.out_channels} | 1, 3, 1 | "
+                f"{block.stride} | {block.weight_bits} (binary) | {block.activation_bits} | "
+                f"batchnorm | float32 | dprelu | yes |"
+            )
+        else:
+            rows.append(
+                f"| b{index} | {_cell(block.kind)} | {block.out_channels} | | | | | | | | |"
+            )
+    head = arch.head.linear
+    rows.append(
+        f"| head | linear | {arch.num_classes} | - | - | {head.weight_bits} "
+        f"({head.weight_quantizer}, {head.weight_granularity}) | {arch.head.input_bits} (input) "
+        "| - | - | - | no |"
+    )
+    return rows
+
+
+def _verification_text(verified: Any, check: Any) -> list[str]:
+    """What was verified at export, on how many images, with what result."""
+    widest = max((seen for seen, _ in verified.widest.values()), default=0)
+    if check is None:
+        onnx = "(not written: the export's --format left it out)"
+    else:
+        onnx = (
+            "bit for bit (integer codes and logits)"
+            if check.exact
+            else f"within {check.max_difference:.2g} on the logits (float convs sum differently)"
+        )
+    return [
+        f"Verified at export on {verified.images} random inputs (normal, seed 0):",
+        "",
+        f"- the PyTorch eval forward equals the numpy runner of the integer program "
+        f"({verified.compared_elements:,} values of {verified.values} intermediates compared, "
+        f"{verified.mismatches} differ; {verified.stages} requantization points);",
+        f"- every integer intermediate stayed inside its declared width (widest seen: {widest} "
+        "bits);",
+        f"- onnxruntime runs `model.onnx` to the program's result {onnx}.",
+        "",
+        "Check it again on real data: `pikenas verify <this folder> --dataset NAME --images N`.",
+    ]
+
+
+def _qonnx_text(check: Any) -> list[str]:
+    if check is None:
+        return []
+    if not check.executed:
+        ran = "was not executed here (install the `qonnx` package: the `dev` extra)"
+    else:
+        result = "exactly" if check.exact else f"within {check.max_difference:.3g}"
+        ran = (
+            f"was cleaned up and executed by qonnx (`execute_onnx`) on {check.images} images: "
+            f"its logits equal the program's {result}"
+        )
+    return [
+        f"- `model.qonnx.onnx` {ran}; `pikenas ace` of it equals the program's ACE v2 "
+        "(every breakdown row).",
+    ]
+
+
+def model_card(
+    *,
+    arch: ArchConfig,
+    row: pd.Series,
+    info: dict[str, str],
+    cost: dict[str, Any],
+    has_weights: bool,
+    onnx_check: Any,
+    verified: Any,
+    folder_name: str,
+    qonnx_check: Any = None,
+) -> str:
+    """The model card text (markdown) of one bundle."""
+    number = int(row["number"])
+    title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
+    if number < 0:  # not from a study: a 'pikenas train' folder
+        title = f"pikenas model {arch.archid}: {_cell(info['study'])}"
+    searched = row["arch"]
+    refitted = isinstance(searched, str) and searched and ArchConfig.from_json(searched) != arch
+    baseline = row["baseline"] if isinstance(row["baseline"], str) and row["baseline"] else ""
+    if has_weights:
+        weights_text = (
+            "`weights.safetensors` holds the fully trained weights (from "
+            f"`{_cell(row['final_dir'])}`); the program and `model.onnx` are built from them."
+        )
+    else:
+        weights_text = (
+            "**No trained weights**: this candidate was only proxy-trained during the search, "
+            "not fully trained, so `weights.safetensors` is omitted and the program and "
+            "`model.onnx` hold the untrained initial weights. Train it fully with `pikenas train` "
+            "(see `pikenas train --help`)."
+        )
+    layers = "\n".join(
+        f"| {layer.layer} | {layer.weight_bits} | {layer.activation_bits} |"
+        for layer in layer_bits(arch)
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"Found by pikenas, an architecture search for low-precision CNNs scored by proxy "
+        f"accuracy and ACE v2.{' Zoo baseline: ' + _cell(baseline) + '.' if baseline else ''}",
+        "",
+        "## Scores",
+        "",
+        "| proxy accuracy | final accuracy | ACE v2 | ACE v1 | MACs | parameters | "
+        "elementwise share of ACE v2 |",
+        "|---|---|---|---|---|---|---|",
+        f"| {_percent(row['accuracy'])} | {_percent(row['final_accuracy'])} | "
+        f"{_count(cost['ace_v2'])} | {_count(cost['ace_v1'])} | {_count(cost['macs'])} | "
+        f"{_count(cost['params'])} | {_percent(cost['elementwise_share'])} |",
+        "",
+        f"ACE v2 (unit: {_cell(cost.get('cost_unit', 'bit-ops'))}, cost table "
+        f"{_cell(cost.get('cost_table', ''))}) charges every inference operation by its operand "
+        "widths; ACE v1 counts only MACs (weight bits x activation bits). The per-layer "
+        "breakdown is in `cost.json`. Proxy accuracy: the search's short training; final "
+        "accuracy: full training (`-` when not fully trained).",
+        "",
+        "## Architecture",
+        "",
+        f"Input `(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float, "
+        f"output `(N, {arch.num_classes})` logits. archid `{arch.archid}`"
+        f"{', name ' + _cell(arch.name) if arch.name else ''}."
+        + (
+            " Full training fitted the input size / classes to its data set, so this differs "
+            "from the searched architecture in that geometry only."
+            if refitted
+            else ""
+        ),
+        "",
+        *_architecture_rows(arch),
+        "",
+        f"Per-layer bits (weight / input activation of each MAC layer): `{bits_string(arch)}`",
+        "",
+        "| layer | weight bits | activation bits |",
+        "|---|---|---|",
+        layers,
+        "",
+        "## How it was found",
+        "",
+        f"- study: `{_cell(info['study'])}`, trial {number} "
+        f"(status {_cell(row['status'] if isinstance(row['status'], str) else '-')})",
+        f"- sampler: {_cell(info['sampler'] or 'not recorded')}",
+        f"- data set: {_cell(info['dataset'] or 'not recorded')}",
+        f"- cost table: {_cell(info['cost_table'] or 'not recorded')}",
+        f"- pikenas version: {_cell(info['pikenas_version'] or 'not recorded')}",
+        "",
+        "## Files",
+        "",
+        "- `arch.json`: the architecture (`ArchConfig`); `pikenas ace arch.json` costs it again.",
+        f"- {weights_text}",
+        "- `program.json`, `program.safetensors`: the integer program, the exact arithmetic "
+        "inference runs (what ACE v2 counts); `run_program.py` runs it with numpy alone: "
+        f"`python {folder_name}/run_program.py {folder_name} --input images.npy`.",
+        "- `model.onnx`: the program as an ONNX graph; input `input` "
+        f"`(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
+        f"`logits` `(N, {arch.num_classes})`.",
+        *(
+            [
+                "- `model.qonnx.onnx`: the program as QONNX (Quant / BipolarQuant nodes of scale 1 "
+                "on integer codes), for FINN, hls4ml and `qonnx`; `pikenas ace model.qonnx.onnx` "
+                "costs it to the same ACE v2."
+            ]
+            if qonnx_check is not None
+            else []
+        ),
+        "- `cost.json`: the ACE v1 / ACE v2 report (counted from the program) with the "
+        "per-layer breakdown.",
+        "",
+        "## Verification",
+        "",
+        *_verification_text(verified, onnx_check),
+        *_qonnx_text(qonnx_check),
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from results.export import load_bundle",
+        "",
+        f'arch, model = load_bundle("{folder_name}")  # safetensors only, nothing unpickled',
+        "logits = model(images)  # images: (N, C, H, W) float tensor, any N",
+        "```",
+        "",
+        "```python",
+        "import onnxruntime",
+        "",
+        f'session = onnxruntime.InferenceSession("{folder_name}/model.onnx")',
+        'logits = session.run(["logits"], {"input": images})[0]  # (N, C, H, W) float32',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""``build_model(arch) -> PikeNet``: the network an ``ArchConfig`` describes.
+
+Stems and blocks are built through the registries in :mod:`space._builders` (filled by
+:mod:`space.blocks` and :mod:`space.pokebnn`), so a new block kind only registers a builder.
+Each built part reports ``output_codes``; a block builder whose signature has an
+``input_codes`` keyword receives the previous part's.
+
+``PikeNet`` has two forwards: in training mode the fake-quantization forward (straight-through
+gradients); in eval mode the network's integer program (:func:`space.lowering.lower`), executed
+exactly with torch. So evaluation measures the network that is costed and exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pikenas.space.nn import blocks as _blocks  # noqa: F401  (registers "conv" and "pikelpn")
+from pikenas.space.nn import pokebnn as _pokebnn  # noqa: F401  (registers the PokeBNN stem and bottleneck)
+from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
+from pikenas.space.program._torch_runner import TorchProgram
+from pikenas.space.arch import ArchConfig
+from pikenas.space.nn.blocks import Head
+from pikenas.space.program.builder import ProgramBuilder, lower
+from pikenas.space.program.ir import IntegerProgram, Value
+
+__all__ = ["PikeNet", "build_model"]
+
+
+def _takes(builder: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name for p in parameters)
+
+
+class PikeNet(nn.Module):
+    """Stem -> blocks -> head. Input ``(N, input_channels, resolution, resolution)`` float
+    (normalised pixels), output ``(N, num_classes)`` float logits. ``arch`` is its config."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        self.stem = STEM_BUILDERS.get(arch.stem.kind)(arch.stem, arch.input_channels)
+        codes = self.stem.output_codes
+        channels = arch.stem.out_channels
+        blocks = []
+        for spec in arch.blocks:
+            builder = BLOCK_BUILDERS.get(spec.kind)
+            if _takes(builder, "input_codes"):
+                block = builder(spec, channels, input_codes=codes)
+            else:
+                block = builder(spec, channels)
+            blocks.append(block)
+            codes = block.output_codes
+            channels = spec.out_channels
+        self.blocks = nn.ModuleList(blocks)
+        self.head = Head(arch.head, channels, arch.num_classes, signed=codes.lo < 0)
+        self._program: tuple[Any, TorchProgram] | None = None
+
+    def fake_quant_forward(self, x: Tensor) -> Tensor:
+        """The training forward (also callable in eval mode: running statistics)."""
+        y, step = self.stem(x)
+        for block in self.blocks:
+            y, step = block(y, step)
+        return self.head(y, step)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self.fake_quant_forward(x)
+        return self.program_on(x.device)(x)
+
+    def lower(self, builder: ProgramBuilder, x: Value) -> Value:
+        parts = [("stem", self.stem)]
+        parts += [(f"blocks.{index}", block) for index, block in enumerate(self.blocks)]
+        for path, part in [*parts, ("head", self.head)]:
+            x = builder.part(path, part, x)
+        return x
+
+    def program(self) -> IntegerProgram:
+        """The integer program of the current weights (see :func:`space.lowering.lower`)."""
+        return self.program_on("cpu").program
+
+    def program_on(self, device: torch.device | str) -> TorchProgram:
+        """The program with its constants on ``device``, cached until a weight changes."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (tuple((id(t), t._version) for t in tensors), str(torch.device(device)))
+        if self._program is None or self._program[0] != key:
+            program = lower(self)
+            object.__setattr__(self, "_program", (key, TorchProgram(program, device)))
+        return self._program[1]  # type: ignore[index]
+
+
+def build_model(
+    arch: ArchConfig, *, seed: int = 0, device: torch.device | str | None = None
+) -> PikeNet:
+    """Build the network for ``arch`` with deterministic initial weights (``seed``).
+
+    ``device="meta"`` (or an enclosing ``with torch.device("meta")``) builds it without
+    allocating memory, as the ACE counter does. The global RNG state is left untouched.
+    """
+    device_context = torch.device(device) if device is not None else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), device_context:
+        torch.manual_seed(seed)
+        return PikeNet(arch)

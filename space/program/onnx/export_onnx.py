@@ -1,0 +1,339 @@
+"""ONNX from the integer program: a graph onnxruntime runs to the program's exact codes.
+
+Integer values travel as float64 tensors holding exact integers (every program integer is below
+2^53 in magnitude, checked here); float values as float32 with the program's operations in its
+order. Each program operation becomes a few standard nodes:
+
+==========  =====================================================================================
+conv        ``Conv`` in float32 on integer-valued tensors: exact while every partial sum stays
+            below 2^24; wider accumulators split the weight codes into base-``2^s`` digits, one
+            exact float32 ``Conv`` per digit, recombined in float64
+linear      the same with ``MatMul``
+shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); per-element amounts
+            index a table of powers of two (``Gather``)
+round       ``Floor(x + 0.5)`` in float32, as the program
+clip/sign   ``Clip`` / ``Max`` / ``Min``, ``Where(x >= 0, 1, -1)``
+select      ``Where(c >= 0, a, b)``
+sum         ``ReduceSum`` (integers: exact in any order; float sums of float networks are the one
+            place besides float convs where onnxruntime may round differently)
+==========  =====================================================================================
+
+Input ``input`` ``(N, C, H, W)`` float32 (any batch), output ``logits`` ``(N, classes)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pikenas.space.errors import EvaluationError
+from pikenas.space.program.ir import IntegerProgram, Operation, Value
+
+__all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "OPSET"]
+
+OPSET = 17
+_EXACT_FLOAT32 = 2**24
+_EXACT_FLOAT64 = 2**53
+
+
+class OnnxExportError(Exception):
+    """The program cannot be written as an exact ONNX graph."""
+
+
+class _Graph:
+    def __init__(self, program: IntegerProgram) -> None:
+        from onnx import helper
+
+        self.helper = helper
+        self.program = program
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, array: np.ndarray, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        output = self.name(op.lower())
+        self.nodes.append(self.helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def scalar(self, value: float, dtype: type) -> str:
+        return self.const(np.array(value, dtype=dtype), "s")
+
+
+def _is_int(value: Value) -> bool:
+    return value.dtype == "int"
+
+
+def _constant(graph: _Graph, name: str, dtype: type) -> str:
+    return graph.const(graph.program.arrays[name].astype(dtype), "w")
+
+
+def _operand(graph: _Graph, env: dict[str, str], name: str, dtype: type) -> str:
+    """A value (cast when its representation differs) or a constant in ``dtype``."""
+    if name in env:
+        value = graph.program.values[name]
+        have = np.float64 if _is_int(value) else np.float32
+        if have is dtype:
+            return env[name]
+        to = 11 if dtype is np.float64 else 1  # onnx TensorProto DOUBLE / FLOAT
+        return graph.node("Cast", [env[name]], to=to)
+    return _constant(graph, name, dtype)
+
+
+def _digits(weights: np.ndarray, base_bits: int) -> list[tuple[np.ndarray, int]]:
+    """Signed base-``2^base_bits`` digits of integer weights: ``sum(d * 2^(k * base_bits))``."""
+    digits, rest, power = [], weights.astype(np.int64), 0
+    base = 1 << base_bits
+    while np.any(rest):
+        low = rest - np.round(rest / base).astype(np.int64) * base
+        digits.append((low, power))
+        rest = (rest - low) // base
+        power += base_bits
+    return digits or [(np.zeros_like(weights, dtype=np.int64), 0)]
+
+
+def _exact_products(graph: _Graph, x: str, operation: Operation, make: Any) -> str:
+    """An integer conv / matmul as exact float32 products of weight digits, summed in float64."""
+    program = graph.program
+    weight = program.constants[operation.inputs[1]]
+    source = program.values[operation.inputs[0]]
+    fan_in = math.prod(weight.shape[1:])
+    x_max = max(abs(source.lo), abs(source.hi))  # type: ignore[arg-type]
+    codes = program.arrays[weight.name]
+    w_max = int(np.abs(codes).max(initial=0))
+    if fan_in * w_max * x_max < _EXACT_FLOAT32:
+        return graph.node("Cast", [make(x, graph.const(codes.astype(np.float32), "w"))], to=11)
+    base_bits = max(1, int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max))))
+    total = None
+    for digit, power in _digits(codes, base_bits):
+        part = graph.node("Cast", [make(x, graph.const(digit.astype(np.float32), "w"))], to=11)
+        if power:
+            part = graph.node("Mul", [part, graph.scalar(2.0**power, np.float64)])
+        total = part if total is None else graph.node("Add", [total, part])
+    return total  # type: ignore[return-value]
+
+
+def _emit(graph: _Graph, env: dict[str, str], operation: Operation) -> str:
+    program = graph.program
+    out = program.values[operation.output]
+    op, attrs, inputs = operation.op, operation.attrs, operation.inputs
+    dtype = np.float64 if _is_int(out) else np.float32
+    first = program.values.get(inputs[0])
+    if op in ("conv", "linear"):
+        x = _operand(graph, env, inputs[0], np.float32)
+        if op == "conv":
+            top, bottom, left, right = attrs["padding"]
+
+            def make(a: str, w: str) -> str:
+                return graph.node(
+                    "Conv",
+                    [a, w],
+                    strides=[attrs["stride"]] * 2,
+                    pads=[top, left, bottom, right],
+                    group=attrs["groups"],
+                )
+        else:
+
+            def make(a: str, w: str) -> str:
+                return graph.node("Gemm", [a, w], transB=1)
+
+        if not _is_int(out):
+            return make(x, _constant(graph, inputs[1], np.float32))
+        return _exact_products(graph, x, operation, make)
+    if op in ("mul", "add"):
+        a = _operand(graph, env, inputs[0], dtype)
+        b = _operand(graph, env, inputs[1], dtype)
+        if attrs.get("prefix"):
+            return _prefix_add(graph, a, b, program.values[inputs[1]].shape[0])
+        return graph.node("Mul" if op == "mul" else "Add", [a, b])
+    if op == "shift":
+        x = _operand(graph, env, inputs[0], np.float64)
+        amount = program.values.get(inputs[1]) or program.constants[inputs[1]]
+        if inputs[1] in program.arrays:
+            factor = graph.const(np.exp2(program.arrays[inputs[1]].astype(np.float64)), "pow2")
+        else:
+            table = graph.const(np.exp2(np.arange(amount.lo, amount.hi + 1, dtype=np.float64)))
+            index = graph.node("Sub", [env[inputs[1]], graph.scalar(amount.lo, np.float64)])
+            index = graph.node("Cast", [index], to=7)  # INT64
+            factor = graph.node("Gather", [table, index], axis=0)
+        return graph.node("Floor", [graph.node("Mul", [x, factor])])
+    if op == "round":
+        x = _operand(graph, env, inputs[0], np.float32)
+        rounded = graph.node("Floor", [graph.node("Add", [x, graph.scalar(0.5, np.float32)])])
+        return graph.node("Cast", [rounded], to=11)
+    if op == "clip":
+        x = _operand(graph, env, inputs[0], dtype)
+        lo, hi = attrs["lo"], attrs["hi"]
+        if lo is not None:
+            x = graph.node("Max", [x, graph.scalar(lo, dtype)])
+        if hi is not None:
+            x = graph.node("Min", [x, graph.scalar(hi, dtype)])
+        return x
+    if op == "sign":
+        kind = np.float64 if _is_int(first) else np.float32
+        x = _operand(graph, env, inputs[0], kind)
+        positive = graph.node("GreaterOrEqual", [x, graph.scalar(0, kind)])
+        return graph.node(
+            "Where", [positive, graph.scalar(1, np.float64), graph.scalar(-1, np.float64)]
+        )
+    if op == "select":
+        kind = np.float64 if _is_int(first) else np.float32
+        c = _operand(graph, env, inputs[0], kind)
+        positive = graph.node("GreaterOrEqual", [c, graph.scalar(0, kind)])
+        a = _operand(graph, env, inputs[1], dtype)
+        b = _operand(graph, env, inputs[2], dtype)
+        return graph.node("Where", [positive, a, b])
+    if op == "sum":
+        return _sum(graph, _operand(graph, env, inputs[0], dtype), attrs, first, dtype)
+    if op == "pad":
+        x = _operand(graph, env, inputs[0], dtype)
+        pads = graph.const(np.array([0, 0, 0, 0, 0, attrs["out_channels"] - first.shape[0], 0, 0]))
+        return graph.node("Pad", [x, pads])
+    if op == "tile":
+        repeats = graph.const(np.array([1, attrs["repeats"], 1, 1], dtype=np.int64))
+        return graph.node("Tile", [_operand(graph, env, inputs[0], dtype), repeats])
+    if op == "flatten":
+        return graph.node("Flatten", [_operand(graph, env, inputs[0], dtype)], axis=1)
+    raise OnnxExportError(f"no ONNX form for program op {op!r}")
+
+
+def _prefix_add(graph: _Graph, a: str, b: str, channels: int) -> str:
+    """``a`` with ``b`` added to its first ``channels`` channels."""
+    starts, mid = graph.const(np.array([0], np.int64)), graph.const(np.array([channels], np.int64))
+    end, axis = graph.const(np.array([2**62], np.int64)), graph.const(np.array([1], np.int64))
+    head = graph.node("Slice", [a, starts, mid, axis])
+    tail = graph.node("Slice", [a, mid, end, axis])
+    return graph.node("Concat", [graph.node("Add", [head, b]), tail], axis=1)
+
+
+def _sum(graph: _Graph, x: str, attrs: dict[str, Any], source: Value, dtype: type) -> str:
+    mode = attrs["mode"]
+    if mode == "global":
+        return graph.node("ReduceSum", [x, graph.const(np.array([2, 3], np.int64))], keepdims=1)
+    if mode == "groups":
+        out, group = attrs["out_channels"], attrs["group"]
+        channels, height, width = source.shape
+        starts, ends = graph.const(np.array([0], np.int64)), graph.const(np.array([out * group]))
+        axis = graph.const(np.array([1], np.int64))
+        x = graph.node("Slice", [x, starts, ends, axis])
+        shape = graph.const(np.array([-1, out, group, height, width], np.int64))
+        x = graph.node("Reshape", [x, shape])
+        return graph.node("ReduceSum", [x, graph.const(np.array([2], np.int64))], keepdims=0)
+    k, stride = attrs["kernel"], attrs["stride"]
+    top, bottom, left, right = attrs["padding"]
+    channels = source.shape[0]
+    ones = graph.const(np.ones((channels, 1, k, k), np.float32), "ones")
+    x32 = graph.node("Cast", [x], to=1) if dtype is np.float64 else x
+    total = graph.node(
+        "Conv",
+        [x32, ones],
+        strides=[stride, stride],
+        pads=[top, left, bottom, right],
+        group=channels,
+    )
+    return graph.node("Cast", [total], to=11) if dtype is np.float64 else total
+
+
+def program_to_onnx(program: IntegerProgram) -> Any:
+    """The ``onnx.ModelProto`` of ``program`` (which must carry its constants)."""
+    from onnx import TensorProto, helper
+
+    for value in program.values.values():
+        if _is_int(value) and max(abs(value.lo), abs(value.hi)) >= _EXACT_FLOAT64:  # type: ignore[arg-type]
+            raise OnnxExportError(
+                f"value {value.name} needs {value.bits} bits, beyond float64's exact integers; "
+                "no exact ONNX graph"
+            )
+    graph = _Graph(program)
+    env = {program.input.name: "input"}
+    for operation in program.ops:
+        env[operation.output] = _emit(graph, env, operation)
+    last = env[program.output]
+    if _is_int(program.values[program.output]):
+        last = graph.node("Cast", [last], to=1)
+    graph.nodes.append(helper.make_node("Identity", [last], ["logits"]))
+    channels, height, width = program.input.shape
+    inputs = [
+        helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, ["batch", channels, height, width]
+        )
+    ]
+    classes = program.values[program.output].shape
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", *classes])]
+    body = helper.make_graph(
+        graph.nodes, program.name or "pikenas", inputs, outputs, graph.initializers
+    )
+    return helper.make_model(
+        body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pikenas"
+    )
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How ``model.onnx`` compared with the numpy runner of the program on ``images`` inputs:
+    ``code_mismatches`` integer codes that differ (0 expected), ``max_difference`` the largest
+    |onnxruntime - program| on the logits (0 on integer networks)."""
+
+    images: int
+    max_difference: float
+    exact: bool
+    code_mismatches: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
+    """Write ``program`` as ONNX to ``path``, check it with ``onnx.checker`` and compare
+    onnxruntime with the program's numpy runner on ``images`` ``(N, C, H, W)``.
+
+    A network whose logits come from exact arithmetic must match bit for bit; a float network
+    (float convs, whose summation order differs between runtimes) within 1e-4 relative.
+    Anything else raises :class:`EvaluationError`.
+    """
+    import onnx
+    import onnxruntime
+
+    try:
+        model = program_to_onnx(program)
+    except OnnxExportError as exc:
+        raise EvaluationError(f"ONNX export failed: {exc}") from None
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+    expected = program.run(images).output  # type: ignore[attr-defined]
+    output = program.values[program.output]  # type: ignore[attr-defined]
+    difference = float(np.max(np.abs(actual - expected), initial=0.0))
+    if output.exact:
+        if difference != 0.0:
+            raise EvaluationError(
+                f"onnxruntime differs from the integer program by {difference:.3g} on exact "
+                "logits; the exported graph is wrong"
+            )
+        return OnnxCheck(len(images), 0.0, True)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    if difference > 1e-4 * scale:
+        raise EvaluationError(
+            f"onnxruntime differs from the program by {difference:.3g} on float logits "
+            f"(largest logit {scale:.3g}); the exported graph is wrong"
+        )
+    return OnnxCheck(
+        len(images), difference, False, notes=["float convs: onnxruntime sums in its own order"]
+    )

@@ -1,0 +1,463 @@
+"""QONNX from the integer program: a graph qonnx executes to the program's exact codes, and that
+FINN / hls4ml / ``qonnx.util.inference_cost`` read as quantized.
+
+The graph runs in the *code domain*: every integer value of the program is a float32 tensor
+holding its integer codes (FINN's streamlined form), so every QONNX quantization node carries
+scale 1 and zero point 0, and each quantizer's real scale lives in the float ``Mul`` that
+follows it (QuantNorm / batch norm fold ``M = s_w s_x m / s_y``; the input quantizer's ``1 /
+step``). A graph carrying the real scales on its ``Quant`` nodes would compute in real units, and
+float32 rounding would then flip codes at rounding boundaries: no longer the program.
+
+==============  ===================================================================================
+program op      QONNX nodes
+==============  ===================================================================================
+weights         ``Quant(codes, 1, 0, b)`` (uniform: INTb; ternary and 2-bit pow2: INT2 narrow; a
+                b-bit pow2 code ``+-2^K`` (``K = 2^(b-1) - 2``): INT(K+2) narrow; uniform codes
+                that a pow2 QuantNorm's sign fold turned into ``+2^(b-1)``: INT(b+1) narrow);
+                binary: ``BipolarQuant(codes, 1)``
+conv, linear    ``Conv`` / ``Gemm`` (transB) on codes (float ops on float networks)
+mul, add        ``Mul`` / ``Add`` (a prefix add: ``Slice``, ``Add``, ``Concat``)
+shift           ``Mul(x, 2^a)`` (dynamic amounts: ``Where`` of powers of two); a right shift
+                always feeds a clip, fused into ``Quant(..., rounding_mode=FLOOR)``
+clip + round    ``Add(x, 0.5)`` then ``Quant(scale 1, FLOOR)``: half up, ``floor(x + 0.5)``, as the
+                program (QONNX's ``ROUND`` is half to even and its ``HALF_UP`` rounds half away
+                from zero; both differ from the program at ties)
+clip            ``Quant`` where the range is a QONNX integer range, else ``Max`` / ``Min`` /
+                ``Relu`` / ``Clip`` for the bounds that can bind
+sign, select    ``BipolarQuant(x, 1)``; ``GreaterOrEqual(c, 0)`` + ``Where``
+sum             ``ReduceSum`` (global, groups); a k x k window: a depthwise ``Conv`` with all-ones
+                weights (a sum pool)
+pad/tile/flat   ``Pad`` / ``Tile`` / ``Flatten``
+==============  ===================================================================================
+
+Integer constants carry their declared range in ``graph.quantization_annotation`` (QONNX's place
+for data types): ``finn_datatype`` (the QONNX type), ``pikenas_range`` (``lo,hi``), ``pikenas_bits``
+(the width ACE charges, where it differs from the QONNX type: pow2 weights) and, on a power-of-
+two multiplier, ``pikenas_shift`` (the declared range of its exponent). ``pikenas ace MODEL.onnx``
+reads them; other tools ignore them. Every node has ``metadata_props`` ``pikenas.layer`` and
+``pikenas.kind`` (the module path and kind of the program op), which survive ``qonnx`` cleanup.
+
+Float32 keeps integers exact below 2^24: the export is checked against the program on the
+verification images, and refused where it differs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from pikenas.space.program.ir import Constant, IntegerProgram, Operation, Value, range_bits
+
+__all__ = [
+    "program_to_qonnx",
+    "QonnxExportError",
+    "QONNX_DOMAIN",
+    "OPSET",
+    "qonnx_range",
+    "RANGE_KEY",
+    "BITS_KEY",
+    "SHIFT_KEY",
+    "LAYER_KEY",
+    "KIND_KEY",
+]
+
+OPSET = 17
+QONNX_DOMAIN = "qonnx.custom_op.general"
+RANGE_KEY = "pikenas_range"
+BITS_KEY = "pikenas_bits"
+SHIFT_KEY = "pikenas_shift"
+LAYER_KEY = "pikenas.layer"
+KIND_KEY = "pikenas.kind"
+
+
+class QonnxExportError(Exception):
+    """The program has an operation with no QONNX form here."""
+
+
+def qonnx_range(lo: int, hi: int) -> tuple[int, bool, bool] | None:
+    """``(bits, signed, narrow)`` of the QONNX integer type whose range is exactly ``[lo, hi]``
+    (None when no such type exists)."""
+    if lo == 0 and hi > 0 and (hi + 1) & hi == 0:
+        return hi.bit_length(), False, False
+    if hi >= 1 and (hi + 1) & hi == 0:
+        bits = hi.bit_length() + 1
+        if lo == -(hi + 1):
+            return bits, True, False
+        if lo == -hi and bits >= 2:
+            return bits, True, True
+    return None
+
+
+def datatype_name(lo: int, hi: int) -> str:
+    """The narrowest QONNX integer type holding ``[lo, hi]`` (INTn / UINTn)."""
+    bits = range_bits(lo, hi)
+    return f"INT{bits}" if lo < 0 else f"UINT{bits}"
+
+
+class _Graph:
+    def __init__(self, program: IntegerProgram) -> None:
+        from onnx import helper
+
+        self.helper = helper
+        self.program = program
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.annotations: dict[str, dict[str, str]] = {}
+        self.count = 0
+        self.layer = ""
+        self.kind = ""
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, array: np.ndarray, hint: str = "c", **annotation: str) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        data = np.array(array, dtype=np.float32, order="C")  # (ascontiguousarray: 1-d scalars)
+        self.initializers.append(numpy_helper.from_array(data, name))
+        if annotation:
+            self.annotations[name] = dict(annotation)
+        return name
+
+    def node(self, op: str, inputs: list[str], *, domain: str = "", **attrs: Any) -> str:
+        output = self.name(op.lower())
+        node = self.helper.make_node(
+            op, inputs, [output], name=f"{self.layer}/{op}_{self.count}", domain=domain, **attrs
+        )
+        for key, value in ((LAYER_KEY, self.layer), (KIND_KEY, self.kind)):
+            entry = node.metadata_props.add()
+            entry.key, entry.value = key, value
+        self.nodes.append(node)
+        return output
+
+    def scalar(self, value: float) -> str:
+        return self.const(np.array(value, dtype=np.float32), "s")
+
+    def quant(self, x: str, bits: int, signed: bool, narrow: bool, rounding: str = "FLOOR") -> str:
+        inputs = [x, self.scalar(1.0), self.scalar(0.0), self.scalar(float(bits))]
+        return self.node(
+            "Quant",
+            inputs,
+            domain=QONNX_DOMAIN,
+            signed=int(signed),
+            narrow=int(narrow),
+            rounding_mode=rounding,
+        )
+
+    def bipolar(self, x: str) -> str:
+        return self.node("BipolarQuant", [x, self.scalar(1.0)], domain=QONNX_DOMAIN)
+
+
+def _int_annotation(constant: Constant | Value) -> dict[str, str]:
+    return {
+        "finn_datatype": datatype_name(constant.lo, constant.hi),  # type: ignore[arg-type]
+        RANGE_KEY: f"{constant.lo},{constant.hi}",
+    }
+
+
+def _weight(graph: _Graph, constant: Constant) -> str:
+    """Integer weight codes through their QONNX quantization node (see the module table)."""
+    codes = graph.program.arrays[constant.name]
+    bits, magnitude = constant.bits, max(abs(constant.lo), abs(constant.hi))  # type: ignore[arg-type]
+    init = graph.const(codes, "w")
+    if bits == 1:
+        out = graph.bipolar(init)
+        dtype = "BIPOLAR"
+    elif magnitude == 2 ** (bits - 1) and codes.max(initial=0) < magnitude:
+        out = graph.quant(init, bits, True, False, "ROUND")
+        dtype = f"INT{bits}"
+    else:
+        width = range_bits(-magnitude, magnitude)
+        out = graph.quant(init, width, True, True, "ROUND")
+        dtype = f"INT{width}"
+    graph.annotations[out] = {
+        "finn_datatype": dtype,
+        RANGE_KEY: f"{constant.lo},{constant.hi}",
+        BITS_KEY: str(bits),
+    }
+    return out
+
+
+def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
+    if name in env:
+        return env[name]
+    constant = graph.program.constants[name]
+    array = graph.program.arrays[name]
+    if constant.dtype == "int":
+        return graph.const(array, "k", **_int_annotation(constant))
+    return graph.const(array, "f", finn_datatype="FLOAT32")
+
+
+def _pow2(graph: _Graph, constant: Constant) -> str:
+    """``2^a`` of an integer constant ``a`` (a shift amount), with its declared range."""
+    amounts = graph.program.arrays[constant.name].astype(np.float64)
+    return graph.const(np.exp2(amounts), "pow2", **{SHIFT_KEY: f"{constant.lo},{constant.hi}"})
+
+
+class _Emitter:
+    def __init__(self, program: IntegerProgram) -> None:
+        self.program = program
+        self.graph = _Graph(program)
+        self.env: dict[str, str] = {program.input.name: "input"}
+        self.uses = Counter(name for op in program.ops for name in op.inputs)
+        self.consumer: dict[str, int] = {}
+        for index, operation in enumerate(program.ops):
+            for name in operation.inputs:
+                self.consumer.setdefault(name, index)
+        self.fused: set[int] = set()
+        self.pow2_values: dict[str, str] = {}
+
+    def value(self, name: str) -> Value:
+        return self.program.values[name]
+
+    def item(self, name: str) -> Value | Constant:
+        return self.program.values.get(name) or self.program.constants[name]
+
+    def only_consumer(self, name: str) -> Operation | None:
+        if self.uses[name] != 1 or name == self.program.output:
+            return None
+        return self.program.ops[self.consumer[name]]
+
+    def run(self) -> None:
+        for index, operation in enumerate(self.program.ops):
+            if index in self.fused:
+                continue
+            graph = self.graph
+            graph.layer, graph.kind = operation.layer, operation.kind
+            output = self.emit(operation)
+            if output is not None:
+                self.env[operation.output] = output
+
+    # ---- fusions -------------------------------------------------------------------------
+    def _fuse_clip(self, name: str) -> tuple[Operation, tuple[int, bool, bool]] | None:
+        """The integer clip consuming ``name`` alone, when its bounds are a QONNX range."""
+        clip = self.only_consumer(name)
+        if clip is None or clip.op != "clip" or self.value(clip.output).dtype != "int":
+            return None
+        lo, hi = clip.attrs["lo"], clip.attrs["hi"]
+        if lo is None or hi is None or lo != int(lo) or hi != int(hi):
+            return None
+        found = qonnx_range(int(lo), int(hi))
+        return None if found is None else (clip, found)
+
+    def _mark(self, operation: Operation) -> None:
+        self.fused.add(self.program.ops.index(operation))
+
+    # ---- one op --------------------------------------------------------------------------
+    def emit(self, operation: Operation) -> str | None:  # noqa: C901 - one branch per op
+        graph, program, env = self.graph, self.program, self.env
+        op, attrs, inputs = operation.op, operation.attrs, operation.inputs
+        out = self.value(operation.output)
+        if op in ("conv", "linear"):
+            x = env[inputs[0]]
+            weight = program.constants[inputs[1]]
+            w = _weight(graph, weight) if out.dtype == "int" else _operand(graph, env, inputs[1])
+            if op == "linear":
+                return graph.node("Gemm", [x, w], transB=1)
+            top, bottom, left, right = attrs["padding"]
+            return graph.node(
+                "Conv",
+                [x, w],
+                strides=[attrs["stride"]] * 2,
+                pads=[top, left, bottom, right],
+                group=attrs["groups"],
+                kernel_shape=list(weight.shape[2:]),
+            )
+        if op == "mul":
+            return graph.node("Mul", [env[inputs[0]], _operand(graph, env, inputs[1])])
+        if op == "add":
+            a, b = env[inputs[0]], _operand(graph, env, inputs[1])
+            if attrs.get("prefix"):
+                return _prefix_add(graph, a, b, self.item(inputs[1]).shape[0])
+            return graph.node("Add", [a, b])
+        if op == "shift":
+            return self._shift(operation)
+        if op == "clip":
+            x = self.item(inputs[0])
+            if x.dtype == "float":
+                found = self._fuse_clip_round(operation)
+                if found is not None:
+                    rounding, (bits, signed, narrow) = found
+                    self._mark(rounding)
+                    half = graph.node("Add", [env[inputs[0]], graph.scalar(0.5)])
+                    env[rounding.output] = graph.quant(half, bits, signed, narrow)
+                    return None
+                return _float_clip(graph, env[inputs[0]], attrs["lo"], attrs["hi"])
+            return self._int_clip(env[inputs[0]], x, attrs["lo"], attrs["hi"])
+        if op == "round":  # not fused: Floor(x + 0.5)
+            half = graph.node("Add", [env[inputs[0]], graph.scalar(0.5)])
+            return graph.node("Floor", [half])
+        if op == "sign":
+            return graph.bipolar(env[inputs[0]])
+        if op == "select":
+            return self._select(operation)
+        if op == "sum":
+            return self._sum(operation)
+        if op == "pad":
+            extra = attrs["out_channels"] - self.item(inputs[0]).shape[0]
+            pads = np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64)
+            return graph.node("Pad", [env[inputs[0]], _int64(graph, pads)])
+        if op == "tile":
+            repeats = np.array([1, attrs["repeats"], 1, 1], np.int64)
+            return graph.node("Tile", [env[inputs[0]], _int64(graph, repeats)])
+        if op == "flatten":
+            return graph.node("Flatten", [env[inputs[0]]], axis=1)
+        raise QonnxExportError(f"no QONNX form for program op {op!r} ({operation.layer})")
+
+    def _fuse_clip_round(self, clip: Operation) -> tuple[Operation, tuple[int, bool, bool]] | None:
+        lo, hi = clip.attrs["lo"], clip.attrs["hi"]
+        if lo is None or hi is None or lo != int(lo) or hi != int(hi):
+            return None
+        found = qonnx_range(int(lo), int(hi))
+        rounding = self.only_consumer(clip.output)
+        if found is None or rounding is None or rounding.op != "round":
+            return None
+        result = self.value(rounding.output)
+        if (result.lo, result.hi) != (int(lo), int(hi)):
+            return None
+        return rounding, found
+
+    def _int_clip(self, x: str, value: Value | Constant, lo: Any, hi: Any) -> str:
+        graph = self.graph
+        found = qonnx_range(int(lo), int(hi))
+        if found is not None:
+            return graph.quant(x, *found)
+        if lo > value.lo:  # type: ignore[operator]
+            x = graph.node("Relu", [x]) if lo == 0 else graph.node("Max", [x, graph.scalar(lo)])
+        if hi < value.hi:  # type: ignore[operator]
+            x = graph.node("Min", [x, graph.scalar(hi)])
+        return x
+
+    def _shift(self, operation: Operation) -> str | None:
+        graph, env = self.graph, self.env
+        x_name, amount_name = operation.inputs
+        if amount_name in self.program.constants:
+            factor = _pow2(graph, self.program.constants[amount_name])
+        elif amount_name in self.pow2_values:
+            factor = self.pow2_values[amount_name]
+        else:
+            raise QonnxExportError(
+                f"{operation.layer}: a shift by a computed amount that is not a select of "
+                "constants has no QONNX form here"
+            )
+        product = graph.node("Mul", [env[x_name], factor])
+        fused = self._fuse_clip(operation.output)
+        if fused is not None:
+            clip, (bits, signed, narrow) = fused
+            self._mark(clip)
+            graph.layer, graph.kind = clip.layer, clip.kind
+            env[clip.output] = graph.quant(product, bits, signed, narrow)
+            return None
+        amount = self.item(amount_name)
+        if amount.lo < 0:  # type: ignore[operator]
+            return graph.node("Floor", [product])
+        return product
+
+    def _select(self, operation: Operation) -> str | None:
+        graph, env, program = self.graph, self.env, self.program
+        c, a, b = operation.inputs
+        positive = graph.node("GreaterOrEqual", [env[c], graph.scalar(0.0)])
+        consumers = [op for op in program.ops if operation.output in op.inputs]
+        as_amount = consumers and all(
+            op.op == "shift" and op.inputs[1] == operation.output for op in consumers
+        )
+        if as_amount and a in program.constants and b in program.constants:
+            pos, neg = _pow2(graph, program.constants[a]), _pow2(graph, program.constants[b])
+            self.pow2_values[operation.output] = graph.node("Where", [positive, pos, neg])
+            return None
+        return graph.node("Where", [positive, _operand(graph, env, a), _operand(graph, env, b)])
+
+    def _sum(self, operation: Operation) -> str:
+        graph, attrs = self.graph, operation.attrs
+        x = self.env[operation.inputs[0]]
+        source = self.item(operation.inputs[0])
+        mode = attrs["mode"]
+        if mode == "global":
+            return graph.node("ReduceSum", [x, _int64(graph, np.array([2, 3]))], keepdims=1)
+        if mode == "groups":
+            out, group = attrs["out_channels"], attrs["group"]
+            _, height, width = source.shape
+            starts, ends = _int64(graph, np.array([0])), _int64(graph, np.array([out * group]))
+            x = graph.node("Slice", [x, starts, ends, _int64(graph, np.array([1]))])
+            shape = _int64(graph, np.array([-1, out, group, height, width]))
+            x = graph.node("Reshape", [x, shape])
+            return graph.node("ReduceSum", [x, _int64(graph, np.array([2]))], keepdims=0)
+        k, stride = attrs["kernel"], attrs["stride"]
+        top, bottom, left, right = attrs["padding"]
+        channels = source.shape[0]
+        ones = graph.const(np.ones((channels, 1, k, k), np.float32), "ones")
+        return graph.node(
+            "Conv",
+            [x, ones],
+            strides=[stride, stride],
+            pads=[top, left, bottom, right],
+            group=channels,
+            kernel_shape=[k, k],
+        )
+
+
+def _int64(graph: _Graph, array: np.ndarray) -> str:
+    from onnx import numpy_helper
+
+    name = graph.name("i")
+    graph.initializers.append(numpy_helper.from_array(np.asarray(array, np.int64), name))
+    return name
+
+
+def _float_clip(graph: _Graph, x: str, lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return graph.node("Clip", [x, graph.scalar(lo), graph.scalar(hi)])
+    if lo is not None:
+        return graph.node("Relu", [x]) if lo == 0 else graph.node("Max", [x, graph.scalar(lo)])
+    if hi is not None:
+        return graph.node("Min", [x, graph.scalar(hi)])
+    return graph.node("Identity", [x])
+
+
+def _prefix_add(graph: _Graph, a: str, b: str, channels: int) -> str:
+    """``a`` with ``b`` added to its first ``channels`` channels."""
+    starts, mid = _int64(graph, np.array([0])), _int64(graph, np.array([channels]))
+    end, axis = _int64(graph, np.array([2**62])), _int64(graph, np.array([1]))
+    head = graph.node("Slice", [a, starts, mid, axis])
+    tail = graph.node("Slice", [a, mid, end, axis])
+    return graph.node("Concat", [graph.node("Add", [head, b]), tail], axis=1)
+
+
+def program_to_qonnx(program: IntegerProgram) -> Any:
+    """The QONNX ``onnx.ModelProto`` of ``program`` (which must carry its constants); input
+    ``input`` ``(1, C, H, W)`` float32, output ``logits``."""
+    from onnx import TensorProto, helper
+
+    if not program.arrays and program.constants:
+        raise QonnxExportError("this program has no constants (shape-only lowering)")
+    emitter = _Emitter(program)
+    emitter.run()
+    graph = emitter.graph
+    graph.layer, graph.kind = "(model)", "output"
+    last = graph.node("Identity", [emitter.env[program.output]])
+    graph.nodes[-1].output[0] = "logits"
+    del last
+    channels, height, width = program.input.shape
+    inputs = [
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, height, width])
+    ]
+    classes = program.values[program.output].shape
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, *classes])]
+    body = helper.make_graph(
+        graph.nodes, program.name or "pikenas", inputs, outputs, graph.initializers
+    )
+    for tensor, entries in graph.annotations.items():
+        annotation = body.quantization_annotation.add()
+        annotation.tensor_name = tensor
+        for key, value in entries.items():
+            entry = annotation.quant_parameter_tensor_names.add()
+            entry.key, entry.value = key, value
+    return helper.make_model(
+        body,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(QONNX_DOMAIN, 1)],
+        producer_name="pikenas",
+    )

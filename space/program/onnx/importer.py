@@ -1,0 +1,80 @@
+"""ACE v2 of any QONNX or plain ONNX graph: the graph becomes an integer program, which
+:func:`~evaluators._counter.count_ace` prices with the same rules and report as our own networks.
+
+``import_onnx(path)`` walks the graph once, node by node, and appends to a
+:class:`~space.lowering.ProgramBuilder` the operations each node executes, so widths come from the
+same range rules as a native lowering (accumulator = fan-in x largest weight code x largest input
+code, sums and products of declared ranges) and each operation is priced by
+:func:`evaluators._primitives.primitives`. The program counts; it is not meant to run (data
+movement has no operations in it).
+
+How nodes become operations (the cheapest direct form of each node, no fusion across nodes beyond
+the two below):
+
+* ``Quant(x, s, 0, b)`` emits integer codes with scale ``s``: on an integer input already on its
+  grid a clip; otherwise a float multiply by ``(scale of x) / s`` (skipped when 1), clip and
+  round. ``BipolarQuant``: a sign. ``Trunc``: a shift (plus an add for non-FLOOR rounding). A
+  ``Quant`` / ``BipolarQuant`` of an initializer is a weight: integer codes, no operation.
+* ``Conv`` / ``Gemm`` / ``MatMul``: integer MACs when both operands are integer codes (the input
+  scale a scalar), else float MACs on dequantized values. The accumulator keeps the product of
+  the scales; the next float ``Mul`` or ``BatchNormalization`` folds that dequantization into its
+  own multiply (one multiply), any other float consumer pays an explicit one. A depthwise ``Conv``
+  with all-ones weights is a sum pool (adds).
+* ``Mul`` / ``Add`` / ``Sub`` / ``Div``: integer when both operands are integers (an integer
+  constant is one declared by ``Quant`` or by a ``pikenas_range`` annotation), else float. A
+  ``Mul`` of integers by powers of two is a shift (the sign of a negative one folded into the
+  weights offline, as the native lowering does); below 1 only where a floor follows.
+  ``Add(x, 0.5)`` feeding a FLOOR rounding is half-up rounding: no add of its own.
+* ``BatchNormalization``: one multiply and one add. ``Relu`` / ``Clip`` / ``Max`` / ``Min``:
+  a compare for each bound that can bind. ``GreaterOrEqual(x, 0)`` + ``Where``: a select.
+* ``GlobalAveragePool`` / ``ReduceMean`` / ``AveragePool`` / ``ReduceSum``: adds, the division
+  folded into the next multiply; ``MaxPool``: one compare per window element beyond the first.
+* ``Reshape``, ``Flatten``, ``Transpose``, ``Slice``, ``Concat``, ``Pad``, ``Tile``,
+  ``Identity`` and friends move data: free.
+
+Any other node stops the count with :class:`OnnxImportError` naming it (never a silent zero).
+Annotations written by :mod:`results._qonnx` (``pikenas_range``, ``pikenas_bits``,
+``pikenas_shift``; node ``metadata_props`` ``pikenas.layer`` / ``pikenas.kind``) give declared
+ranges and layer names; without them ranges come from the ``Quant`` nodes and the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pikenas.space.program.onnx._graph import Entry, GraphReader, OnnxImportError
+from pikenas.space.program.onnx._nodes import lower_node, materialize
+from pikenas.space.program.builder import ProgramBuilder
+from pikenas.space.program.ir import IntegerProgram
+
+__all__ = ["import_onnx", "count_onnx", "OnnxImportError"]
+
+
+def import_onnx(source: str | Path | Any) -> IntegerProgram:
+    """The integer program (shape-only: for counting) of an ONNX / QONNX model file or
+    ``onnx.ModelProto``. Raises :class:`OnnxImportError` (one line) on a file that is not a
+    model, on a malformed graph and on a node that cannot be priced."""
+    reader = GraphReader(source)
+    builder = ProgramBuilder(with_constants=False)
+    x = builder.input(reader.input_shape)
+    env: dict[str, Entry] = {reader.input_name: Entry(x)}
+    for index, node in enumerate(reader.nodes):
+        with builder.layer(reader.layer_of(node, index)):
+            lower_node(reader, builder, env, node)
+    output = env.get(reader.output_name)
+    if output is None:
+        raise OnnxImportError(
+            f"{reader.label}: the graph output {reader.output_name!r} is not computed"
+        )
+    with builder.layer("(model)"):
+        final = materialize(reader, builder, output, "output")
+    return builder.program(x, final, reader.model_name)
+
+
+def count_onnx(source: str | Path | Any, *, cost_table: Any = None) -> Any:
+    """The :class:`~evaluators.ace.AceReport` of an ONNX / QONNX model (see the module
+    docstring): ``count_ace(import_onnx(source))``."""
+    from pikenas.evaluators.cost._counter import count_ace
+
+    return count_ace(import_onnx(source), cost_table=cost_table)
