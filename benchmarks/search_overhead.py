@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import search.config  # noqa: F401 - imports out of the timings
+    import pikenas.search.config  # noqa: F401 - imports out of the timings
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--postgres", help="URL of an empty PostgreSQL database")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import search.loop  # noqa: F401 - imports out of the timings
+    import pikenas.search.loop  # noqa: F401 - imports out of the timings
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
