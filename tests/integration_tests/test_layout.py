@@ -126,3 +126,37 @@ def test_tests_and_benchmarks_use_the_pikenas_names() -> None:
         for path in (ROOT / folder).rglob("*.py"):
             for name, line in _imports(path, "tests.x"):
                 assert name.split(".")[0] not in LAYERS, f"{path}:{line} imports {name!r}"
+
+
+@pytest.mark.slow
+def test_a_wheel_installs_one_package_named_pikenas(tmp_path: Path) -> None:
+    """``pip install .`` puts only ``pikenas`` into site-packages: outside the checkout
+    ``import pikenas`` works, its subpackages come from the install, and no top-level
+    ``space``, ``evaluators``, ``results`` or ``search`` is importable."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    installed = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
+    assert installed in (["pikenas"], ["bin", "pikenas"]), installed
+    code = (
+        "import importlib.util, pikenas, pikenas.space.program.ir as ir, pikenas.search.cli;"
+        "print(pikenas.__version__);"
+        "print(ir.__file__);"
+        "print([n for n in ('space', 'evaluators', 'results', 'search')"
+        " if importlib.util.find_spec(n)])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    version, ir_file, top_level = result.stdout.splitlines()
+    assert version and ir_file.startswith(str(target)), ir_file
+    assert top_level == "[]"
+    assert (target / "pikenas" / "search" / "default_search.yaml").is_file()
