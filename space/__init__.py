@@ -51,7 +51,7 @@ _LAZY: dict[str, str] = {
             "make_activation_quantizer",
             "make_quantizer",
         ],
-        "quantizers",
+        "nn.quantizers",
     ),
 }
 
