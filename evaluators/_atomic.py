@@ -10,12 +10,20 @@
 * give the result the permissions of the user's umask (``mkstemp`` would make it 0600);
 * remove the temporary files a killed writer left for the same target (their pid is dead);
 * turn an ``OSError`` into one line (:func:`space.errors.path_error`): a bad path exits 2, a
-  full disk exits 1 and names ``ENOSPC``.
+  full disk exits 1 and names ``ENOSPC``;
+* replace only what pikenas wrote: every write is recorded in the hidden ledger
+  ``.pikenas-outputs.json`` of its folder (name -> inode, size and modification time, which a
+  rename keeps), and an existing file or folder that the ledger does not list as it is now — a
+  user's file, our file edited since, the run's own ``study.log`` — is refused with one line
+  (exit 2) before anything is written. The new identity is added before the rename and the
+  old one dropped after it, so a kill at any moment leaves the target listed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import re
 import secrets
@@ -26,7 +34,20 @@ from pathlib import Path
 
 from pikenas.space.errors import PikeNASError, RunDirError, path_error
 
-__all__ = ["atomic_directory", "atomic_write", "check_target", "fsync_folder", "umask"]
+__all__ = [
+    "LEDGER_NAME",
+    "atomic_directory",
+    "atomic_write",
+    "check_replaceable",
+    "check_target",
+    "fsync_folder",
+    "umask",
+    "written_by_pikenas",
+]
+
+#: the hidden file in each folder that lists what pikenas wrote there (see the module docstring).
+LEDGER_NAME = ".pikenas-outputs.json"
+_LEDGER_MAX_BYTES = 4 * 1024 * 1024
 
 #: a temporary name keeps at most this much of the target's name (file names end at 255 bytes).
 _NAME_KEEP = 120
@@ -62,6 +83,103 @@ def check_target(path: Path, *, folder: bool = False) -> None:
         raise RunDirError(
             f"{path} is a device or special file, not a regular file; choose another path"
         )
+
+
+def _identity(status: os.stat_result, folder: bool) -> list[int]:
+    """What a rename keeps of a file: inode, size, modification time (a folder: its inode)."""
+    if folder:
+        return [status.st_ino]
+    return [status.st_ino, status.st_size, status.st_mtime_ns]
+
+
+def _in_construction(folder: Path) -> bool:
+    """``folder`` is the temporary folder of an :func:`atomic_directory` (new, so ours)."""
+    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}\.tmp", folder.name) is not None
+
+
+def _read_ledger(folder: Path) -> dict[str, list[list[int]]]:
+    try:
+        with (folder / LEDGER_NAME).open("rb") as handle:
+            raw = handle.read(_LEDGER_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        return {}
+    if len(raw) > _LEDGER_MAX_BYTES:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}  # a damaged ledger vouches for nothing: nothing is replaced
+    if not isinstance(data, dict):
+        return {}
+    return {
+        name: [i for i in ids if isinstance(i, list) and all(isinstance(n, int) for n in i)]
+        for name, ids in data.items()
+        if isinstance(name, str) and isinstance(ids, list)
+    }
+
+
+@contextlib.contextmanager
+def _ledger(folder: Path) -> Iterator[dict[str, list[list[int]]]]:
+    """The ledger of ``folder``, read and rewritten (atomically) under a lock on the folder."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        entries = _read_ledger(folder)
+        yield entries
+        data = json.dumps(entries, sort_keys=True).encode()
+        temporary = folder / _temporary_name(Path(LEDGER_NAME), ".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~umask())
+        os.replace(temporary, folder / LEDGER_NAME)
+    finally:
+        os.close(descriptor)
+
+
+def written_by_pikenas(path: Path, *, folder: bool = False) -> bool:
+    """Whether ``path`` is, as it is now, something pikenas wrote (a missing ``path``: True)."""
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise path_error(exc, path) from None
+    if _in_construction(path.parent):
+        return True
+    return _identity(status, folder) in _read_ledger(path.parent).get(path.name, [])
+
+
+def check_replaceable(path: Path, *, folder: bool = False) -> None:
+    """Refuse, with one line, a ``path`` that a later :func:`atomic_write` (``folder``:
+    :func:`atomic_directory`) would refuse: a link, a special file, or something pikenas did
+    not write. A command checks every output this way before it writes anything."""
+    check_target(path, folder=folder)
+    _check_owned(path, folder=folder)
+
+
+def _check_owned(path: Path, *, folder: bool = False) -> None:
+    if not written_by_pikenas(path, folder=folder):
+        what = "folder" if folder else "file"
+        raise RunDirError(
+            f"{path} exists and is not a {what} pikenas wrote (or was changed since); pikenas "
+            "replaces only its own outputs: move it away or choose another path"
+        )
+
+
+def _record(path: Path, new: os.stat_result, *, folder: bool, keep_old: bool) -> None:
+    """List ``new`` as ``path``'s identity in its folder's ledger (``keep_old``: beside the
+    current one, until the rename has happened)."""
+    if _in_construction(path.parent):
+        return
+    with _ledger(path.parent) as entries:
+        known = entries.get(path.name, []) if keep_old else []
+        entries[path.name] = [*known[-1:], _identity(new, folder)] if keep_old else [
+            _identity(new, folder)
+        ]
 
 
 def _make_parent(path: Path) -> None:
@@ -125,6 +243,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]
     or ``write(temporary_path)``. Returns ``path``."""
     path = Path(path)
     check_target(path)
+    _check_owned(path)
     _make_parent(path)
     _remove_stale(path)
     temporary = path.with_name(_temporary_name(path, ".tmp"))
@@ -146,8 +265,11 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]
         finally:
             if descriptor >= 0:
                 os.close(descriptor)
+        written = temporary.stat()
+        _record(path, written, folder=False, keep_old=True)
         os.replace(temporary, path)
         fsync_folder(path.parent)
+        _record(path, written, folder=False, keep_old=False)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             temporary.unlink()
@@ -168,7 +290,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     check_target(path, folder=True)
     _make_parent(path)
-    _remove_stale(path)
+    _remove_stale(path)  # may put back a folder a killed swap had moved aside
+    _check_owned(path, folder=True)
     temp = path.with_name(_temporary_name(path, ".tmp"))
     try:
         temp.mkdir(mode=0o777)  # the umask applies
@@ -181,6 +304,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                 with entry.open("rb") as handle:
                     os.fsync(handle.fileno())
         fsync_folder(temp)
+        built = temp.stat()
+        _record(path, built, folder=True, keep_old=True)
         old = None
         if path.exists():
             old = path.with_name(_temporary_name(path, ".old"))
@@ -192,6 +317,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                 os.replace(old, path)
             raise
         fsync_folder(path.parent)
+        _record(path, built, folder=True, keep_old=False)
     except BaseException as exc:
         shutil.rmtree(temp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, PikeNASError):

@@ -245,7 +245,7 @@ def model_card(
         "## How to load",
         "",
         "```python",
-        "from results.export import load_bundle",
+        "from pikenas.results.export import load_bundle",
         "",
         f'arch, model = load_bundle("{folder_name}")  # safetensors only, nothing unpickled',
         "logits = model(images)  # images: (N, C, H, W) float tensor, any N",

@@ -97,7 +97,7 @@ def test_a_writer_killed_holding_the_lock_does_not_stall_the_next(tmp_path: Path
     path = tmp_path / "study.log"
     _study_with_trials(path)
     code = (
-        "import sys, time; from results._journal_file import JournalFile; "
+        "import sys, time; from pikenas.results._journal_file import JournalFile; "
         "backend = JournalFile(sys.argv[1]); backend._lock.acquire(); print('held', flush=True); "
         "time.sleep(60)"
     )
