@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-
 from pikenas.results._atomic import atomic_write
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.trials import load
@@ -144,8 +143,8 @@ def front_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The front of a trials frame (from :func:`results.trials.load`) as a set of
     architectures: :data:`FRONT_COLUMNS`, one row per archid, sorted by ACE v2 ascending (so
     accuracy ascends too), ties by trial number. ``matches``: the baselines this row is the
-    verdict for (``"tiny-w8a8 at 3.1x lower ACE v2"``, see :func:`baseline_verdicts`); ``same_archid``: the
-    other COMPLETE trials of this architecture (``"223 240"``).
+    verdict for (``"tiny-w8a8 at 3.1x lower ACE v2"``, see :func:`baseline_verdicts`);
+    ``same_archid``: the other COMPLETE trials of this architecture (``"223 240"``).
     """
     on_front = pareto_front(frame)
     done = frame[frame["state"] == "COMPLETE"] if "state" in frame.columns else frame
@@ -194,9 +193,9 @@ def _json_ready(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value  # numpy scalar -> Python scalar
 
 
-def front_records(frame: pd.DataFrame | None = None, *, table: pd.DataFrame | None = None) -> list[
-    dict[str, Any]
-]:
+def front_records(
+    frame: pd.DataFrame | None = None, *, table: pd.DataFrame | None = None
+) -> list[dict[str, Any]]:
     """The front (of ``frame``, or an already made ``table``) as JSON-ready dicts; missing
     values are ``None``."""
     if table is None:
