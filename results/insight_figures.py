@@ -73,7 +73,9 @@ def timeline_figure(table: pd.DataFrame, title: str = "Workers over time") -> go
                 orientation="h",
                 marker={"color": color},
                 name=f"{outcome} ({len(part)})",
-                customdata=list(zip(part["number"], part["seconds"], part["baseline"])),
+                customdata=list(
+                    zip(part["number"], part["seconds"], part["baseline"], strict=True)
+                ),
                 hovertemplate="trial %{customdata[0]} %{customdata[2]}<br>"
                 "%{customdata[1]:.1f} s<extra>" + outcome + "</extra>",
             )
@@ -97,7 +99,7 @@ def hypervolume_time_figure(
         go.Scatter(
             x=table["wall_s"].tolist(),
             y=table["normalized"].tolist(),
-            customdata=list(zip(table["number"], table["cpu_s"], table["wall_s"])),
+            customdata=list(zip(table["number"], table["cpu_s"], table["wall_s"], strict=True)),
             mode="lines+markers",
             line={"shape": "hv"},
             hovertemplate="after trial %{customdata[0]}<br>normalized %{y:.4f}<br>"

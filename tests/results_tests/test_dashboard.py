@@ -56,7 +56,7 @@ def test_user_strings_cannot_break_out(tmp_path):
 
 def test_breakdowns_for_front_trials(mixed_run):
     data = dashboard_data(open_study(mixed_run))
-    assert set(data["breakdowns"]) == {"0", "2", "3", "5"} and data["breakdown_errors"] == {}
+    assert set(data["breakdowns"]) == {"0", "2", "5"} and data["breakdown_errors"] == {}
     bars = data["breakdowns"]["5"]["data"]
     assert [t["name"] for t in bars] == ["MACs", "elementwise"]
 
