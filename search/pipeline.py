@@ -87,8 +87,11 @@ def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Bun
     from pikenas.results.export.bundle import export_pareto
     from pikenas.results.front import write_front_csv
 
+    from pikenas.results.optuna_views import store_dashboard_views
+
     write_front_csv(study, out=out / "front.csv")
     write_dashboard(study, out=out / "dashboard.html")
+    store_dashboard_views(study)  # the same figures in optuna-dashboard's view of the study
     if export:
         try:
             export_pareto(study, out / "exports")
