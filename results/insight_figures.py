@@ -47,7 +47,7 @@ def importance_figure(
         ]
     )
     if table.empty:
-        title += " (needs more COMPLETE trials)"
+        title += " (needs 5 COMPLETE trials with searched parameters)"
     figure.update_layout(
         title=_text(title) + "<br><sup>Optuna's importance evaluator (PED-ANOVA by default)</sup>",
         barmode="group",
