@@ -174,7 +174,12 @@ def pareto_figure(
         )
     figure.update_layout(
         title=_text(title),
-        xaxis={"title": _text(axis), "type": "log" if data["log_x"] else "linear"},
+        # SI labels (200k, 5M): plotly's default log labels within a decade read "2, 3, ..."
+        xaxis={
+            "title": _text(axis),
+            "type": "log" if data["log_x"] else "linear",
+            "tickformat": "~s",
+        },
         yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},

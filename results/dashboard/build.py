@@ -244,7 +244,7 @@ def dashboard_data(
         "cost_table": info["cost_table"],
         "trials": int(len(frame)),
         "states": {str(k): int(v) for k, v in counts.items()},
-        "front_size": int(len(pareto["front"])),
+        "front_size": int(len(table)),  # architectures, as in the front table
         "hypervolume": _clean(float(history["normalized"].iloc[-1])) if len(history) else None,
         "reference": list(hypervolume["reference"]),
         "updated": datetime.now().isoformat(timespec="seconds"),
