@@ -18,6 +18,7 @@ rung of every trial weighted by its epochs) with an ETA from measured rates, and
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -219,6 +220,7 @@ class ProgressDisplay:
     _phase_started: float = 0.0
     _phase_total: int | None = None
     _plain_done: bool = False
+    _log_streams: list[tuple[logging.StreamHandler, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.stream is None:
@@ -236,11 +238,14 @@ class ProgressDisplay:
             console=Console(file=self.stream, force_terminal=True), transient=False
         )
         self._progress.start()
+        self._log_streams = _route_logs(self.stream, self._progress.console)
         self._task = self._progress.add_task("search", total=1000, eta="measuring")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            for handler, stream in self._log_streams:
+                handler.setStream(stream)
             self._progress.stop()
             self._progress = None
 
@@ -300,6 +305,31 @@ class ProgressDisplay:
             eta=eta or "?",
         )
         self._progress.refresh()
+
+
+class _ConsoleLines:
+    """A file-like object whose lines go through a rich console (above its live display)."""
+
+    def __init__(self, console: Any) -> None:
+        self._console = console
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self._console.print(text.rstrip("\n"), highlight=False, markup=False)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _route_logs(stream: Any, console: Any) -> list[tuple[logging.StreamHandler, Any]]:
+    """Send the root logger's handlers that write to ``stream`` through ``console`` while the
+    live display runs (else a log line tears the bar); returns what to restore."""
+    routed = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+            routed.append((handler, handler.setStream(_ConsoleLines(console))))
+    return routed
 
 
 class _BarWithStatus:

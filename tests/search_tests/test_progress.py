@@ -170,3 +170,21 @@ def test_ace_takes_the_cost_table_names_of_search(capsys) -> None:
     assert main(["ace", "tiny-w8a8", "--cost-table", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ace_v2-fp16" in err  # the valid names are listed
+
+
+def test_log_lines_go_above_the_live_bar_and_the_handler_is_restored() -> None:
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with ProgressDisplay(WorkPlan(target=2), stream=stream, terminal=True) as display:
+            assert handler.stream is not stream  # routed through the display's console
+            logging.getLogger("pikenas.test").warning("a line while the bar is live")
+            display.update(Snapshot(target=2, complete=1, epochs_done=1))
+        assert handler.stream is stream
+    finally:
+        root.removeHandler(handler)
+    assert "a line while the bar is live" in stream.getvalue()
