@@ -17,10 +17,11 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from pikenas.results.pareto import hypervolume_history
+from pikenas.results.pareto import hypervolume_history, reference_point
 
 __all__ = [
     "MIN_IMPORTANCE_TRIALS",
+    "hypervolume_reference",
     "hypervolume_time_data",
     "importance_data",
     "op_breakdown_data",
@@ -80,15 +81,14 @@ def importance_data(
     return table.iloc[order].reset_index(drop=True)
 
 
-def trial_cpu_s(row: pd.Series | Any) -> float:
-    """CPU seconds a trial spent training: the sum of its rungs' ``cpu_s`` when recorded, else
-    its proxy wall time (one thread), else 0."""
-    rungs = row["rungs"] if isinstance(row["rungs"], list) else []
-    cpu = sum(float(rung.get("cpu_s") or 0.0) for rung in rungs)
+def trial_cpu_s(rungs: Any, proxy_wall_s: Any) -> float:
+    """CPU seconds a trial spent training: the sum of its ``rungs``' ``cpu_s`` when recorded,
+    else its proxy wall time (one thread), else 0."""
+    cpu = sum(float(rung.get("cpu_s") or 0.0) for rung in rungs) if isinstance(rungs, list) else 0
     if cpu > 0:
         return cpu
-    wall = row["proxy_wall_s"]
-    return float(wall) if wall is not None and math.isfinite(float(wall)) else 0.0
+    wall = float(proxy_wall_s) if proxy_wall_s is not None else math.nan
+    return wall if math.isfinite(wall) else 0.0
 
 
 def timeline_data(frame: pd.DataFrame) -> pd.DataFrame:
@@ -127,6 +127,13 @@ def timeline_data(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["worker", "start", "number"], ignore_index=True)
 
 
+def hypervolume_reference(frame: pd.DataFrame) -> tuple[float, float]:
+    """The reference point of :func:`hypervolume_time_data` (the default one over the
+    completed trials, see :func:`results.pareto.reference_point`)."""
+    done = frame[frame["state"] == "COMPLETE"]
+    return reference_point(done["ace_v2"].to_numpy(float))
+
+
 def hypervolume_time_data(frame: pd.DataFrame) -> pd.DataFrame:
     """Hypervolume after each completed trial against the time it took to get there:
     ``number``, ``normalized`` (hypervolume / reference box), ``wall_s`` (seconds from the first
@@ -140,7 +147,12 @@ def hypervolume_time_data(frame: pd.DataFrame) -> pd.DataFrame:
     done = done.sort_values(["datetime_complete", "number"], ignore_index=True)
     history = hypervolume_history(done.assign(number=np.arange(len(done))))
     finished = frame[frame["datetime_complete"].notna()].sort_values("datetime_complete")
-    cpu = np.cumsum([trial_cpu_s(row) for _, row in finished.iterrows()])
+    cpu = np.cumsum(
+        [
+            trial_cpu_s(rungs, wall)
+            for rungs, wall in zip(finished["rungs"], finished["proxy_wall_s"], strict=True)
+        ]
+    )
     times = done["datetime_complete"].to_numpy()
     index = np.searchsorted(finished["datetime_complete"].to_numpy(), times, side="right") - 1
     origin = frame["datetime_start"].dropna().min()

@@ -29,7 +29,6 @@ from pikenas.results._atomic import atomic_write
 from pikenas.results.figure_data import (
     ace_breakdown_data,
     bits_heatmap_data,
-    hypervolume_data,
     pareto_scatter_data,
     proxy_final_data,
     rungs_data,
@@ -49,6 +48,7 @@ from pikenas.results.front import (
     verdict_line,
 )
 from pikenas.results.insight_data import (
+    hypervolume_reference,
     hypervolume_time_data,
     importance_data,
     op_breakdown_data,
@@ -227,8 +227,8 @@ def dashboard_data(
     axis = f"ACE v2: {info['cost_label']}"
     title = f"pikenas: {study.study_name}"
     pareto = pareto_scatter_data(frame, zoo_ace)
-    hypervolume = hypervolume_data(frame)
-    history = hypervolume["history"]
+    history = hypervolume_time_data(frame)  # in completion order; the last value is the same
+    reference = hypervolume_reference(frame)
     table = front_table(frame)
     front = frame[frame["number"].isin(table["number"])]
     breakdown_figures, breakdown_ops, breakdown_errors = (
@@ -246,7 +246,7 @@ def dashboard_data(
         "states": {str(k): int(v) for k, v in counts.items()},
         "front_size": int(len(table)),  # architectures, as in the front table
         "hypervolume": _clean(float(history["normalized"].iloc[-1])) if len(history) else None,
-        "reference": list(hypervolume["reference"]),
+        "reference": list(reference),
         "updated": datetime.now().isoformat(timespec="seconds"),
         "cost_unit": info["cost_unit"] or "bit-ops",
         "verdicts": [verdict_line(v) for _, v in baseline_verdicts(frame).iterrows()],
@@ -270,9 +270,7 @@ def dashboard_data(
                 pareto_figure(pareto, title="Proxy accuracy vs ACE v2", axis=axis)
             ),
             "rungs": _figure_json(rungs_figure(rungs_data(frame))),
-            "hypervolume": _figure_json(
-                hypervolume_time_figure(hypervolume_time_data(frame), hypervolume["reference"])
-            ),
+            "hypervolume": _figure_json(hypervolume_time_figure(history, reference)),
             "bits": _figure_json(bits_heatmap_figure(bits_heatmap_data(frame))),
             "proxy_final": _figure_json(proxy_final_figure(proxy_final_data(frame))),
             "importance": _figure_json(importance_figure(importance_data(study))),
