@@ -126,15 +126,15 @@ def _ratio_text(ratio: float) -> str:
 
 
 def verdict_line(verdict: pd.Series | dict[str, Any], unit: str = "ACE v2") -> str:
-    """One sentence per baseline, e.g. ``"trial 12 matches tiny-w8a8's 98.9 % at 3.1x lower
-    ACE v2 (2,345 vs 7,270)"``."""
+    """One sentence per baseline, e.g. ``"trial 12 (99.0 %) matches tiny-w8a8's 98.9 % at 3.1x
+    lower ACE v2 (2,345 vs 7,270)"``."""
     name = verdict["baseline"]
     accuracy = 100 * verdict["baseline_accuracy"]
     if pd.isna(verdict["member_number"]):
         return f"no searched architecture reaches {name}'s {accuracy:.1f} % yet"
     return (
-        f"trial {int(verdict['member_number'])} matches {name}'s {accuracy:.1f} % "
-        f"({100 * verdict['member_accuracy']:.1f} %) at {_ratio_text(verdict['ratio'])} {unit} "
+        f"trial {int(verdict['member_number'])} ({100 * verdict['member_accuracy']:.1f} %) "
+        f"matches {name}'s {accuracy:.1f} % at {_ratio_text(verdict['ratio'])} {unit} "
         f"({verdict['member_ace_v2']:,.0f} vs {verdict['baseline_ace_v2']:,.0f})"
     )
 

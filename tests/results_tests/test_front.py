@@ -91,7 +91,7 @@ def test_baseline_verdict_names_the_cheapest_member_at_its_accuracy(tmp_path):
     assert verdicts.loc["tiny-w8a8", "ratio"] == 3.0
     assert pd.isna(verdicts.loc["tiny-float", "member_number"])
     lines = [verdict_line(row) for _, row in baseline_verdicts(frame).iterrows()]
-    assert lines[0].startswith("trial 2 matches tiny-w8a8's 90.0 % (92.0 %) at 3.0x lower")
+    assert lines[0].startswith("trial 2 (92.0 %) matches tiny-w8a8's 90.0 % at 3.0x lower")
     assert lines[1] == "no searched architecture reaches tiny-float's 99.0 % yet"
     table = front_table(frame)
     assert table.set_index("number").loc[2, "matches"] == "tiny-w8a8 at 3.0x lower ACE v2"
