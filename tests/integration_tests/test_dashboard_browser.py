@@ -173,3 +173,36 @@ def test_stopped_trials_are_drawn_apart_in_the_page(browser, tmp_path):
     assert lines == 2  # reached the top rung / stopped at a rung
     assert problems == []
     page.close()
+
+
+def test_optuna_dashboard_shows_the_stored_figures(browser, tmp_path):
+    """optuna-dashboard's own page (its React app, served by its WSGI app) of a study where
+    pikenas stored its views: the Pareto plot with baselines, the bit-width map and the op-kind
+    breakdown are drawn as plotly graphs; its screenshot is kept beside ours to compare."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import optuna_dashboard
+
+    from pikenas.results.optuna_views import store_dashboard_views
+
+    study = make_run(tmp_path / "run", MIXED)
+    store_dashboard_views(study)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, optuna_dashboard.wsgi(study._storage), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{server.server_port}/dashboard/studies/{study._study_id}")
+        for title in ("Proxy accuracy vs ACE v2", "Per-layer bit-widths of the front"):
+            page.locator(".gtitle", has_text=title).first.wait_for(timeout=30_000)
+        page.locator(".gtitle", has_text="ACE v2 by operation kind").first.wait_for()
+        screenshot(page, tmp_path, "optuna_dashboard")
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
