@@ -166,7 +166,9 @@ def check_storage_file(target: StorageTarget, *, create_folder: bool = False) ->
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise RunDirError(f"storage {path}: {existing} is a file, not a folder; give another path")
+        raise RunDirError(
+            f"storage {path}: {existing} is a file, not a folder; give another path"
+        )
     if existing != folder:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise RunDirError(
@@ -178,11 +180,12 @@ def check_storage_file(target: StorageTarget, *, create_folder: bool = False) ->
         _make_folder(folder)
     if path.exists() and not path.is_file():
         raise RunDirError(f"storage {path} is not a regular file; give the path of a file")
-    if not os.access(folder, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.R_OK | os.W_OK)
-    ):
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(
+        path, os.R_OK | os.W_OK
+    )):
         raise RunDirError(
-            f"storage {path} is not writable by this user; fix its permissions or give another path"
+            f"storage {path} is not writable by this user; fix its permissions or give "
+            "another path"
         )
 
 

@@ -184,28 +184,16 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     return weights, trained
 
 
-BUNDLE_FILES = frozenset(
-    {
-        ARCH_FILE,
-        WEIGHTS_FILE,
-        ONNX_FILE,
-        COST_FILE,
-        CARD_FILE,
-        RUNNER_FILE,
-        "program.json",
-        "program.safetensors",
-        "model.qonnx.onnx",
-    }
-)
+BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
+                          "program.json", "program.safetensors", "model.qonnx.onnx"})
 
 
 def _check_replaceable(target: Path) -> None:
     """An existing bundle folder is replaced only when it holds nothing but bundle files:
     pikenas never deletes what it did not write."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise RunDirError(
-            f"{target} exists and is not a bundle folder; move it or choose another --out"
-        )
+        raise RunDirError(f"{target} exists and is not a bundle folder; move it or choose "
+                          "another --out")
     if not target.exists():
         return
     foreign = sorted(p.name for p in target.iterdir() if p.name not in BUNDLE_FILES)
@@ -223,10 +211,7 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 
 
 def _write_bundle(
-    row: pd.Series,
-    info: dict[str, str],
-    out_dir: Path,
-    formats: tuple[str, ...] = FORMATS,
+    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS,
     cost_table: Any = None,
 ) -> Path:
     number = int(row["number"])
@@ -237,29 +222,16 @@ def _write_bundle(
     target = out_dir / bundle_name(number)
 
     def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
-        return model_card(
-            arch=arch,
-            row=row,
-            info=info,
-            cost=cost,
-            has_weights=weights is not None,
-            onnx_check=check,
-            verified=verified,
-            folder_name=target.name,
-            qonnx_check=qonnx,
-        )
+        return model_card(arch=arch, row=row, info=info, cost=cost,
+                          has_weights=weights is not None, onnx_check=check, verified=verified,
+                          folder_name=target.name, qonnx_check=qonnx)
 
     return _bundle(target, arch, weights, card, formats, cost_table)
 
 
-def _bundle(
-    target: Path,
-    arch: ArchConfig,
-    weights: Path | None,
-    card: Callable[[dict[str, Any], Any, Any, Any], str],
-    formats: tuple[str, ...] = FORMATS,
-    cost_table: Any = None,
-) -> Path:
+def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
+            card: Callable[[dict[str, Any], Any, Any, Any], str],
+            formats: tuple[str, ...] = FORMATS, cost_table: Any = None) -> Path:
     """Write one bundle folder atomically: the files of the module docstring, every check run
     before the folder appears. ``cost.json`` is priced with ``cost_table`` (the study's; the
     default table when None)."""
@@ -317,46 +289,25 @@ def export_trained(
             metrics = {}
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else source.parent
     target = out / f"{source.name}-bundle"
-    row = pd.Series(
-        {
-            "number": -1,
-            "arch": arch.to_json(),
-            "baseline": "",
-            "accuracy": float("nan"),
-            "final_accuracy": metrics.get("test_accuracy", float("nan")),
-            "final_dir": str(source),
-            "status": "trained",
-        }
-    )
-    info = {
-        "study": f"pikenas train {source.name}",
-        "sampler": "-",
-        "dataset": str(metrics.get("dataset", "")),
-        "cost_table": "default",
-        "pikenas_version": "",
-    }
+    row = pd.Series({
+        "number": -1, "arch": arch.to_json(), "baseline": "", "accuracy": float("nan"),
+        "final_accuracy": metrics.get("test_accuracy", float("nan")), "final_dir": str(source),
+        "status": "trained",
+    })
+    info = {"study": f"pikenas train {source.name}", "sampler": "-",
+            "dataset": str(metrics.get("dataset", "")), "cost_table": "default",
+            "pikenas_version": ""}
 
     def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
-        return model_card(
-            arch=arch,
-            row=row,
-            info=info,
-            cost=cost,
-            has_weights=True,
-            onnx_check=check,
-            verified=verified,
-            folder_name=target.name,
-            qonnx_check=qonnx,
-        )
+        return model_card(arch=arch, row=row, info=info, cost=cost, has_weights=True,
+                          onnx_check=check, verified=verified, folder_name=target.name,
+                          qonnx_check=qonnx)
 
     return _bundle(target, arch, weights, card, _formats(formats))
 
 
 def _write_bundles(
-    rows: list[pd.Series],
-    info: dict[str, str],
-    out_dir: Path,
-    formats: tuple[str, ...],
+    rows: list[pd.Series], info: dict[str, str], out_dir: Path, formats: tuple[str, ...],
     cost_table: Any = None,
 ) -> list[Path]:
     """Every bundle that can be written; the failures are raised together at the end."""
@@ -409,13 +360,8 @@ def export_trial(
             f"trial numbers go from 0 to {last}"
         )
     out = _default_out(run, out_dir)
-    return _write_bundle(
-        rows.iloc[0],
-        study_info(optuna_study),
-        out,
-        _formats(formats),
-        study_cost_table(optuna_study),
-    )
+    return _write_bundle(rows.iloc[0], study_info(optuna_study), out, _formats(formats),
+                         study_cost_table(optuna_study))
 
 
 def export_pareto(
@@ -436,9 +382,8 @@ def export_pareto(
     front = best_per_archid(front).sort_values("number")  # one bundle per architecture
     out = _default_out(run, out_dir)
     rows = [row for _, row in front.iterrows()]
-    return _write_bundles(
-        rows, study_info(optuna_study), out, _formats(formats), study_cost_table(optuna_study)
-    )
+    return _write_bundles(rows, study_info(optuna_study), out, _formats(formats),
+                          study_cost_table(optuna_study))
 
 
 def _formats(formats: tuple[str, ...]) -> tuple[str, ...]:
