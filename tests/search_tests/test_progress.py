@@ -131,9 +131,14 @@ def test_format_duration() -> None:
 
 @pytest.fixture
 def clean_output(monkeypatch):
+    """--quiet / --verbose set the root logger's level and PIKENAS_LOG: restore both."""
+    import logging
+
+    level = logging.getLogger().level
     monkeypatch.delenv("PIKENAS_LOG", raising=False)
     yield
     OUTPUT.quiet = OUTPUT.verbose = False
+    logging.getLogger().setLevel(level)
 
 
 def test_version_quiet_and_verbose(capsys, clean_output) -> None:
@@ -182,7 +187,7 @@ def test_log_lines_go_above_the_live_bar_and_the_handler_is_restored() -> None:
     try:
         with ProgressDisplay(WorkPlan(target=2), stream=stream, terminal=True) as display:
             assert handler.stream is not stream  # routed through the display's console
-            logging.getLogger("pikenas.test").warning("a line while the bar is live")
+            logging.getLogger("pikenas.test").error("a line while the bar is live")
             display.update(Snapshot(target=2, complete=1, epochs_done=1))
         assert handler.stream is stream
     finally:
