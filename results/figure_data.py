@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pikenas.results.front import front_table
 from pikenas.results.layers import arch_summary, layer_bits
 from pikenas.results.pareto import hypervolume_history, pareto_mask
 from pikenas.results.ranking import kendall_tau
@@ -25,6 +26,7 @@ from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import ArchConfigError
 
 __all__ = [
+    "MIN_TAU_POINTS",
     "pareto_scatter_data",
     "rungs_data",
     "hypervolume_data",
@@ -35,8 +37,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Use a logarithmic ACE axis when the costs span more than this ratio.
-_LOG_AXIS_RATIO = 20.0
+# Start with a logarithmic ACE axis when the costs span more than this ratio.
+_LOG_AXIS_RATIO = 3.0
+#: Kendall tau of proxy vs final accuracy is shown from this many fully trained trials on.
+MIN_TAU_POINTS = 5
 
 
 def _completed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -76,10 +80,17 @@ def pareto_scatter_data(
     * ``front``: the front rows (``number``, ``accuracy``, ``ace_v2``) sorted by ACE v2, to be
       drawn as a step line (horizontal then vertical);
     * ``zoo``: reference ACE v2 of zoo models costed with ``count_ace`` (``name``, ``ace_v2``),
-      from ``zoo_ace`` (empty when not given);
+      from ``zoo_ace`` (empty when not given), without the names that are baselines of the
+      study (those are drawn as the baseline with the study's one ACE v2, never twice);
     * ``stopped``: trials stopped at a rung of successive halving (``number``, ``accuracy`` at
-      that rung, ``ace_v2``, ``epochs``, ``reason``): not on the front, drawn apart;
-    * ``log_x``: whether the ACE axis should be logarithmic.
+      that rung, ``ace_v2``, ``epochs``, ``reason``; baselines excluded): drawn apart;
+    * ``baselines``: every zoo baseline of the study that has an ACE v2 and did not complete
+      (``name``, ``number``, ``accuracy`` (at its last rung; NaN when it has none),
+      ``ace_v2``, ``state``: ``stopped after N epochs``, ``over budget``, ``running``,
+      ``failed``): always drawn and named, beside the completed ones in ``points``;
+    * ``log_x``: whether the ACE axis starts logarithmic (ACE v2 spans orders of magnitude;
+      linear when every cost lies within a factor of :data:`_LOG_AXIS_RATIO`); the page can
+      switch it.
     """
     done = _completed(frame)
     share = done["elementwise_share"].to_numpy(float)
@@ -109,7 +120,11 @@ def pareto_scatter_data(
         {"name": list((zoo_ace or {}).keys()), "ace_v2": list((zoo_ace or {}).values())},
         columns=["name", "ace_v2"],
     ).astype({"name": str, "ace_v2": float})
-    halted = frame[(frame["status"] == "stopped") & frame["rung_accuracy"].notna()]
+    is_baseline = frame["baseline"].fillna("").astype(str) != ""
+    baselines = _unfinished_baselines(frame[is_baseline & (frame["state"] != "COMPLETE")])
+    named = set(frame.loc[is_baseline, "baseline"].astype(str))
+    zoo = zoo[~zoo["name"].isin(named)].reset_index(drop=True)
+    halted = frame[(frame["status"] == "stopped") & frame["rung_accuracy"].notna() & ~is_baseline]
     stopped = pd.DataFrame(
         {
             "number": halted["number"].astype(int),
@@ -119,10 +134,50 @@ def pareto_scatter_data(
             "reason": halted["reason"].fillna("").astype(str),
         }
     ).reset_index(drop=True)
-    costs = np.concatenate([ace, zoo["ace_v2"].to_numpy(float), stopped["ace_v2"].to_numpy()])
+    costs = np.concatenate(
+        [
+            ace,
+            zoo["ace_v2"].to_numpy(float),
+            stopped["ace_v2"].to_numpy(float),
+            baselines["ace_v2"].to_numpy(float),
+        ]
+    )
     costs = costs[np.isfinite(costs) & (costs > 0)]
-    log_x = bool(costs.size and costs.max() / costs.min() > _LOG_AXIS_RATIO)
-    return {"points": points, "front": front, "zoo": zoo, "stopped": stopped, "log_x": log_x}
+    log_x = bool(not costs.size or costs.max() / costs.min() > _LOG_AXIS_RATIO)
+    return {
+        "points": points,
+        "front": front,
+        "zoo": zoo,
+        "stopped": stopped,
+        "baselines": baselines,
+        "log_x": log_x,
+    }
+
+
+def _unfinished_baselines(rows: pd.DataFrame) -> pd.DataFrame:
+    """The baseline rows that did not complete, with what became of them (see
+    :func:`pareto_scatter_data`)."""
+    rows = rows[np.isfinite(rows["ace_v2"].to_numpy(float))]
+    states = []
+    for row in rows.itertuples(index=False):
+        if row.status == "stopped" and not pd.isna(row.rung_epochs):
+            states.append(f"stopped after {int(row.rung_epochs)} epochs")
+        elif row.status == "over_budget":
+            states.append("over budget")
+        elif row.state == "RUNNING":
+            states.append("running")
+        else:
+            states.append("failed")
+    return pd.DataFrame(
+        {
+            "name": rows["baseline"].astype(str).to_numpy(),
+            "number": rows["number"].astype(int).to_numpy(),
+            "accuracy": rows["rung_accuracy"].astype(float).to_numpy(),
+            "ace_v2": rows["ace_v2"].astype(float).to_numpy(),
+            "state": states,
+        },
+        columns=["name", "number", "accuracy", "ace_v2", "state"],
+    )
 
 
 def rungs_data(frame: pd.DataFrame) -> dict[str, Any]:
@@ -167,16 +222,16 @@ def _layer_order(name: str) -> tuple[int, int, int]:
 
 
 def bits_heatmap_data(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per-layer bit-widths of the front (rows: front trials by ACE v2; columns: layers).
+    """Per-layer bit-widths of the front (rows: one per front architecture by ACE v2, see
+    :func:`results.front.front_table`; columns: layers).
 
     Returns ``rows`` (trial numbers), ``row_labels``, ``layers`` (column names in forward
     order, the union over the front), ``weight_bits`` and ``activation_bits`` (float arrays
     ``(rows, layers)``, NaN where an architecture has no such layer) and ``text`` (``"w/a"``
     per cell, ``""`` where absent).
     """
-    done = _completed(frame)
-    front = done[pareto_mask(done["accuracy"].to_numpy(float), done["ace_v2"].to_numpy(float))]
-    front = front.sort_values(["ace_v2", "number"])
+    members = front_table(frame)["number"]  # one row per architecture
+    front = frame[frame["number"].isin(members)].sort_values(["ace_v2", "number"])
     per_row: list[dict[str, tuple[int, int]]] = []
     numbers: list[int] = []
     labels: list[str] = []
@@ -189,7 +244,8 @@ def bits_heatmap_data(frame: pd.DataFrame) -> dict[str, Any]:
             continue
         per_row.append({lb.layer: (lb.weight_bits, lb.activation_bits) for lb in layer_bits(arch)})
         numbers.append(int(row["number"]))
-        labels.append(f"#{int(row['number'])} ({100 * row['accuracy']:.1f}%)")
+        name = f" {row['baseline']}" if isinstance(row["baseline"], str) and row["baseline"] else ""
+        labels.append(f"#{int(row['number'])}{name} ({100 * row['accuracy']:.1f}%)")
     layers = sorted({name for bits in per_row for name in bits}, key=_layer_order)
     weight = np.full((len(per_row), len(layers)), np.nan)
     activation = np.full_like(weight, np.nan)
@@ -248,8 +304,11 @@ def ace_breakdown_data(report: Mapping[str, Any] | Any, by: str = "block") -> pd
 def proxy_final_data(frame: pd.DataFrame) -> dict[str, Any]:
     """Proxy vs final accuracy of the fully trained trials.
 
-    Returns ``points`` (``number``, ``accuracy``, ``final_accuracy``, ``ace_v2``) and ``tau``
-    (Kendall tau-b between proxy and final accuracy; NaN with fewer than two trained trials).
+    Returns ``points`` (``number``, ``accuracy``, ``final_accuracy``, ``ace_v2``), ``tau``
+    (Kendall tau-b between proxy and final accuracy; NaN with fewer than
+    :data:`MIN_TAU_POINTS` trained trials: a rank correlation of 3 points says nothing),
+    ``range`` (``[low, high]`` accuracy shared by both axes: the data padded by 10 % of its
+    span, at least 1 point of accuracy; ``[0, 1]`` without data).
     """
     done = _completed(frame)
     trained = done[np.isfinite(done["final_accuracy"].to_numpy(float))]
@@ -261,5 +320,13 @@ def proxy_final_data(frame: pd.DataFrame) -> dict[str, Any]:
             "ace_v2": trained["ace_v2"].astype(float),
         }
     ).reset_index(drop=True)
-    tau = kendall_tau(points["accuracy"], points["final_accuracy"]) if len(points) else math.nan
-    return {"points": points, "tau": tau}
+    enough = len(points) >= MIN_TAU_POINTS
+    tau = kendall_tau(points["accuracy"], points["final_accuracy"]) if enough else math.nan
+    values = np.concatenate([points["accuracy"], points["final_accuracy"]]).astype(float)
+    if values.size:
+        low, high = float(values.min()), float(values.max())
+        pad = max(0.1 * (high - low), 0.005)
+        axis = [max(0.0, low - pad), min(1.0, high + pad)]
+    else:
+        axis = [0.0, 1.0]
+    return {"points": points, "tau": tau, "range": axis}

@@ -17,8 +17,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pikenas.results.figure_data import MIN_TAU_POINTS
+
 __all__ = [
     "ACE_AXIS",
+    "BASELINES_META",
+    "axis_switch",
     "STOPPED_META",
     "TRIALS_META",
     "pareto_figure",
@@ -36,8 +40,11 @@ def _text(value: str) -> str:
     """A user string as plotly's HTML subset shows it literally."""
     return html.escape(value, quote=False)
 
+
 #: ``meta`` of the Pareto scatter's trace of trials stopped at a rung of successive halving
 STOPPED_META = "stopped"
+#: ``meta`` of the trace of zoo baselines that did not complete (stopped, over budget, ...)
+BASELINES_META = "baselines"
 #: the cost axis of the default cost table (a study names its own: ``ACE v2: <table> (<unit>)``)
 ACE_AXIS = "ACE v2: ace_v2 (bit-ops)"
 
@@ -116,6 +123,37 @@ def pareto_figure(
                 meta=STOPPED_META,
             )
         )
+    baselines: pd.DataFrame = data.get("baselines", pd.DataFrame())
+    if len(baselines):
+        # Baselines that did not complete: named, at their last rung's accuracy (or on the
+        # axis floor when they have none), never anonymous.
+        floor = float(points["accuracy"].min()) if len(points) else 0.0
+        accuracy = baselines["accuracy"].to_numpy(float)
+        figure.add_trace(
+            go.Scatter(
+                x=baselines["ace_v2"].tolist(),
+                y=np.where(np.isfinite(accuracy), accuracy, floor).tolist(),
+                customdata=baselines["number"].tolist(),
+                mode="markers+text",
+                text=[_text(name) for name in baselines["name"]],
+                textposition="bottom center",
+                hovertext=[
+                    f"<b>{_text(row.name)}</b> (zoo baseline, trial #{row.number})<br>"
+                    f"{_text(row.state)}<br>"
+                    + (
+                        f"accuracy then {100 * row.accuracy:.2f}%<br>"
+                        if math.isfinite(row.accuracy)
+                        else "no accuracy<br>"
+                    )
+                    + f"ACE v2 {row.ace_v2:,.0f}"
+                    for row in baselines.itertuples(index=False)
+                ],
+                hoverinfo="text",
+                name="zoo baselines that did not complete",
+                marker={"size": 12, "color": "#d62728", "symbol": "diamond-open"},
+                meta=BASELINES_META,
+            )
+        )
     front: pd.DataFrame = data["front"]
     figure.add_trace(
         go.Scatter(
@@ -136,12 +174,36 @@ def pareto_figure(
         )
     figure.update_layout(
         title=_text(title),
-        xaxis={"title": _text(axis), "type": "log" if data["log_x"] else "linear"},
+        # SI labels (200k, 5M): plotly's default log labels within a decade read "2, 3, ..."
+        xaxis={
+            "title": _text(axis),
+            "type": "log" if data["log_x"] else "linear",
+            "tickformat": "~s",
+        },
         yaxis={"title": "proxy accuracy", "tickformat": ".0%"},
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},
+        updatemenus=[axis_switch("log" if data["log_x"] else "linear")],
     )
     return figure
+
+
+def axis_switch(active: str) -> dict[str, Any]:
+    """Plotly buttons switching the x axis between log and linear (``active`` first shown)."""
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "x": 1.0,
+        "xanchor": "right",
+        "y": 1.12,
+        "yanchor": "bottom",
+        "showactive": True,
+        "active": 0 if active == "log" else 1,
+        "buttons": [
+            {"label": "log ACE", "method": "relayout", "args": [{"xaxis.type": "log"}]},
+            {"label": "linear ACE", "method": "relayout", "args": [{"xaxis.type": "linear"}]},
+        ],
+    }
 
 
 _OUTCOME_STYLE = {
@@ -272,7 +334,12 @@ def proxy_final_figure(data: dict[str, Any], title: str = "Proxy vs final accura
     """Final accuracy against proxy accuracy of fully trained trials; Kendall tau in the title."""
     points: pd.DataFrame = data["points"]
     tau = data["tau"]
-    tau_text = "n/a (needs two trained trials)" if math.isnan(tau) else f"{tau:.3f}"
+    tau_text = (
+        f"Kendall tau = {tau:.3f}"
+        if not math.isnan(tau)
+        else f"Kendall tau shown from {MIN_TAU_POINTS} trained trials on; {len(points)} so far"
+    )
+    low, high = data.get("range", [0.0, 1.0])
     figure = go.Figure(
         go.Scatter(
             x=points["accuracy"].tolist(),
@@ -284,9 +351,19 @@ def proxy_final_figure(data: dict[str, Any], title: str = "Proxy vs final accura
             name="trained trials",
         )
     )
+    figure.add_trace(  # y = x: above it, full training did better than the proxy said
+        go.Scatter(
+            x=[low, high],
+            y=[low, high],
+            mode="lines",
+            line={"dash": "dot", "color": "#999", "width": 1},
+            name="final = proxy",
+            hoverinfo="skip",
+        )
+    )
     figure.update_layout(
-        title=f"{_text(title)} (Kendall tau = {tau_text})",
-        xaxis={"title": "proxy accuracy", "tickformat": ".0%", "range": [0, 1.02]},
-        yaxis={"title": "final accuracy", "tickformat": ".0%", "range": [0, 1.02]},
+        title=f"{_text(title)} ({tau_text})",
+        xaxis={"title": "proxy accuracy", "tickformat": ".1%", "range": [low, high]},
+        yaxis={"title": "final accuracy", "tickformat": ".1%", "range": [low, high]},
     )
     return figure

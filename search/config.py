@@ -82,6 +82,7 @@ class SearchSettings(StrictModel):
     def _known_sampler(cls, value: str) -> str:
         from pikenas.search.samplers import SAMPLERS
 
+        value = value.strip().lower()  # NSGA2 and nsga2 name the same sampler
         try:
             SAMPLERS.get(value)
         except UnknownNameError as exc:  # its message lists the valid names
@@ -288,7 +289,7 @@ def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str,
 
 def default_config_text() -> str:
     """The YAML text of the embedded default search (digits)."""
-    return importlib.resources.files("search").joinpath(DEFAULT_CONFIG_NAME).read_text()
+    return importlib.resources.files("pikenas.search").joinpath(DEFAULT_CONFIG_NAME).read_text()
 
 
 def load_config(path: str | Path | None = None, *, check_references: bool = True) -> SearchConfig:

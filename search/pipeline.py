@@ -34,6 +34,8 @@ __all__ = ["RunResult", "prepare_run", "run_backend", "run_search", "write_outpu
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Snapshot], None]
+#: ``on_phase(text, done=None, total=None)``: a step after the search (``done`` of ``total``)
+PhaseCallback = Callable[..., None]
 
 
 @dataclass
@@ -85,8 +87,11 @@ def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Bun
     from pikenas.results.export.bundle import export_pareto
     from pikenas.results.front import write_front_csv
 
+    from pikenas.results.optuna_views import store_dashboard_views
+
     write_front_csv(study, out=out / "front.csv")
     write_dashboard(study, out=out / "dashboard.html")
+    store_dashboard_views(study)  # the same figures in optuna-dashboard's view of the study
     if export:
         try:
             export_pareto(study, out / "exports")
@@ -100,7 +105,7 @@ def run_search(
     request: RunRequest,
     *,
     progress: ProgressCallback | None = None,
-    on_phase: Callable[[str], None] | None = None,
+    on_phase: PhaseCallback | None = None,
     export: bool = True,
     study: optuna.Study | None = None,
 ) -> RunResult:
@@ -122,12 +127,12 @@ def run_search(
             top_k,
             evaluator,
             on_start=(
-                (lambda i, n, number: on_phase(f"full training {i + 1}/{n}: trial {number}"))
+                (lambda i, n, number: on_phase(f"full training {i + 1}/{n}: trial {number}", i, n))
                 if on_phase is not None
                 else None
             ),
         )
     if on_phase is not None:
-        on_phase("writing front.csv, dashboard.html and exports")
+        on_phase("writing front.csv, dashboard.html" + (" and exports" if export else ""))
     result.export_error = write_outputs(study, request.out, export=export)
     return result

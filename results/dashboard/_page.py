@@ -16,6 +16,10 @@ header h1 { font-size: 1.4rem; margin: 1rem 0 0.2rem; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 td.text { text-align: left; font-family: monospace; }
+th { text-align: right; }
+#verdicts { margin: 0.3rem 0; padding-left: 1.2rem; color: #1a5; }
+.note { color: #555; font-size: 0.85rem; }
+section h2 { font-size: 1.1rem; }
 """
 
 PAGE_SCRIPT = r"""
@@ -61,8 +65,10 @@ PAGE_SCRIPT = r"""
     const head = byId("front").tHead;
     if (!head.rows.length) {
       const tr = head.insertRow();
-      for (const name of ["trial", "accuracy", "final", "ACE v2", "ACE v1", "archid",
-                          "bits w/a", "baseline"]) {
+      const unit = " (" + (latest ? latest.summary.cost_unit : "bit-ops") + ")";
+      for (const name of ["trial", "proxy acc.", "final acc.", "ACE v2" + unit, "ACE v1" + unit,
+                          "archid", "bits w/a per layer", "baseline", "matches baseline",
+                          "same arch"]) {
         const th = document.createElement("th");
         th.textContent = name;
         tr.appendChild(th);
@@ -80,6 +86,8 @@ PAGE_SCRIPT = r"""
       cell(tr, r.archid || "", true);
       cell(tr, r.bits || "", true);
       cell(tr, r.baseline || "", true);
+      cell(tr, r.matches || "", true);
+      cell(tr, r.same_archid || "", true);
     }
   }
 
@@ -100,21 +108,27 @@ PAGE_SCRIPT = r"""
       shownOptions = options;
     }
     if (selected === null || !available.has(selected)) {
-      selected = order.length ? order[order.length - 1] : null;  // the most accurate
+      // the most accurate searched architecture (a baseline has nothing to be compared with)
+      const searched = data.front.filter(r => !r.baseline && available.has(String(r.number)));
+      selected = searched.length ? String(searched[searched.length - 1].number)
+        : (order.length ? order[order.length - 1] : null);
     }
     const note = byId("breakdown-note");
     if (selected === null) {
       note.textContent = "no front trial with an architecture yet";
       Plotly.purge(byId("breakdown"));
+      Plotly.purge(byId("breakdown_ops"));
       return;
     }
     select.value = selected;
     if (selected in data.breakdowns) {
       note.textContent = "";
       draw("breakdown", data.breakdowns[selected]);
+      draw("breakdown_ops", data.breakdown_ops[selected]);
     } else {
       note.textContent = "no breakdown: " + data.breakdown_errors[selected];
       Plotly.purge(byId("breakdown"));
+      Plotly.purge(byId("breakdown_ops"));
     }
   }
 
@@ -124,9 +138,18 @@ PAGE_SCRIPT = r"""
     byId("title").textContent = data.title;
     document.title = data.title;
     byId("summary").textContent = summaryLine(data.summary);
-    for (const id of ["pareto", "rungs", "hypervolume", "bits", "proxy_final"]) {
+    for (const id of ["pareto", "rungs", "hypervolume", "bits", "proxy_final", "importance",
+                      "timeline"]) {
       draw(id, data.figures[id]);
     }
+    const verdicts = byId("verdicts");
+    verdicts.replaceChildren();
+    for (const line of data.summary.verdicts) {
+      const item = document.createElement("li");
+      item.textContent = line;
+      verdicts.appendChild(item);
+    }
+    byId("bits-legend").textContent = data.summary.bits_legend;
     breakdown(data);
     frontTable(data.front);
   }

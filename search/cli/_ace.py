@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,10 +27,11 @@ def ace(
         typer.Option("--resolution", min=1, help="Input size in pixels (default: the model's)."),
     ] = None,
     cost_table: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--cost-table",
-            help="A cost table (YAML or JSON, see configs/cost_tables/); default: DESIGN.md's.",
+            help="What ACE v2 charges: ace_v2, ace_v2-fp16 or a cost table file (YAML or JSON, "
+            "see configs/cost_tables/); default: DESIGN.md's (the names 'search' takes).",
         ),
     ] = None,
     float_bits: Annotated[
@@ -53,6 +53,7 @@ def ace(
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
     from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace
+    from pikenas.search.config import resolve_cost_table
     from pikenas.space.errors import PikeNASError
 
     if float_bits is not None and float_bits not in FLOAT_WIDTHS:
@@ -61,7 +62,12 @@ def ace(
     if onnx_file and resolution is not None:
         raise fail("--resolution does not apply to an .onnx model (its input shape is fixed)")
     try:
-        table = CostTable.load(cost_table) if cost_table is not None else CostTable.default()
+        table = CostTable.default()
+        if cost_table is not None:
+            try:  # the one name table of 'search' and its configs
+                table = CostTable.from_dict(resolve_cost_table(cost_table))
+            except ValueError as exc:
+                raise fail(f"--cost-table: {exc}") from None
         if float_bits is not None:
             table = table.with_float_bits(float_bits)
         if onnx_file:

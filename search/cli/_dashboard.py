@@ -40,7 +40,8 @@ def dashboard(
         list[str] | None,
         typer.Option(
             "--zoo",
-            help="Zoo model to draw as an ACE v2 reference line (repeatable; see 'pikenas zoo').",
+            help="Zoo model to draw as an ACE v2 reference line (repeatable; see 'pikenas "
+            "zoo'); a baseline of the study is drawn once, with the study's ACE v2.",
         ),
     ] = None,
     breakdowns: Annotated[
@@ -52,10 +53,13 @@ def dashboard(
 ) -> None:
     """Write an offline HTML dashboard of a run, or serve a live one with --serve.
 
-    The file is self-contained (plotly.js inline): Pareto scatter with zoo baselines,
-    hypervolume over trials, per-layer bit-widths of the front, ACE v2 breakdown per layer,
-    proxy vs final accuracy, the front table. The live page re-reads the study every
-    --refresh seconds, so new trials appear while a search runs; stop it with Ctrl-C.
+    The file is self-contained (plotly.js inline): the baseline verdicts; the Pareto scatter
+    (log ACE v2 axis, switchable) with every zoo baseline named; the front table (one row per
+    architecture); the ACE v2 of a front member by operation kind beside a baseline's and per
+    block; hypervolume over wall-clock and CPU time; proxy vs final accuracy; per-layer
+    bit-widths of the front; parameter importance per objective; the workers' timeline; the
+    rungs of successive halving. The live page re-reads the study every --refresh seconds,
+    so new trials appear while a search runs; stop it with Ctrl-C.
     """
     from pikenas.results.dashboard._server import serve as start_server
     from pikenas.results.dashboard import write_dashboard, zoo_reference_costs

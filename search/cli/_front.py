@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-
 from pikenas.search.cli._app import app, echo, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: the columns of the text table: (front-table column, header); ``{cost}`` is the cost label.
+TABLE_COLUMNS = (
+    ("number", "trial"),
+    ("accuracy", "proxy acc"),
+    ("final_accuracy", "final acc"),
+    ("ace_v2", "{cost}"),
+    ("ace_v1", "ACE v1"),
+    ("archid", "archid"),
+    ("layer_bits", "bits (w/a per layer)"),
+    ("baseline", "baseline"),
+    ("matches", "matches baseline"),
+    ("same_archid", "same arch"),
+)
 
 
 @app.command()
@@ -16,20 +32,50 @@ def front(
     study: Annotated[
         str | None, typer.Option("--study", help="Study name (default: the only one).")
     ] = None,
-    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list of objects instead of a table.")
+    csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV (every column) instead of a table.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON list of objects (every column) instead."),
+    ] = False,
+    min_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            "--min-accuracy",
+            min=0.0,
+            max=1.0,
+            help="Show only architectures with at least this proxy accuracy (a fraction: 0.9).",
+        ),
+    ] = None,
+    max_ace: Annotated[
+        float | None,
+        typer.Option(
+            "--max-ace", min=0.0, help="Show only architectures with at most this ACE v2."
+        ),
+    ] = None,
 ) -> None:
-    """Print the accuracy / ACE v2 Pareto front of a run, cheapest first.
+    """Print the accuracy / ACE v2 Pareto front of a run as a set of architectures, cheapest
+    first.
 
-    Columns: trial number, proxy accuracy, ACE v2, ACE v1, final accuracy (after full training),
-    archid, MACs, parameters, elementwise share of ACE v2, per-layer bits (weight/activation),
-    zoo baseline name. The table names ACE v2 by the cost table that scored the study. With
-    successive halving only trials that reached the top rung are on the front; a last line
-    counts those stopped at each rung (their rung results: results.load, the dashboard).
+    One row per architecture (archid): of trials with the same architecture the fully trained
+    one, then the most accurate. Table columns: trial, proxy accuracy (%), final accuracy
+    after full training (%), ACE v2 (named after the study's cost table and unit), ACE v1,
+    archid, bits (weight/input-activation bits of each MAC layer, stem first, head last),
+    baseline (zoo name of a baseline trial), matches baseline (the baselines whose accuracy
+    this row is the cheapest to reach, with the ACE v2 ratio), same arch (other trials of this
+    architecture). --csv and --json add MACs, parameters, elementwise share of ACE v2 and
+    status. Under the table: one verdict line per zoo baseline and, with successive halving,
+    how many trials stopped at a rung (they are not on the front).
     """
-    from pikenas.results.front import front_records, front_table
+    from pikenas.results.front import (
+        BITS_LEGEND,
+        baseline_verdicts,
+        filter_front,
+        front_records,
+        front_table,
+        verdict_line,
+    )
     from pikenas.results.storage import open_study
     from pikenas.results.trials import study_info, trials_frame
 
@@ -37,14 +83,23 @@ def front(
         raise fail("--csv and --json exclude each other; pass one of them")
     opened = open_study(run, study)
     frame = trials_frame(opened)
+    whole = front_table(frame)
+    table = filter_front(whole, min_accuracy=min_accuracy, max_ace=max_ace)
     if as_json:
-        echo(json.dumps(front_records(frame), indent=2, allow_nan=False))
+        echo(json.dumps(front_records(table=table), indent=2, allow_nan=False))
         return
-    table = front_table(frame)
     if csv:
         echo(table.to_csv(index=False), nl=False)
         return
-    echo(_readable(table, study_info(opened)["cost_table"] or "ace_v2"))
+    info = study_info(opened)
+    cost = f"ACE v2 [{info['cost_unit'] or 'bit-ops'}]"
+    if info["cost_table"] and info["cost_table"] != "ace_v2":
+        cost = f"{info['cost_table']} [{info['cost_unit'] or 'bit-ops'}]"
+    echo(_readable(table, cost, filtered=len(table) < len(whole)))
+    if not table.empty:
+        echo(BITS_LEGEND)
+    for _, verdict in baseline_verdicts(frame).iterrows():
+        echo(verdict_line(verdict, unit="ACE v2"))
     stopped = frame[frame["status"] == "stopped"]
     if len(stopped):
         by_rung = stopped["rung_epochs"].value_counts().sort_index()
@@ -56,28 +111,29 @@ def front(
         )
 
 
-def _readable(table, cost_name: str) -> str:  # noqa: ANN001 - a pandas DataFrame
-    """Fixed-width text table of the front (accuracy in %, ACE with thousands separators; the
-    ACE v2 column named after the study's cost table)."""
+def _readable(table: pd.DataFrame, cost: str, *, filtered: bool) -> str:
+    """Fixed-width text table of the front: accuracy in %, ACE with thousands separators."""
     if table.empty:
+        if filtered:
+            return "no front architecture passes --min-accuracy / --max-ace"
         return "the study has no completed trial yet: the front is empty"
-    shown = table.loc[
-        :, ["number", "accuracy", "final_accuracy", "ace_v2", "ace_v1", "archid", "layer_bits"]
-    ].copy()
-    shown["baseline"] = table["baseline"].fillna("")
-    shown.columns = ["trial", "accuracy", "final", "ace_v2", "ace_v1", "archid", "bits", "baseline"]
+    shown = table.loc[:, [name for name, _ in TABLE_COLUMNS]].copy()
 
     def percent(value: float) -> str:
-        return "-" if value != value else f"{100 * value:.2f}%"
+        return "-" if value != value else f"{100 * value:.2f}"
 
     def count(value: float) -> str:
         return "-" if value != value else f"{value:,.0f}"
 
     for column, format_value in (
         ("accuracy", percent),
-        ("final", percent),
+        ("final_accuracy", percent),
         ("ace_v2", count),
         ("ace_v1", count),
     ):
         shown[column] = [format_value(float(value)) for value in shown[column]]
-    return shown.rename(columns={"ace_v2": cost_name}).to_string(index=False)
+    for column in ("baseline", "matches", "same_archid"):
+        shown[column] = shown[column].fillna("").astype(str).replace("", "-")
+    shown.columns = [header.format(cost=cost) for _, header in TABLE_COLUMNS]
+    shown = shown.rename(columns={"proxy acc": "proxy acc %", "final acc": "final acc %"})
+    return shown.to_string(index=False)

@@ -12,7 +12,6 @@ from pikenas.search.cli._app import app, echo
 
 if TYPE_CHECKING:
     from pikenas.search.pipeline import RunResult
-    from pikenas.search.progress import Snapshot
     from pikenas.search.spec import RunRequest
 
 
@@ -130,43 +129,21 @@ def _build_request(
         raise SearchConfigError(f"--{field.split('.')[-1].replace('_', '-')}:{rest}") from None
 
 
-def _status(snap: Snapshot) -> str:
-    return (
-        f"front {snap.front_size} | best acc {snap.best_accuracy:.4f} | "
-        f"lowest ACE v2 {snap.lowest_ace_v2:.4g} | {snap.running} running, "
-        f"{snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed"
-    )
-
-
 def _run_with_display(request: RunRequest, export: bool) -> RunResult:
-    """Run the search under a live rich display (trials done / N, front, best values)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run the search under the progress display of :mod:`search.progress`."""
+    from pikenas.search.cli._app import OUTPUT
     from pikenas.search.pipeline import prepare_run, run_search
+    from pikenas.search.progress import ProgressDisplay, WorkPlan
 
     study = prepare_run(request)  # a storage that cannot be opened fails before the display
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as display:
-        task = display.add_task("trials", total=request.n_trials, status="starting workers")
-
-        def on_progress(snap: Snapshot) -> None:
-            completed = min(snap.complete, request.n_trials)
-            display.update(task, completed=completed, status=_status(snap))
-
+    plan = WorkPlan.for_search(request.n_trials, request.config.fidelity)
+    with ProgressDisplay(plan, quiet=OUTPUT.quiet) as display:
         return run_search(
-            request, progress=on_progress, on_phase=display.console.log, export=export,
-            study=study,
+            request, progress=display.update, on_phase=display.phase, export=export, study=study
         )
 
 
-def _report(request: RunRequest, result: RunResult) -> None:
+def _report(request: RunRequest, result: RunResult, export: bool = True) -> None:
     from pikenas.results.storage import display_name
     from pikenas.results.trials import study_info
     from pikenas.search.progress import snapshot
@@ -196,7 +173,8 @@ def _report(request: RunRequest, result: RunResult) -> None:
             + (f"{tau:.3f}" if tau is not None else "undefined (fewer than 2 distinct values)")
         )
     if result.export_error is None:
-        echo(f"run folder: {request.out} (front.csv, dashboard.html, exports/)")
+        outputs = "front.csv, dashboard.html, exports/" if export else "front.csv, dashboard.html"
+        echo(f"run folder: {request.out} ({outputs})")
         return
     error = result.export_error
     echo(
@@ -305,4 +283,4 @@ def search(
             "float_bits": float_bits,
         },
     )
-    _report(request, _run_with_display(request, export))
+    _report(request, _run_with_display(request, export), export)

@@ -56,12 +56,14 @@ class Point:
     state: str = "COMPLETE"
     bits: Sequence[tuple[int, int]] = ((8, 8), (4, 4))
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: block width: points that differ only here are different architectures (archids)
+    channels: int = 8
 
 
 def record(study: optuna.Study, point: Point) -> int:
     """Ask / set the contract's user attrs / tell, like the search does; the trial number."""
     trial = study.ask()
-    arch = tiny_arch(point.bits, name=point.attrs.get("baseline", ""))
+    arch = tiny_arch(point.bits, point.channels, name=point.attrs.get("baseline", ""))
     attrs: dict[str, Any] = {
         "arch": arch.to_json(indent=None),
         "archid": arch.archid,
@@ -126,14 +128,15 @@ def make_run(
     return study
 
 
-#: a small mixed study: front = trials 0 (0.5, 100), 2 (0.8, 300), 3 (0.8, 300 dup), 5 (0.9, 900)
+#: a small mixed study: front = trials 0 (0.5, 100), 2 (0.8, 300), 3 (0.8, 300, the same
+#: architecture as 2), 5 (0.9, 900); as a set of architectures: 0, 2, 5.
 MIXED = (
     Point(0.5, 100.0, attrs={"baseline": "mobilenet_v1-0.25-w4a4"}),
-    Point(0.4, 200.0),
+    Point(0.4, 200.0, channels=16),
     Point(0.8, 300.0, bits=((4, 4), (4, 4))),
     Point(0.8, 300.0, bits=((4, 4), (4, 4)), attrs={"status": "duplicate", "duplicate_of": 2}),
-    Point(0.7, 500.0),
-    Point(0.9, 900.0, attrs={"final_accuracy": 0.95, "final_dir": "/nonexistent"}),
+    Point(0.7, 500.0, channels=24),
+    Point(0.9, 900.0, channels=32, attrs={"final_accuracy": 0.95, "final_dir": "/nonexistent"}),
     Point(0.0, 5000.0, state="PRUNED"),
     Point(state="FAIL"),
     Point(state="RUNNING"),

@@ -33,7 +33,7 @@ def test_offline_file_default_path_and_points(mixed_run, tmp_path):
     assert "Plotly" in page and "<script src=" not in page  # plotly.js inline, nothing fetched
     data = embedded_data(page)
     assert trial_points(data) == 6  # one point per completed trial
-    assert [r["number"] for r in data["front"]] == [0, 2, 3, 5]
+    assert [r["number"] for r in data["front"]] == [0, 2, 5]  # one row per architecture
     assert data["summary"]["states"] == {"COMPLETE": 6, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
     assert "PIKENAS_LIVE = false" in page
 
@@ -56,7 +56,7 @@ def test_user_strings_cannot_break_out(tmp_path):
 
 def test_breakdowns_for_front_trials(mixed_run):
     data = dashboard_data(open_study(mixed_run))
-    assert set(data["breakdowns"]) == {"0", "2", "3", "5"} and data["breakdown_errors"] == {}
+    assert set(data["breakdowns"]) == {"0", "2", "5"} and data["breakdown_errors"] == {}
     bars = data["breakdowns"]["5"]["data"]
     assert [t["name"] for t in bars] == ["MACs", "elementwise"]
 
@@ -113,3 +113,56 @@ def test_empty_and_all_failed_studies_render(tmp_path):
         data = embedded_data(write_dashboard(tmp_path / name).read_text())
         assert trial_points(data) == 0 and data["front"] == [] and data["breakdowns"] == {}
         assert data["summary"]["hypervolume"] is None
+
+
+def _optuna_dashboard_api(study) -> dict:
+    """What optuna-dashboard's page reads for ``study`` (its own HTTP API, served for real)."""
+    import threading
+    import urllib.request
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import optuna_dashboard
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, optuna_dashboard.wsgi(study._storage), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/studies/{study._study_id}?after=0"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_optuna_dashboard_shows_pikenas_figures_and_note(tmp_path):
+    from pikenas.results.optuna_views import BITS_ID, BREAKDOWN_ID, PARETO_ID, store_dashboard_views
+
+    study = make_run(tmp_path, MIXED)
+    stored = store_dashboard_views(study)
+    assert stored == [PARETO_ID, BITS_ID, BREAKDOWN_ID]
+    store_dashboard_views(study)  # again: replaced, not added
+    api = _optuna_dashboard_api(study)
+    graphs = {
+        graph["id"]: json.loads(graph["graph_object"]) for graph in api["plotly_graph_objects"]
+    }
+    assert sorted(graphs) == sorted(stored)
+    pareto_names = [trace.get("text") for trace in graphs[PARETO_ID]["data"] if trace.get("text")]
+    assert ["mobilenet_v1-0.25-w4a4"] in pareto_names  # the baseline, named
+    note = api["note"]["body"]
+    assert "trial 2 (80.0 %) matches mobilenet_v1-0.25-w4a4's 50.0 %" in note
+    assert "| 5 | 90.00 % | 95.00 % | 900 |" in note and "bits: weight/input-activation" in note
+    assert "refuses `trial.report` in multi-objective studies" in note
+
+
+def test_optuna_refuses_trial_report_in_multi_objective_studies():
+    """Why rung results are no learning curves in optuna-dashboard (say so if this changes)."""
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    with pytest.raises(NotImplementedError):
+        trial.report(0.5, step=1)

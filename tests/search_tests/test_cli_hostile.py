@@ -93,7 +93,9 @@ def test_non_finite_values_never_reach_the_json_front(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    study = make_run(run, [Point(0.5, 100.0), Point(0.9, 900.0, attrs={"ace_v1": math.inf})])
+    study = make_run(
+        run, [Point(0.5, 100.0), Point(0.9, 900.0, channels=16, attrs={"ace_v1": math.inf})]
+    )
     study.add_trial(optuna.trial.create_trial(values=[math.inf, 5.0]))
     update_study_record(study, kendall_tau=None)
     study.set_user_attr("final_results", {"1": {"final_dir": 5}, "x": "garbage"})  # hostile

@@ -20,18 +20,45 @@ def run_dir(tmp_path):
 def test_front_json_lists_the_front(run_dir, capsys):
     assert main(["front", str(run_dir), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["number"] for r in records] == [0, 2, 3, 5]
+    assert [r["number"] for r in records] == [0, 2, 5]  # trial 3 is trial 2's architecture
+    assert records[1]["same_archid"] == "3"
     assert {"number", "accuracy", "ace_v2", "archid", "ace_v1", "final_accuracy"} <= set(records[0])
 
 
 def test_front_table_and_csv(run_dir, capsys):
     assert main(["front", str(run_dir)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:4] == ["trial", "accuracy", "final", "ace_v2"]
-    assert len(table) == 5 and "95.00%" in table[-1]
+    assert table[0].split()[:8] == ["trial", "proxy", "acc", "%", "final", "acc", "%", "ACE"]
+    assert "ACE v2 [bit-ops]" in table[0]
+    assert len(table) == 6 and "95.00" in table[3]  # header, 3 architectures, legend, verdict
+    assert table[4].startswith("bits: weight/input-activation bits")
+    assert table[5].startswith("trial 2 (80.0 %) matches mobilenet_v1-0.25-w4a4's 50.0 %")
     assert main(["front", str(run_dir), "--csv", "--study", "pikenas"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("number,accuracy,ace_v2") and len(lines) == 5
+    assert lines[0].startswith("number,accuracy,ace_v2") and len(lines) == 4
+
+
+def test_front_help_promises_only_the_columns_it_shows(run_dir, capsys):
+    from pikenas.search.cli._front import TABLE_COLUMNS
+
+    assert main(["front", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--csv and --json add MACs, parameters, elementwise share of ACE v2" in text
+    assert main(["front", str(run_dir)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    for _, name in TABLE_COLUMNS:
+        assert name.format(cost="ACE v2").split()[0] in header
+
+
+def test_front_filters_by_accuracy_and_ace(run_dir, capsys):
+    assert main(["front", str(run_dir), "--json", "--min-accuracy", "0.85"]) == 0
+    assert [r["number"] for r in json.loads(capsys.readouterr().out)] == [5]
+    assert main(["front", str(run_dir), "--json", "--max-ace", "300"]) == 0
+    assert [r["number"] for r in json.loads(capsys.readouterr().out)] == [0, 2]
+    assert main(["front", str(run_dir), "--max-ace", "10"]) == 0
+    assert capsys.readouterr().out.startswith("no front architecture passes")
+    assert main(["front", str(run_dir), "--min-accuracy", "90"]) == 2  # a fraction, not %
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["front", "dashboard", "export"])
@@ -95,7 +122,7 @@ def test_front_command_counts_the_stopped_trials_under_the_front(tmp_path, capsy
     make_run(tmp_path, POINTS)
     assert main(["front", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3  # header, trial 0, the count
+    assert len(lines) == 4  # header, trial 0, the bits legend, the count
     assert lines[-1] == (
         "not on the front: 2 trials stopped at a rung of successive halving (1 after 1 "
         "epoch(s), 1 after 3 epoch(s); 1 of them because they do not learn)"
