@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from pikenas.evaluators.training._checkpoint import atomic_write, load_weights
+from pikenas.evaluators._atomic import LEDGER_NAME, atomic_write
+from pikenas.evaluators.training._checkpoint import load_weights
 from pikenas.space._parse import parse_json, read_text
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import ArchConfigError, PikeNASError, RunDirError
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["RunFolder", "RUN_FILES"]
 
 RUN_FILES = (
+    LEDGER_NAME,
     "arch.json",
     "config.json",
     "checkpoint.safetensors",
@@ -128,7 +130,7 @@ class RunFolder:
         folder itself when ``created`` here and now empty."""
         if self.checkpoint_path.exists() or (self.folder / "teacher").exists():
             return
-        for path in (self.arch_path, self.config_path):
+        for path in (self.arch_path, self.config_path, self.folder / LEDGER_NAME):
             path.unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):

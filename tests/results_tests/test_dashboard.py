@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from pikenas.evaluators._atomic import LEDGER_NAME
 from pikenas.results.dashboard import dashboard_data, render_html, serve, write_dashboard
 from pikenas.results.storage import open_study
 from tests.results_tests._studies import MIXED, Point, make_run, record
@@ -41,7 +42,7 @@ def test_offline_file_default_path_and_points(mixed_run, tmp_path):
 def test_default_output_is_run_dashboard_html(tmp_path):
     make_run(tmp_path, MIXED[:2])
     assert write_dashboard(tmp_path, breakdowns=False) == tmp_path / "dashboard.html"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [LEDGER_NAME]
 
 
 def test_user_strings_cannot_break_out(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
+from pikenas.evaluators._atomic import LEDGER_NAME
 from pikenas.results.front import (
     FRONT_COLUMNS,
     baseline_verdicts,
@@ -39,7 +40,7 @@ def test_write_front_csv_atomically(tmp_path):
     assert path == tmp_path / "front.csv"
     csv = pd.read_csv(path)
     assert csv["number"].tolist() == [0, 2, 5]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [LEDGER_NAME]
 
 
 def test_front_of_other_storage_needs_out(tmp_path):
