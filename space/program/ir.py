@@ -1,11 +1,11 @@
 """The integer program: the exact arithmetic a pikenas network runs at inference, and its
 numpy runner.
 
-Every network lowers (``space.lowering.lower``) to one :class:`IntegerProgram`: a list of
+Every network lowers (``program.builder.lower``) to one :class:`IntegerProgram`: a list of
 :class:`Operation` on named :class:`Value` s and constants. Integer values are int64 arrays
 with a declared range ``[lo, hi]`` (fixed by the configuration alone, never by trained
 weights); float values are float32. The same program is what ACE v1 / ACE v2 count
-(``evaluators._primitives``), what the PyTorch eval forward computes, what an export bundle
+(``program.pricing``), what the PyTorch eval forward computes, what an export bundle
 carries and what ``pikenas verify`` checks.
 
 This file imports numpy only, so an export bundle ships it as its torch-free runner::
@@ -37,7 +37,7 @@ flatten    ``(C, 1, 1)`` or ``(C, H, W)`` -> ``(C*H*W,)``                 free
 =========  ============================================================  =================
 
 Float ops are IEEE float32 elementwise operations in a fixed order, so every executor that
-follows this table (numpy here, torch in ``space._program_torch``, onnxruntime for the exported
+follows this table (numpy here, torch in ``program._torch_runner``, onnxruntime for the exported
 graph) gets the same bits; the only float ops whose result depends on the executor's summation
 order are float ``conv`` / ``linear`` (float networks), whose outputs are marked ``exact=False``.
 """

@@ -13,8 +13,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from pikenas.evaluators.cost import count_ace
-from pikenas.space.program.onnx.importer import OnnxImportError, count_onnx, import_onnx
+from pikenas.evaluators.cost import count_ace, count_onnx
+from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
 from pikenas.space.program.onnx.export_qonnx import QONNX_DOMAIN, program_to_qonnx
 from pikenas.search.cli import app
 from pikenas.space.nn.build import build_model

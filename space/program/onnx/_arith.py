@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from pikenas.space.program.onnx._graph import (
-    SHIFT_KEY,
     Entry,
     Env,
     GraphReader,
@@ -21,6 +20,7 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
+from pikenas.space.program.onnx._common import SHIFT_KEY
 from pikenas.space.program.onnx._shapes import moved_value, window_terms
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Value

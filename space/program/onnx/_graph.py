@@ -12,6 +12,7 @@ import numpy as np
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import Constant, Value, range_bits
+from pikenas.space.program.onnx._common import BITS_KEY, KIND_KEY, LAYER_KEY, RANGE_KEY
 
 __all__ = [
     "OnnxImportError",
@@ -26,12 +27,6 @@ __all__ = [
     "materialize",
     "is_integer",
 ]
-
-RANGE_KEY = "pikenas_range"
-BITS_KEY = "pikenas_bits"
-SHIFT_KEY = "pikenas_shift"
-LAYER_KEY = "pikenas.layer"
-KIND_KEY = "pikenas.kind"
 
 
 class OnnxImportError(CostModelError):

@@ -1,4 +1,4 @@
-"""One ONNX node -> the program operations it runs (see :mod:`evaluators.onnx_import`)."""
+"""One ONNX node -> the program operations it runs (see :mod:`.importer`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import numpy as np
 
 from pikenas.space.program.onnx._arith import ARITHMETIC
 from pikenas.space.program.onnx._graph import (
-    BITS_KEY,
-    RANGE_KEY,
     Entry,
     Env,
     GraphReader,
@@ -20,6 +18,7 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
+from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
 from pikenas.space.program.onnx._shapes import MOVERS, move
 from pikenas.space.program.builder import ProgramBuilder
 
