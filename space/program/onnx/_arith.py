@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from pikenas.space.program.onnx._graph import (
     per_sample,
 )
 from pikenas.space.program.onnx._common import SHIFT_KEY
+from pikenas.space.program.onnx._fuse import pending_clamp, quant_ahead
 from pikenas.space.program.onnx._shapes import moved_value, window_terms
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Value
@@ -257,6 +259,15 @@ def _add(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> N
         right = _negated(builder, b.item) if subtract else b.item  # type: ignore[arg-type]
         env[out] = Entry(builder.add(a.item, right, kind=kind), scale=a.scale)  # type: ignore[arg-type]
         return
+    ahead = quant_ahead(reader, out)
+    if ahead is not None and ahead.size == 1:  # fold the Quant's 1 / s into both multiplies
+        a, b = (
+            replace(e, scale=np.asarray((1.0 if e.scale is None else e.scale) / ahead))
+            for e in (a, b)
+        )
+        left, right = materialize(reader, builder, a, kind), materialize(reader, builder, b, kind)
+        env[out] = Entry(builder.add(left, right, kind=kind), scale=ahead)
+        return
     left, right = materialize(reader, builder, a, kind), materialize(reader, builder, b, kind)
     env[out] = Entry(builder.add(left, right, kind=kind))
 
@@ -290,6 +301,9 @@ def _batchnorm(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any
     shape = channel_shape(value.shape)
     factor = m.reshape(shape) * (1.0 if x.scale is None else x.scale)
     kind = reader.kind_of(node)
+    if not x.half and quant_ahead(reader, node.output[0]) is not None:  # folded into the Quant
+        env[node.output[0]] = Entry(value, affine=(factor, h.reshape(shape)))
+        return
     t = builder.mul(value, float_constant(builder, "M", factor), kind=kind)
     env[node.output[0]] = Entry(
         builder.add(t, float_constant(builder, "B", h.reshape(shape)), kind=kind)
@@ -317,6 +331,11 @@ def _clip(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
         raise reader.fail(node, "only Max / Min of a value and one constant are supported")
     lo, hi = _clip_bounds(reader, node)
     kind = reader.kind_of(node)
+    pending = x.affine is not None or x.clamp is not None
+    floating = x.item is not None and x.item.dtype == "float" and not x.half
+    if (pending or floating) and quant_ahead(reader, node.output[0]) is not None:
+        env[node.output[0]] = replace(x, clamp=pending_clamp(x, lo, hi))  # the Quant clips
+        return
     if is_integer(x):
         value = x.item
         scale = 1.0 if x.scale is None else float(np.asarray(x.scale).reshape(-1)[0])

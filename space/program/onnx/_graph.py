@@ -39,7 +39,12 @@ class Entry:
     value = item x scale (``None``: 1), broadcastable per sample; ``half``: ``item + 0.5``
     still to add (half-up rounding, if a floor follows); ``compared``: ``item >= 0`` (a
     condition for ``Where``); ``pow2``: ``2^item`` (a shift amount); ``bounds``: known float
-    bounds; ``array``: the data of a constant that is not yet a program constant."""
+    bounds; ``array``: the data of a constant that is not yet a program constant.
+
+    Pending float stages in front of an activation ``Quant`` (see :mod:`._fuse`), emitted by
+    the ``Quant`` in their cheapest form: ``affine`` ``(M, H)``: real value = item x M + H (a
+    batch norm, ``M`` holding the item's scale); ``clamp``: real-valued bounds still to apply
+    (a ReLU / Clip), after ``affine`` or ``scale``."""
 
     item: Value | Constant | None = None
     scale: np.ndarray | None = None
@@ -49,6 +54,8 @@ class Entry:
     bounds: tuple[float | None, float | None] = (None, None)
     array: np.ndarray | None = None
     declared: dict[str, str] = field(default_factory=dict)
+    affine: tuple[np.ndarray, np.ndarray] | None = None
+    clamp: tuple[float | None, float | None] | None = None
 
     @property
     def is_constant(self) -> bool:
@@ -234,9 +241,15 @@ def materialize(reader: GraphReader, builder: ProgramBuilder, entry: Entry, kind
     value = entry.item
     if entry.half:
         value = builder.add(value, float_constant(builder, "0.5", np.array(0.5)), kind=kind)
+    if entry.affine is not None:
+        factor, offset = entry.affine
+        value = builder.mul(value, float_constant(builder, "M", factor), kind=kind)  # type: ignore[arg-type]
+        value = builder.add(value, float_constant(builder, "B", offset), kind=kind)
     if not is_one(entry.scale):
         scale = per_sample(entry.scale, len(value.shape))  # type: ignore[arg-type]
         value = builder.mul(value, float_constant(builder, "dequantize", scale), kind="dequantize")
+    if entry.clamp is not None:
+        value = builder.clip(value, *entry.clamp, kind=kind)  # type: ignore[arg-type]
     return value  # type: ignore[return-value]
 
 
@@ -247,4 +260,6 @@ def is_integer(entry: Entry) -> bool:
         item is not None
         and item.dtype == "int"
         and not (entry.half or entry.compared or entry.pow2)
+        and entry.affine is None
+        and entry.clamp is None
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from pikenas.space.program.onnx._graph import (
     per_sample,
 )
 from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
+from pikenas.space.program.onnx._fuse import emit_pending
 from pikenas.space.program.onnx._shapes import MOVERS, move
 from pikenas.space.program.builder import ProgramBuilder
 
@@ -68,6 +70,23 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
         env[node.output[0]] = Entry(array=codes, scale=out_scale, declared=range_)
         return
     kind = reader.kind_of(node)
+    if (
+        x.affine is not None
+        or x.clamp is not None
+        or (
+            x.item is not None
+            and x.item.dtype == "float"
+            and not x.half
+            and not x.compared
+            and not x.pow2
+            and x.scale is not None
+        )
+    ):  # pending float stages (see ._fuse): one multiply, one add, one clip, the rounding
+        value, low, high = emit_pending(builder, x, scale, lo, hi, kind)
+        clipped = builder.clip(value, low, high, kind=kind)
+        rounded = builder.round(clipped, math.ceil(low), math.floor(high), kind=kind)
+        env[node.output[0]] = Entry(rounded, scale=out_scale)
+        return
     on_grid = x.scale is None and out_scale is None
     if not on_grid and x.scale is not None and out_scale is not None:
         on_grid = x.scale.shape == out_scale.shape and bool(np.all(x.scale == out_scale))
