@@ -180,3 +180,83 @@ def test_malformed_files_give_one_line_and_exit_2(tmp_path) -> None:  # noqa: AN
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], result.output
         assert "Traceback" not in result.output
+
+
+def _brevitas_tiny(tmp_path, kind: str):  # noqa: ANN001, ANN202
+    """Our zoo's ``tiny-<kind>`` rebuilt in Brevitas from its recipe (same geometry, same bits,
+    float BN + ReLU) and exported as QONNX: the graph we did not write."""
+    brevitas_nn = pytest.importorskip("brevitas.nn")
+    pytest.importorskip("onnxoptimizer")
+    from brevitas.export import export_qonnx
+    from torch import nn
+
+    from pikenas.space.zoo.tiny import TINY_LAYOUT, TINY_PRECISIONS, TINY_STEM_CHANNELS
+
+    recipe = TINY_PRECISIONS[kind][0]
+
+    def relu(bits: int) -> nn.Module:
+        return brevitas_nn.QuantReLU(bit_width=bits)
+
+    def stage(conv: nn.Module, channels: int, bits: int) -> list[nn.Module]:
+        return [conv, nn.BatchNorm2d(channels), relu(bits)]
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int, residual: bool) -> None:
+            super().__init__()
+            dw, pw, bits = (
+                recipe.depthwise.weight_bits,
+                recipe.pointwise.weight_bits,
+                recipe.activation_bits,
+            )
+            depthwise = brevitas_nn.QuantConv2d(
+                cin, cin, 3, stride, 1, groups=cin, bias=False, weight_bit_width=dw
+            )
+            pointwise = brevitas_nn.QuantConv2d(cin, cout, 1, bias=False, weight_bit_width=pw)
+            self.body = nn.Sequential(*stage(depthwise, cin, bits), *stage(pointwise, cout, bits))
+            self.residual = relu(bits) if residual else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.body(x)
+            return self.residual(x + y) if self.residual is not None else y
+
+    stem = brevitas_nn.QuantConv2d(
+        1, TINY_STEM_CHANNELS, 3, 1, 1, bias=False, weight_bit_width=recipe.stem_conv.weight_bits
+    )
+    layers: list[nn.Module] = [
+        brevitas_nn.QuantIdentity(bit_width=recipe.input_bits),
+        *stage(stem, TINY_STEM_CHANNELS, recipe.stem_activation_bits),
+    ]
+    channels = TINY_STEM_CHANNELS
+    for out_channels, stride, residual in TINY_LAYOUT:
+        layers.append(Block(channels, out_channels, stride, residual))
+        channels = out_channels
+    layers += [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        brevitas_nn.QuantIdentity(bit_width=recipe.head_input_bits, signed=False),
+        brevitas_nn.QuantLinear(
+            channels, 10, bias=True, weight_bit_width=recipe.head_linear.weight_bits
+        ),
+    ]
+    net = nn.Sequential(*layers)
+    with torch.no_grad():  # distinct activation scales, as after training
+        relus = [m for m in net.modules() if isinstance(m, brevitas_nn.QuantReLU)]
+        for index, module in enumerate(relus):
+            scaling = module.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+            for tensor in (scaling.value, scaling.buffer):
+                tensor.fill_(1.0 + index / 8)
+    torch.manual_seed(0)
+    path = tmp_path / f"brevitas-tiny-{kind}.onnx"
+    export_qonnx(net.eval(), torch.randn(1, 1, 8, 8), export_path=str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["w8a8", "w4a4"])
+def test_a_brevitas_rebuild_of_a_zoo_model_costs_what_ours_does(tmp_path, kind: str) -> None:  # noqa: ANN001
+    """Same geometry, same bits, float BN + ReLU: the same arithmetic, so the same ACE v2
+    (each BN -> ReLU -> Quant priced fused, the residual's requantization folded)."""
+    foreign = count_onnx(_brevitas_tiny(tmp_path, kind))
+    native = count_ace(get_zoo_arch(f"tiny-{kind}"))
+    assert (foreign.macs, foreign.ace_v1) == (native.macs, native.ace_v1)
+    assert foreign.op_totals == native.op_totals
+    assert foreign.ace_v2 == native.ace_v2
