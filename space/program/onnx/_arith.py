@@ -376,12 +376,29 @@ def _compare(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) 
     env[node.output[0]] = Entry(value, compared=True)
 
 
+def _is_sign(a: Entry, b: Entry) -> bool:
+    """``Where(c, 1, -1)`` with scalar constants: the sign of ``c``'s value."""
+    return (
+        a.is_constant
+        and b.is_constant
+        and np.size(a.array) == 1
+        and np.size(b.array) == 1
+        and float(np.asarray(a.array).reshape(-1)[0]) == 1.0
+        and float(np.asarray(b.array).reshape(-1)[0]) == -1.0
+        and a.scale is None
+        and b.scale is None
+    )
+
+
 def _where(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     condition = entry_of(reader, env, node, 0)
     a, b = entry_of(reader, env, node, 1), entry_of(reader, env, node, 2)
     if not condition.compared:
         raise reader.fail(node, "its condition must be GreaterOrEqual(x, 0)")
     kind = reader.kind_of(node)
+    if _is_sign(a, b):  # Where(x >= 0, 1, -1): a sign
+        env[node.output[0]] = Entry(builder.sign(condition.item, kind=kind))  # type: ignore[arg-type]
+        return
     rank = len(condition.item.shape)  # type: ignore[union-attr]
     pair = []
     pow2 = all(e.is_constant and SHIFT_KEY in e.declared for e in (a, b))

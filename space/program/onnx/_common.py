@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pikenas.space.program.ir import IntegerProgram
+from pikenas.space.program.ir import Constant, IntegerProgram, range_bits
 
 __all__ = [
     "OPSET",
@@ -20,6 +20,8 @@ __all__ = [
     "DATATYPE_KEY",
     "GraphWriter",
     "prefix_add",
+    "datatype_name",
+    "constant_annotation",
 ]
 
 OPSET = 17
@@ -33,6 +35,24 @@ SHIFT_KEY = "pikenas_shift"  # "lo,hi": the declared range of a power-of-two mul
 #: node ``metadata_props`` keys: the program op's layer (module path) and kind
 LAYER_KEY = "pikenas.layer"
 KIND_KEY = "pikenas.kind"
+
+
+def datatype_name(lo: int, hi: int) -> str:
+    """The narrowest QONNX integer type holding ``[lo, hi]`` (INTn / UINTn)."""
+    bits = range_bits(lo, hi)
+    return f"INT{bits}" if lo < 0 else f"UINT{bits}"
+
+
+def constant_annotation(constant: Constant) -> dict[str, str]:
+    """What a program constant is, for the annotation of its initializer: the QONNX type and,
+    on an integer, its declared range (and the width ACE charges where it is not the range's)."""
+    if constant.dtype != "int":
+        return {DATATYPE_KEY: "FLOAT32"}
+    lo, hi = constant.lo, constant.hi
+    found = {DATATYPE_KEY: datatype_name(lo, hi), RANGE_KEY: f"{lo},{hi}"}  # type: ignore[arg-type]
+    if constant.bits != range_bits(lo, hi):  # type: ignore[arg-type]
+        found[BITS_KEY] = str(constant.bits)
+    return found
 
 
 class GraphWriter:

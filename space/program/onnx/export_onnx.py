@@ -12,7 +12,7 @@ linear      the same with ``MatMul``
 shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); per-element amounts
             index a table of powers of two (``Gather``)
 round       ``Floor(x + 0.5)`` in float32, as the program
-clip/sign   ``Clip`` / ``Max`` / ``Min``, ``Where(x >= 0, 1, -1)``
+clip/sign   ``Clip`` (or ``Max`` / ``Min``), ``Where(x >= 0, 1, -1)``
 select      ``Where(c >= 0, a, b)``
 sum         ``ReduceSum`` (integers: exact in any order; float sums of float networks are the one
             place besides float convs where onnxruntime may round differently)
@@ -33,7 +33,13 @@ import numpy as np
 
 from pikenas.space.errors import EvaluationError
 from pikenas.space.program.ir import IntegerProgram, Op, Operation, ProgramWalk, Value
-from pikenas.space.program.onnx._common import OPSET, GraphWriter, prefix_add
+from pikenas.space.program.onnx._common import (
+    OPSET,
+    SHIFT_KEY,
+    GraphWriter,
+    constant_annotation,
+    prefix_add,
+)
 
 __all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "ONNX_OPS", "OPSET"]
 
@@ -58,7 +64,10 @@ def _is_int(value: Value) -> bool:
 
 
 def _constant(graph: _Graph, name: str, dtype: type) -> str:
-    return graph.const(graph.program.arrays[name].astype(dtype), "w")
+    """A program constant in ``dtype``, annotated with its type and declared range (so that
+    ``pikenas ace model.onnx`` prices it as the program does)."""
+    annotation = constant_annotation(graph.program.constants[name])
+    return graph.const(graph.program.arrays[name].astype(dtype), "w", **annotation)
 
 
 def _operand(graph: _Graph, env: dict[str, str], name: str, dtype: type) -> str:
@@ -95,7 +104,7 @@ def _exact_products(graph: _Graph, x: str, operation: Operation, make: Any) -> s
     codes = program.arrays[weight.name]
     w_max = int(np.abs(codes).max(initial=0))
     if fan_in * w_max * x_max < _EXACT_FLOAT32:
-        return graph.node("Cast", [make(x, graph.const(codes.astype(np.float32), "w"))], to=11)
+        return graph.node("Cast", [make(x, _constant(graph, weight.name, np.float32))], to=11)
     base_bits = max(1, int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max))))
     total = None
     for digit, power in _digits(codes, base_bits):
@@ -167,7 +176,9 @@ def _shift(e: _Emitter, operation: Operation, out: Value) -> str:
     x = e.operand_as(inputs[0], np.float64)
     amount = program.values.get(inputs[1]) or program.constants[inputs[1]]
     if inputs[1] in program.arrays:
-        factor = graph.const(np.exp2(program.arrays[inputs[1]].astype(np.float64)), "pow2")
+        exponents = program.arrays[inputs[1]].astype(np.float64)
+        declared = {SHIFT_KEY: f"{amount.lo},{amount.hi}"}
+        factor = graph.const(np.exp2(exponents), "pow2", **declared)
     else:
         table = graph.const(np.exp2(np.arange(amount.lo, amount.hi + 1, dtype=np.float64)))
         index = graph.node("Sub", [e.env[inputs[1]], graph.scalar(amount.lo, np.float64)])
@@ -187,6 +198,8 @@ def _clip(e: _Emitter, operation: Operation, out: Value) -> str:
     graph, dtype = e.graph, _out_dtype(out)
     x = e.operand_as(operation.inputs[0], dtype)
     lo, hi = operation.attrs["lo"], operation.attrs["hi"]
+    if lo is not None and hi is not None:  # one node, as the program's one clip
+        return graph.node("Clip", [x, graph.scalar(lo, dtype), graph.scalar(hi, dtype)])
     if lo is not None:
         x = graph.node("Max", [x, graph.scalar(lo, dtype)])
     if hi is not None:

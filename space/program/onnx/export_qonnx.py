@@ -68,6 +68,7 @@ from pikenas.space.program.onnx._common import (
     RANGE_KEY,
     SHIFT_KEY,
     GraphWriter,
+    constant_annotation,
     prefix_add,
 )
 
@@ -104,12 +105,6 @@ def qonnx_range(lo: int, hi: int) -> tuple[int, bool, bool] | None:
     return None
 
 
-def datatype_name(lo: int, hi: int) -> str:
-    """The narrowest QONNX integer type holding ``[lo, hi]`` (INTn / UINTn)."""
-    bits = range_bits(lo, hi)
-    return f"INT{bits}" if lo < 0 else f"UINT{bits}"
-
-
 class _Graph(GraphWriter):
     """Code-domain graph: float32 initializers, QONNX quantization nodes."""
 
@@ -132,13 +127,6 @@ class _Graph(GraphWriter):
 
     def bipolar(self, x: str) -> str:
         return self.node("BipolarQuant", [x, self.scalar(1.0)], domain=QONNX_DOMAIN)
-
-
-def _int_annotation(constant: Constant | Value) -> dict[str, str]:
-    return {
-        DATATYPE_KEY: datatype_name(constant.lo, constant.hi),  # type: ignore[arg-type]
-        RANGE_KEY: f"{constant.lo},{constant.hi}",
-    }
 
 
 def _weight(graph: _Graph, constant: Constant) -> str:
@@ -170,7 +158,7 @@ def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
     constant = graph.program.constants[name]
     array = graph.program.arrays[name]
     if constant.dtype == "int":
-        return graph.const(array, "k", **_int_annotation(constant))
+        return graph.const(array, "k", **constant_annotation(constant))
     return graph.const(array, "f", **{DATATYPE_KEY: "FLOAT32"})
 
 
