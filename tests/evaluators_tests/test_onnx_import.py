@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pikenas.evaluators.cost import count_ace, count_onnx
 from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
+from pikenas.space.program.onnx.export_onnx import program_to_onnx
 from pikenas.space.program.onnx.export_qonnx import QONNX_DOMAIN, program_to_qonnx
 from pikenas.search.cli import app
 from pikenas.space.nn.build import build_model
@@ -260,3 +261,89 @@ def test_a_brevitas_rebuild_of_a_zoo_model_costs_what_ours_does(tmp_path, kind: 
     assert (foreign.macs, foreign.ace_v1) == (native.macs, native.ace_v1)
     assert foreign.op_totals == native.op_totals
     assert foreign.ace_v2 == native.ace_v2
+
+
+def _stripped(model):  # noqa: ANN001, ANN202
+    """``model`` without any pikenas annotation or metadata (QONNX's own ``finn_datatype``
+    annotations kept: they are the graph's standard data types)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for annotation in model.graph.quantization_annotation:
+        kept = [
+            (e.key, e.value)
+            for e in annotation.quant_parameter_tensor_names
+            if not e.key.startswith("pikenas")
+        ]
+        annotation.ClearField("quant_parameter_tensor_names")
+        for key, value in kept:
+            entry = annotation.quant_parameter_tensor_names.add()
+            entry.key, entry.value = key, value
+    for node in model.graph.node:
+        node.ClearField("metadata_props")
+    return model
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny-float", "tiny-w8a8", "tiny-w4a4", "tiny-binary", "tiny-pikelpn"]
+)
+def test_our_model_onnx_and_stripped_qonnx_cost_what_the_program_does(name: str) -> None:
+    """One price for one network: the bundle's model.onnx (today's plain-ONNX export) and its
+    QONNX with every pikenas annotation removed are priced from the graph alone."""
+    program = build_model(get_zoo_arch(name), seed=0).eval().program()
+    native = count_ace(program)
+    plain = count_onnx(program_to_onnx(program))
+    assert plain.to_dict()["breakdown"] == native.to_dict()["breakdown"]
+    assert plain.ace_v2 == native.ace_v2
+    stripped = count_onnx(_stripped(program_to_qonnx(program)))
+    assert (stripped.macs, stripped.ace_v1, stripped.op_totals["mac"]) == (
+        native.macs,
+        native.ace_v1,
+        native.op_totals["mac"],
+    )
+    if name != "tiny-pikelpn":
+        assert stripped.ace_v2 == native.ace_v2
+        return
+    # QuantNorm with pow2 DQ: the multipliers and the rounding are priced as ours, but two
+    # ranges the configuration declares cannot be written in standard QONNX: an integer bias
+    # narrower than its INTn type (priced at the type's range: a 1-bit wider shift) and the
+    # declared range of a power-of-two exponent (priced from the exponents in the graph).
+    assert stripped.op_totals["mul"] == native.op_totals["mul"]
+    assert stripped.op_totals["round"] == native.op_totals["round"]
+    assert abs(stripped.ace_v2 - native.ace_v2) < 0.05 * native.ace_v2
+
+
+def test_a_wide_accumulator_split_into_weight_digits_is_priced_once() -> None:
+    """model.onnx writes an integer linear whose partial sums pass 2^24 as exact float32
+    products of weight digits; pikenas ace prices the one operation of the program."""
+    from pikenas.space.program.builder import ProgramBuilder
+
+    builder = ProgramBuilder(with_constants=True)
+    x = builder.input((1, 32, 32))
+    codes = builder.round(builder.clip(x, 0.0, 255.0, kind="input"), 0, 255, kind="input")
+    flat = builder.reshape("flatten", codes, (1024,))
+    weights = np.full((3, 1024), 127, dtype=np.int64)
+    weights[1] = -128
+    w = builder.constant("w", weights, shape=(3, 1024), dtype="int", lo=-128, hi=127)
+    program = builder.program(x, builder.linear(flat, w), "wide")
+    model = program_to_onnx(program)
+    assert sum(node.op_type == "Gemm" for node in model.graph.node) > 1  # split into digits
+    imported, native = count_onnx(model), count_ace(program)
+    assert imported.to_dict()["breakdown"] == native.to_dict()["breakdown"]
+    images = np.random.default_rng(0).uniform(0, 300, (2, 1, 32, 32)).astype(np.float32)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_array_equal(
+        session.run(["logits"], {"input": images})[0],
+        program.run(images).output.astype(np.float32),  # (float32 logits)
+    )
+
+
+def test_the_cli_prices_a_bundles_model_onnx(tmp_path) -> None:  # noqa: ANN001
+    program = build_model(get_zoo_arch("tiny-w4a4"), seed=0).eval().program()
+    path = tmp_path / "model.onnx"
+    onnx.save(program_to_onnx(program), str(path))
+    result = CliRunner().invoke(app, ["ace", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["ace_v2"] == count_ace(get_zoo_arch("tiny-w4a4")).ace_v2

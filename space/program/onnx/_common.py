@@ -17,6 +17,7 @@ __all__ = [
     "SHIFT_KEY",
     "LAYER_KEY",
     "KIND_KEY",
+    "REPEAT_KEY",
     "DATATYPE_KEY",
     "GraphWriter",
     "prefix_add",
@@ -35,6 +36,9 @@ SHIFT_KEY = "pikenas_shift"  # "lo,hi": the declared range of a power-of-two mul
 #: node ``metadata_props`` keys: the program op's layer (module path) and kind
 LAYER_KEY = "pikenas.layer"
 KIND_KEY = "pikenas.kind"
+#: on the nodes that repeat part of an operation already written (the weight digits of a wide
+#: integer conv in model.onnx, recombined): its output is its first input's, at no cost
+REPEAT_KEY = "pikenas.repeat"
 
 
 def datatype_name(lo: int, hi: int) -> str:
@@ -74,6 +78,7 @@ class GraphWriter:
         self.count = 0
         self.layer = ""
         self.kind = ""
+        self.repeat = False
 
     def name(self, hint: str) -> str:
         self.count += 1
@@ -105,7 +110,8 @@ class GraphWriter:
         node = self.helper.make_node(
             op, inputs, [output], name=f"{self.layer}/{op}_{self.count}", domain=domain, **attrs
         )
-        for key, value in ((LAYER_KEY, self.layer), (KIND_KEY, self.kind)):
+        tags = [(LAYER_KEY, self.layer), (KIND_KEY, self.kind)]
+        for key, value in tags + ([(REPEAT_KEY, "1")] if self.repeat else []):
             entry = node.metadata_props.add()
             entry.key, entry.value = key, value
         self.nodes.append(node)

@@ -12,7 +12,14 @@ import numpy as np
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import Constant, Value, range_bits
-from pikenas.space.program.onnx._common import BITS_KEY, KIND_KEY, LAYER_KEY, RANGE_KEY
+from pikenas.space.program.onnx._common import (
+    BITS_KEY,
+    DATATYPE_KEY,
+    KIND_KEY,
+    LAYER_KEY,
+    RANGE_KEY,
+    REPEAT_KEY,
+)
 
 __all__ = [
     "OnnxImportError",
@@ -139,6 +146,11 @@ class GraphReader:
             return ".".join(parts[:-1])
         return parts[0] if parts else f"{node.op_type}_{index}"
 
+    def repeats(self, node: Any) -> bool:
+        """Whether ``node`` only repeats part of an operation already priced (see
+        :data:`._common.REPEAT_KEY`)."""
+        return any(e.key == REPEAT_KEY and e.value == "1" for e in node.metadata_props)
+
     def kind_of(self, node: Any) -> str:
         meta = {e.key: e.value for e in node.metadata_props}
         return meta.get(KIND_KEY) or node.op_type.lower()
@@ -214,10 +226,35 @@ def float_constant(builder: ProgramBuilder, hint: str, array: np.ndarray) -> Con
     return builder.constant(hint, None, shape=tuple(np.shape(array)), dtype="float")
 
 
+def _type_range(name: str) -> tuple[int, int] | None:
+    """The range of a QONNX integer data type (``INT8``, ``UINT4``, ``BIPOLAR``, ``TERNARY``)."""
+    name = name.upper()
+    if name in ("BIPOLAR", "TERNARY"):
+        return -1, 1
+    for prefix, signed in (("UINT", False), ("INT", True)):
+        digits = name[len(prefix) :]
+        if name.startswith(prefix) and digits.isdigit() and int(digits) > 0:
+            bits = int(digits)
+            return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return None
+
+
 def declared_range(entry: Entry) -> tuple[int, int, int] | None:
-    """``(lo, hi, bits)`` of a constant declared integer (by ``Quant`` or an annotation)."""
+    """``(lo, hi, bits)`` of a constant declared integer: by a ``Quant``, by our range
+    annotation or by its QONNX data type (``finn_datatype``, on integer-valued data)."""
     if RANGE_KEY not in entry.declared:
-        return None
+        found = _type_range(entry.declared.get(DATATYPE_KEY, ""))
+        data = None if entry.array is None else np.asarray(entry.array)
+        if found is None or data is None or not np.array_equal(data, np.round(data)):
+            return None
+        if data.size and (data.min() < found[0] or data.max() > found[1]):
+            return None
+        lo, hi = found
+        return (
+            lo,
+            hi,
+            1 if entry.declared[DATATYPE_KEY].upper() == "BIPOLAR" else range_bits(lo, hi),
+        )
     lo, hi = (int(v) for v in entry.declared[RANGE_KEY].split(","))
     bits = int(entry.declared.get(BITS_KEY, range_bits(lo, hi)))
     return lo, hi, bits

@@ -45,6 +45,16 @@ def _round(array: np.ndarray, mode: str) -> np.ndarray:
     return np.round(array)
 
 
+def _pow2_width(codes: np.ndarray, bits: int) -> int:
+    """The width of weight codes that are all zero or signed powers of two ``+-2^e``: a sign
+    bit and the index of ``e`` in ``0 .. bits - 2`` or zero (our pow2 quantizer's b-bit code is
+    written as a narrow ``INT(2^(b-1))`` Quant); ``bits`` for any other codes."""
+    magnitude = np.abs(codes[codes != 0])
+    if bits < 4 or magnitude.size == 0 or np.any(magnitude != 2.0 ** np.round(np.log2(magnitude))):
+        return bits
+    return 1 + math.ceil(math.log2(bits))
+
+
 def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     x = entry_of(reader, env, node, 0)
     scale = np.asarray(reader.constant(node, 1), dtype=np.float64)
@@ -66,7 +76,8 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     declared = reader.annotations.get(node.output[0], {})
     if x.is_constant:  # a weight: its codes, offline
         codes = np.clip(_round(np.asarray(x.array, np.float64) / scale, mode), lo, hi)
-        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(bits), **declared}
+        width = _pow2_width(codes, bits) if signed and narrow else bits
+        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(width), **declared}
         env[node.output[0]] = Entry(array=codes, scale=out_scale, declared=range_)
         return
     kind = reader.kind_of(node)
@@ -175,6 +186,9 @@ HANDLERS: dict[str, Any] = {
 def lower_node(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     """Append ``node``'s operations to ``builder`` and record its output entry in ``env``."""
     if node.op_type == "Constant":
+        return
+    if reader.repeats(node):  # a part of an operation already priced: its first input's entry
+        env[node.output[0]] = entry_of(reader, env, node, 0)
         return
     if node.op_type in MOVERS:
         x = entry_of(reader, env, node, 0)

@@ -107,11 +107,17 @@ def _exact_products(graph: _Graph, x: str, operation: Operation, make: Any) -> s
         return graph.node("Cast", [make(x, _constant(graph, weight.name, np.float32))], to=11)
     base_bits = max(1, int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max))))
     total = None
-    for digit, power in _digits(codes, base_bits):
-        part = graph.node("Cast", [make(x, graph.const(digit.astype(np.float32), "w"))], to=11)
+    for index, (digit, power) in enumerate(_digits(codes, base_bits)):
+        # the first digit's product stands for the whole one (annotated with the weight's
+        # declared range); the others are tagged as repeats of it, free for pikenas ace
+        graph.repeat = index > 0
+        declared = {} if index else constant_annotation(weight)
+        w = graph.const(digit.astype(np.float32), "w", **declared)
+        part = graph.node("Cast", [make(x, w)], to=11)
         if power:
             part = graph.node("Mul", [part, graph.scalar(2.0**power, np.float64)])
         total = part if total is None else graph.node("Add", [total, part])
+    graph.repeat = False
     return total  # type: ignore[return-value]
 
 
