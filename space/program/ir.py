@@ -64,6 +64,7 @@ __all__ = [
     "OP_KINDS",
     "op_function",
     "ProgramWalk",
+    "NUMPY_OPS",
     "PROGRAM_VERSION",
     "PROGRAM_FILE",
     "CONSTANTS_FILE",
