@@ -347,3 +347,31 @@ def test_the_cli_prices_a_bundles_model_onnx(tmp_path) -> None:  # noqa: ANN001
     result = CliRunner().invoke(app, ["ace", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["ace_v2"] == count_ace(get_zoo_arch("tiny-w4a4")).ace_v2
+
+
+def test_a_shift_by_a_selected_amount_in_model_onnx() -> None:
+    """A shift whose amount is a select of two constant amounts (a pow2 QuantNorm multiplier
+    with a sign): model.onnx runs it exactly and pikenas ace prices it as the program."""
+    from pikenas.space.program.builder import ProgramBuilder
+
+    builder = ProgramBuilder(with_constants=True)
+    x = builder.input((2, 3, 3))
+    codes = builder.round(builder.clip(x, -8.0, 7.0, kind="input"), -8, 7, kind="input")
+    up = builder.constant("a", np.array([[[2]], [[1]]]), shape=(2, 1, 1), dtype="int", lo=-3, hi=3)
+    down = builder.constant(
+        "b", np.array([[[-1]], [[-2]]]), shape=(2, 1, 1), dtype="int", lo=-3, hi=3
+    )
+    amount = builder.select(codes, up, down, kind="t")
+    program = builder.program(x, builder.shift(codes, amount, kind="t"), "selected-shift")
+    model = program_to_onnx(program)
+    assert "Gather" not in {node.op_type for node in model.graph.node}
+    assert count_onnx(model).to_dict()["breakdown"] == count_ace(program).to_dict()["breakdown"]
+    import onnxruntime
+
+    images = np.random.default_rng(3).uniform(-9, 9, (4, 2, 3, 3)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_array_equal(
+        session.run(["logits"], {"input": images})[0], program.run(images).output
+    )

@@ -9,7 +9,8 @@ conv        ``Conv`` in float32 on integer-valued tensors: exact while every par
             below 2^24; wider accumulators split the weight codes into base-``2^s`` digits, one
             exact float32 ``Conv`` per digit, recombined in float64
 linear      the same with ``MatMul``
-shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); per-element amounts
+shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); a select of two
+            constant amounts is written ``Where(c >= 0, 2^a, 2^b)``, other computed amounts
             index a table of powers of two (``Gather``)
 round       ``Floor(x + 0.5)`` in float32, as the program
 clip/sign   ``Clip`` (or ``Max`` / ``Min``), ``Where(x >= 0, 1, -1)``
@@ -131,6 +132,7 @@ class _Emitter(ProgramWalk):
         super().__init__(program)
         self.graph = _Graph(program)
         self.env: dict[str, str] = {}
+        self.pow2_values: set[str] = set()  # selects of shift amounts, written as 2^amount
 
     def apply(self, function: Callable[..., Any], operation: Operation, env: dict[str, Any]) -> Any:
         self.env = env
@@ -181,7 +183,9 @@ def _shift(e: _Emitter, operation: Operation, out: Value) -> str:
     graph, program, inputs = e.graph, e.program, operation.inputs
     x = e.operand_as(inputs[0], np.float64)
     amount = program.values.get(inputs[1]) or program.constants[inputs[1]]
-    if inputs[1] in program.arrays:
+    if inputs[1] in e.pow2_values:
+        factor = e.env[inputs[1]]
+    elif inputs[1] in program.arrays:
         exponents = program.arrays[inputs[1]].astype(np.float64)
         declared = {SHIFT_KEY: f"{amount.lo},{amount.hi}"}
         factor = graph.const(np.exp2(exponents), "pow2", **declared)
@@ -229,6 +233,20 @@ def _sign(e: _Emitter, operation: Operation, out: Value) -> str:
 
 def _select(e: _Emitter, operation: Operation, out: Value) -> str:
     positive = _positive(e, operation.inputs[0])
+    program, (_, a, b) = e.program, operation.inputs
+    consumers = [op for op in program.ops if operation.output in op.inputs]
+    as_amount = consumers and all(
+        op.op is Op.SHIFT and op.inputs[1] == operation.output for op in consumers
+    )
+    if as_amount and a in program.constants and b in program.constants:  # 2^a or 2^b
+        factors = []
+        for name in (a, b):
+            constant = program.constants[name]
+            declared = {SHIFT_KEY: f"{constant.lo},{constant.hi}"}
+            exponents = program.arrays[name].astype(np.float64)
+            factors.append(e.graph.const(np.exp2(exponents), "pow2", **declared))
+        e.pow2_values.add(operation.output)
+        return e.graph.node("Where", [positive, *factors])
     a = e.operand_as(operation.inputs[1], _out_dtype(out))
     b = e.operand_as(operation.inputs[2], _out_dtype(out))
     return e.graph.node("Where", [positive, a, b])
