@@ -21,6 +21,7 @@ from pikenas.space.program.onnx._graph import (
 )
 from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
 from pikenas.space.program.onnx._fuse import emit_pending
+from pikenas.space.program.onnx._pools import POOLS
 from pikenas.space.program.onnx._shapes import MOVERS, move
 from pikenas.space.program.builder import ProgramBuilder
 
@@ -180,6 +181,7 @@ HANDLERS: dict[str, Any] = {
     "BipolarQuant": _bipolar,
     "Trunc": _trunc,
     **ARITHMETIC,
+    **POOLS,
 }
 
 

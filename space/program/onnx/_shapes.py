@@ -11,7 +11,7 @@ from pikenas.space.program.onnx._graph import Entry, Env, GraphReader, entry_of
 from pikenas.space.program.builder import ProgramBuilder, window_terms
 from pikenas.space.program.ir import Value
 
-__all__ = ["MOVERS", "move", "moved_value", "window_terms"]
+__all__ = ["MOVERS", "move", "moved_value", "window_terms"]  # window_terms: the builder's
 
 MOVERS = (
     "Identity",
