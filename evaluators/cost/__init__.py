@@ -17,7 +17,7 @@ breakdown)::
 from __future__ import annotations
 
 from pikenas.evaluators.cost._cost_table import COST_RULES, FLOAT_WIDTHS, CostTable, OpPrice
-from pikenas.evaluators.cost._counter import ROOT_LAYER, count_ace, program_of
+from pikenas.evaluators.cost._counter import ROOT_LAYER, count_ace, count_onnx, program_of
 from pikenas.evaluators.cost._report import AceReport, BreakdownRow, LayerSummary
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "OpPrice",
     "ROOT_LAYER",
     "count_ace",
+    "count_onnx",
     "program_of",
 ]

@@ -14,6 +14,7 @@ table). ACE v2 = the cost table's total over every primitive.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.ir import OP_KINDS, IntegerProgram
 
-__all__ = ["count_ace", "program_of", "ROOT_LAYER"]
+__all__ = ["count_ace", "count_onnx", "program_of", "ROOT_LAYER"]
 
 ROOT_LAYER = "(model)"
 
@@ -151,3 +152,12 @@ def count_ace(
         model=program.name,
         op_totals={kind: op_totals[kind] for kind in OP_KINDS if kind in op_totals},
     )
+
+
+def count_onnx(source: str | Path | Any, *, cost_table: CostTable | None = None) -> AceReport:
+    """The :class:`AceReport` of an ONNX / QONNX model file or ``onnx.ModelProto``: its graph
+    imported as an integer program (:func:`pikenas.space.program.onnx.import_onnx`, which
+    refuses a node it cannot price with one line), then counted as our own networks are."""
+    from pikenas.space.program.onnx.importer import import_onnx
+
+    return count_ace(import_onnx(source), cost_table=cost_table)

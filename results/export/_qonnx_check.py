@@ -65,8 +65,8 @@ def export_qonnx(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
     unwritable or wrong graph raises :class:`EvaluationError`."""
     import onnx
 
-    from pikenas.evaluators.cost import count_ace
-    from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
+    from pikenas.evaluators.cost import count_ace, count_onnx
+    from pikenas.space.program.onnx.importer import OnnxImportError
     from pikenas.space.program.onnx.export_qonnx import QonnxExportError, program_to_qonnx
 
     try:
@@ -76,7 +76,7 @@ def export_qonnx(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
     onnx.save(model, str(path))
     try:
         onnx.checker.check_model(onnx.load(str(path)))
-        imported = count_ace(import_onnx(path)).to_dict()
+        imported = count_onnx(path).to_dict()
     except (onnx.checker.ValidationError, OnnxImportError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise EvaluationError(f"the QONNX graph is invalid: {first}") from None

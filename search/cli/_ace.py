@@ -52,7 +52,7 @@ def ace(
     the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
-    from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace
+    from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace, count_onnx
     from pikenas.search.config import resolve_cost_table
     from pikenas.space.errors import PikeNASError
 
@@ -71,10 +71,8 @@ def ace(
         if float_bits is not None:
             table = table.with_float_bits(float_bits)
         if onnx_file:
-            from pikenas.space.program.onnx.importer import import_onnx
-
             arch = None
-            report = count_ace(import_onnx(name_or_arch_json), cost_table=table)
+            report = count_onnx(name_or_arch_json, cost_table=table)
         else:
             arch = resolve_arch(name_or_arch_json, resolution)
             report = count_ace(arch, cost_table=table)

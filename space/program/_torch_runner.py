@@ -10,15 +10,16 @@ TF32 are off inside: evaluation is the arithmetic of the network that is costed.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from pikenas.space.program.ir import IntegerProgram, Operation, Value
+from pikenas.space.program.ir import IntegerProgram, Op, Operation, ProgramWalk, Value
 
-__all__ = ["TorchProgram"]
+__all__ = ["TorchProgram", "TORCH_OPS"]
 
 
 def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,43 +88,57 @@ def _pad(x: Tensor, attrs: dict[str, Any]) -> Tensor:
     return torch.cat([x, zeros], dim=1)
 
 
-def _execute(operation: Operation, operands: list[Tensor], out: Value) -> Tensor:
-    op, attrs = operation.op, operation.attrs
-    a = operands[0]
-    if op == "conv":
-        return _conv(a, operands[1], attrs, out)
-    if op == "linear":
-        return _linear(a, operands[1], out)
-    if op == "mul":
-        x, y = _promote(a, operands[1])
-        return x * y
-    if op == "add":
-        x, y = _promote(a, operands[1])
-        if attrs.get("prefix"):
-            x = x.clone()
-            x[:, : y.shape[1]] += y
-            return x
-        return x + y
-    if op == "shift":
-        return _shift(a, operands[1])
-    if op == "round":
-        return torch.floor(a.float() + 0.5).long()
-    if op == "clip":
-        return torch.clamp(a, attrs["lo"], attrs["hi"])
-    if op == "sign":
-        return torch.where(a >= 0, 1, -1).long()
-    if op == "select":
-        x, y = _promote(operands[1], operands[2])
-        return torch.where(a >= 0, x, y)
-    if op == "sum":
-        return _sum(a, attrs)
-    if op == "pad":
-        return _pad(a, attrs)
-    if op == "tile":
-        return a.repeat(1, attrs["repeats"], 1, 1)
-    if op == "flatten":
-        return a.reshape(a.shape[0], -1)
-    raise ValueError(f"unknown op {op!r}")
+def _mul(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
+    x, y = _promote(a[0], a[1])
+    return x * y
+
+
+def _add(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
+    x, y = _promote(a[0], a[1])
+    if operation.attrs.get("prefix"):
+        x = x.clone()
+        x[:, : y.shape[1]] += y
+        return x
+    return x + y
+
+
+def _select(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
+    x, y = _promote(a[1], a[2])
+    return torch.where(a[0] >= 0, x, y)
+
+
+#: the torch runner: one function per :class:`Op` ``(operation, operands, out) -> tensor``.
+TORCH_OPS: dict[Op, Callable[[Operation, list[Tensor], Value], Tensor]] = {
+    Op.CONV: lambda o, a, out: _conv(a[0], a[1], o.attrs, out),
+    Op.LINEAR: lambda o, a, out: _linear(a[0], a[1], out),
+    Op.MUL: _mul,
+    Op.ADD: _add,
+    Op.SHIFT: lambda o, a, out: _shift(a[0], a[1]),
+    Op.ROUND: lambda o, a, out: torch.floor(a[0].float() + 0.5).long(),
+    Op.CLIP: lambda o, a, out: torch.clamp(a[0], o.attrs["lo"], o.attrs["hi"]),
+    Op.SIGN: lambda o, a, out: torch.where(a[0] >= 0, 1, -1).long(),
+    Op.SELECT: _select,
+    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs),
+    Op.PAD: lambda o, a, out: _pad(a[0], o.attrs),
+    Op.TILE: lambda o, a, out: a[0].repeat(1, o.attrs["repeats"], 1, 1),
+    Op.FLATTEN: lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
+}
+
+
+class _TorchWalk(ProgramWalk):
+    purpose = "the torch runner"
+    table = TORCH_OPS
+
+    def __init__(self, program: IntegerProgram, constants: dict[str, Tensor]) -> None:
+        super().__init__(program)
+        self.constants = constants
+
+    def constant(self, name: str) -> Tensor:
+        return self.constants[name]
+
+    def store(self, operation: Operation, result: Tensor) -> Tensor:
+        value = self.program.values[operation.output]
+        return result.long() if value.dtype == "int" else result.float()
 
 
 class TorchProgram:
@@ -145,13 +160,7 @@ class TorchProgram:
             stack.enter_context(torch.autocast(self.device.type, enabled=False))
             if self.device.type == "cuda":
                 stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=False))
-            for operation in self.program.ops:
-                operands = [
-                    env[name] if name in env else self.constants[name] for name in operation.inputs
-                ]
-                value = self.program.values[operation.output]
-                result = _execute(operation, operands, value)
-                env[operation.output] = result.long() if value.dtype == "int" else result.float()
+            env = _TorchWalk(self.program, self.constants).walk(env)
         output = env[self.program.output]
         return output, env if keep else {}
 

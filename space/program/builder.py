@@ -24,7 +24,14 @@ from torch import Tensor, nn
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.ir import Constant, IntegerProgram, Operation, Value, range_bits
 
-__all__ = ["ProgramBuilder", "lower", "LoweringError", "channel_shape", "INT64_LIMIT"]
+__all__ = [
+    "ProgramBuilder",
+    "lower",
+    "LoweringError",
+    "channel_shape",
+    "window_terms",
+    "INT64_LIMIT",
+]
 
 # Intermediates must stay clear of int64 overflow (and of float64's exact range in convs).
 INT64_LIMIT = 2**62
@@ -364,8 +371,8 @@ class ProgramBuilder:
             shape, per_output = (channels, out_h, out_w), kernel * kernel
             terms = (
                 channels
-                * _window_terms(height, out_h, kernel, stride, top)
-                * (_window_terms(width, out_w, kernel, stride, left))
+                * window_terms(height, out_h, kernel, stride, top)
+                * (window_terms(width, out_w, kernel, stride, left))
             )
         attrs = {"mode": mode, "terms": terms, **attrs}
         if x.dtype == "int":
@@ -409,7 +416,7 @@ def _magnitude(item: Value | Constant) -> int:
     return max(abs(item.lo), abs(item.hi))  # type: ignore[arg-type]
 
 
-def _window_terms(size: int, out: int, kernel: int, stride: int, pad: int) -> int:
+def window_terms(size: int, out: int, kernel: int, stride: int, pad: int) -> int:
     """In-bounds window elements summed along one axis."""
     total = 0
     for index in range(out):

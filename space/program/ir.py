@@ -1,18 +1,22 @@
 """The integer program: the exact arithmetic a pikenas network runs at inference, and its
 numpy runner.
 
-Every network lowers (``space.lowering.lower``) to one :class:`IntegerProgram`: a list of
+Every network lowers (``program.builder.lower``) to one :class:`IntegerProgram`: a list of
 :class:`Operation` on named :class:`Value` s and constants. Integer values are int64 arrays
 with a declared range ``[lo, hi]`` (fixed by the configuration alone, never by trained
 weights); float values are float32. The same program is what ACE v1 / ACE v2 count
-(``evaluators._primitives``), what the PyTorch eval forward computes, what an export bundle
+(``program.pricing``), what the PyTorch eval forward computes, what an export bundle
 carries and what ``pikenas verify`` checks.
 
 This file imports numpy only, so an export bundle ships it as its torch-free runner::
 
     python run_program.py BUNDLE_DIR --input image.npy      # prints the logits
 
-Operations (``E`` = output elements of one sample; ``x`` the first input):
+The operation vocabulary is data: :class:`Op` names every operation once, :data:`OP_SPECS`
+gives each its family, arity, required attributes and how ACE v2 prices it, and every
+interpreter (this numpy runner, the torch runner, the pricing, the ONNX and QONNX exports) is a
+table keyed by :class:`Op`; a missing entry is an error naming the op, never a silent skip.
+``E`` = output elements of one sample; ``x`` the first input:
 
 =========  ============================================================  =================
 op         semantics (numpy, batch first)                                 ACE primitives
@@ -26,24 +30,26 @@ round      float32 -> int: ``floor(x + 0.5)`` (half up, in float32)       round 
 clip       ``min(max(x, lo), hi)``; only bounds that can bind count       compare (E each)
 sign       ``+1 if x >= 0 else -1``                                       compare (E)
 select     ``y if c >= 0 else z``                                         compare (E)
-sum        sums in a fixed order: ``global`` (H, W), ``window`` (k, s),   add (terms - 1)
+sum        sums in a fixed order: ``global`` (H, W), ``window`` (k, s),   add (terms - E)
            ``groups`` (consecutive channel groups)
-pad/tile   zero-pad or repeat channels (data movement)                    none
-flatten    ``(C, 1, 1)`` or ``(C, H, W)`` -> ``(C*H*W,)``                 none
+pad/tile   zero-pad or repeat channels (data movement)                    free
+flatten    ``(C, 1, 1)`` or ``(C, H, W)`` -> ``(C*H*W,)``                 free
 =========  ============================================================  =================
 
 Float ops are IEEE float32 elementwise operations in a fixed order, so every executor that
-follows this table (numpy here, torch in ``space._program_torch``, onnxruntime for the exported
+follows this table (numpy here, torch in ``program._torch_runner``, onnxruntime for the exported
 graph) gets the same bits; the only float ops whose result depends on the executor's summation
 order are float ``conv`` / ``linear`` (float networks), whose outputs are marked ``exact=False``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import struct
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +57,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "Op",
+    "OpFamily",
+    "OpSpec",
+    "OP_SPECS",
     "OP_KINDS",
+    "op_function",
+    "ProgramWalk",
+    "NUMPY_OPS",
     "PROGRAM_VERSION",
     "PROGRAM_FILE",
     "CONSTANTS_FILE",
@@ -80,6 +93,139 @@ class ProgramError(Exception):
 
 class ProgramOverflowError(ProgramError):
     """An intermediate left its declared range."""
+
+
+class OpFamily(enum.Enum):
+    """What an operation does, for readers and for the interpreters' coverage."""
+
+    MAC = "multiply-accumulate"  # conv, linear
+    ARITHMETIC = "elementwise arithmetic"  # mul, add, shift, round
+    COMPARE = "compare"  # clip, sign, select
+    REDUCE = "reduce"  # sum
+    MOVEMENT = "data movement"  # pad, tile, flatten: free
+
+
+class Op(enum.StrEnum):
+    """Every operation an integer program can hold (``program.json`` stores the value)."""
+
+    CONV = "conv"
+    LINEAR = "linear"
+    MUL = "mul"
+    ADD = "add"
+    SHIFT = "shift"
+    ROUND = "round"
+    CLIP = "clip"
+    SIGN = "sign"
+    SELECT = "select"
+    SUM = "sum"
+    PAD = "pad"
+    TILE = "tile"
+    FLATTEN = "flatten"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One operation's specification: ``arity`` inputs, ``attrs`` required attributes,
+    ``optional`` ones, ``priced_as`` the ACE primitive kind it costs (one of :data:`OP_KINDS`),
+    or ``None``: free, data movement only."""
+
+    family: OpFamily
+    arity: int
+    priced_as: str | None
+    attrs: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+
+_F = OpFamily
+#: the specification of every :class:`Op` (checked complete below, at import).
+OP_SPECS: dict[Op, OpSpec] = {
+    Op.CONV: OpSpec(_F.MAC, 2, "mac", ("stride", "padding", "groups")),
+    Op.LINEAR: OpSpec(_F.MAC, 2, "mac"),
+    Op.MUL: OpSpec(_F.ARITHMETIC, 2, "mul"),
+    Op.ADD: OpSpec(_F.ARITHMETIC, 2, "add", optional=("prefix",)),
+    Op.SHIFT: OpSpec(_F.ARITHMETIC, 2, "shift"),
+    Op.ROUND: OpSpec(_F.ARITHMETIC, 1, "round"),
+    Op.CLIP: OpSpec(_F.COMPARE, 1, "compare", ("lo", "hi")),
+    Op.SIGN: OpSpec(_F.COMPARE, 1, "compare"),
+    Op.SELECT: OpSpec(_F.COMPARE, 3, "compare"),
+    Op.SUM: OpSpec(
+        _F.REDUCE,
+        1,
+        "add",
+        ("mode", "terms"),
+        ("kernel", "stride", "padding", "out_channels", "group"),
+    ),
+    Op.PAD: OpSpec(_F.MOVEMENT, 1, None, ("out_channels",)),
+    Op.TILE: OpSpec(_F.MOVEMENT, 1, None, ("repeats",)),
+    Op.FLATTEN: OpSpec(_F.MOVEMENT, 1, None),
+}
+del _F
+
+
+def op_function(table: Mapping[Op, Any], op: str, purpose: str) -> Any:
+    """``table[Op(op)]``, or :class:`ProgramError` naming the op and the known ones (an
+    interpreter without an entry for an op refuses it: never a silent skip or zero)."""
+    try:
+        return table[Op(op)]
+    except (ValueError, KeyError):
+        known = ", ".join(o.value for o in table)
+        raise ProgramError(f"{purpose} has no function for op {op!r}; it knows: {known}") from None
+
+
+class ProgramWalk:
+    """The one walk over a program's operations, in the manner of ``torch.fx.Interpreter``: it
+    owns the loop, the environment (value name -> whatever the interpreter computes: arrays,
+    tensors, graph tensor names) and the error context; an interpreter gives its ``table``
+    (``{Op: function}``) and overrides only the hooks it needs.
+
+    ``function(operation, operands, out)`` by default, ``operands`` the inputs' entries (values
+    from the environment, constants from :meth:`constant`), ``out`` the output's
+    :class:`Value`. An exception raised while an operation runs gets a note naming the op, its
+    output and its layer.
+    """
+
+    purpose = "an interpreter"
+    table: Mapping[Op, Callable[..., Any]] = {}
+
+    def __init__(self, program: IntegerProgram) -> None:
+        self.program = program
+
+    def constant(self, name: str) -> Any:
+        """The entry of constant ``name``."""
+        raise ProgramError(f"{self.purpose} reads no constants ({name!r})")
+
+    def operand(self, name: str, env: dict[str, Any]) -> Any:
+        return env[name] if name in env else self.constant(name)
+
+    def apply(self, function: Callable[..., Any], operation: Operation, env: dict[str, Any]) -> Any:
+        operands = [self.operand(name, env) for name in operation.inputs]
+        return function(operation, operands, self.program.values[operation.output])
+
+    def store(self, operation: Operation, result: Any) -> Any:
+        """What enters the environment for ``operation``'s output (``None``: nothing)."""
+        return result
+
+    def skip(self, index: int) -> bool:
+        """Whether operation ``index`` was already done (fused into an earlier one)."""
+        return False
+
+    def walk(self, env: dict[str, Any]) -> dict[str, Any]:
+        """Run every operation in order on ``env`` (holding the input); returns ``env``."""
+        for index, operation in enumerate(self.program.ops):
+            if self.skip(index):
+                continue
+            function = op_function(self.table, operation.op, self.purpose)
+            try:
+                result = self.store(operation, self.apply(function, operation, env))
+            except Exception as exc:
+                exc.add_note(
+                    f"while executing op {operation.op.value} -> {operation.output} of layer "
+                    f"{operation.layer!r} ({self.purpose})"
+                )
+                raise
+            if result is not None:
+                env[operation.output] = result
+        return env
 
 
 def range_bits(lo: int, hi: int) -> int:
@@ -137,12 +283,32 @@ class Operation:
     """``output = op(inputs...)``; ``layer``: the module path that owns it; ``kind``: the
     elementwise kind it belongs to (``batchnorm``, ``quantnorm``, ``requantize``, ...)."""
 
-    op: str
+    op: Op
     inputs: tuple[str, ...]
     output: str
     layer: str
     kind: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """``op`` becomes an :class:`Op` (a string elsewhere: ``program.json``); its arity and
+        required attributes are checked against :data:`OP_SPECS`."""
+        try:
+            op = Op(self.op)
+        except ValueError:
+            known = ", ".join(o.value for o in Op)
+            raise ProgramError(
+                f"unknown op {self.op!r} in layer {self.layer!r}; the ops are {known}"
+            ) from None
+        object.__setattr__(self, "op", op)
+        spec = OP_SPECS[op]
+        if len(self.inputs) != spec.arity:
+            raise ProgramError(
+                f"{self.layer}: {op.value} takes {spec.arity} inputs, got {len(self.inputs)}"
+            )
+        missing = [name for name in spec.attrs if name not in self.attrs]
+        if missing:
+            raise ProgramError(f"{self.layer}: {op.value} needs the attributes {missing}")
 
 
 @dataclass
@@ -182,23 +348,9 @@ class IntegerProgram:
                 f"input shape {tuple(x.shape[1:])} does not match the program's "
                 f"{self.input.shape}; pass (N, {', '.join(map(str, self.input.shape))})"
             )
-        env: dict[str, np.ndarray] = {self.input.name: x}
-        widest: dict[str, tuple[int, int]] = {}
-        for operation in self.ops:
-            result = _execute(operation, env, self.arrays, self.values)
-            value = self.values[operation.output]
-            if value.dtype == "int":
-                result = result.astype(np.int64, copy=False)
-                if check and result.size:
-                    _check_range(operation, value, result, widest)
-            else:
-                result = result.astype(np.float32, copy=False)
-                if check and not np.all(np.isfinite(result)):
-                    raise ProgramOverflowError(
-                        f"{operation.layer}: {operation.op} -> {value.name} produced a "
-                        "non-finite float32"
-                    )
-            env[operation.output] = result
+        runner = _NumpyWalk(self, check)
+        env = runner.walk({self.input.name: x})
+        widest = runner.widest
         output = env[self.output]
         return RunResult(output, env if keep else {self.output: output}, widest)
 
@@ -211,7 +363,7 @@ class IntegerProgram:
             "output": self.output,
             "values": [asdict(v) for v in self.values.values()],
             "constants": [asdict(c) for c in self.constants.values()],
-            "ops": [asdict(o) for o in self.ops],
+            "ops": [{**asdict(o), "op": o.op.value} for o in self.ops],
             "elements": [list(e) for e in self.elements],
         }
 
@@ -233,9 +385,6 @@ class IntegerProgram:
             program.elements, program.name = elements, str(data.get("name", ""))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProgramError(f"malformed program: {type(exc).__name__}: {exc}") from None
-        for operation in ops:
-            if operation.op not in _EXECUTORS:
-                raise ProgramError(f"unknown op {operation.op!r} in layer {operation.layer!r}")
         return program
 
     def save(self, folder: str | Path) -> None:
@@ -291,11 +440,6 @@ def _check_range(
 
 
 # ---- operations ---------------------------------------------------------------------------
-def _operand(name: str, env: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """A value, or a constant: per-sample shaped (``(C, 1, 1)`` broadcasts over the batch)."""
-    return env[name] if name in env else arrays[name]
-
-
 def _promote(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int x int stays int64; anything with a float becomes float32 (exact int -> float32)."""
     if a.dtype.kind == "f" or b.dtype.kind == "f":
@@ -369,24 +513,6 @@ def _sum(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     raise ProgramError(f"unknown sum mode {mode!r}")
 
 
-def _execute(
-    operation: Operation,
-    env: dict[str, np.ndarray],
-    arrays: dict[str, np.ndarray],
-    values: dict[str, Value],
-) -> np.ndarray:
-    operands = [_operand(name, env, arrays) for name in operation.inputs]
-    return _EXECUTORS[operation.op](operation, operands, values[operation.output])
-
-
-def _binary(fn: Any) -> Any:
-    def run(operation: Operation, operands: list[np.ndarray], out: Value) -> np.ndarray:
-        a, b = _promote(operands[0], operands[1])
-        return fn(a, b)
-
-    return run
-
-
 def _add(operation: Operation, operands: list[np.ndarray]) -> np.ndarray:
     a, b = _promote(operands[0], operands[1])
     if operation.attrs.get("prefix"):  # b covers the first channels of a
@@ -401,21 +527,62 @@ def _pad(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     return np.concatenate([x, np.zeros((x.shape[0], extra, *x.shape[2:]), x.dtype)], axis=1)
 
 
-_EXECUTORS: dict[str, Any] = {
-    "conv": lambda o, a, out: _conv(a[0], a[1], o.attrs, out),
-    "linear": lambda o, a, out: _linear(a[0], a[1], out),
-    "mul": _binary(np.multiply),
-    "add": lambda o, a, out: _add(o, a),
-    "shift": lambda o, a, out: _shift(a[0].astype(np.int64), a[1]),
-    "round": lambda o, a, out: np.floor(a[0].astype(np.float32) + np.float32(0.5)).astype(np.int64),
-    "clip": lambda o, a, out: np.clip(a[0], o.attrs["lo"], o.attrs["hi"]),
-    "sign": lambda o, a, out: np.where(a[0] >= 0, 1, -1).astype(np.int64),
-    "select": lambda o, a, out: np.where(a[0] >= 0, *_promote(a[1], a[2])),
-    "sum": lambda o, a, out: _sum(a[0], o.attrs),
-    "pad": lambda o, a, out: _pad(a[0], o.attrs),
-    "tile": lambda o, a, out: np.tile(a[0], (1, o.attrs["repeats"], 1, 1)),
-    "flatten": lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
+def _mul(operation: Operation, a: list[np.ndarray], out: Value) -> np.ndarray:
+    x, y = _promote(a[0], a[1])
+    return x * y
+
+
+def _select(operation: Operation, a: list[np.ndarray], out: Value) -> np.ndarray:
+    return np.where(a[0] >= 0, *_promote(a[1], a[2]))
+
+
+#: the numpy runner: one function per :class:`Op` ``(operation, operands, out) -> array``.
+NUMPY_OPS: dict[Op, Callable[[Operation, list[np.ndarray], Value], np.ndarray]] = {
+    Op.CONV: lambda o, a, out: _conv(a[0], a[1], o.attrs, out),
+    Op.LINEAR: lambda o, a, out: _linear(a[0], a[1], out),
+    Op.MUL: _mul,
+    Op.ADD: lambda o, a, out: _add(o, a),
+    Op.SHIFT: lambda o, a, out: _shift(a[0].astype(np.int64), a[1]),
+    Op.ROUND: lambda o, a, out: np.floor(a[0].astype(np.float32) + np.float32(0.5)).astype(
+        np.int64
+    ),
+    Op.CLIP: lambda o, a, out: np.clip(a[0], o.attrs["lo"], o.attrs["hi"]),
+    Op.SIGN: lambda o, a, out: np.where(a[0] >= 0, 1, -1).astype(np.int64),
+    Op.SELECT: _select,
+    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs),
+    Op.PAD: lambda o, a, out: _pad(a[0], o.attrs),
+    Op.TILE: lambda o, a, out: np.tile(a[0], (1, o.attrs["repeats"], 1, 1)),
+    Op.FLATTEN: lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
 }
+
+
+class _NumpyWalk(ProgramWalk):
+    """The reference executor: :data:`NUMPY_OPS`, int64 / float32 results, range checks."""
+
+    purpose = "the numpy runner"
+    table = NUMPY_OPS
+
+    def __init__(self, program: IntegerProgram, check: bool) -> None:
+        super().__init__(program)
+        self.check = check
+        self.widest: dict[str, tuple[int, int]] = {}
+
+    def constant(self, name: str) -> np.ndarray:
+        return self.program.arrays[name]  # per-sample shaped: (C, 1, 1) broadcasts
+
+    def store(self, operation: Operation, result: np.ndarray) -> np.ndarray:
+        value = self.program.values[operation.output]
+        if value.dtype == "int":
+            result = result.astype(np.int64, copy=False)
+            if self.check and result.size:
+                _check_range(operation, value, result, self.widest)
+            return result
+        result = result.astype(np.float32, copy=False)
+        if self.check and not np.all(np.isfinite(result)):
+            raise ProgramOverflowError(
+                f"{operation.layer}: {operation.op} -> {value.name} produced a non-finite float32"
+            )
+        return result
 
 
 # ---- safetensors without dependencies -----------------------------------------------------

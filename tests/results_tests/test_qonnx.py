@@ -10,7 +10,7 @@ of the default space trained briefly on digits, the exported graph
   (``qonnx.util.inference_cost`` with ``discount_sparsity=False``), so ACE v1 is confirmed by an
   independent counter;
 * costs to the same ACE v1 / ACE v2 / MACs / params and breakdown rows with ``pikenas ace``
-  (the importer), before and after cleanup.
+  (the importer), before and after cleanup; and so does the bundle's plain ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from qonnx.util.cleanup import cleanup_model  # noqa: E402
 from qonnx.util.inference_cost import inference_cost  # noqa: E402
 
 from pikenas.evaluators.training import loop as training  # noqa: E402
-from pikenas.evaluators.cost import count_ace  # noqa: E402
+from pikenas.evaluators.cost import count_ace, count_onnx  # noqa: E402
 from pikenas.evaluators.data.datasets import iterate_batches, load_dataset  # noqa: E402
-from pikenas.space.program.onnx.importer import import_onnx  # noqa: E402
+from pikenas.space.program.onnx.export_onnx import program_to_onnx  # noqa: E402
 from pikenas.space.program.onnx.export_qonnx import program_to_qonnx  # noqa: E402
 from pikenas.results.export._qonnx_check import run_qonnx  # noqa: E402
 from pikenas.search.config import load_config  # noqa: E402
@@ -118,8 +118,11 @@ def _agree(
     program = model.program()
     graph = program_to_qonnx(program)
     onnx.checker.check_model(graph)
+    native = count_ace(program)
+    plain = count_onnx(program_to_onnx(program))  # the bundle's model.onnx: the same price
+    assert _rows(plain) == _rows(native) and plain.ace_v2 == native.ace_v2
     if not qonnx_tools:
-        native, imported = count_ace(program), count_ace(import_onnx(graph))
+        imported = count_onnx(graph)
         assert _rows(imported) == _rows(native) and imported.ace_v2 == native.ace_v2
         return 0.0
     path = tmp_path / "model.qonnx.onnx"
@@ -146,9 +149,8 @@ def _agree(
     # MACs per type pair: qonnx's inference_cost == our per-layer MACs and widths
     assert _qonnx_macs(graph) == _expected_macs(program)
     # ACE of the graph (the importer) == ACE of the program, raw and cleaned
-    native = count_ace(program)
     for source in (graph, cleaned.model):
-        imported = count_ace(import_onnx(source))
+        imported = count_onnx(source)
         assert (imported.ace_v1, imported.ace_v2, imported.macs, imported.params) == (
             native.ace_v1,
             native.ace_v2,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from pikenas.space.program.onnx._graph import (
-    SHIFT_KEY,
     Entry,
     Env,
     GraphReader,
@@ -21,21 +21,23 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
-from pikenas.space.program.onnx._shapes import moved_value, window_terms
+from pikenas.space.program.onnx._common import SHIFT_KEY
+from pikenas.space.program.onnx._fuse import pending_clamp, quant_ahead
+from pikenas.space.program.onnx._shapes import moved_value
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Value
 
-__all__ = ["ARITHMETIC"]
+__all__ = ["ARITHMETIC", "pads_of", "stride_of"]
 
 
-def _pads(reader: GraphReader, node: Any, attrs: dict[str, Any]) -> tuple[int, int, int, int]:
+def pads_of(reader: GraphReader, node: Any, attrs: dict[str, Any]) -> tuple[int, int, int, int]:
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
         raise reader.fail(node, "auto_pad SAME is not supported; export explicit pads")
     top, left, bottom, right = (list(attrs.get("pads", [0, 0, 0, 0])) + [0] * 4)[:4]
     return int(top), int(bottom), int(left), int(right)
 
 
-def _stride(reader: GraphReader, node: Any, attrs: dict[str, Any]) -> int:
+def stride_of(reader: GraphReader, node: Any, attrs: dict[str, Any]) -> int:
     strides = list(attrs.get("strides", [1, 1]))
     if len(set(strides)) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise reader.fail(node, "only equal strides and no dilation are supported")
@@ -79,7 +81,7 @@ def _conv(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
     if not w.is_constant:
         raise reader.fail(node, "its weights must be constant")
     attrs = reader.attrs(node)
-    padding, stride = _pads(reader, node, attrs), _stride(reader, node, attrs)
+    padding, stride = pads_of(reader, node, attrs), stride_of(reader, node, attrs)
     groups = int(attrs.get("group", 1))
     kind = reader.kind_of(node)
     out_channels, _, k_h, k_w = w.array.shape  # type: ignore[union-attr]
@@ -257,6 +259,15 @@ def _add(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> N
         right = _negated(builder, b.item) if subtract else b.item  # type: ignore[arg-type]
         env[out] = Entry(builder.add(a.item, right, kind=kind), scale=a.scale)  # type: ignore[arg-type]
         return
+    ahead = quant_ahead(reader, out)
+    if ahead is not None and ahead.size == 1:  # fold the Quant's 1 / s into both multiplies
+        a, b = (
+            replace(e, scale=np.asarray((1.0 if e.scale is None else e.scale) / ahead))
+            for e in (a, b)
+        )
+        left, right = materialize(reader, builder, a, kind), materialize(reader, builder, b, kind)
+        env[out] = Entry(builder.add(left, right, kind=kind), scale=ahead)
+        return
     left, right = materialize(reader, builder, a, kind), materialize(reader, builder, b, kind)
     env[out] = Entry(builder.add(left, right, kind=kind))
 
@@ -290,6 +301,9 @@ def _batchnorm(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any
     shape = channel_shape(value.shape)
     factor = m.reshape(shape) * (1.0 if x.scale is None else x.scale)
     kind = reader.kind_of(node)
+    if not x.half and quant_ahead(reader, node.output[0]) is not None:  # folded into the Quant
+        env[node.output[0]] = Entry(value, affine=(factor, h.reshape(shape)))
+        return
     t = builder.mul(value, float_constant(builder, "M", factor), kind=kind)
     env[node.output[0]] = Entry(
         builder.add(t, float_constant(builder, "B", h.reshape(shape)), kind=kind)
@@ -317,6 +331,11 @@ def _clip(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
         raise reader.fail(node, "only Max / Min of a value and one constant are supported")
     lo, hi = _clip_bounds(reader, node)
     kind = reader.kind_of(node)
+    pending = x.affine is not None or x.clamp is not None
+    floating = x.item is not None and x.item.dtype == "float" and not x.half
+    if (pending or floating) and quant_ahead(reader, node.output[0]) is not None:
+        env[node.output[0]] = replace(x, clamp=pending_clamp(x, lo, hi))  # the Quant clips
+        return
     if is_integer(x):
         value = x.item
         scale = 1.0 if x.scale is None else float(np.asarray(x.scale).reshape(-1)[0])
@@ -357,12 +376,29 @@ def _compare(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) 
     env[node.output[0]] = Entry(value, compared=True)
 
 
+def _is_sign(a: Entry, b: Entry) -> bool:
+    """``Where(c, 1, -1)`` with scalar constants: the sign of ``c``'s value."""
+    return (
+        a.is_constant
+        and b.is_constant
+        and np.size(a.array) == 1
+        and np.size(b.array) == 1
+        and float(np.asarray(a.array).reshape(-1)[0]) == 1.0
+        and float(np.asarray(b.array).reshape(-1)[0]) == -1.0
+        and a.scale is None
+        and b.scale is None
+    )
+
+
 def _where(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     condition = entry_of(reader, env, node, 0)
     a, b = entry_of(reader, env, node, 1), entry_of(reader, env, node, 2)
     if not condition.compared:
         raise reader.fail(node, "its condition must be GreaterOrEqual(x, 0)")
     kind = reader.kind_of(node)
+    if _is_sign(a, b):  # Where(x >= 0, 1, -1): a sign
+        env[node.output[0]] = Entry(builder.sign(condition.item, kind=kind))  # type: ignore[arg-type]
+        return
     rank = len(condition.item.shape)  # type: ignore[union-attr]
     pair = []
     pow2 = all(e.is_constant and SHIFT_KEY in e.declared for e in (a, b))
@@ -384,106 +420,6 @@ def _where(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     env[node.output[0]] = Entry(selected, pow2=pow2)
 
 
-# ---- pools and sums -------------------------------------------------------------------------
-def _axes(reader: GraphReader, node: Any) -> list[int]:
-    attrs = reader.attrs(node)
-    if "axes" in attrs:
-        return [int(a) for a in attrs["axes"]]
-    if len(node.input) > 1 and node.input[1]:
-        return [int(a) for a in np.asarray(reader.constant(node, 1)).reshape(-1)]
-    raise reader.fail(node, "reducing over every axis (the batch too) is not supported")
-
-
-def _reduce(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
-    x = entry_of(reader, env, node, 0)
-    if x.item is None or x.compared or x.pow2:
-        raise reader.fail(node, "its input is not a computed value")
-    value = x.item if not x.half else materialize(reader, builder, x, "pool")
-    rank = len(value.shape) + 1
-    if node.op_type == "GlobalAveragePool":
-        axes, keep = [2, 3], 1
-    else:
-        axes = sorted(a % rank for a in _axes(reader, node))
-        keep = int(reader.attrs(node).get("keepdims", 1))
-    if 0 in axes:
-        raise reader.fail(node, "it reduces over the batch")
-    kind = reader.kind_of(node)
-    scale = 1.0 if x.scale is None else x.scale
-    if axes == [2, 3] and keep and len(value.shape) == 3:
-        total = builder.sum(value, mode="global", kind=kind)
-    else:
-        shape = [d for i, d in enumerate(value.shape, start=1) if i not in axes or keep]
-        shape = [
-            1 if (i in axes) else d
-            for i, d in enumerate(value.shape, start=1)
-            if i not in axes or keep
-        ]
-        per_output = math.prod(value.shape) // max(math.prod(shape), 1)
-        dtype = value.dtype
-        extra = {"lo": value.lo * per_output, "hi": value.hi * per_output} if dtype == "int" else {}
-        total = builder.emit(
-            "sum",
-            [value],
-            shape=tuple(shape),
-            dtype=dtype,
-            kind=kind,
-            attrs={"mode": "reduce", "terms": math.prod(value.shape)},
-            **extra,
-        )
-        if np.asarray(scale).size > 1:
-            raise reader.fail(node, "it sums values with per-channel scales across channels")
-    if node.op_type in ("GlobalAveragePool", "ReduceMean"):
-        count = math.prod(value.shape) // math.prod(total.shape)
-        scale = np.asarray(scale) / count
-    env[node.output[0]] = Entry(
-        total, scale=None if is_one(np.asarray(scale)) else np.asarray(scale)
-    )
-
-
-def _pool(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
-    x = entry_of(reader, env, node, 0)
-    attrs = reader.attrs(node)
-    kernel = list(attrs.get("kernel_shape", []))
-    if len(kernel) != 2 or kernel[0] != kernel[1] or attrs.get("ceil_mode", 0):
-        raise reader.fail(node, "only square kernels without ceil_mode are supported")
-    k, stride, padding = kernel[0], _stride(reader, node, attrs), _pads(reader, node, attrs)
-    if x.item is None or x.compared or x.pow2:
-        raise reader.fail(node, "its input is not a computed value")
-    value = x.item if not x.half else materialize(reader, builder, x, "pool")
-    kind = reader.kind_of(node)
-    if node.op_type == "AveragePool":
-        if any(padding) and not attrs.get("count_include_pad", 0):
-            raise reader.fail(node, "padding without count_include_pad divides unevenly")
-        total = builder.sum(
-            value, mode="window", kind=kind, kernel=k, stride=stride, padding=list(padding)
-        )
-        scale = (1.0 if x.scale is None else x.scale) / (k * k)
-        env[node.output[0]] = Entry(total, scale=np.asarray(scale))
-        return
-    channels, height, width = value.shape
-    top, bottom, left, right = padding
-    out_h = (height + top + bottom - k) // stride + 1
-    out_w = (width + left + right - k) // stride + 1
-    pooled = moved_value(builder, value, (channels, out_h, out_w))
-    terms = (
-        channels
-        * window_terms(height, out_h, k, stride, top)
-        * window_terms(width, out_w, k, stride, left)
-    )
-    compares = terms - pooled.elements
-    if compares > 0:  # k*k - 1 two-input maxima per output: compares, priced as selects
-        scratch = moved_value(builder, value, (compares,))
-        builder.emit(
-            "select",
-            [scratch, scratch, scratch],
-            shape=(compares,),
-            dtype=value.dtype,
-            kind=kind,
-            **({"lo": value.lo, "hi": value.hi} if value.dtype == "int" else {}),
-        )
-    env[node.output[0]] = Entry(pooled, scale=x.scale)
-
-
 ARITHMETIC: dict[str, Any] = {
     "Conv": _conv,
     "Gemm": _linear,
@@ -500,9 +436,4 @@ ARITHMETIC: dict[str, Any] = {
     "Floor": _floor,
     "GreaterOrEqual": _compare,
     "Where": _where,
-    "ReduceSum": _reduce,
-    "ReduceMean": _reduce,
-    "GlobalAveragePool": _reduce,
-    "AveragePool": _pool,
-    "MaxPool": _pool,
 }

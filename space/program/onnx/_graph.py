@@ -12,6 +12,14 @@ import numpy as np
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import Constant, Value, range_bits
+from pikenas.space.program.onnx._common import (
+    BITS_KEY,
+    DATATYPE_KEY,
+    KIND_KEY,
+    LAYER_KEY,
+    RANGE_KEY,
+    REPEAT_KEY,
+)
 
 __all__ = [
     "OnnxImportError",
@@ -27,12 +35,6 @@ __all__ = [
     "is_integer",
 ]
 
-RANGE_KEY = "pikenas_range"
-BITS_KEY = "pikenas_bits"
-SHIFT_KEY = "pikenas_shift"
-LAYER_KEY = "pikenas.layer"
-KIND_KEY = "pikenas.kind"
-
 
 class OnnxImportError(CostModelError):
     """An ONNX graph that cannot be read or priced (one line naming the file and the node)."""
@@ -44,7 +46,12 @@ class Entry:
     value = item x scale (``None``: 1), broadcastable per sample; ``half``: ``item + 0.5``
     still to add (half-up rounding, if a floor follows); ``compared``: ``item >= 0`` (a
     condition for ``Where``); ``pow2``: ``2^item`` (a shift amount); ``bounds``: known float
-    bounds; ``array``: the data of a constant that is not yet a program constant."""
+    bounds; ``array``: the data of a constant that is not yet a program constant.
+
+    Pending float stages in front of an activation ``Quant`` (see :mod:`._fuse`), emitted by
+    the ``Quant`` in their cheapest form: ``affine`` ``(M, H)``: real value = item x M + H (a
+    batch norm, ``M`` holding the item's scale); ``clamp``: real-valued bounds still to apply
+    (a ReLU / Clip), after ``affine`` or ``scale``."""
 
     item: Value | Constant | None = None
     scale: np.ndarray | None = None
@@ -54,6 +61,8 @@ class Entry:
     bounds: tuple[float | None, float | None] = (None, None)
     array: np.ndarray | None = None
     declared: dict[str, str] = field(default_factory=dict)
+    affine: tuple[np.ndarray, np.ndarray] | None = None
+    clamp: tuple[float | None, float | None] | None = None
 
     @property
     def is_constant(self) -> bool:
@@ -137,6 +146,11 @@ class GraphReader:
             return ".".join(parts[:-1])
         return parts[0] if parts else f"{node.op_type}_{index}"
 
+    def repeats(self, node: Any) -> bool:
+        """Whether ``node`` only repeats part of an operation already priced (see
+        :data:`._common.REPEAT_KEY`)."""
+        return any(e.key == REPEAT_KEY and e.value == "1" for e in node.metadata_props)
+
     def kind_of(self, node: Any) -> str:
         meta = {e.key: e.value for e in node.metadata_props}
         return meta.get(KIND_KEY) or node.op_type.lower()
@@ -212,10 +226,35 @@ def float_constant(builder: ProgramBuilder, hint: str, array: np.ndarray) -> Con
     return builder.constant(hint, None, shape=tuple(np.shape(array)), dtype="float")
 
 
+def _type_range(name: str) -> tuple[int, int] | None:
+    """The range of a QONNX integer data type (``INT8``, ``UINT4``, ``BIPOLAR``, ``TERNARY``)."""
+    name = name.upper()
+    if name in ("BIPOLAR", "TERNARY"):
+        return -1, 1
+    for prefix, signed in (("UINT", False), ("INT", True)):
+        digits = name[len(prefix) :]
+        if name.startswith(prefix) and digits.isdigit() and int(digits) > 0:
+            bits = int(digits)
+            return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return None
+
+
 def declared_range(entry: Entry) -> tuple[int, int, int] | None:
-    """``(lo, hi, bits)`` of a constant declared integer (by ``Quant`` or an annotation)."""
+    """``(lo, hi, bits)`` of a constant declared integer: by a ``Quant``, by our range
+    annotation or by its QONNX data type (``finn_datatype``, on integer-valued data)."""
     if RANGE_KEY not in entry.declared:
-        return None
+        found = _type_range(entry.declared.get(DATATYPE_KEY, ""))
+        data = None if entry.array is None else np.asarray(entry.array)
+        if found is None or data is None or not np.array_equal(data, np.round(data)):
+            return None
+        if data.size and (data.min() < found[0] or data.max() > found[1]):
+            return None
+        lo, hi = found
+        return (
+            lo,
+            hi,
+            1 if entry.declared[DATATYPE_KEY].upper() == "BIPOLAR" else range_bits(lo, hi),
+        )
     lo, hi = (int(v) for v in entry.declared[RANGE_KEY].split(","))
     bits = int(entry.declared.get(BITS_KEY, range_bits(lo, hi)))
     return lo, hi, bits
@@ -239,9 +278,15 @@ def materialize(reader: GraphReader, builder: ProgramBuilder, entry: Entry, kind
     value = entry.item
     if entry.half:
         value = builder.add(value, float_constant(builder, "0.5", np.array(0.5)), kind=kind)
+    if entry.affine is not None:
+        factor, offset = entry.affine
+        value = builder.mul(value, float_constant(builder, "M", factor), kind=kind)  # type: ignore[arg-type]
+        value = builder.add(value, float_constant(builder, "B", offset), kind=kind)
     if not is_one(entry.scale):
         scale = per_sample(entry.scale, len(value.shape))  # type: ignore[arg-type]
         value = builder.mul(value, float_constant(builder, "dequantize", scale), kind="dequantize")
+    if entry.clamp is not None:
+        value = builder.clip(value, *entry.clamp, kind=kind)  # type: ignore[arg-type]
     return value  # type: ignore[return-value]
 
 
@@ -252,4 +297,6 @@ def is_integer(entry: Entry) -> bool:
         item is not None
         and item.dtype == "int"
         and not (entry.half or entry.compared or entry.pow2)
+        and entry.affine is None
+        and entry.clamp is None
     )

@@ -1,15 +1,14 @@
-"""One ONNX node -> the program operations it runs (see :mod:`evaluators.onnx_import`)."""
+"""One ONNX node -> the program operations it runs (see :mod:`.importer`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from pikenas.space.program.onnx._arith import ARITHMETIC
 from pikenas.space.program.onnx._graph import (
-    BITS_KEY,
-    RANGE_KEY,
     Entry,
     Env,
     GraphReader,
@@ -20,6 +19,9 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
+from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
+from pikenas.space.program.onnx._fuse import emit_pending
+from pikenas.space.program.onnx._pools import POOLS
 from pikenas.space.program.onnx._shapes import MOVERS, move
 from pikenas.space.program.builder import ProgramBuilder
 
@@ -44,6 +46,16 @@ def _round(array: np.ndarray, mode: str) -> np.ndarray:
     return np.round(array)
 
 
+def _pow2_width(codes: np.ndarray, bits: int) -> int:
+    """The width of weight codes that are all zero or signed powers of two ``+-2^e``: a sign
+    bit and the index of ``e`` in ``0 .. bits - 2`` or zero (our pow2 quantizer's b-bit code is
+    written as a narrow ``INT(2^(b-1))`` Quant); ``bits`` for any other codes."""
+    magnitude = np.abs(codes[codes != 0])
+    if bits < 4 or magnitude.size == 0 or np.any(magnitude != 2.0 ** np.round(np.log2(magnitude))):
+        return bits
+    return 1 + math.ceil(math.log2(bits))
+
+
 def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     x = entry_of(reader, env, node, 0)
     scale = np.asarray(reader.constant(node, 1), dtype=np.float64)
@@ -65,10 +77,28 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     declared = reader.annotations.get(node.output[0], {})
     if x.is_constant:  # a weight: its codes, offline
         codes = np.clip(_round(np.asarray(x.array, np.float64) / scale, mode), lo, hi)
-        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(bits), **declared}
+        width = _pow2_width(codes, bits) if signed and narrow else bits
+        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(width), **declared}
         env[node.output[0]] = Entry(array=codes, scale=out_scale, declared=range_)
         return
     kind = reader.kind_of(node)
+    if (
+        x.affine is not None
+        or x.clamp is not None
+        or (
+            x.item is not None
+            and x.item.dtype == "float"
+            and not x.half
+            and not x.compared
+            and not x.pow2
+            and x.scale is not None
+        )
+    ):  # pending float stages (see ._fuse): one multiply, one add, one clip, the rounding
+        value, low, high = emit_pending(builder, x, scale, lo, hi, kind)
+        clipped = builder.clip(value, low, high, kind=kind)
+        rounded = builder.round(clipped, math.ceil(low), math.floor(high), kind=kind)
+        env[node.output[0]] = Entry(rounded, scale=out_scale)
+        return
     on_grid = x.scale is None and out_scale is None
     if not on_grid and x.scale is not None and out_scale is not None:
         on_grid = x.scale.shape == out_scale.shape and bool(np.all(x.scale == out_scale))
@@ -151,12 +181,16 @@ HANDLERS: dict[str, Any] = {
     "BipolarQuant": _bipolar,
     "Trunc": _trunc,
     **ARITHMETIC,
+    **POOLS,
 }
 
 
 def lower_node(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     """Append ``node``'s operations to ``builder`` and record its output entry in ``env``."""
     if node.op_type == "Constant":
+        return
+    if reader.repeats(node):  # a part of an operation already priced: its first input's entry
+        env[node.output[0]] = entry_of(reader, env, node, 0)
         return
     if node.op_type in MOVERS:
         x = entry_of(reader, env, node, 0)

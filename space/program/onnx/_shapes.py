@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from pikenas.space.program.onnx._graph import Entry, Env, GraphReader, entry_of
-from pikenas.space.program.builder import ProgramBuilder
+from pikenas.space.program.builder import ProgramBuilder, window_terms
 from pikenas.space.program.ir import Value
 
-__all__ = ["MOVERS", "move", "moved_value", "window_terms"]
+__all__ = ["MOVERS", "move", "moved_value", "window_terms"]  # window_terms: the builder's
 
 MOVERS = (
     "Identity",
@@ -27,15 +27,6 @@ MOVERS = (
     "Pad",
     "Tile",
 )
-
-
-def window_terms(size: int, out: int, kernel: int, stride: int, pad: int) -> int:
-    """In-bounds window elements along one axis (as :mod:`space.lowering` counts them)."""
-    total = 0
-    for index in range(out):
-        start = index * stride - pad
-        total += min(start + kernel, size) - max(start, 0)
-    return total
 
 
 def moved_value(

@@ -9,10 +9,11 @@ conv        ``Conv`` in float32 on integer-valued tensors: exact while every par
             below 2^24; wider accumulators split the weight codes into base-``2^s`` digits, one
             exact float32 ``Conv`` per digit, recombined in float64
 linear      the same with ``MatMul``
-shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); per-element amounts
+shift       ``Floor(x * 2^a)`` in float64 (a power-of-two multiply is exact); a select of two
+            constant amounts is written ``Where(c >= 0, 2^a, 2^b)``, other computed amounts
             index a table of powers of two (``Gather``)
 round       ``Floor(x + 0.5)`` in float32, as the program
-clip/sign   ``Clip`` / ``Max`` / ``Min``, ``Where(x >= 0, 1, -1)``
+clip/sign   ``Clip`` (or ``Max`` / ``Min``), ``Where(x >= 0, 1, -1)``
 select      ``Where(c >= 0, a, b)``
 sum         ``ReduceSum`` (integers: exact in any order; float sums of float networks are the one
             place besides float convs where onnxruntime may round differently)
@@ -24,6 +25,7 @@ Input ``input`` ``(N, C, H, W)`` float32 (any batch), output ``logits`` ``(N, cl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,17 @@ from typing import Any
 import numpy as np
 
 from pikenas.space.errors import EvaluationError
-from pikenas.space.program.ir import IntegerProgram, Operation, Value
+from pikenas.space.program.ir import IntegerProgram, Op, Operation, ProgramWalk, Value
+from pikenas.space.program.onnx._common import (
+    OPSET,
+    SHIFT_KEY,
+    GraphWriter,
+    constant_annotation,
+    prefix_add,
+)
 
-__all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "OPSET"]
+__all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "ONNX_OPS", "OPSET"]
 
-OPSET = 17
 _EXACT_FLOAT32 = 2**24
 _EXACT_FLOAT64 = 2**53
 
@@ -44,31 +52,9 @@ class OnnxExportError(Exception):
     """The program cannot be written as an exact ONNX graph."""
 
 
-class _Graph:
+class _Graph(GraphWriter):
     def __init__(self, program: IntegerProgram) -> None:
-        from onnx import helper
-
-        self.helper = helper
-        self.program = program
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self.count = 0
-
-    def name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def const(self, array: np.ndarray, hint: str = "c") -> str:
-        from onnx import numpy_helper
-
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
-        output = self.name(op.lower())
-        self.nodes.append(self.helper.make_node(op, inputs, [output], **attrs))
-        return output
+        super().__init__(program, float_constants=False)
 
     def scalar(self, value: float, dtype: type) -> str:
         return self.const(np.array(value, dtype=dtype), "s")
@@ -79,7 +65,10 @@ def _is_int(value: Value) -> bool:
 
 
 def _constant(graph: _Graph, name: str, dtype: type) -> str:
-    return graph.const(graph.program.arrays[name].astype(dtype), "w")
+    """A program constant in ``dtype``, annotated with its type and declared range (so that
+    ``pikenas ace model.onnx`` prices it as the program does)."""
+    annotation = constant_annotation(graph.program.constants[name])
+    return graph.const(graph.program.arrays[name].astype(dtype), "w", **annotation)
 
 
 def _operand(graph: _Graph, env: dict[str, str], name: str, dtype: type) -> str:
@@ -116,108 +105,192 @@ def _exact_products(graph: _Graph, x: str, operation: Operation, make: Any) -> s
     codes = program.arrays[weight.name]
     w_max = int(np.abs(codes).max(initial=0))
     if fan_in * w_max * x_max < _EXACT_FLOAT32:
-        return graph.node("Cast", [make(x, graph.const(codes.astype(np.float32), "w"))], to=11)
+        return graph.node("Cast", [make(x, _constant(graph, weight.name, np.float32))], to=11)
     base_bits = max(1, int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max))))
     total = None
-    for digit, power in _digits(codes, base_bits):
-        part = graph.node("Cast", [make(x, graph.const(digit.astype(np.float32), "w"))], to=11)
+    for index, (digit, power) in enumerate(_digits(codes, base_bits)):
+        # the first digit's product stands for the whole one (annotated with the weight's
+        # declared range); the others are tagged as repeats of it, free for pikenas ace
+        graph.repeat = index > 0
+        declared = {} if index else constant_annotation(weight)
+        w = graph.const(digit.astype(np.float32), "w", **declared)
+        part = graph.node("Cast", [make(x, w)], to=11)
         if power:
             part = graph.node("Mul", [part, graph.scalar(2.0**power, np.float64)])
         total = part if total is None else graph.node("Add", [total, part])
+    graph.repeat = False
     return total  # type: ignore[return-value]
 
 
-def _emit(graph: _Graph, env: dict[str, str], operation: Operation) -> str:
-    program = graph.program
-    out = program.values[operation.output]
-    op, attrs, inputs = operation.op, operation.attrs, operation.inputs
-    dtype = np.float64 if _is_int(out) else np.float32
-    first = program.values.get(inputs[0])
-    if op in ("conv", "linear"):
-        x = _operand(graph, env, inputs[0], np.float32)
-        if op == "conv":
-            top, bottom, left, right = attrs["padding"]
+class _Emitter(ProgramWalk):
+    """The walk writing each program op as ONNX nodes (:data:`ONNX_OPS`); the environment maps
+    value names to graph tensor names."""
 
-            def make(a: str, w: str) -> str:
-                return graph.node(
-                    "Conv",
-                    [a, w],
-                    strides=[attrs["stride"]] * 2,
-                    pads=[top, left, bottom, right],
-                    group=attrs["groups"],
-                )
-        else:
+    purpose = "the ONNX export"
 
-            def make(a: str, w: str) -> str:
-                return graph.node("Gemm", [a, w], transB=1)
+    def __init__(self, program: IntegerProgram) -> None:
+        super().__init__(program)
+        self.graph = _Graph(program)
+        self.env: dict[str, str] = {}
+        self.pow2_values: set[str] = set()  # selects of shift amounts, written as 2^amount
 
-        if not _is_int(out):
-            return make(x, _constant(graph, inputs[1], np.float32))
-        return _exact_products(graph, x, operation, make)
-    if op in ("mul", "add"):
-        a = _operand(graph, env, inputs[0], dtype)
-        b = _operand(graph, env, inputs[1], dtype)
-        if attrs.get("prefix"):
-            return _prefix_add(graph, a, b, program.values[inputs[1]].shape[0])
-        return graph.node("Mul" if op == "mul" else "Add", [a, b])
-    if op == "shift":
-        x = _operand(graph, env, inputs[0], np.float64)
-        amount = program.values.get(inputs[1]) or program.constants[inputs[1]]
-        if inputs[1] in program.arrays:
-            factor = graph.const(np.exp2(program.arrays[inputs[1]].astype(np.float64)), "pow2")
-        else:
-            table = graph.const(np.exp2(np.arange(amount.lo, amount.hi + 1, dtype=np.float64)))
-            index = graph.node("Sub", [env[inputs[1]], graph.scalar(amount.lo, np.float64)])
-            index = graph.node("Cast", [index], to=7)  # INT64
-            factor = graph.node("Gather", [table, index], axis=0)
-        return graph.node("Floor", [graph.node("Mul", [x, factor])])
-    if op == "round":
-        x = _operand(graph, env, inputs[0], np.float32)
-        rounded = graph.node("Floor", [graph.node("Add", [x, graph.scalar(0.5, np.float32)])])
-        return graph.node("Cast", [rounded], to=11)
-    if op == "clip":
-        x = _operand(graph, env, inputs[0], dtype)
-        lo, hi = attrs["lo"], attrs["hi"]
-        if lo is not None:
-            x = graph.node("Max", [x, graph.scalar(lo, dtype)])
-        if hi is not None:
-            x = graph.node("Min", [x, graph.scalar(hi, dtype)])
-        return x
-    if op == "sign":
-        kind = np.float64 if _is_int(first) else np.float32
-        x = _operand(graph, env, inputs[0], kind)
-        positive = graph.node("GreaterOrEqual", [x, graph.scalar(0, kind)])
-        return graph.node(
-            "Where", [positive, graph.scalar(1, np.float64), graph.scalar(-1, np.float64)]
-        )
-    if op == "select":
-        kind = np.float64 if _is_int(first) else np.float32
-        c = _operand(graph, env, inputs[0], kind)
-        positive = graph.node("GreaterOrEqual", [c, graph.scalar(0, kind)])
-        a = _operand(graph, env, inputs[1], dtype)
-        b = _operand(graph, env, inputs[2], dtype)
-        return graph.node("Where", [positive, a, b])
-    if op == "sum":
-        return _sum(graph, _operand(graph, env, inputs[0], dtype), attrs, first, dtype)
-    if op == "pad":
-        x = _operand(graph, env, inputs[0], dtype)
-        pads = graph.const(np.array([0, 0, 0, 0, 0, attrs["out_channels"] - first.shape[0], 0, 0]))
-        return graph.node("Pad", [x, pads])
-    if op == "tile":
-        repeats = graph.const(np.array([1, attrs["repeats"], 1, 1], dtype=np.int64))
-        return graph.node("Tile", [_operand(graph, env, inputs[0], dtype), repeats])
-    if op == "flatten":
-        return graph.node("Flatten", [_operand(graph, env, inputs[0], dtype)], axis=1)
-    raise OnnxExportError(f"no ONNX form for program op {op!r}")
+    def apply(self, function: Callable[..., Any], operation: Operation, env: dict[str, Any]) -> Any:
+        self.env = env
+        self.graph.layer, self.graph.kind = operation.layer, operation.kind
+        return function(self, operation, self.program.values[operation.output])
+
+    def operand_as(self, name: str, dtype: type) -> str:
+        return _operand(self.graph, self.env, name, dtype)
 
 
-def _prefix_add(graph: _Graph, a: str, b: str, channels: int) -> str:
-    """``a`` with ``b`` added to its first ``channels`` channels."""
-    starts, mid = graph.const(np.array([0], np.int64)), graph.const(np.array([channels], np.int64))
-    end, axis = graph.const(np.array([2**62], np.int64)), graph.const(np.array([1], np.int64))
-    head = graph.node("Slice", [a, starts, mid, axis])
-    tail = graph.node("Slice", [a, mid, end, axis])
-    return graph.node("Concat", [graph.node("Add", [head, b]), tail], axis=1)
+def _out_dtype(out: Value) -> type:
+    return np.float64 if _is_int(out) else np.float32
+
+
+def _mac(e: _Emitter, operation: Operation, out: Value) -> str:
+    graph, attrs, inputs = e.graph, operation.attrs, operation.inputs
+    x = e.operand_as(inputs[0], np.float32)
+    if operation.op is Op.CONV:
+        top, bottom, left, right = attrs["padding"]
+
+        def make(a: str, w: str) -> str:
+            return graph.node(
+                "Conv",
+                [a, w],
+                strides=[attrs["stride"]] * 2,
+                pads=[top, left, bottom, right],
+                group=attrs["groups"],
+            )
+    else:
+
+        def make(a: str, w: str) -> str:
+            return graph.node("Gemm", [a, w], transB=1)
+
+    if not _is_int(out):
+        return make(x, _constant(graph, inputs[1], np.float32))
+    return _exact_products(graph, x, operation, make)
+
+
+def _elementwise(e: _Emitter, operation: Operation, out: Value) -> str:
+    a = e.operand_as(operation.inputs[0], _out_dtype(out))
+    b = e.operand_as(operation.inputs[1], _out_dtype(out))
+    if operation.attrs.get("prefix"):
+        return prefix_add(e.graph, a, b, e.program.values[operation.inputs[1]].shape[0])
+    return e.graph.node("Mul" if operation.op is Op.MUL else "Add", [a, b])
+
+
+def _shift(e: _Emitter, operation: Operation, out: Value) -> str:
+    graph, program, inputs = e.graph, e.program, operation.inputs
+    x = e.operand_as(inputs[0], np.float64)
+    amount = program.values.get(inputs[1]) or program.constants[inputs[1]]
+    if inputs[1] in e.pow2_values:
+        factor = e.env[inputs[1]]
+    elif inputs[1] in program.arrays:
+        exponents = program.arrays[inputs[1]].astype(np.float64)
+        declared = {SHIFT_KEY: f"{amount.lo},{amount.hi}"}
+        factor = graph.const(np.exp2(exponents), "pow2", **declared)
+    else:
+        table = graph.const(np.exp2(np.arange(amount.lo, amount.hi + 1, dtype=np.float64)))
+        index = graph.node("Sub", [e.env[inputs[1]], graph.scalar(amount.lo, np.float64)])
+        index = graph.node("Cast", [index], to=7)  # INT64
+        factor = graph.node("Gather", [table, index], axis=0)
+    return graph.node("Floor", [graph.node("Mul", [x, factor])])
+
+
+def _round(e: _Emitter, operation: Operation, out: Value) -> str:
+    graph = e.graph
+    x = e.operand_as(operation.inputs[0], np.float32)
+    rounded = graph.node("Floor", [graph.node("Add", [x, graph.scalar(0.5, np.float32)])])
+    return graph.node("Cast", [rounded], to=11)
+
+
+def _clip(e: _Emitter, operation: Operation, out: Value) -> str:
+    graph, dtype = e.graph, _out_dtype(out)
+    x = e.operand_as(operation.inputs[0], dtype)
+    lo, hi = operation.attrs["lo"], operation.attrs["hi"]
+    if lo is not None and hi is not None:  # one node, as the program's one clip
+        return graph.node("Clip", [x, graph.scalar(lo, dtype), graph.scalar(hi, dtype)])
+    if lo is not None:
+        x = graph.node("Max", [x, graph.scalar(lo, dtype)])
+    if hi is not None:
+        x = graph.node("Min", [x, graph.scalar(hi, dtype)])
+    return x
+
+
+def _positive(e: _Emitter, name: str) -> str:
+    """``name >= 0`` as a boolean tensor."""
+    kind = np.float64 if _is_int(e.program.values[name]) else np.float32
+    x = e.operand_as(name, kind)
+    return e.graph.node("GreaterOrEqual", [x, e.graph.scalar(0, kind)])
+
+
+def _sign(e: _Emitter, operation: Operation, out: Value) -> str:
+    graph = e.graph
+    positive = _positive(e, operation.inputs[0])
+    one, minus = graph.scalar(1, np.float64), graph.scalar(-1, np.float64)
+    return graph.node("Where", [positive, one, minus])
+
+
+def _select(e: _Emitter, operation: Operation, out: Value) -> str:
+    positive = _positive(e, operation.inputs[0])
+    program, (_, a, b) = e.program, operation.inputs
+    consumers = [op for op in program.ops if operation.output in op.inputs]
+    as_amount = consumers and all(
+        op.op is Op.SHIFT and op.inputs[1] == operation.output for op in consumers
+    )
+    if as_amount and a in program.constants and b in program.constants:  # 2^a or 2^b
+        factors = []
+        for name in (a, b):
+            constant = program.constants[name]
+            declared = {SHIFT_KEY: f"{constant.lo},{constant.hi}"}
+            exponents = program.arrays[name].astype(np.float64)
+            factors.append(e.graph.const(np.exp2(exponents), "pow2", **declared))
+        e.pow2_values.add(operation.output)
+        return e.graph.node("Where", [positive, *factors])
+    a = e.operand_as(operation.inputs[1], _out_dtype(out))
+    b = e.operand_as(operation.inputs[2], _out_dtype(out))
+    return e.graph.node("Where", [positive, a, b])
+
+
+def _sum_op(e: _Emitter, operation: Operation, out: Value) -> str:
+    dtype = _out_dtype(out)
+    source = e.program.values[operation.inputs[0]]
+    x = e.operand_as(operation.inputs[0], dtype)
+    return _sum(e.graph, x, operation.attrs, source, dtype)
+
+
+def _pad(e: _Emitter, operation: Operation, out: Value) -> str:
+    x = e.operand_as(operation.inputs[0], _out_dtype(out))
+    extra = operation.attrs["out_channels"] - e.program.values[operation.inputs[0]].shape[0]
+    return e.graph.node("Pad", [x, e.graph.int64(np.array([0, 0, 0, 0, 0, extra, 0, 0]))])
+
+
+def _tile(e: _Emitter, operation: Operation, out: Value) -> str:
+    repeats = e.graph.int64(np.array([1, operation.attrs["repeats"], 1, 1]))
+    return e.graph.node("Tile", [e.operand_as(operation.inputs[0], _out_dtype(out)), repeats])
+
+
+def _flatten(e: _Emitter, operation: Operation, out: Value) -> str:
+    return e.graph.node("Flatten", [e.operand_as(operation.inputs[0], _out_dtype(out))], axis=1)
+
+
+#: the ONNX export: one function per :class:`Op` ``(emitter, operation, out) -> tensor name``.
+ONNX_OPS: dict[Op, Callable[[_Emitter, Operation, Value], str]] = {
+    Op.CONV: _mac,
+    Op.LINEAR: _mac,
+    Op.MUL: _elementwise,
+    Op.ADD: _elementwise,
+    Op.SHIFT: _shift,
+    Op.ROUND: _round,
+    Op.CLIP: _clip,
+    Op.SIGN: _sign,
+    Op.SELECT: _select,
+    Op.SUM: _sum_op,
+    Op.PAD: _pad,
+    Op.TILE: _tile,
+    Op.FLATTEN: _flatten,
+}
+_Emitter.table = ONNX_OPS
 
 
 def _sum(graph: _Graph, x: str, attrs: dict[str, Any], source: Value, dtype: type) -> str:
@@ -258,14 +331,15 @@ def program_to_onnx(program: IntegerProgram) -> Any:
                 f"value {value.name} needs {value.bits} bits, beyond float64's exact integers; "
                 "no exact ONNX graph"
             )
-    graph = _Graph(program)
-    env = {program.input.name: "input"}
-    for operation in program.ops:
-        env[operation.output] = _emit(graph, env, operation)
+    emitter = _Emitter(program)
+    env = emitter.walk({program.input.name: "input"})
+    graph = emitter.graph
+    graph.layer, graph.kind = "(model)", "output"
     last = env[program.output]
     if _is_int(program.values[program.output]):
         last = graph.node("Cast", [last], to=1)
-    graph.nodes.append(helper.make_node("Identity", [last], ["logits"]))
+    graph.node("Identity", [last])
+    graph.nodes[-1].output[0] = "logits"
     channels, height, width = program.input.shape
     inputs = [
         helper.make_tensor_value_info(
@@ -274,11 +348,9 @@ def program_to_onnx(program: IntegerProgram) -> Any:
     ]
     classes = program.values[program.output].shape
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", *classes])]
-    body = helper.make_graph(
-        graph.nodes, program.name or "pikenas", inputs, outputs, graph.initializers
-    )
+    opsets = [helper.make_opsetid("", OPSET)]
     return helper.make_model(
-        body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pikenas"
+        graph.graph(inputs, outputs), opset_imports=opsets, producer_name="pikenas"
     )
 
 

@@ -44,11 +44,33 @@ verification images, and refused where it differs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from pikenas.space.program.ir import Constant, IntegerProgram, Operation, Value, range_bits
+from pikenas.space.program.ir import (
+    Constant,
+    IntegerProgram,
+    Op,
+    Operation,
+    ProgramWalk,
+    Value,
+    range_bits,
+)
+from pikenas.space.program.onnx._common import (
+    BITS_KEY,
+    DATATYPE_KEY,
+    KIND_KEY,
+    LAYER_KEY,
+    OPSET,
+    QONNX_DOMAIN,
+    RANGE_KEY,
+    SHIFT_KEY,
+    GraphWriter,
+    constant_annotation,
+    prefix_add,
+)
 
 __all__ = [
     "program_to_qonnx",
@@ -61,15 +83,8 @@ __all__ = [
     "SHIFT_KEY",
     "LAYER_KEY",
     "KIND_KEY",
+    "QONNX_OPS",
 ]
-
-OPSET = 17
-QONNX_DOMAIN = "qonnx.custom_op.general"
-RANGE_KEY = "pikenas_range"
-BITS_KEY = "pikenas_bits"
-SHIFT_KEY = "pikenas_shift"
-LAYER_KEY = "pikenas.layer"
-KIND_KEY = "pikenas.kind"
 
 
 class QonnxExportError(Exception):
@@ -90,49 +105,11 @@ def qonnx_range(lo: int, hi: int) -> tuple[int, bool, bool] | None:
     return None
 
 
-def datatype_name(lo: int, hi: int) -> str:
-    """The narrowest QONNX integer type holding ``[lo, hi]`` (INTn / UINTn)."""
-    bits = range_bits(lo, hi)
-    return f"INT{bits}" if lo < 0 else f"UINT{bits}"
+class _Graph(GraphWriter):
+    """Code-domain graph: float32 initializers, QONNX quantization nodes."""
 
-
-class _Graph:
     def __init__(self, program: IntegerProgram) -> None:
-        from onnx import helper
-
-        self.helper = helper
-        self.program = program
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self.annotations: dict[str, dict[str, str]] = {}
-        self.count = 0
-        self.layer = ""
-        self.kind = ""
-
-    def name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def const(self, array: np.ndarray, hint: str = "c", **annotation: str) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(hint)
-        data = np.array(array, dtype=np.float32, order="C")  # (ascontiguousarray: 1-d scalars)
-        self.initializers.append(numpy_helper.from_array(data, name))
-        if annotation:
-            self.annotations[name] = dict(annotation)
-        return name
-
-    def node(self, op: str, inputs: list[str], *, domain: str = "", **attrs: Any) -> str:
-        output = self.name(op.lower())
-        node = self.helper.make_node(
-            op, inputs, [output], name=f"{self.layer}/{op}_{self.count}", domain=domain, **attrs
-        )
-        for key, value in ((LAYER_KEY, self.layer), (KIND_KEY, self.kind)):
-            entry = node.metadata_props.add()
-            entry.key, entry.value = key, value
-        self.nodes.append(node)
-        return output
+        super().__init__(program, float_constants=True)
 
     def scalar(self, value: float) -> str:
         return self.const(np.array(value, dtype=np.float32), "s")
@@ -152,13 +129,6 @@ class _Graph:
         return self.node("BipolarQuant", [x, self.scalar(1.0)], domain=QONNX_DOMAIN)
 
 
-def _int_annotation(constant: Constant | Value) -> dict[str, str]:
-    return {
-        "finn_datatype": datatype_name(constant.lo, constant.hi),  # type: ignore[arg-type]
-        RANGE_KEY: f"{constant.lo},{constant.hi}",
-    }
-
-
 def _weight(graph: _Graph, constant: Constant) -> str:
     """Integer weight codes through their QONNX quantization node (see the module table)."""
     codes = graph.program.arrays[constant.name]
@@ -175,7 +145,7 @@ def _weight(graph: _Graph, constant: Constant) -> str:
         out = graph.quant(init, width, True, True, "ROUND")
         dtype = f"INT{width}"
     graph.annotations[out] = {
-        "finn_datatype": dtype,
+        DATATYPE_KEY: dtype,
         RANGE_KEY: f"{constant.lo},{constant.hi}",
         BITS_KEY: str(bits),
     }
@@ -188,8 +158,8 @@ def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
     constant = graph.program.constants[name]
     array = graph.program.arrays[name]
     if constant.dtype == "int":
-        return graph.const(array, "k", **_int_annotation(constant))
-    return graph.const(array, "f", finn_datatype="FLOAT32")
+        return graph.const(array, "k", **constant_annotation(constant))
+    return graph.const(array, "f", **{DATATYPE_KEY: "FLOAT32"})
 
 
 def _pow2(graph: _Graph, constant: Constant) -> str:
@@ -198,9 +168,14 @@ def _pow2(graph: _Graph, constant: Constant) -> str:
     return graph.const(np.exp2(amounts), "pow2", **{SHIFT_KEY: f"{constant.lo},{constant.hi}"})
 
 
-class _Emitter:
+class _Emitter(ProgramWalk):
+    """The walk writing each program op as QONNX nodes (:data:`QONNX_OPS`); a function returns
+    ``None`` where it fused the op's consumer (whose output it then set itself)."""
+
+    purpose = "the QONNX export"
+
     def __init__(self, program: IntegerProgram) -> None:
-        self.program = program
+        super().__init__(program)
         self.graph = _Graph(program)
         self.env: dict[str, str] = {program.input.name: "input"}
         self.uses = Counter(name for op in program.ops for name in op.inputs)
@@ -222,15 +197,12 @@ class _Emitter:
             return None
         return self.program.ops[self.consumer[name]]
 
-    def run(self) -> None:
-        for index, operation in enumerate(self.program.ops):
-            if index in self.fused:
-                continue
-            graph = self.graph
-            graph.layer, graph.kind = operation.layer, operation.kind
-            output = self.emit(operation)
-            if output is not None:
-                self.env[operation.output] = output
+    def skip(self, index: int) -> bool:
+        return index in self.fused
+
+    def apply(self, function: Callable[..., Any], operation: Operation, env: dict[str, Any]) -> Any:
+        self.graph.layer, self.graph.kind = operation.layer, operation.kind
+        return function(self, operation)
 
     # ---- fusions -------------------------------------------------------------------------
     def _fuse_clip(self, name: str) -> tuple[Operation, tuple[int, bool, bool]] | None:
@@ -247,66 +219,69 @@ class _Emitter:
     def _mark(self, operation: Operation) -> None:
         self.fused.add(self.program.ops.index(operation))
 
-    # ---- one op --------------------------------------------------------------------------
-    def emit(self, operation: Operation) -> str | None:  # noqa: C901 - one branch per op
+    # ---- one function per op (QONNX_OPS) ----------------------------------------------
+    def _mac(self, operation: Operation) -> str:
         graph, program, env = self.graph, self.program, self.env
-        op, attrs, inputs = operation.op, operation.attrs, operation.inputs
+        attrs, inputs = operation.attrs, operation.inputs
         out = self.value(operation.output)
-        if op in ("conv", "linear"):
-            x = env[inputs[0]]
-            weight = program.constants[inputs[1]]
-            w = _weight(graph, weight) if out.dtype == "int" else _operand(graph, env, inputs[1])
-            if op == "linear":
-                return graph.node("Gemm", [x, w], transB=1)
-            top, bottom, left, right = attrs["padding"]
-            return graph.node(
-                "Conv",
-                [x, w],
-                strides=[attrs["stride"]] * 2,
-                pads=[top, left, bottom, right],
-                group=attrs["groups"],
-                kernel_shape=list(weight.shape[2:]),
-            )
-        if op == "mul":
-            return graph.node("Mul", [env[inputs[0]], _operand(graph, env, inputs[1])])
-        if op == "add":
-            a, b = env[inputs[0]], _operand(graph, env, inputs[1])
-            if attrs.get("prefix"):
-                return _prefix_add(graph, a, b, self.item(inputs[1]).shape[0])
-            return graph.node("Add", [a, b])
-        if op == "shift":
-            return self._shift(operation)
-        if op == "clip":
-            x = self.item(inputs[0])
-            if x.dtype == "float":
-                found = self._fuse_clip_round(operation)
-                if found is not None:
-                    rounding, (bits, signed, narrow) = found
-                    self._mark(rounding)
-                    half = graph.node("Add", [env[inputs[0]], graph.scalar(0.5)])
-                    env[rounding.output] = graph.quant(half, bits, signed, narrow)
-                    return None
-                return _float_clip(graph, env[inputs[0]], attrs["lo"], attrs["hi"])
-            return self._int_clip(env[inputs[0]], x, attrs["lo"], attrs["hi"])
-        if op == "round":  # not fused: Floor(x + 0.5)
-            half = graph.node("Add", [env[inputs[0]], graph.scalar(0.5)])
-            return graph.node("Floor", [half])
-        if op == "sign":
-            return graph.bipolar(env[inputs[0]])
-        if op == "select":
-            return self._select(operation)
-        if op == "sum":
-            return self._sum(operation)
-        if op == "pad":
-            extra = attrs["out_channels"] - self.item(inputs[0]).shape[0]
-            pads = np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64)
-            return graph.node("Pad", [env[inputs[0]], _int64(graph, pads)])
-        if op == "tile":
-            repeats = np.array([1, attrs["repeats"], 1, 1], np.int64)
-            return graph.node("Tile", [env[inputs[0]], _int64(graph, repeats)])
-        if op == "flatten":
-            return graph.node("Flatten", [env[inputs[0]]], axis=1)
-        raise QonnxExportError(f"no QONNX form for program op {op!r} ({operation.layer})")
+        x = env[inputs[0]]
+        weight = program.constants[inputs[1]]
+        w = _weight(graph, weight) if out.dtype == "int" else _operand(graph, env, inputs[1])
+        if operation.op is Op.LINEAR:
+            return graph.node("Gemm", [x, w], transB=1)
+        top, bottom, left, right = attrs["padding"]
+        return graph.node(
+            "Conv",
+            [x, w],
+            strides=[attrs["stride"]] * 2,
+            pads=[top, left, bottom, right],
+            group=attrs["groups"],
+            kernel_shape=list(weight.shape[2:]),
+        )
+
+    def _mul(self, operation: Operation) -> str:
+        a, b = operation.inputs
+        return self.graph.node("Mul", [self.env[a], _operand(self.graph, self.env, b)])
+
+    def _add(self, operation: Operation) -> str:
+        graph, inputs = self.graph, operation.inputs
+        a, b = self.env[inputs[0]], _operand(graph, self.env, inputs[1])
+        if operation.attrs.get("prefix"):
+            return prefix_add(graph, a, b, self.item(inputs[1]).shape[0])
+        return graph.node("Add", [a, b])
+
+    def _clip(self, operation: Operation) -> str | None:
+        graph, env, attrs, inputs = self.graph, self.env, operation.attrs, operation.inputs
+        x = self.item(inputs[0])
+        if x.dtype == "float":
+            found = self._fuse_clip_round(operation)
+            if found is not None:
+                rounding, (bits, signed, narrow) = found
+                self._mark(rounding)
+                half = graph.node("Add", [env[inputs[0]], graph.scalar(0.5)])
+                env[rounding.output] = graph.quant(half, bits, signed, narrow)
+                return None
+            return _float_clip(graph, env[inputs[0]], attrs["lo"], attrs["hi"])
+        return self._int_clip(env[inputs[0]], x, attrs["lo"], attrs["hi"])
+
+    def _round(self, operation: Operation) -> str:  # not fused: Floor(x + 0.5)
+        half = self.graph.node("Add", [self.env[operation.inputs[0]], self.graph.scalar(0.5)])
+        return self.graph.node("Floor", [half])
+
+    def _sign(self, operation: Operation) -> str:
+        return self.graph.bipolar(self.env[operation.inputs[0]])
+
+    def _pad(self, operation: Operation) -> str:
+        extra = operation.attrs["out_channels"] - self.item(operation.inputs[0]).shape[0]
+        pads = self.graph.int64(np.array([0, 0, 0, 0, 0, extra, 0, 0]))
+        return self.graph.node("Pad", [self.env[operation.inputs[0]], pads])
+
+    def _tile(self, operation: Operation) -> str:
+        repeats = self.graph.int64(np.array([1, operation.attrs["repeats"], 1, 1]))
+        return self.graph.node("Tile", [self.env[operation.inputs[0]], repeats])
+
+    def _flatten(self, operation: Operation) -> str:
+        return self.graph.node("Flatten", [self.env[operation.inputs[0]]], axis=1)
 
     def _fuse_clip_round(self, clip: Operation) -> tuple[Operation, tuple[int, bool, bool]] | None:
         lo, hi = clip.attrs["lo"], clip.attrs["hi"]
@@ -350,7 +325,7 @@ class _Emitter:
             clip, (bits, signed, narrow) = fused
             self._mark(clip)
             graph.layer, graph.kind = clip.layer, clip.kind
-            env[clip.output] = graph.quant(product, bits, signed, narrow)
+            self.env[clip.output] = graph.quant(product, bits, signed, narrow)
             return None
         amount = self.item(amount_name)
         if amount.lo < 0:  # type: ignore[operator]
@@ -377,15 +352,15 @@ class _Emitter:
         source = self.item(operation.inputs[0])
         mode = attrs["mode"]
         if mode == "global":
-            return graph.node("ReduceSum", [x, _int64(graph, np.array([2, 3]))], keepdims=1)
+            return graph.node("ReduceSum", [x, graph.int64(np.array([2, 3]))], keepdims=1)
         if mode == "groups":
             out, group = attrs["out_channels"], attrs["group"]
             _, height, width = source.shape
-            starts, ends = _int64(graph, np.array([0])), _int64(graph, np.array([out * group]))
-            x = graph.node("Slice", [x, starts, ends, _int64(graph, np.array([1]))])
-            shape = _int64(graph, np.array([-1, out, group, height, width]))
+            starts, ends = graph.int64(np.array([0])), graph.int64(np.array([out * group]))
+            x = graph.node("Slice", [x, starts, ends, graph.int64(np.array([1]))])
+            shape = graph.int64(np.array([-1, out, group, height, width]))
             x = graph.node("Reshape", [x, shape])
-            return graph.node("ReduceSum", [x, _int64(graph, np.array([2]))], keepdims=0)
+            return graph.node("ReduceSum", [x, graph.int64(np.array([2]))], keepdims=0)
         k, stride = attrs["kernel"], attrs["stride"]
         top, bottom, left, right = attrs["padding"]
         channels = source.shape[0]
@@ -400,14 +375,6 @@ class _Emitter:
         )
 
 
-def _int64(graph: _Graph, array: np.ndarray) -> str:
-    from onnx import numpy_helper
-
-    name = graph.name("i")
-    graph.initializers.append(numpy_helper.from_array(np.asarray(array, np.int64), name))
-    return name
-
-
 def _float_clip(graph: _Graph, x: str, lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return graph.node("Clip", [x, graph.scalar(lo), graph.scalar(hi)])
@@ -418,13 +385,23 @@ def _float_clip(graph: _Graph, x: str, lo: float | None, hi: float | None) -> st
     return graph.node("Identity", [x])
 
 
-def _prefix_add(graph: _Graph, a: str, b: str, channels: int) -> str:
-    """``a`` with ``b`` added to its first ``channels`` channels."""
-    starts, mid = _int64(graph, np.array([0])), _int64(graph, np.array([channels]))
-    end, axis = _int64(graph, np.array([2**62])), _int64(graph, np.array([1]))
-    head = graph.node("Slice", [a, starts, mid, axis])
-    tail = graph.node("Slice", [a, mid, end, axis])
-    return graph.node("Concat", [graph.node("Add", [head, b]), tail], axis=1)
+#: the QONNX export: one function per :class:`Op` ``(emitter, operation) -> tensor name | None``.
+QONNX_OPS: dict[Op, Callable[[_Emitter, Operation], str | None]] = {
+    Op.CONV: _Emitter._mac,
+    Op.LINEAR: _Emitter._mac,
+    Op.MUL: _Emitter._mul,
+    Op.ADD: _Emitter._add,
+    Op.SHIFT: _Emitter._shift,
+    Op.ROUND: _Emitter._round,
+    Op.CLIP: _Emitter._clip,
+    Op.SIGN: _Emitter._sign,
+    Op.SELECT: _Emitter._select,
+    Op.SUM: _Emitter._sum,
+    Op.PAD: _Emitter._pad,
+    Op.TILE: _Emitter._tile,
+    Op.FLATTEN: _Emitter._flatten,
+}
+_Emitter.table = QONNX_OPS
 
 
 def program_to_qonnx(program: IntegerProgram) -> Any:
@@ -435,7 +412,7 @@ def program_to_qonnx(program: IntegerProgram) -> Any:
     if not program.arrays and program.constants:
         raise QonnxExportError("this program has no constants (shape-only lowering)")
     emitter = _Emitter(program)
-    emitter.run()
+    emitter.env = emitter.walk(emitter.env)
     graph = emitter.graph
     graph.layer, graph.kind = "(model)", "output"
     last = graph.node("Identity", [emitter.env[program.output]])
@@ -447,17 +424,8 @@ def program_to_qonnx(program: IntegerProgram) -> Any:
     ]
     classes = program.values[program.output].shape
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, *classes])]
-    body = helper.make_graph(
-        graph.nodes, program.name or "pikenas", inputs, outputs, graph.initializers
-    )
-    for tensor, entries in graph.annotations.items():
-        annotation = body.quantization_annotation.add()
-        annotation.tensor_name = tensor
-        for key, value in entries.items():
-            entry = annotation.quant_parameter_tensor_names.add()
-            entry.key, entry.value = key, value
     return helper.make_model(
-        body,
+        graph.graph(inputs, outputs),
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(QONNX_DOMAIN, 1)],
         producer_name="pikenas",
     )

@@ -1,11 +1,11 @@
 """ACE v2 of any QONNX or plain ONNX graph: the graph becomes an integer program, which
-:func:`~evaluators._counter.count_ace` prices with the same rules and report as our own networks.
+``pikenas.evaluators.cost.count_onnx`` prices with the same rules and report as our networks.
 
 ``import_onnx(path)`` walks the graph once, node by node, and appends to a
-:class:`~space.lowering.ProgramBuilder` the operations each node executes, so widths come from the
+a :class:`~..builder.ProgramBuilder` the operations each node executes, so widths come from the
 same range rules as a native lowering (accumulator = fan-in x largest weight code x largest input
 code, sums and products of declared ranges) and each operation is priced by
-:func:`evaluators._primitives.primitives`. The program counts; it is not meant to run (data
+:func:`..pricing.primitives`. The program counts; it is not meant to run (data
 movement has no operations in it).
 
 How nodes become operations (the cheapest direct form of each node, no fusion across nodes beyond
@@ -33,9 +33,10 @@ the two below):
   ``Identity`` and friends move data: free.
 
 Any other node stops the count with :class:`OnnxImportError` naming it (never a silent zero).
-Annotations written by :mod:`results._qonnx` (``pikenas_range``, ``pikenas_bits``,
-``pikenas_shift``; node ``metadata_props`` ``pikenas.layer`` / ``pikenas.kind``) give declared
-ranges and layer names; without them ranges come from the ``Quant`` nodes and the data.
+Annotations written by :mod:`.export_qonnx` (keys in :mod:`._common`: ``pikenas_range``,
+``pikenas_bits``, ``pikenas_shift``; node ``metadata_props`` ``pikenas.layer`` /
+``pikenas.kind``) give declared ranges and layer names; without them ranges come from the
+``Quant`` nodes and the data.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from pikenas.space.program.onnx._nodes import lower_node, materialize
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import IntegerProgram
 
-__all__ = ["import_onnx", "count_onnx", "OnnxImportError"]
+__all__ = ["import_onnx", "OnnxImportError"]
 
 
 def import_onnx(source: str | Path | Any) -> IntegerProgram:
@@ -70,11 +71,3 @@ def import_onnx(source: str | Path | Any) -> IntegerProgram:
     with builder.layer("(model)"):
         final = materialize(reader, builder, output, "output")
     return builder.program(x, final, reader.model_name)
-
-
-def count_onnx(source: str | Path | Any, *, cost_table: Any = None) -> Any:
-    """The :class:`~evaluators.ace.AceReport` of an ONNX / QONNX model (see the module
-    docstring): ``count_ace(import_onnx(source))``."""
-    from pikenas.evaluators.cost._counter import count_ace
-
-    return count_ace(import_onnx(source), cost_table=cost_table)
