@@ -168,6 +168,12 @@ class PReLU(Activation):
     def raw_slopes(self) -> tuple[Tensor, Tensor]:
         return torch.ones_like(self.slope), self.slope
 
+    def forward(self, x: Tensor, grid: Tensor | None = None) -> Tensor:
+        # The two-slope form with pos = 1 (exact in every slope format) and no biases is
+        # torch.prelu (equal up to the sign of zeros), one fused kernel forward and backward;
+        # the generic form's torch.where is very slow on CPU.
+        return torch.prelu(x, self.slopes().neg)
+
 
 @ACTIVATIONS.register("dprelu")
 class DPReLU(Activation):
