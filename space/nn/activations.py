@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from pikenas.space.nn._fixed_point import TINY, pow2_exponent, round_half_up
+from pikenas.space.nn._ste import prelu
 from pikenas.space.nn.quantizers import ste
 from pikenas.space.registry import Registry
 
@@ -169,10 +170,9 @@ class PReLU(Activation):
         return torch.ones_like(self.slope), self.slope
 
     def forward(self, x: Tensor, grid: Tensor | None = None) -> Tensor:
-        # The two-slope form with pos = 1 (exact in every slope format) and no biases is
-        # torch.prelu (equal up to the sign of zeros), one fused kernel forward and backward;
-        # the generic form's torch.where is very slow on CPU.
-        return torch.prelu(x, self.slopes().neg)
+        # The two-slope form with pos = 1 (exact in every slope format) and no biases is a
+        # prelu (equal up to the sign of zeros); the generic torch.where is slow on CPU.
+        return prelu(x, self.slopes().neg)
 
 
 @ACTIVATIONS.register("dprelu")
