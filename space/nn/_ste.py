@@ -215,3 +215,62 @@ def prelu(x: Tensor, slope: Tensor) -> Tensor:
     if x.dim() >= 2 and x.dtype in _SUBNORMAL and _eager_training(x, slope):
         return _PReLUFunction.apply(x, slope)
     return torch.prelu(x, slope)
+
+
+class _BatchAffine(torch.autograd.Function):
+    """``x * m + b`` per channel (dim 1) forward; batch norm's training backward (through the
+    batch statistics ``mean`` / ``inverse_std``) for ``weight`` / ``shift``, the same affine map
+    written as batch norm (``m = weight * inverse_std``, ``b = shift - m * mean``)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        shift: Tensor,
+        m: Tensor,
+        b: Tensor,
+        mean: Tensor,
+        inverse_std: Tensor,
+        eps: float,
+    ) -> Tensor:
+        view = (1, -1, *([1] * (x.dim() - 2)))
+        ctx.save_for_backward(x, weight, mean, inverse_std)
+        ctx.eps = eps
+        return torch.addcmul(b.view(view), x, m.view(view))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mean, inverse_std = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        grad_x, grad_weight, grad_shift = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(memory_format=_memory_format(x)), x, weight, None, None, mean,
+            inverse_std, True, ctx.eps, mask,
+        )
+        return grad_x, grad_weight, grad_shift, None, None, None, None, None
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def batch_affine(
+    x: Tensor,
+    weight: Tensor,
+    shift: Tensor,
+    m: Tensor,
+    b: Tensor,
+    mean: Tensor,
+    inverse_std: Tensor,
+    eps: float,
+) -> Tensor:
+    """``x * m + b`` per channel with batch norm's training gradient (see
+    :class:`_BatchAffine`): ``x`` ``(N, C, ...)``, the others ``(C,)``; ``mean`` /
+    ``inverse_std`` the batch's statistics (detached), ``m = weight * inverse_std`` and
+    ``b = shift - m * mean`` up to rounding. Outside eager training: batch norm in training
+    mode (its own statistics, no running update; same values up to rounding)."""
+    if _eager_training(x, weight, shift):
+        return _BatchAffine.apply(x, weight, shift, m, b, mean, inverse_std, eps)
+    return torch.nn.functional.batch_norm(x, None, None, weight, shift, True, 0.0, eps)
