@@ -40,12 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
-
 from pikenas.space.nn.build import build_model
 from pikenas.space.zoo._parts import separable_arch
 from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
 from pikenas.space.zoo.tiny import TINY_BINARY_PRECISION
+from torch import nn
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530
@@ -116,7 +115,11 @@ class FloatReference(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
-def build(name: str, device: torch.device) -> nn.Module:
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def build(name: str, device: torch.device, channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
     if name == REFERENCE:
         model: nn.Module = FloatReference()
@@ -132,7 +135,8 @@ def build(name: str, device: torch.device) -> nn.Module:
             num_classes=10,
         )
         model = build_model(arch)
-    return model.to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device=device, memory_format=memory_format)
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -141,7 +145,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _train_step(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def _train_step(
+    model: nn.Module, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     model.train()
 
@@ -219,10 +225,12 @@ def _verdict(value: float, target: float) -> str:
 def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
     torch.set_num_threads(threads)
     names = [REFERENCE, *PRECISIONS]
-    models = {name: build(name, device) for name in names}
+    models = {name: build(name, device, args.channels_last) for name in names}
     train_x, train_y = load("train", args.train_images)
     test_x, test_y = load("test", args.eval_images)
-    print(f"== {threads} thread(s), device {device}")
+    train_x, test_x = _layout(train_x, args.channels_last), _layout(test_x, args.channels_last)
+    layout = "channels_last" if args.channels_last else "contiguous"
+    print(f"== {threads} thread(s), device {device}, {layout} (every network)")
     times = time_training(models, train_x, train_y, args.steps, device)
     step_s = {name: statistics.median(values) for name, values in times.items()}
     ratios = _median_ratios(times)
@@ -264,13 +272,17 @@ def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
     )
 
 
-def profile(name: str, threads: int, device: torch.device, steps: int) -> None:
+def profile(
+    name: str, threads: int, device: torch.device, steps: int, channels_last: bool
+) -> None:
     """torch.profiler table of ``steps`` training steps of one network (then of its eval)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     torch.set_num_threads(threads)
-    model = build(name, device)
+    model = build(name, device, channels_last)
     x, y = load("train", BATCH * 4)
+    x = _layout(x, channels_last)
     step = _train_step(model, device)
     for _ in range(3):
         step(x[:BATCH].to(device), y[:BATCH].to(device))
@@ -298,6 +310,12 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=500)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--profile", default=None, help="profile one net instead: a name")
+    parser.add_argument(
+        "--contiguous",
+        dest="channels_last",
+        action="store_false",
+        help="NCHW tensors (default: channels_last, as pikenas train uses at 28x28)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_images = min(args.steps, 12), min(args.eval_images, 2_000)
@@ -309,7 +327,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads available")
     threads = [int(t) for t in args.threads.split(",")]
     if args.profile:
-        profile(args.profile, threads[0], device, args.steps)
+        profile(args.profile, threads[0], device, args.steps, args.channels_last)
         return
     for count in threads:
         run(count, args, device)
