@@ -151,6 +151,9 @@ class _LevelsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         v, levels = ctx.saved_tensors
+        if grad.stride() != v.stride() and v.dim() == 4:
+            # One copy to the saved tensors' layout: mixed-layout elementwise ops are slow.
+            grad = grad.contiguous(memory_format=_memory_format(v))
         grad_x = torch.ops.aten.hardtanh_backward(grad, v, *ctx.bounds)
         grad_scale = None
         if ctx.needs_input_grad[1]:
