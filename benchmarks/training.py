@@ -161,7 +161,10 @@ def _train_step(
 
 
 def time_training(
-    models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, steps: int,
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
     device: torch.device,
 ) -> dict[str, list[float]]:
     """Seconds of each timed step per model, interleaved step by step after 3 warm-up steps."""
@@ -195,7 +198,10 @@ def _median_ratios(seconds: dict[str, list[float]]) -> dict[str, float]:
 
 @torch.no_grad()
 def time_eval(
-    models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, batch: int,
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
     device: torch.device,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """``(seconds, accuracy)`` of an eval pass over ``images`` per model, interleaved batch by
@@ -272,9 +278,7 @@ def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
     )
 
 
-def profile(
-    name: str, threads: int, device: torch.device, steps: int, channels_last: bool
-) -> None:
+def profile(name: str, threads: int, device: torch.device, steps: int, channels_last: bool) -> None:
     """torch.profiler table of ``steps`` training steps of one network (then of its eval)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -307,7 +311,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per net")
     parser.add_argument("--eval-images", type=int, default=10_000)
-    parser.add_argument("--eval-batch", type=int, default=500)
+    parser.add_argument("--eval-batch", type=int, default=128, help="as pikenas train")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--profile", default=None, help="profile one net instead: a name")
     parser.add_argument(

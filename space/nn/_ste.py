@@ -247,8 +247,16 @@ class _BatchAffine(torch.autograd.Function):
         x, weight, mean, inverse_std = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         grad_x, grad_weight, grad_shift = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(memory_format=_memory_format(x)), x, weight, None, None, mean,
-            inverse_std, True, ctx.eps, mask,
+            grad.contiguous(memory_format=_memory_format(x)),
+            x,
+            weight,
+            None,
+            None,
+            mean,
+            inverse_std,
+            True,
+            ctx.eps,
+            mask,
         )
         return grad_x, grad_weight, grad_shift, None, None, None, None, None
 

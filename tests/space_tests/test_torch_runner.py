@@ -51,7 +51,9 @@ def _program(op: str, x_max: int, w_max: int, channels: int = 8) -> IntegerProgr
         (2**40, 3, "float64"),  # not even one-bit digits fit float32
     ],
 )
-def test_integer_products_equal_the_numpy_runner(op: str, x_max: int, w_max: int, kind: str) -> None:
+def test_integer_products_equal_the_numpy_runner(
+    op: str, x_max: int, w_max: int, kind: str
+) -> None:
     program = _program(op, x_max, w_max)
     shape = (4, *program.input.shape)
     rng = np.random.default_rng(1)
