@@ -1,175 +1,340 @@
-"""Training benchmarks: digits accuracy and time, QAT step cost versus float, throughput.
+"""Training and evaluation speed on Fashion-MNIST: pikenas QAT nets versus plain PyTorch float.
 
-Run: ``.venv/bin/python benchmarks/training.py [--threads 2] [--only digits,step,throughput,cuda]``
-(about 2-3 minutes on 2 idle CPU cores). Prints:
+Run: ``.venv/bin/python benchmarks/training.py [--quick] [--threads 1,2] [--steps 40]
+[--device cpu|cuda] [--profile NAME]`` (``--quick``: about 1-2 minutes on 2 idle cores).
 
-(a) digits: ``tiny-w8a8`` and ``tiny-binary`` trained exactly as ``pikenas train NAME --dataset
-    digits --epochs E --seed 0`` does (checkpoints included), test accuracy and wall / CPU time;
-    targets >= 97 % and >= 90 % in <= 60 s each.
-(b) one training step (forward, loss, backward, AdamW update, as the loop does it) of a QAT
-    model versus the same architecture in float, measured side by side (interleaved, minimum
-    of N, process CPU time so that other processes on a shared machine distort it less):
-    ``tiny-w8a8`` / ``tiny-float`` on 8x8x1 digits batches and ``mobilenet_v1-0.25-w4a4`` /
-    ``-float`` at 32x32x3; target <= 1.3x.
-(c) training images per second of the real loop (batching, CIFAR augmentation, evaluation
-    excluded) on 32x32x3 images, batch 128.
-(d) the same on CUDA (bf16 autocast, batch 256) when a GPU is present.
+One geometry, the one the Fashion-MNIST issue measures: 28x28x1 input, a 3x3 stride-2 conv stem
+to 32 channels, four depthwise-separable blocks 64 / 128 (stride 2) / 128 (residual) / 256
+(stride 2), global average pool, linear classifier (about 67 k parameters, 2.5 M MACs an image).
+Four networks of that geometry, timed side by side in one run:
+
+* ``float-ref``: written below in plain PyTorch (nothing of pikenas): the reference;
+* ``w8a8``: pikenas, 8-bit uniform weights and activations, float BN;
+* ``pikelpn``: pikenas, PikeLPN-style (pow2 4-bit pointwise, QuantNorm pow2, 4-bit activations);
+* ``binary``: pikenas, binary weights and 1-bit activations (W1A1), float BN + PReLU.
+
+Per thread count it prints (all on real Fashion-MNIST images, read from the Debian package's
+IDX files by a small local reader):
+
+(a) training: AdamW steps on batches of 128 (forward, label-smoothed cross-entropy, backward,
+    update), the networks interleaved step by step after a warm-up; median wall time a step,
+    images/s and the ratio to ``float-ref`` (target <= 1.2x);
+(b) evaluation of the test images: ``float-ref`` in eval mode versus the pikenas eval forward
+    (the integer program run by torch, exact), interleaved batch by batch (target <= 2x);
+(c) one Fashion-MNIST epoch (60,000 training images plus a 10,000-image validation pass),
+    estimated from (a) and (b), for the median candidate (``pikelpn``: the middle of the three
+    by cost) against ``float-ref`` (target <= 1.3x).
+
+The machine may be shared: every figure is a ratio to the reference timed in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import gzip
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-
-from pikenas.evaluators.data.datasets import Augmentation, DatasetSplits, Split
-from pikenas.evaluators.training.loop import (
-    TrainConfig,
-    _make_optimizer,
-    _use_channels_last,
-    evaluate,
-    train,
-)
+import torch.nn.functional as F  # noqa: N812
 from pikenas.space.nn.build import build_model
-from pikenas.space.zoo.catalog import get_zoo_arch
+from pikenas.space.zoo._parts import separable_arch
+from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
+from pikenas.space.zoo.tiny import TINY_BINARY_PRECISION
+from torch import nn
 
-# (zoo name, epochs, target test accuracy): trained with TrainConfig's defaults otherwise.
-DIGITS_RUNS = (("tiny-w8a8", 30, 0.97), ("tiny-binary", 30, 0.90))
-DIGITS_SECONDS = 60.0
-STEP_PAIRS = (
-    ("tiny-w8a8", "tiny-float", 8, 1),
-    ("mobilenet_v1-0.25-w4a4", "mobilenet_v1-0.25-float", 32, 3),
-)
-STEP_TARGET = 1.3
-THROUGHPUT_MODELS = ("tiny-w8a8", "mobilenet_v1-0.25-w4a4")
+DATA = Path("/usr/share/datasets/fashion-mnist")
+MEAN, STD = 0.2860, 0.3530
+STEM = 32
+LAYOUT = ((64, 1, False), (128, 2, False), (128, 1, True), (256, 2, False))
+PRECISIONS = {
+    "w8a8": MOBILENET_PRECISIONS["w8a8"][0],
+    "pikelpn": PIKELPN_PRECISION,
+    "binary": TINY_BINARY_PRECISION,
+}
+MEDIAN_CANDIDATE = "pikelpn"
+REFERENCE = "float-ref"
+TRAIN_TARGET, EVAL_TARGET, EPOCH_TARGET = 1.2, 2.0, 1.3
+BATCH = 128
+TRAIN_IMAGES, VAL_IMAGES = 60_000, 10_000
 
 
-def digits(threads: int) -> None:
-    print(f"(a) digits, pikenas train defaults, seed 0, {threads} thread(s)")
-    for name, epochs, target in DIGITS_RUNS:
-        config = TrainConfig(dataset="digits", epochs=epochs, seed=0, threads=threads)
-        with tempfile.TemporaryDirectory() as out:
-            wall, cpu = time.perf_counter(), time.process_time()
-            result = train(get_zoo_arch(name), config, Path(out) / "run")
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        verdict = "ok" if result.test_accuracy >= target and wall <= DIGITS_SECONDS else "MISSED"
-        print(
-            f"  {name:12s} {epochs} epochs: test {100 * result.test_accuracy:5.2f} % "
-            f"(val {100 * result.val_accuracy:5.2f} %), wall {wall:5.1f} s, CPU {cpu:5.1f} s, "
-            f"{result.images_per_s:6.0f} img/s   target >= {100 * target:.0f} % in "
-            f"<= {DIGITS_SECONDS:.0f} s: {verdict}"
+# ---- data: a small IDX reader (numpy + gzip) ---------------------------------------------------
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped) as a numpy array: ``(N, 28, 28)`` uint8 images or ``(N,)`` labels."""
+    raw = gzip.decompress(path.read_bytes())
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images (N, 1, 28, 28) float32 normalised, labels (N,) int64)``, the first ``count``."""
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(DATA / f"{prefix}-images-idx3-ubyte.gz")[:count]
+    labels = read_idx(DATA / f"{prefix}-labels-idx1-ubyte.gz")[:count]
+    x = torch.from_numpy(images.copy()).float().div_(255).sub_(MEAN).div_(STD).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+# ---- the plain-PyTorch float reference ---------------------------------------------------------
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, groups: int) -> nn.Sequential:
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SeparableBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, residual: bool) -> None:
+        super().__init__()
+        self.depthwise = _conv_bn_relu(c_in, c_in, 3, stride, c_in)
+        self.pointwise = _conv_bn_relu(c_in, c_out, 1, 1, 1)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pointwise(self.depthwise(x))
+        return y + x if self.residual else y
+
+
+class FloatReference(nn.Module):
+    """Stem 3x3/2 -> separable blocks (:data:`LAYOUT`) -> global average pool -> linear."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn_relu(1, STEM, 3, 2, 1)]
+        channels = STEM
+        for c_out, stride, residual in LAYOUT:
+            layers.append(SeparableBlock(channels, c_out, stride, residual))
+            channels = c_out
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def build(name: str, device: torch.device, channels_last: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    if name == REFERENCE:
+        model: nn.Module = FloatReference()
+    else:
+        arch = separable_arch(
+            name=name,
+            precision=PRECISIONS[name],
+            stem_channels=STEM,
+            stem_stride=2,
+            layout=LAYOUT,
+            resolution=28,
+            input_channels=1,
+            num_classes=10,
         )
+        model = build_model(arch)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device=device, memory_format=memory_format)
 
 
-def _step_function(name: str, resolution: int, channels: int, batch: int):
-    arch = get_zoo_arch(name, resolution=resolution, input_channels=channels, num_classes=10)
-    device = torch.device("cpu")
-    memory_format = (
-        torch.channels_last if _use_channels_last(device, resolution) else torch.contiguous_format
-    )
-    model = build_model(arch).to(memory_format=memory_format).train()
-    optimizer = _make_optimizer(model, TrainConfig())
-    images = torch.randn(batch, channels, resolution, resolution)
-    images = images.contiguous(memory_format=memory_format)
-    labels = torch.randint(0, 10, (batch,))
+# ---- timing ------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    def step() -> None:
+
+def _train_step(
+    model: nn.Module, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    model.train()
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up: first-call allocations and kernel selection
     return step
 
 
-def step_cost(threads: int, steps: int, batch: int = 128) -> None:
+def time_training(
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Seconds of each timed step per model, interleaved step by step after 3 warm-up steps."""
+    functions = {name: _train_step(model, device) for name, model in models.items()}
+    batches = [
+        (images[i : i + BATCH].to(device), labels[i : i + BATCH].to(device))
+        for i in range(0, len(images) - BATCH + 1, BATCH)
+    ]
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    for index in range(steps + 3):
+        batch = batches[index % len(batches)]
+        for name, step in functions.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(*batch)
+            _sync(device)
+            if index >= 3:
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def _median_ratios(seconds: dict[str, list[float]]) -> dict[str, float]:
+    """Per model, the median over rounds of its time / the reference's time in that round
+    (interleaved rounds see the same load, so the ratio is steadier than either time)."""
+    reference = seconds[REFERENCE]
+    return {
+        name: statistics.median(a / b for a, b in zip(values, reference, strict=True))
+        for name, values in seconds.items()
+    }
+
+
+@torch.no_grad()
+def time_eval(
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    device: torch.device,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(seconds, accuracy)`` of an eval pass over ``images`` per model, interleaved batch by
+    batch (each model's first batch, which lowers and caches the program, is timed apart and
+    not counted)."""
+    for model in models.values():
+        model.eval()
+        model(images[:batch].to(device))  # warm-up: lowering, program constants on the device
+    seconds = dict.fromkeys(models, 0.0)
+    correct = dict.fromkeys(models, 0)
+    for start in range(0, len(images), batch):
+        x, y = images[start : start + batch].to(device), labels[start : start + batch].to(device)
+        for name, model in models.items():
+            _sync(device)
+            begin = time.perf_counter()
+            logits = model(x)
+            _sync(device)
+            seconds[name] += time.perf_counter() - begin
+            correct[name] += int((logits.argmax(1) == y).sum())
+    return seconds, {name: count / len(images) for name, count in correct.items()}
+
+
+def _verdict(value: float, target: float) -> str:
+    return "ok" if value <= target else "MISSED"
+
+
+def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
+    torch.set_num_threads(threads)
+    names = [REFERENCE, *PRECISIONS]
+    models = {name: build(name, device, args.channels_last) for name in names}
+    train_x, train_y = load("train", args.train_images)
+    test_x, test_y = load("test", args.eval_images)
+    train_x, test_x = _layout(train_x, args.channels_last), _layout(test_x, args.channels_last)
+    layout = "channels_last" if args.channels_last else "contiguous"
+    print(f"== {threads} thread(s), device {device}, {layout} (every network)")
+    times = time_training(models, train_x, train_y, args.steps, device)
+    step_s = {name: statistics.median(values) for name, values in times.items()}
+    ratios = _median_ratios(times)
     print(
-        f"(b) one training step, QAT vs float, batch {batch}, {threads} thread(s), min of {steps}"
+        f"(a) training, AdamW, batch {BATCH}, median of {args.steps} interleaved steps "
+        "(ratio: median of the per-round ratios)"
     )
-    for quantized, floating, resolution, channels in STEP_PAIRS:
-        functions = {
-            name: _step_function(name, resolution, channels, batch)
-            for name in (quantized, floating)
-        }
-        cpu: dict[str, list[float]] = {name: [] for name in functions}
-        wall: dict[str, list[float]] = {name: [] for name in functions}
-        for _ in range(steps):
-            for name, step in functions.items():
-                start_cpu, start_wall = time.process_time(), time.perf_counter()
-                step()
-                cpu[name].append(time.process_time() - start_cpu)
-                wall[name].append(time.perf_counter() - start_wall)
-        ratio = min(cpu[quantized]) / min(cpu[floating])
-        verdict = "ok" if ratio <= STEP_TARGET else "MISSED"
-        geometry = f"{resolution}x{resolution}x{channels}"
-        for name in functions:
-            print(
-                f"  {name:24s} {geometry:8s} CPU {1000 * min(cpu[name]):7.1f} ms   "
-                f"wall {1000 * min(wall[name]):7.1f} ms"
-            )
+    for name in names:
+        ratio = ratios[name]
+        target = "" if name == REFERENCE else f"  target <= {TRAIN_TARGET}x: "
+        target += "" if name == REFERENCE else _verdict(ratio, TRAIN_TARGET)
         print(
-            f"  ratio {quantized} / {floating}: {ratio:.2f}x (target <= {STEP_TARGET}x: {verdict})"
+            f"  {name:10s} {1000 * step_s[name]:7.1f} ms/step {BATCH / step_s[name]:8.0f} img/s"
+            f"  QAT/float {ratio:5.2f}x{target}"
         )
-
-
-def _cifar_like(count: int, resolution: int = 32) -> DatasetSplits:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(
-        0, 256, (count, 3, resolution, resolution), dtype=torch.uint8, generator=generator
+    eval_s, accuracy = time_eval(models, test_x, test_y, args.eval_batch, device)
+    print(
+        f"(b) eval of {len(test_x)} test images, batch {args.eval_batch} "
+        "(pikenas: the integer program; untrained nets, accuracy only a sanity check)"
     )
-    labels = torch.randint(0, 10, (count,), generator=generator)
-    small = Split(images[:256], labels[:256])
-    return DatasetSplits(
-        name="cifar-like",
-        train=Split(images, labels),
-        val=small,
-        test=small,
-        num_classes=10,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.29, 0.29, 0.29),
-        augmentation=Augmentation(crop_padding=4, horizontal_flip=True),
-    )
-
-
-def throughput(threads: int, device: str, batch: int, images: int, epochs: int) -> None:
-    splits = _cifar_like(images)
-    for name in THROUGHPUT_MODELS:
-        config = TrainConfig(
-            dataset="synthetic", epochs=epochs, batch_size=batch, threads=threads, device=device
-        )
-        result = evaluate(get_zoo_arch(name), config, splits=splits)
+    for name in names:
+        ratio = eval_s[name] / eval_s[REFERENCE]
+        target = "" if name == REFERENCE else f"  target <= {EVAL_TARGET}x: "
+        target += "" if name == REFERENCE else _verdict(ratio, EVAL_TARGET)
         print(
-            f"  {name:24s} 32x32x3 batch {batch}: {result.images_per_s:8.0f} training images/s "
-            f"({device}, {threads} thread(s), {epochs} epochs of {images} images)"
+            f"  {name:10s} {eval_s[name]:7.2f} s {len(test_x) / eval_s[name]:8.0f} img/s"
+            f"  int-eval/float-eval {ratio:5.2f}x{target}"
         )
+    epoch = {
+        name: TRAIN_IMAGES / (BATCH / step_s[name]) + VAL_IMAGES * eval_s[name] / len(test_x)
+        for name in names
+    }
+    ratio = epoch[MEDIAN_CANDIDATE] / epoch[REFERENCE]
+    print(
+        f"(c) one epoch (60,000 training + 10,000 validation images), estimated: "
+        f"{REFERENCE} {epoch[REFERENCE]:.0f} s, {MEDIAN_CANDIDATE} {epoch[MEDIAN_CANDIDATE]:.0f} s"
+        f" ({ratio:.2f}x, target <= {EPOCH_TARGET}x: {_verdict(ratio, EPOCH_TARGET)}); "
+        + ", ".join(f"{n} {epoch[n] / epoch[REFERENCE]:.2f}x" for n in PRECISIONS)
+    )
+
+
+def profile(name: str, threads: int, device: torch.device, steps: int, channels_last: bool) -> None:
+    """torch.profiler table of ``steps`` training steps of one network (then of its eval)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(threads)
+    model = build(name, device, channels_last)
+    x, y = load("train", BATCH * 4)
+    x = _layout(x, channels_last)
+    step = _train_step(model, device)
+    for _ in range(3):
+        step(x[:BATCH].to(device), y[:BATCH].to(device))
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for index in range(steps):
+            start = (index % 4) * BATCH
+            step(x[start : start + BATCH].to(device), y[start : start + BATCH].to(device))
+    print(f"training profile of {name}, {steps} steps, {threads} thread(s)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    model.eval()
+    with torch.no_grad():
+        model(x[:256].to(device))
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x[:512].to(device))
+    print(f"eval profile of {name}, 512 images")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--only", default="digits,step,throughput,cuda")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and eval images")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per net")
+    parser.add_argument("--eval-images", type=int, default=10_000)
+    parser.add_argument("--eval-batch", type=int, default=128, help="as pikenas train")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--profile", default=None, help="profile one net instead: a name")
+    parser.add_argument(
+        "--contiguous",
+        dest="channels_last",
+        action="store_false",
+        help="NCHW tensors (default: channels_last, as pikenas train uses at 28x28)",
+    )
     args = parser.parse_args()
-    parts = set(args.only.split(","))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads available")
-    if "digits" in parts:
-        digits(args.threads)
-    if "step" in parts:
-        step_cost(args.threads, args.steps)
-    if "throughput" in parts:
-        print("(c) throughput of the training loop on CPU")
-        throughput(args.threads, "cpu", batch=128, images=2048, epochs=2)
-    if "cuda" in parts:
-        if torch.cuda.is_available():
-            print(f"(d) throughput on CUDA ({torch.cuda.get_device_name()}), bf16 autocast")
-            throughput(args.threads, "cuda", batch=256, images=50_000, epochs=2)
-        else:
-            print("(d) CUDA: not available on this machine, skipped")
+    if args.quick:
+        args.steps, args.eval_images = min(args.steps, 12), min(args.eval_images, 2_000)
+    args.train_images = BATCH * max(8, min(args.steps + 3, 64))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device on this machine")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads available")
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.profile:
+        profile(args.profile, threads[0], device, args.steps, args.channels_last)
+        return
+    for count in threads:
+        run(count, args, device)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pikenas.space.nn._fixed_point import TINY, double_quantized
+from pikenas.space.nn._fixed_point import TINY, double_quantized, sign_zero_up
 from pikenas.space.nn._quantizer_base import QUANTIZERS, Quantizer
 from pikenas.space.nn._ste import clipped_ste
 from pikenas.space.errors import ArchConfigError
@@ -76,7 +76,7 @@ class BinaryQuantizer(_DataScaled):
 
     def forward(self, x: Tensor) -> Tensor:
         scale = self.scale_for(x)
-        signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
+        signs = sign_zero_up(x.detach())
         value = signs if scale is None else signs * scale
         return clipped_ste(value, x, self.clip)
 
@@ -86,7 +86,7 @@ class BinaryQuantizer(_DataScaled):
     @torch.no_grad()
     def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.scale_for(x)
-        codes = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        codes = sign_zero_up(x)
         if scale is None:
             return codes, torch.ones(1, dtype=x.dtype, device=x.device)
         return codes, scale.reshape(-1)
@@ -143,7 +143,7 @@ class TernaryQuantizer(_DataScaled):
 
     def forward(self, x: Tensor) -> Tensor:
         mask, scale = self._mask_and_scale(x)
-        signs = torch.where(x.detach() >= 0, 1.0, -1.0).to(x.dtype)
+        signs = sign_zero_up(x.detach())
         return clipped_ste(signs * mask * scale, x, self.clip)
 
     def code_range(self) -> tuple[int, int]:
@@ -152,4 +152,4 @@ class TernaryQuantizer(_DataScaled):
     @torch.no_grad()
     def codes_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask, scale = self._mask_and_scale(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) * mask, scale.reshape(-1)
+        return sign_zero_up(x) * mask, scale.reshape(-1)

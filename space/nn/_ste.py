@@ -151,6 +151,9 @@ class _LevelsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         v, levels = ctx.saved_tensors
+        if grad.stride() != v.stride() and v.dim() == 4:
+            # One copy to the saved tensors' layout: mixed-layout elementwise ops are slow.
+            grad = grad.contiguous(memory_format=_memory_format(v))
         grad_x = torch.ops.aten.hardtanh_backward(grad, v, *ctx.bounds)
         grad_scale = None
         if ctx.needs_input_grad[1]:
@@ -177,3 +180,108 @@ def _same_dense_layout(*tensors: Tensor) -> bool:
 def _flat(t: Tensor) -> Tensor:
     """The elements of a dense tensor in memory order, as a 1-D view."""
     return t.as_strided((t.numel(),), (1,))
+
+
+# The largest float below zero is minus the smallest subnormal: ``x > -_SUBNORMAL`` holds
+# exactly for ``x >= 0`` (both zeros), a strict comparison hardtanh_backward can make.
+_SUBNORMAL = {torch.float32: 2.0**-149, torch.float64: 2.0**-1074, torch.bfloat16: 2.0**-133}
+
+
+class _PReLUFunction(torch.autograd.Function):
+    """``torch.prelu`` forward; a backward of four fast passes (the native CPU backward is
+    several times slower): ``dx = g`` where ``x >= 0`` else ``slope * g``; ``dslope_c`` =
+    sum of ``g * x`` over ``x < 0``, per channel (dim 1)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, slope: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, slope)
+        return torch.prelu(x, slope)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, slope = ctx.saved_tensors
+        tiny = _SUBNORMAL[x.dtype]
+        grad_positive = torch.ops.aten.hardtanh_backward(grad, x, -tiny, math.inf)
+        grad_negative = grad - grad_positive
+        view = (1, -1, *([1] * (x.dim() - 2)))
+        grad_x = torch.addcmul(grad_positive, grad_negative, slope.view(view))
+        grad_slope = None
+        if ctx.needs_input_grad[1]:
+            dims = (0, *range(2, x.dim()))
+            grad_slope = (grad_negative * x).sum(dims)
+        return grad_x, grad_slope
+
+
+def prelu(x: Tensor, slope: Tensor) -> Tensor:
+    """``x`` where ``x >= 0`` else ``slope_c * x`` (channels on dim 1 of ``x`` ``(N, C, ...)``,
+    ``slope`` ``(C,)``): ``torch.prelu``, with :class:`_PReLUFunction` in eager training."""
+    if x.dim() >= 2 and x.dtype in _SUBNORMAL and _eager_training(x, slope):
+        return _PReLUFunction.apply(x, slope)
+    return torch.prelu(x, slope)
+
+
+class _BatchAffine(torch.autograd.Function):
+    """``x * m + b`` per channel (dim 1) forward; batch norm's training backward (through the
+    batch statistics ``mean`` / ``inverse_std``) for ``weight`` / ``shift``, the same affine map
+    written as batch norm (``m = weight * inverse_std``, ``b = shift - m * mean``)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        shift: Tensor,
+        m: Tensor,
+        b: Tensor,
+        mean: Tensor,
+        inverse_std: Tensor,
+        eps: float,
+    ) -> Tensor:
+        view = (1, -1, *([1] * (x.dim() - 2)))
+        ctx.save_for_backward(x, weight, mean, inverse_std)
+        ctx.eps = eps
+        return torch.addcmul(b.view(view), x, m.view(view))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mean, inverse_std = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        grad_x, grad_weight, grad_shift = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(memory_format=_memory_format(x)),
+            x,
+            weight,
+            None,
+            None,
+            mean,
+            inverse_std,
+            True,
+            ctx.eps,
+            mask,
+        )
+        return grad_x, grad_weight, grad_shift, None, None, None, None, None
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def batch_affine(
+    x: Tensor,
+    weight: Tensor,
+    shift: Tensor,
+    m: Tensor,
+    b: Tensor,
+    mean: Tensor,
+    inverse_std: Tensor,
+    eps: float,
+) -> Tensor:
+    """``x * m + b`` per channel with batch norm's training gradient (see
+    :class:`_BatchAffine`): ``x`` ``(N, C, ...)``, the others ``(C,)``; ``mean`` /
+    ``inverse_std`` the batch's statistics (detached), ``m = weight * inverse_std`` and
+    ``b = shift - m * mean`` up to rounding. Outside eager training: batch norm in training
+    mode (its own statistics, no running update; same values up to rounding)."""
+    if _eager_training(x, weight, shift):
+        return _BatchAffine.apply(x, weight, shift, m, b, mean, inverse_std, eps)
+    return torch.nn.functional.batch_norm(x, None, None, weight, shift, True, 0.0, eps)

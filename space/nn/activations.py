@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from pikenas.space.nn._fixed_point import TINY, pow2_exponent, round_half_up
+from pikenas.space.nn._ste import prelu
 from pikenas.space.nn.quantizers import ste
 from pikenas.space.registry import Registry
 
@@ -167,6 +168,11 @@ class PReLU(Activation):
 
     def raw_slopes(self) -> tuple[Tensor, Tensor]:
         return torch.ones_like(self.slope), self.slope
+
+    def forward(self, x: Tensor, grid: Tensor | None = None) -> Tensor:
+        # The two-slope form with pos = 1 (exact in every slope format) and no biases is a
+        # prelu (equal up to the sign of zeros); the generic torch.where is slow on CPU.
+        return prelu(x, self.slopes().neg)
 
 
 @ACTIVATIONS.register("dprelu")

@@ -147,9 +147,8 @@ class QuantConv2d(nn.Module):
         return (scale.double() * input_step.detach().double()).expand(self.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(
-            x, self.quantized_weight(), self.bias, self.stride, self.padding, 1, self.groups
-        )
+        weight = _like(self.quantized_weight(), self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, 1, self.groups)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> tuple[Value, Constant, Tensor | None]:
         """``(accumulator, weight constant, accumulator scale (C,))``; a float conv gives float
@@ -175,6 +174,17 @@ class QuantConv2d(nn.Module):
             f"stride={self.stride}, groups={self.groups}, weight_bits={self.weight_bits}, "
             f"input_bits={self.input_bits}, accumulator_bound={self.accumulator_bound}"
         )
+
+
+def _like(value: Tensor, parameter: Tensor) -> Tensor:
+    """``value`` with the exact strides of ``parameter`` (a copy only when they differ).
+
+    Elementwise ops may give a quantized weight with a size-1 dim (1 input channel, 1x1
+    kernels) ambiguous strides that the convolution reads as NCHW: a channels_last model then
+    runs mixed layouts, converting at every layer. The copy is differentiable and tiny."""
+    if value.stride() == parameter.stride():
+        return value
+    return torch.empty_like(parameter, requires_grad=False).copy_(value)
 
 
 def _dequantize_with_bias(

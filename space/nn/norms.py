@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from pikenas.space.nn._codes import OutputCodes, output_codes, output_step
+from pikenas.space.nn._ste import batch_affine
 from pikenas.space.nn._requant import (
     IntegerRanges,
     activation_tail,
@@ -203,18 +204,20 @@ class QuantNormStage(_Stage):
 
     def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, 1 / sqrt(var + eps))``: of the batch in training (detached; the running
-        statistics are updated), else the running ones."""
+        statistics are updated in the same pass, as ``F.batch_norm`` updates them), else the
+        running ones."""
         if not self.training:
             return self.running_mean, torch.rsqrt(self.running_var + self.eps)
         with torch.no_grad():
-            mean, var = torch.batch_norm_update_stats(x, None, None, self.momentum)
+            mean, var = torch.batch_norm_update_stats(
+                x, self.running_mean, self.running_var, self.momentum
+            )
             return mean, torch.rsqrt(var + self.eps)
 
     def affine(self) -> tuple[Tensor, Tensor]:
         return folded_batch_norm(self)
 
     def forward(self, x: Tensor, acc_scale: Tensor | None = None) -> Tensor:
-        mean, inverse_std = self._statistics(x)
         if not self.integer:
             y = F.batch_norm(
                 x,
@@ -227,6 +230,7 @@ class QuantNormStage(_Stage):
                 self.eps,
             )
             return self._finish(y)
+        mean, inverse_std = self._statistics(x)
         if acc_scale is None:
             acc_scale = torch.ones(self.channels, dtype=torch.float64, device=x.device)
         m = self.weight * inverse_std
@@ -240,17 +244,16 @@ class QuantNormStage(_Stage):
             self.activation.raw_biases()[0],
         )
         if self.training:
-            # u = x * m_eff + b_q computed as BN(x; weight m_eff / invstd, bias b_q + m_eff
-            # mean) with the batch's statistics: the fused kernel gives BN's gradient through
-            # the statistics; straight-through estimators attach m_eff to gamma, b_q to beta.
+            # u = x * m_eff + b_q (one pass, the statistics above were the only other one);
+            # backward: batch norm's, through the batch statistics, for BN(x; weight m_eff /
+            # invstd, bias b_q + m_eff mean), which is the same affine map; straight-through
+            # estimators attach m_eff to gamma, b_q to beta.
             m_eff = plan.effective_m.to(x.dtype)
             b_q = (plan.bias * plan.grid).to(x.dtype)
             bias_x = self.activation.raw_biases()[0]
             weight = ste(m_eff / inverse_std, self.weight)
             shift = ste(b_q + m_eff * mean, self.bias if bias_x is None else self.bias - bias_x)
-            u = F.batch_norm(
-                x, self.running_mean, self.running_var, weight, shift, True, self.momentum, self.eps
-            )
+            u = batch_affine(x, weight, shift, m_eff, b_q, mean, inverse_std, self.eps)
             u = activation_tail(u, plan, self.activation, self.ranges)
         else:
             u = integer_surrogate(x, m, b, plan, self.activation, self.ranges)

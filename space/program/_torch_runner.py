@@ -1,16 +1,24 @@
 """The integer program executed with torch: the eval forward of every pikenas network.
 
 The operations and their semantics are those of :mod:`space.program` (whose numpy runner is the
-reference): integer values are int64 tensors (convolutions and matrix products run in float64 on
-integers below 2^53, where they are exact, then are rounded back), float values float32 with the
-same elementwise operations in the same order, float sums in the same fixed order. Autocast and
-TF32 are off inside: evaluation is the arithmetic of the network that is costed.
+reference): integer values are int64 tensors, float values float32 with the same elementwise
+operations in the same order, float sums in the same fixed order. Autocast and TF32 are off
+inside: evaluation is the arithmetic of the network that is costed.
+
+Integer convolutions and matrix products (:class:`IntegerProducts`, planned once per program
+with their weights cached on the device) run on CPU as float32 kernels, exact while every
+partial sum stays below 2^24, which the declared input range and the weight codes bound; wider
+ones split the weight codes into signed base-2^b digits (as the ONNX export does), one exact
+float32 product per digit, recombined in int64; when not even one-bit digits fit, and on other
+devices (whose libraries may pick inexact algorithms), float64, exact below 2^53.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +27,10 @@ from torch import Tensor
 
 from pikenas.space.program.ir import IntegerProgram, Op, Operation, ProgramWalk, Value
 
-__all__ = ["TorchProgram", "TORCH_OPS"]
+__all__ = ["IntegerProducts", "TORCH_OPS", "TorchProgram"]
+
+# float32 represents every integer of magnitude up to 2^24 exactly.
+_EXACT_FLOAT32 = 2**24
 
 
 def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,16 +140,135 @@ class _TorchWalk(ProgramWalk):
     purpose = "the torch runner"
     table = TORCH_OPS
 
-    def __init__(self, program: IntegerProgram, constants: dict[str, Tensor]) -> None:
+    def __init__(
+        self,
+        program: IntegerProgram,
+        constants: dict[str, Tensor],
+        products: dict[str, IntegerProducts],
+    ) -> None:
         super().__init__(program)
         self.constants = constants
+        self.products = products
 
     def constant(self, name: str) -> Tensor:
         return self.constants[name]
 
+    def apply(
+        self, function: Callable[..., Tensor], operation: Operation, env: dict[str, Tensor]
+    ) -> Tensor:
+        """An integer conv / linear runs its prepared exact products; the rest its table entry."""
+        products = self.products.get(operation.output)
+        if products is not None:
+            return products(self.operand(operation.inputs[0], env))
+        return super().apply(function, operation, env)
+
     def store(self, operation: Operation, result: Tensor) -> Tensor:
         value = self.program.values[operation.output]
         return result.long() if value.dtype == "int" else result.float()
+
+
+# ---- integer conv / linear: exact float32 products, planned once per program ------------------
+def _signed_digits(codes: Tensor, base_bits: int) -> list[tuple[Tensor, int]]:
+    """Signed base-``2^base_bits`` digits of integer ``codes`` (int64), each of magnitude at
+    most ``2^(base_bits - 1)``: ``codes == sum(digit * 2^power)``."""
+    digits, rest, power = [], codes, 0
+    base = 1 << base_bits
+    while bool(rest.any()):
+        low = rest - torch.floor(rest.double() / base + 0.5).long() * base
+        digits.append((low, power))
+        rest = torch.div(rest - low, base, rounding_mode="floor")
+        power += base_bits
+    return digits or [(torch.zeros_like(codes), 0)]
+
+
+@dataclass(frozen=True)
+class IntegerProducts:
+    """An integer ``conv`` or ``linear`` with its weight prepared once on the device.
+
+    ``parts``: ``(weight digit as float32 (or float64), power)``; the result is
+    ``sum(product(x, digit) * 2^power)`` in int64. One part with power 0 when every partial sum
+    of the whole weight is below 2^24 (the usual case: 8-bit codes, fan-in up to ~500).
+    """
+
+    op: str
+    attrs: dict[str, Any]
+    parts: tuple[tuple[Tensor, int], ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def plan(
+        cls, program: IntegerProgram, operation: Operation, weight: Tensor
+    ) -> IntegerProducts | None:
+        """The plan of an integer conv / linear (``None`` for a float one or an unknown input
+        range). ``weight``: the int64 codes on the target device."""
+        out = program.values[operation.output]
+        source = program.values.get(operation.inputs[0])
+        if out.dtype != "int" or source is None or source.lo is None or source.hi is None:
+            return None
+        attrs = dict(operation.attrs)
+        if weight.device.type != "cpu":  # cuDNN and friends may choose inexact algorithms
+            return cls(operation.op, attrs, ((weight.double(), 0),), torch.float64)
+        fan_in = math.prod(weight.shape[1:])
+        x_max = max(abs(int(source.lo)), abs(int(source.hi)), 1)
+        w_max = int(weight.abs().max()) if weight.numel() else 0
+        if fan_in * x_max * w_max < _EXACT_FLOAT32:
+            return cls(operation.op, attrs, ((weight.float(), 0),), torch.float32)
+        base_bits = int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max)))
+        if base_bits < 1:  # not even digits in {-1, 0, 1} keep the sums exact
+            return cls(operation.op, attrs, ((weight.double(), 0),), torch.float64)
+        parts = tuple((d.float(), p) for d, p in _signed_digits(weight.long(), base_bits))
+        return cls(operation.op, attrs, parts, torch.float32)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``x`` integer codes (N, C, H, W) or (N, features) -> int64 accumulators."""
+        x = x.to(self.dtype)
+        if self.op == "conv":
+            top, bottom, left, right = self.attrs["padding"]
+            padding: Any = (top, left)
+            if (top, left) != (bottom, right):
+                x, padding = F.pad(x, (left, right, top, bottom)), 0
+        total: Tensor | None = None
+        with _exact_float32():
+            for weight, power in self.parts:
+                if self.op == "conv":
+                    y = F.conv2d(
+                        x, weight, None, self.attrs["stride"], padding, 1, self.attrs["groups"]
+                    )
+                else:
+                    y = x @ weight.T
+                # Exact integers in float: a plain cast; float64 parts round as before.
+                part = (torch.round(y) if self.dtype == torch.float64 else y).long()
+                if power:
+                    part = torch.bitwise_left_shift(part, power)
+                total = part if total is None else total.add_(part)
+        assert total is not None
+        return total
+
+
+@contextlib.contextmanager
+def _exact_float32() -> Any:
+    """float32 matmuls and convs in full precision (no TF32 / bf16 shortcuts) inside."""
+    previous = torch.get_float32_matmul_precision()
+    if previous != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if previous != "highest":
+            torch.set_float32_matmul_precision(previous)
+
+
+def plan_products(
+    program: IntegerProgram, constants: dict[str, Tensor]
+) -> dict[str, IntegerProducts]:
+    """Operation output name -> :class:`IntegerProducts`, for every integer conv / linear."""
+    plans = {}
+    for operation in program.ops:
+        if operation.op in ("conv", "linear") and operation.inputs[1] in constants:
+            plan = IntegerProducts.plan(program, operation, constants[operation.inputs[1]])
+            if plan is not None:
+                plans[operation.output] = plan
+    return plans
 
 
 class TorchProgram:
@@ -151,6 +281,7 @@ class TorchProgram:
             name: torch.from_numpy(array.copy()).to(self.device)
             for name, array in program.arrays.items()
         }
+        self.products = plan_products(program, self.constants)
 
     def run(self, x: Tensor, *, keep: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """``(output, values)``; ``values`` holds every intermediate when ``keep``."""
@@ -160,7 +291,7 @@ class TorchProgram:
             stack.enter_context(torch.autocast(self.device.type, enabled=False))
             if self.device.type == "cuda":
                 stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=False))
-            env = _TorchWalk(self.program, self.constants).walk(env)
+            env = _TorchWalk(self.program, self.constants, self.products).walk(env)
         output = env[self.program.output]
         return output, env if keep else {}
 

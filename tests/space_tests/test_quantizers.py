@@ -344,3 +344,76 @@ def test_code_scale_is_the_scale_of_codes_and_scale(
     quantizer = _built(family, bits, granularity, scale_format)
     x = _weights(5)
     assert torch.equal(quantizer.code_scale(x), quantizer.codes_and_scale(x)[1])
+
+
+# ---- fused training nodes: the same values and gradients as the plain ops ------------------
+def test_sign_zero_up_is_the_sign_with_zeros_positive() -> None:
+    from pikenas.space.nn._fixed_point import sign_zero_up
+
+    x = torch.tensor([-0.0, 0.0, 1e-45, -1e-45, 1e-30, -1e-30, 3.0, -2.0, float("inf")])
+    expected = torch.where(x >= 0, 1.0, -1.0)
+    assert torch.equal(sign_zero_up(x), expected)
+    assert torch.equal(sign_zero_up(x.double()), expected.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (7, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_prelu_equals_the_two_slope_form(
+    dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool
+) -> None:
+    """Forward bit-equal to ``x * where(x >= 0, 1, a)`` (zeros included), gradients equal
+    (``x``: exactly; the slope's sum: up to summation order)."""
+    from pikenas.space.nn._ste import prelu
+
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels_last needs 4-D tensors")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    x.view(-1)[:2] = torch.tensor([0.0, -0.0], dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    slope = torch.randn(shape[1], generator=generator, dtype=dtype)
+    grad = torch.randn(shape, generator=generator, dtype=dtype)
+    view = (1, -1, *([1] * (len(shape) - 2)))
+    results = []
+    for fused in (False, True):
+        xs, a = x.clone().requires_grad_(), slope.clone().requires_grad_()
+        if fused:
+            y = prelu(xs, a)
+        else:
+            y = xs * torch.where(xs >= 0, torch.ones_like(a).view(view), a.view(view))
+        y.backward(grad)
+        results.append((y.detach(), xs.grad, a.grad))
+    (y0, gx0, ga0), (y1, gx1, ga1) = results
+    assert torch.equal(y0, y1) and torch.equal(gx0, gx1)
+    torch.testing.assert_close(ga0, ga1)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_affine_has_the_batch_norm_gradient(channels_last: bool) -> None:
+    """``x * m + b`` with the gradient of training-mode batch norm (through the statistics)
+    for ``weight`` / ``shift``: equal to ``F.batch_norm`` in float64."""
+    from pikenas.space.nn._ste import batch_affine
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, generator=generator, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.rand(3, generator=generator, dtype=torch.float64) + 0.5
+    shift = torch.randn(3, generator=generator, dtype=torch.float64)
+    grad = torch.randn(8, 3, 5, 5, generator=generator, dtype=torch.float64)
+    mean, var = torch.batch_norm_update_stats(x, None, None, 0.1)
+    inverse_std = torch.rsqrt(var + 1e-5)
+    m = weight * inverse_std
+    results = []
+    for fused in (False, True):
+        xs, w, s = (t.clone().requires_grad_() for t in (x, weight, shift))
+        if fused:
+            y = batch_affine(xs, w, s, m, s.detach() - m * mean, mean, inverse_std, 1e-5)
+        else:
+            y = torch.nn.functional.batch_norm(xs, None, None, w, s, True, 0.1, 1e-5)
+        y.backward(grad)
+        results.append((y.detach(), xs.grad, w.grad, s.grad))
+    for fused, plain in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
