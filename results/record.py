@@ -31,7 +31,6 @@ __all__ = [
     "DIRECTIONS",
     "HEARTBEAT_ATTR",
     "OBJECTIVES",
-    "RUNG_DECISIONS",
     "TRIAL_STATUSES",
     "FinalResult",
     "RungDecision",
@@ -57,7 +56,6 @@ _WORKER_PREFIX = "pikenas:worker:"
 TrialStatus = Literal["ok", "duplicate", "over_budget", "stopped", "failed"]
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
 RungDecision = Literal["promoted", "stopped", "top"]
-RUNG_DECISIONS: tuple[str, ...] = get_args(RungDecision)
 
 
 def _read(model: type[StrictModel], attrs: Mapping[str, Any], what: str) -> Any:
