@@ -25,7 +25,7 @@ from pikenas.results.ranking import kendall_tau
 from pikenas.results.record import FinalResult, StudyRecord, update_study_record
 from pikenas.results.storage import storage_folder
 from pikenas.results.trials import trial_arch, trials_frame
-from pikenas.search.objective import CandidateEvaluator
+from pikenas.evaluators.candidate import CandidateEvaluator
 
 __all__ = ["Winner", "FinalizeSummary", "select_winners", "finalize"]
 
