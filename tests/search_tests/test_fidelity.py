@@ -17,7 +17,7 @@ from pikenas.results.storage import open_storage
 from pikenas.results.trials import trials_frame
 from pikenas.search._journal import buffered
 from pikenas.search.config import SearchConfig, SearchSettings, config_from_dict, load_config
-from pikenas.search.fidelity import FidelityConfig, at_chance, decide
+from pikenas.search.halving import FidelityConfig, at_chance, decide
 from pikenas.search.loop import work
 from pikenas.search.samplers import make_sampler
 from pikenas.search.study import open_search_study
