@@ -219,9 +219,11 @@ class SearchConfig(StrictModel):
             raise
 
     def baseline_genomes(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(zoo name, genome)`` of each baseline at the space's geometry (the nearest genome
-        when the model is not inside the space; the trial still evaluates the zoo model). A bad
-        name raises a one-line error naming its index."""
+        """``(zoo name, genome)`` of each baseline at the space's geometry. The trial always
+        evaluates exactly the zoo model (:func:`baseline_arch`); the genome is what the sampler
+        sees for it: the model's own when it is inside the space, else the nearest one, or the
+        space's default genome when the model has another skeleton. A bad name, or a model that
+        cannot take the space's input, raises a one-line error naming its index."""
         from pikenas.space.zoo.catalog import zoo_names
 
         known = set(zoo_names())
@@ -235,15 +237,16 @@ class SearchConfig(StrictModel):
                 )
             try:
                 arch = baseline_arch(name, space)
-                genome = space.encode(arch)
             except PikeNASError as exc:
                 raise SearchConfigError(f"baselines.{index}: {exc}") from None
-            if not space.encodes_exactly(arch):
-                logger.info(
-                    "baseline %s is not inside the space: evaluated as its zoo model, its "
-                    "nearest genome stands for it in the sampler",
-                    name,
-                )
+            try:
+                genome = space.encode(arch)
+            except PikeNASError as exc:  # another skeleton: no nearest genome
+                logger.info("baseline %s: %s; the default genome stands for it", name, exc)
+                genome = space.default_params()
+            else:
+                if not space.encodes_exactly(arch):
+                    logger.info("baseline %s is outside the space; nearest genome used", name)
             genomes.append((name, genome))
         return genomes
 
