@@ -293,17 +293,11 @@ class SearchConfig(StrictModel):
     def with_dataset(self, dataset: DatasetSpec) -> SearchConfig:
         """This config on another ``dataset`` (its budgets too)."""
         on = {"dataset": dataset.name, "data_dir": dataset.data_dir}
-        return self.model_copy(
-            update={
-                "dataset": dataset,
-                "proxy": self.proxy.model_copy(update=on),
-                "full": self.full.model_copy(update=on),
-            }
-        )
+        proxy, full = self.proxy.model_copy(update=on), self.full.model_copy(update=on)
+        return self.model_copy(update={"dataset": dataset, "proxy": proxy, "full": full})
 
     def evaluator_setup(self, threads: int = 1) -> EvaluatorSetup:
-        """The typed parts a candidate evaluator is built from, with ``threads`` torch
-        threads."""
+        """The typed parts a candidate evaluator is built from (``threads`` torch threads)."""
         return EvaluatorSetup(
             dataset=self.dataset,
             cost_table=self.cost_table_object(),
