@@ -59,7 +59,7 @@ EvaluatorOption = Annotated[
     str | None,
     typer.Option(
         "--evaluator",
-        help="MODULE:CALLABLE of a custom evaluator factory (config, threads) -> evaluator "
+        help="MODULE:CALLABLE of a custom evaluator factory (EvaluatorSetup) -> evaluator "
         "(default: proxy training).",
     ),
 ]
