@@ -392,4 +392,3 @@ def work(
     report = WorkerReport(label=label, recovered=tuple(recovered), gave_up=gave_up, **tally)
     record_worker_report(study, report)
     return report
-
