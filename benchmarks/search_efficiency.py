@@ -73,14 +73,14 @@ class Recorder:
     proxy result and stopping the search once ``budget`` CPU seconds are spent."""
 
     def __init__(self, config, budget: float) -> None:  # noqa: ANN001
-        from pikenas.search.objective import ProxyEvaluator
+        from pikenas.evaluators.candidate import ProxyEvaluator
 
-        self.real = ProxyEvaluator(config, threads=1)
+        self.real = ProxyEvaluator(config.evaluator_setup(threads=1))
         self.budget = budget
         self.start = time.process_time()
         self.events: list[tuple[float, str, int, float, float]] = []
         self.ace: dict[str, float] = {}
-        self.top = config.fidelity.top if config.fidelity else config.proxy["epochs"]
+        self.top = config.fidelity.top if config.fidelity else config.proxy.epochs
 
     def spent(self) -> float:
         return time.process_time() - self.start
@@ -145,7 +145,7 @@ def _run_moasha(seed: int, budget: float, rungs, folder: Path) -> Recorder:  # n
     from syne_tune.optimizer.scheduler import SchedulerDecision
     from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 
-    from pikenas.search.objective import RungBudget
+    from pikenas.evaluators.candidate import RungBudget
 
     config = _config("moasha", rungs)
     recorder = Recorder(config, budget)
@@ -209,11 +209,11 @@ def run_kendall(count: int, rungs, out: Path) -> None:  # noqa: ANN001
 
     import torch
 
-    from pikenas.search.objective import ProxyEvaluator, RungBudget
+    from pikenas.evaluators.candidate import ProxyEvaluator, RungBudget
 
     torch.set_num_threads(1)
     config = _config("nsga2-sh", rungs)
-    evaluator = ProxyEvaluator(config, threads=1)
+    evaluator = ProxyEvaluator(config.evaluator_setup(threads=1))
     rng = random.Random(1234)
     rows = []
     with tempfile.TemporaryDirectory() as folder:

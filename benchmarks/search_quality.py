@@ -27,7 +27,7 @@ def _search(config, sampler: str, seed: int, trials: int, directory: Path) -> li
     from pikenas.results.storage import open_storage
     from pikenas.search._journal import buffered
     from pikenas.search.loop import work
-    from pikenas.search.objective import ProxyEvaluator
+    from pikenas.evaluators.candidate import ProxyEvaluator
     from pikenas.search.samplers import make_sampler
     from pikenas.search.study import open_search_study
 
@@ -35,7 +35,7 @@ def _search(config, sampler: str, seed: int, trials: int, directory: Path) -> li
     storage = buffered(open_storage(directory, create=True))
     sampler_object = make_sampler(sampler, seed, config.search.population_size)
     study = open_search_study(config, storage, "pikenas", sampler_object)
-    work(study, config.space, ProxyEvaluator(config, threads=1), trials)
+    work(study, config.space, ProxyEvaluator(config.evaluator_setup(threads=1)), trials)
     return [
         (t.number, t.values[0], t.values[1])
         for t in study.get_trials()

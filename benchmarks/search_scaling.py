@@ -66,8 +66,8 @@ def main() -> None:
     genes = config.space.distributions()
     genomes = [{n: rng.choice(c) for n, c in genes.items()} for _ in range(args.trials)]
     print(
-        f"local backend, digits default proxy ({config.proxy}), {args.trials} identical "
-        f"candidates, {available_cores()} cores"
+        f"local backend, digits default proxy ({config.to_dict()['proxy']}), "
+        f"{args.trials} identical candidates, {available_cores()} cores"
     )
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,13 +25,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 import optuna
 from pydantic import BaseModel, Field, ValidationError
 
+from pikenas.evaluators.candidate import EvaluationStatus, RungDecision, RungResult
 from pikenas.space._strict import StrictModel
 
 __all__ = [
     "DIRECTIONS",
     "HEARTBEAT_ATTR",
     "OBJECTIVES",
-    "RUNG_DECISIONS",
     "TRIAL_STATUSES",
     "FinalResult",
     "RungDecision",
@@ -54,10 +54,9 @@ DIRECTIONS = ("maximize", "minimize")
 HEARTBEAT_ATTR = "pikenas:heartbeat"
 _WORKER_PREFIX = "pikenas:worker:"
 
-TrialStatus = Literal["ok", "duplicate", "over_budget", "stopped", "failed"]
+#: a trial's ``status``: how its candidate's evaluation ended (one definition, in evaluators).
+TrialStatus = EvaluationStatus
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
-RungDecision = Literal["promoted", "stopped", "top"]
-RUNG_DECISIONS: tuple[str, ...] = get_args(RungDecision)
 
 
 def _read(model: type[StrictModel], attrs: Mapping[str, Any], what: str) -> Any:
@@ -71,24 +70,6 @@ def _read(model: type[StrictModel], attrs: Mapping[str, Any], what: str) -> Any:
                 raise
             logger.warning("%s: unreadable %s dropped", what, ", ".join(sorted(bad)))
             known = {key: value for key, value in known.items() if key not in bad}
-
-
-class RungResult(StrictModel):
-    """The proxy result of one trial at one rung of successive halving (``epochs`` of the
-    top rung's training schedule) and what was decided there."""
-
-    epochs: int = Field(ge=1, description="epochs trained when this rung was measured")
-    val_accuracy: float = Field(description="validation top-1 at this rung, in [0, 1]")
-    val_loss: float = Field(description="validation loss at this rung")
-    val_images: int | None = Field(None, description="validation images it was measured on")
-    cpu_s: float = Field(0.0, ge=0, description="CPU seconds of this rung's training")
-    decision: RungDecision | None = Field(
-        None,
-        description="promoted (trains on), stopped (ends here), top (the last rung: COMPLETE); "
-        "None until decided",
-    )
-    rank: int | None = Field(None, description="its place (0 = best) among `of` at this rung")
-    of: int | None = Field(None, description="architectures that had reached this rung")
 
 
 class TrialRecord(StrictModel):

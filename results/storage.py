@@ -148,9 +148,11 @@ def storage_folder(storage: optuna.storages.BaseStorage) -> Path | None:
     return None
 
 
-def display_name(target: str | Path) -> str:
+def display_name(target: str | Path | StorageTarget) -> str:
     """``target`` for messages and pages, its password replaced by ``***``
     (:func:`space._text.redact`, the one masking)."""
+    if isinstance(target, StorageTarget):
+        return target.display()
     return redact(str(target))
 
 
@@ -241,7 +243,7 @@ def open_storage(
 
 
 def open_study(
-    target: str | Path | optuna.storages.BaseStorage, study_name: str | None = None
+    target: str | Path | StorageTarget | optuna.storages.BaseStorage, study_name: str | None = None
 ) -> optuna.Study:
     """The existing study ``study_name`` of a run folder, journal file, URL or storage object.
 

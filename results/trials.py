@@ -114,8 +114,15 @@ def load(
 
 def final_results(study: optuna.Study) -> dict[int, FinalResult]:
     """Full-training results by trial number (they live on the study because Optuna does not
-    let a finished trial be changed)."""
-    return StudyRecord.of(study).final_results
+    let a finished trial be changed); a ``final_dir`` relative to the run folder is made
+    absolute there (a moved run still works)."""
+    folder = storage_folder(study._storage)
+    finals = {}
+    for number, final in StudyRecord.of(study).final_results.items():
+        if not Path(final.final_dir).is_absolute() and folder is not None:
+            final = final.model_copy(update={"final_dir": str(folder / final.final_dir)})
+        finals[number] = final
+    return finals
 
 
 def check_pikenas_study(study: optuna.Study) -> None:
@@ -136,14 +143,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     check_pikenas_study(study)
     finals = final_results(study)
     rows = []
-    folder = storage_folder(study._storage)
     for trial in study.get_trials(deepcopy=False):
         row = _row(trial)
         final = finals.get(trial.number)
         if final is not None:
             row.update(final.model_dump())
-            if not Path(final.final_dir).is_absolute() and folder is not None:
-                row["final_dir"] = str(folder / final.final_dir)  # a moved run still works
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column, dtype in COLUMNS.items():

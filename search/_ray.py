@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from pikenas.results.storage import open_study, parse_storage
+from pikenas.results.storage import StorageTarget, open_study
 from pikenas.search.local import MAX_RESTARTS, stopped_early
 from pikenas.search.progress import Snapshot, snapshot
 from pikenas.search.spec import RunRequest, threads_per_worker, worker_environment
@@ -92,15 +92,15 @@ def _connect(address: str | None, num_cpus: int, env: dict[str, str]) -> bool:
     return True
 
 
-def _check_reachable(storage: str) -> None:
+def _check_reachable(storage: StorageTarget) -> None:
     """Refuse a file storage on a cluster of several machines (its actors cannot share it)."""
     import ray
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) > 1 and parse_storage(storage).is_file:
+    if len(nodes) > 1 and storage.is_file:
         raise SearchConfigError(
             f"the Ray cluster has {len(nodes)} nodes, which cannot share the file storage "
-            f"{storage}; pass --storage postgresql://USER:PASSWORD@HOST:PORT/DB"
+            f"{storage.display()}; pass --storage postgresql://USER:PASSWORD@HOST:PORT/DB"
         )
 
 

@@ -5,7 +5,7 @@ Sections (unknown keys are refused everywhere)::
     dataset:    {name, data_dir}                  # the data set (data_dir for cifar / folders)
     space:      SearchSpace                       # skeleton + per-block choices
     proxy:      TrainConfig fields                # the cheap budget every candidate gets
-    fidelity:   null | {rungs, reduction}         # Pareto successive halving (search.fidelity)
+    fidelity:   null | {rungs, reduction}         # Pareto successive halving (search.halving)
     full:       TrainConfig fields                # the budget of the fully trained winners
     max_ace:    ACE v2 budget or null             # candidates above it are not trained
     cost_table: null | ace_v2-fp16 | FILE | {...} # what ACE v2 charges (null: DESIGN.md's table)
@@ -16,7 +16,10 @@ Sections (unknown keys are refused everywhere)::
 (relative to the config file) or the table itself; the config holds the resolved table, so a
 study records exactly what scored it. Every problem raises
 :class:`~space.errors.SearchConfigError` with one line ``FILE: KEY.PATH: what is wrong; how to
-fix it``. The embedded default is ``search/default_search.yaml`` (the same text as
+fix it``. ``proxy`` and ``full`` are held as :class:`~evaluators.training.TrainConfig` on the
+``dataset:`` (with fidelity, the proxy's epochs are the top rung); the candidate evaluator is
+built from typed parts (:meth:`SearchConfig.evaluator_setup`), never from the whole config. The
+embedded default is ``search/default_search.yaml`` (the same text as
 ``configs/digits_default.yaml``).
 """
 
@@ -26,15 +29,19 @@ import importlib.resources
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_serializer, field_validator, model_validator
 
-from pikenas.search.fidelity import FidelityConfig
+from pikenas.evaluators.candidate import DatasetSpec, EvaluatorSetup
+from pikenas.evaluators.cost import CostTable
+from pikenas.evaluators.training.config import TrainConfig
+from pikenas.search.halving import FidelityConfig
 from pikenas.space._parse import parse_yaml, read_text
 from pikenas.space._strict import StrictModel, one_line
 from pikenas.space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
+from pikenas.space.arch import ArchConfig
 from pikenas.space.searchspace import SearchSpace
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "DatasetConfig",
     "SearchSettings",
     "SearchConfig",
+    "baseline_arch",
     "load_config",
     "default_config_text",
     "config_from_dict",
@@ -61,11 +69,8 @@ _RESERVED_BUDGET_KEYS = {
 _BUILTIN_TABLES = {"ace_v2": 32, "ace_v2-fp16": 16}
 
 
-class DatasetConfig(StrictModel):
-    """The data set: a name known to ``evaluators.datasets`` and its folder when it needs one."""
-
-    name: str = "digits"
-    data_dir: str | None = None
+#: the ``dataset:`` section (one definition, in evaluators).
+DatasetConfig = DatasetSpec
 
 
 class SearchSettings(StrictModel):
@@ -93,40 +98,65 @@ class SearchSettings(StrictModel):
 class SearchConfig(StrictModel):
     """A whole search (see the module docstring for the sections)."""
 
-    dataset: DatasetConfig = DatasetConfig()
+    dataset: DatasetSpec = DatasetSpec()
     space: SearchSpace
-    proxy: dict[str, Any] = Field(default_factory=dict)
+    proxy: TrainConfig = TrainConfig()
     fidelity: FidelityConfig | None = None
-    full: dict[str, Any] = Field(default_factory=dict)
+    full: TrainConfig = TrainConfig()
     max_ace: float | None = Field(default=None, gt=0)
     cost_table: dict[str, Any] | None = None
     baselines: tuple[str, ...] = ()
     search: SearchSettings = SearchSettings()
 
-    @field_validator("proxy", "full")
+    @model_validator(mode="before")
     @classmethod
-    def _no_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, fix in _RESERVED_BUDGET_KEYS.items():
-            if key in value:
-                raise ValueError(f"{key} cannot be set here; {fix}")
-        return value
+    def _budgets_train_on_the_dataset(cls, data: Any) -> Any:
+        """``proxy`` / ``full`` as given (no reserved keys) on the ``dataset:`` section."""
+        if not isinstance(data, dict):
+            return data
+        dataset = data.get("dataset")
+        if isinstance(dataset, DatasetSpec):
+            on = {"dataset": dataset.name, "data_dir": dataset.data_dir}
+        elif isinstance(dataset, dict):
+            on = {"dataset": dataset.get("name", "digits"), "data_dir": dataset.get("data_dir")}
+        else:
+            on = {"dataset": "digits", "data_dir": None}
+        data = dict(data)
+        for kind in ("proxy", "full"):
+            budget = data.get(kind)
+            if isinstance(budget, TrainConfig):
+                budget = _given(budget)
+            if budget is None:
+                budget = {}
+            if isinstance(budget, dict):
+                for key, fix in _RESERVED_BUDGET_KEYS.items():
+                    if key in budget:
+                        raise ValueError(f"{kind}: {key} cannot be set here; {fix}")
+                data[kind] = {**budget, **on}
+        return data
 
     @model_validator(mode="after")
     def _proxy_epochs_are_the_top_rung(self) -> SearchConfig:
-        epochs = self.proxy.get("epochs")
-        if self.fidelity is not None and epochs is not None and epochs != self.fidelity.top:
+        if self.fidelity is None:
+            return self
+        if "epochs" in self.proxy.model_fields_set and self.proxy.epochs != self.fidelity.top:
             raise ValueError(
-                f"proxy.epochs {epochs} differs from the top rung {self.fidelity.top} of "
-                "fidelity.rungs: the top rung is the proxy budget; drop proxy.epochs or make "
+                f"proxy.epochs {self.proxy.epochs} differs from the top rung {self.fidelity.top} "
+                "of fidelity.rungs: the top rung is the proxy budget; drop proxy.epochs or make "
                 "them equal"
             )
+        if self.proxy.epochs != self.fidelity.top:
+            top = self.proxy.model_copy(update={"epochs": self.fidelity.top})
+            object.__setattr__(self, "proxy", top)  # frozen: set once, while validating
         return self
+
+    @field_serializer("proxy", "full")
+    def _budget_as_given(self, budget: TrainConfig) -> dict[str, Any]:
+        return _given(budget)
 
     @field_validator("cost_table", mode="before")
     @classmethod
     def _valid_table(cls, value: Any) -> dict[str, Any] | None:
-        from pikenas.evaluators.cost import CostTable
-
         if value is None:
             return None
         if isinstance(value, str):
@@ -137,10 +167,8 @@ class SearchConfig(StrictModel):
             raise ValueError(str(exc).removeprefix("table: ")) from None
         return None if table == CostTable.default().to_dict() else table
 
-    def cost_table_object(self) -> Any:
-        """The ``evaluators.ace.CostTable`` that scores this search."""
-        from pikenas.evaluators.cost import CostTable
-
+    def cost_table_object(self) -> CostTable:
+        """The :class:`~evaluators.cost.CostTable` that scores this search."""
         if self.cost_table is None:
             return CostTable.default()
         return CostTable.from_dict(self.cost_table)
@@ -192,10 +220,12 @@ class SearchConfig(StrictModel):
             raise
 
     def baseline_genomes(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(zoo name, genome)`` of each baseline at the space's geometry (the nearest genome
-        when the model is not inside the space). A bad name raises a one-line error naming its
-        index."""
-        from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
+        """``(zoo name, genome)`` of each baseline at the space's geometry. The trial always
+        evaluates exactly the zoo model (:func:`baseline_arch`); the genome is what the sampler
+        sees for it: the model's own when it is inside the space, else the nearest one, or the
+        space's default genome when the model has another skeleton. A bad name, or a model that
+        cannot take the space's input, raises a one-line error naming its index."""
+        from pikenas.space.zoo.catalog import zoo_names
 
         known = set(zoo_names())
         space = self.space
@@ -207,17 +237,17 @@ class SearchConfig(StrictModel):
                     "names"
                 )
             try:
-                arch = get_zoo_arch(
-                    name,
-                    resolution=space.resolution,
-                    input_channels=space.input_channels,
-                    num_classes=space.num_classes,
-                )
-                genome = space.encode(arch)
+                arch = baseline_arch(name, space)
             except PikeNASError as exc:
                 raise SearchConfigError(f"baselines.{index}: {exc}") from None
-            if not space.encodes_exactly(arch):
-                logger.info("baseline %s is not inside the space; its nearest genome is used", name)
+            try:
+                genome = space.encode(arch)
+            except PikeNASError as exc:  # another skeleton: no nearest genome
+                logger.info("baseline %s: %s; the default genome stands for it", name, exc)
+                genome = space.default_params()
+            else:
+                if not space.encodes_exactly(arch):
+                    logger.info("baseline %s is outside the space; nearest genome used", name)
             genomes.append((name, genome))
         return genomes
 
@@ -253,24 +283,54 @@ class SearchConfig(StrictModel):
                     f"{where}: the space cannot take this input: {exc}"
                 ) from None
 
-    def train_config(self, kind: str, threads: int = 1, **extra: Any) -> Any:
-        """The ``evaluators.training.TrainConfig`` of the ``proxy`` or ``full`` budget."""
-        from pikenas.evaluators.training.loop import TrainConfig
+    def train_config(
+        self, kind: Literal["proxy", "full"], threads: int = 1, **extra: Any
+    ) -> TrainConfig:
+        """The ``proxy`` or ``full`` budget with ``threads`` torch threads (and ``extra``
+        fields changed)."""
+        budget = self.proxy if kind == "proxy" else self.full
+        return budget.replace(threads=threads, **extra)
 
-        fields = dict(self.proxy if kind == "proxy" else self.full)
-        if kind == "proxy" and self.fidelity is not None:
-            fields["epochs"] = self.fidelity.top
-        fields.update(extra)
-        return TrainConfig(
-            dataset=self.dataset.name, data_dir=self.dataset.data_dir, threads=threads, **fields
+    def with_dataset(self, dataset: DatasetSpec) -> SearchConfig:
+        """This config on another ``dataset`` (its budgets too)."""
+        on = {"dataset": dataset.name, "data_dir": dataset.data_dir}
+        proxy, full = self.proxy.model_copy(update=on), self.full.model_copy(update=on)
+        return self.model_copy(update={"dataset": dataset, "proxy": proxy, "full": full})
+
+    def evaluator_setup(self, threads: int = 1) -> EvaluatorSetup:
+        """The typed parts a candidate evaluator is built from (``threads`` torch threads)."""
+        return EvaluatorSetup(
+            dataset=self.dataset,
+            cost_table=self.cost_table_object(),
+            proxy=self.train_config("proxy", threads),
+            full=self.train_config("full", threads),
+            rungs=self.fidelity.rungs if self.fidelity is not None else (),
+            searched_resolution=self.space.searched_resolution,
         )
+
+
+def _given(budget: TrainConfig) -> dict[str, Any]:
+    """The fields of ``budget`` the config file sets (not those the search sets itself)."""
+    return budget.model_dump(mode="json", exclude_unset=True, exclude=set(_RESERVED_BUDGET_KEYS))
+
+
+def baseline_arch(name: str, space: SearchSpace) -> ArchConfig:
+    """Zoo model ``name`` at the space's geometry (input channels, resolution, classes): what a
+    baseline trial evaluates, inside the space or not (``pikenas ace NAME`` at that geometry
+    gives the same archid and ACE v2)."""
+    from pikenas.space.zoo.catalog import get_zoo_arch
+
+    return get_zoo_arch(
+        name,
+        resolution=space.resolution,
+        input_channels=space.input_channels,
+        num_classes=space.num_classes,
+    )
 
 
 def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str, Any]:
     """A built-in table name (``ace_v2``, ``ace_v2-fp16``) or a table file (relative to
     ``base``) as a cost table mapping; an unreadable file raises ``ValueError``."""
-    from pikenas.evaluators.cost import CostTable
-
     if name_or_file in _BUILTIN_TABLES:
         return CostTable.default(float_bits=_BUILTIN_TABLES[name_or_file]).to_dict()
     path = Path(name_or_file).expanduser()
@@ -327,19 +387,8 @@ def config_from_dict(
     except ValidationError as exc:
         raise SearchConfigError(f"{source}: {one_line(exc)}") from None
     if check_references:
-        _check_budgets(config, source)
         _check_baselines(config, source)
     return config
-
-
-def _check_budgets(config: SearchConfig, source: str) -> None:
-    for kind in ("proxy", "full"):
-        try:
-            config.train_config(kind)
-        except ValidationError as exc:
-            raise SearchConfigError(f"{source}: {kind}.{one_line(exc)}") from None
-        except PikeNASError as exc:
-            raise SearchConfigError(f"{source}: {kind}: {exc}") from None
 
 
 def _check_baselines(config: SearchConfig, source: str) -> None:

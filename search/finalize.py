@@ -22,10 +22,12 @@ import pandas as pd
 
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.ranking import kendall_tau
-from pikenas.results.record import FinalResult, StudyRecord, update_study_record
+from pikenas.results.record import FinalResult, StudyRecord, TrialRecord, update_study_record
 from pikenas.results.storage import storage_folder
-from pikenas.results.trials import trial_arch, trials_frame
-from pikenas.search.objective import CandidateEvaluator
+from pikenas.results.trials import trials_frame
+from pikenas.evaluators.candidate import CandidateEvaluator
+from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import RunDirError
 
 __all__ = ["Winner", "FinalizeSummary", "select_winners", "finalize"]
 
@@ -69,6 +71,7 @@ def finalize(
     Kendall's tau in the study; ``on_start(index, count, number)`` before each."""
     summary = FinalizeSummary()
     winners = select_winners(study, top_k)
+    trials = study.get_trials(deepcopy=False)  # trial numbers are positions
     stored = dict(StudyRecord.of(study).final_results)
     for index, row in enumerate(winners.itertuples(index=False)):
         number = int(row.number)
@@ -76,8 +79,10 @@ def finalize(
             on_start(index, len(winners), number)
         folder = (out / "final" / f"trial-{number}").resolve()
         run_folder = storage_folder(study._storage)
-        arch = trial_arch(row._asdict())
-        assert arch is not None  # a trained trial has its architecture
+        record = TrialRecord.of(trials[number])
+        if record.arch is None:
+            raise RunDirError(f"trial {number} is on the front but has no architecture recorded")
+        arch = ArchConfig.from_json(record.arch)
         metrics = evaluator.full(arch, folder)
         stored[number] = FinalResult(
             final_accuracy=metrics.test_accuracy,

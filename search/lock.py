@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from pikenas.results._journal_file import FileLock
@@ -106,8 +107,9 @@ class PostgresAdvisoryLock:
         self._engine.dispose()
 
 
-def ask_lock(target: str | StorageTarget, study_name: str) -> AskLock:
-    """The ask lock of ``study_name`` in the storage ``target`` (see the module docstring)."""
+def ask_lock(target: str | Path | StorageTarget, study_name: str) -> AskLock:
+    """The ask lock of ``study_name`` in the storage ``target`` (see the module docstring;
+    the search passes its parsed target, a path is parsed here)."""
     parsed = target if isinstance(target, StorageTarget) else parse_storage(target)
     if parsed.kind == "postgresql":
         assert parsed.url is not None

@@ -21,13 +21,15 @@ start and whenever they wait, and enqueue again the genome of a trial that had g
 its architecture, or of an enqueued one (its fixed parameters survive any kill): ``retry_of``,
 at most :data:`MAX_RETRIES` times, so a candidate that kills its worker cannot loop forever.
 
-Successive halving (``fidelity``): a trial trains rung by rung (:func:`search.objective.run_rungs`,
-decided by :class:`search._rungs.TrialRungs`); one stopped at a rung is PRUNED with status
-``stopped`` and is not a rejection. ``N`` still counts COMPLETE trials, i.e. trials that
-reached the top rung: a worker asks while ``complete + finishing < N``, ``finishing`` being the
-RUNNING trials promoted into the top rung, and no trial is promoted once that sum is ``N``.
-A stopped architecture proposed again is decided afresh from its stored rung results, and a
-retried one continues from them and from its checkpoint (``checkpoints``).
+Successive halving (``fidelity``): a trial trains rung by rung
+(:func:`evaluators.candidate.run_rungs`, decided by :class:`search.halving.TrialRungs`); one
+stopped at a rung is PRUNED with status ``stopped`` and is not a rejection. ``N`` still counts
+COMPLETE trials, i.e. trials that reached the top rung: a worker asks while
+``complete + finishing < N``, ``finishing`` being the RUNNING trials promoted into the top rung
+and the RUNNING zoo baselines (always trained to the top rung, :mod:`search.trial`), and no
+trial is promoted once that sum is ``N``. A stopped architecture proposed again is decided
+afresh from its stored rung results, and a retried one continues from them and from its
+checkpoint (``checkpoints``).
 
 When it stops, the worker stores its :class:`~results.record.WorkerReport` in the study.
 """
@@ -48,20 +50,15 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from pikenas.evaluators.candidate import CandidateEvaluator, Claim, Evaluation
 from pikenas.results.record import HEARTBEAT_ATTR, TrialRecord, WorkerReport, record_worker_report
 from pikenas.search._journal import flush
-from pikenas.search._rungs import RungIndex, TrialRungs, checkpoint_folder
+from pikenas.search.halving import RungIndex, TrialRungs, checkpoint_folder
 from pikenas.search.lock import AskLock, NoLock
-from pikenas.search.objective import (
-    CandidateEvaluator,
-    Claim,
-    Outcome,
-    evaluate_candidate,
-    failure_reason,
-)
+from pikenas.search.trial import record_of, run_trial, set_attrs
 
 if TYPE_CHECKING:
-    from pikenas.search.fidelity import FidelityConfig
+    from pikenas.search.halving import FidelityConfig
     from pikenas.space.searchspace import SearchSpace
 
 __all__ = ["MAX_RETRIES", "max_rejected", "recover_stale_trials", "stale_reason", "work"]
@@ -69,6 +66,8 @@ __all__ = ["MAX_RETRIES", "max_rejected", "recover_stale_trials", "stale_reason"
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 2
+#: Optuna's trial system attribute holding an enqueued trial's fixed parameters.
+_FIXED_PARAMS = "fixed_params"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 #: ``(study name, trial id)`` of the trials this process runs now (any of its loops)
 _RUNNING_HERE: set[tuple[str, int]] = set()
@@ -150,25 +149,25 @@ class _StudyView:
                 continue
             if trial.state in _FINISHED:
                 self.finished.add(trial.number)
-                attrs = trial.user_attrs
-                if self.rungs is not None and "rungs" in attrs:
-                    self.rungs.add(trial.number, TrialRecord.of(trial), running=False)
+                record = TrialRecord.of(trial)
+                if self.rungs is not None and record.rungs:
+                    self.rungs.add(trial.number, record, running=False)
                 if trial.state != TrialState.COMPLETE:
                     # a stopped trial is no rejection, unless it trained nothing new
-                    fresh = attrs.get("status") == "stopped" and "duplicate_of" not in attrs
+                    fresh = record.status == "stopped" and record.duplicate_of is None
                     self.rejected += not fresh
                     continue
                 self.complete += 1
-                if attrs.get("status") == "ok" and attrs.get("archid") and trial.values:
-                    self.trained.setdefault(attrs["archid"], (trial.number, list(trial.values)))
+                if record.status == "ok" and record.archid and trial.values:
+                    self.trained.setdefault(record.archid, (trial.number, list(trial.values)))
             elif trial.state == TrialState.RUNNING:
                 self.running += 1
-                attrs = trial.user_attrs  # claimed, or trained and about to be told
-                self.running_duplicates += attrs.get("status") == "duplicate"
-                if self.rungs is not None and "rungs" in attrs:
-                    self.rungs.add(trial.number, TrialRecord.of(trial), running=True)
-                if attrs.get("archid") and attrs.get("status") not in ("failed", "over_budget"):
-                    self.training.setdefault(attrs["archid"], trial.number)
+                record = TrialRecord.of(trial)  # claimed, or trained and about to be told
+                self.running_duplicates += record.status == "duplicate"
+                if self.rungs is not None and (record.rungs or record.baseline is not None):
+                    self.rungs.add(trial.number, record, running=True)
+                if record.archid and record.status not in ("failed", "over_budget"):
+                    self.training.setdefault(record.archid, trial.number)
         return self
 
 
@@ -226,11 +225,10 @@ def recover_stale_trials(
         )
         if reason is None:
             continue
-        attrs = {"status": "failed", "reason": reason[:500]}
-        if _retry_genome(trial) is not None:
-            attrs["retry_due"] = True
+        due = True if _retry_genome(trial) is not None else None
+        failed = TrialRecord(status="failed", reason=reason[:500], retry_due=due)
         try:
-            _set_attrs(storage, trial._trial_id, attrs)
+            set_attrs(storage, trial._trial_id, failed.to_attrs())
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
@@ -239,7 +237,7 @@ def recover_stale_trials(
         logger.warning("trial %d failed: %s", trial.number, reason)
     retried = {TrialRecord.of(trial).retry_of for trial in trials}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get("retry_due") is True and trial.number not in retried:
+        if TrialRecord.of(trial).retry_due is True and trial.number not in retried:
             _enqueue_retry(study, trial)
     return recovered
 
@@ -251,7 +249,7 @@ def _retry_genome(trial: FrozenTrial) -> dict | None:
     old = TrialRecord.of(trial)
     if (old.retries or 0) + 1 > MAX_RETRIES:
         return None
-    fixed = trial.system_attrs.get("fixed_params")
+    fixed = trial.system_attrs.get(_FIXED_PARAMS)
     if isinstance(fixed, dict) and fixed:
         return {**trial.params, **fixed}
     return dict(trial.params) if old.arch is not None else None
@@ -265,12 +263,6 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     retries = (old.retries or 0) + 1
     retry = TrialRecord(retry_of=trial.number, retries=retries, baseline=old.baseline)
     study.enqueue_trial(genome, user_attrs=retry.to_attrs(), skip_if_exists=False)
-
-
-def _set_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict) -> None:
-    """Several user attributes (a buffered journal writes them in one append)."""
-    for key, value in attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
 
 
 def work(
@@ -309,7 +301,8 @@ def work(
             last_recovery = time.monotonic()
 
     def claim_for(trial: optuna.trial.Trial, written: dict) -> Claim:
-        def claim(record: TrialRecord) -> tuple[int, list[float] | None] | None:
+        def claim(costed: Evaluation) -> tuple[int, list[float] | None] | None:
+            record = record_of(costed)
             while True:
                 with lock:
                     recover_if_due()
@@ -319,15 +312,15 @@ def work(
                         # a duplicate counts at once (it skips the rungs' promotion check)
                         if view.complete + view.finishing >= n_trials:
                             return done[0], None
-                        mark = {"status": "duplicate", "duplicate_of": done[0]}
+                        mark = TrialRecord(status="duplicate", duplicate_of=done[0]).to_attrs()
                         written.update(mark)
-                        _set_attrs(storage, trial._trial_id, mark)
+                        set_attrs(storage, trial._trial_id, mark)
                         flush(storage)
                     if done is not None:
                         return done
                     if view.training.get(record.archid or "", trial.number) == trial.number:
                         written.update(record.to_attrs())
-                        _set_attrs(storage, trial._trial_id, record.to_attrs())
+                        set_attrs(storage, trial._trial_id, record.to_attrs())
                         flush(storage)  # the claim must be visible at once
                         return None
                 time.sleep(poll_s)  # another trial trains this archid: reuse its values
@@ -339,7 +332,7 @@ def work(
         view.update(study.get_trials(deepcopy=False))
         return view.complete, view.finishing
 
-    def rungs_for(trial: optuna.trial.Trial) -> TrialRungs | None:
+    def rungs_for(trial: optuna.trial.Trial, baseline: str | None) -> TrialRungs | None:
         if fidelity is None or view.rungs is None:
             return None
         return TrialRungs(
@@ -352,6 +345,7 @@ def work(
             lock=lock,
             n_trials=n_trials,
             checkpoints=folder,
+            baseline=baseline is not None,
         )
 
     try:
@@ -373,7 +367,7 @@ def work(
                 if view.complete + view.finishing < n_trials:
                     trial = study.ask()
                     _RUNNING_HERE.add((study.study_name, trial._trial_id))
-                    storage.set_trial_user_attr(trial._trial_id, "worker", label)
+                    set_attrs(storage, trial._trial_id, TrialRecord(worker=label).to_attrs())
                     flush(storage)  # the worker label must be visible at once
                     heartbeat.watch(trial._trial_id)
             if trial is None:
@@ -382,8 +376,10 @@ def work(
             try:
                 written: dict = {}
                 claim = claim_for(trial, written)
+                baseline = TrialRecord.from_attrs(trial.user_attrs).baseline
+                rungs = rungs_for(trial, baseline)
                 outcome = run_trial(
-                    study, trial, space, evaluator, max_ace, claim, written, rungs_for(trial)
+                    study, trial, space, evaluator, max_ace, claim, written, rungs, baseline
                 )
             finally:
                 heartbeat.watch(None)
@@ -396,44 +392,3 @@ def work(
     report = WorkerReport(label=label, recovered=tuple(recovered), gave_up=gave_up, **tally)
     record_worker_report(study, report)
     return report
-
-
-def run_trial(
-    study: optuna.Study,
-    trial: optuna.trial.Trial,
-    space: SearchSpace,
-    evaluator: CandidateEvaluator,
-    max_ace: float | None,
-    claim: Claim | None = None,
-    written: dict | None = None,
-    rungs: TrialRungs | None = None,
-) -> Outcome:
-    """Decode ``trial``'s genome, decide it, store its record (but the attributes already
-    ``written``) and tell the study. When another worker has meanwhile failed the trial (it
-    took it for dead), the outcome is dropped with a warning and returned as FAIL."""
-    storage = study._storage
-    try:
-        try:
-            arch = space.suggest(trial)
-        except UpdateFinishedTrialError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. an enqueued genome from another space
-            reason = failure_reason(exc)
-            outcome = Outcome(TrialState.FAIL, None, TrialRecord(status="failed", reason=reason))
-        else:
-            outcome = evaluate_candidate(
-                arch, evaluator, max_ace=max_ace, claim=claim, rungs=rungs
-            )
-        written = written or {}
-        late = {k: v for k, v in outcome.record.to_attrs().items() if written.get(k) != v}
-        _set_attrs(storage, trial._trial_id, late)
-        values = list(outcome.values) if outcome.values is not None else None
-        told = study.tell(trial, values, state=outcome.state, skip_if_finished=True)
-        if told.state == outcome.state and (values is None or told.values == values):
-            return outcome
-    except UpdateFinishedTrialError:
-        pass
-    logger.warning(
-        "trial %d was finished by another worker meanwhile; result dropped", trial.number
-    )
-    return Outcome(TrialState.FAIL, None, TrialRecord(status="failed", reason="finished elsewhere"))

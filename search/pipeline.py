@@ -21,10 +21,10 @@ import optuna
 
 from pikenas.results._atomic import atomic_write
 from pikenas.results.export.bundle import BundleError
-from pikenas.results.storage import open_storage, parse_storage
+from pikenas.results.storage import open_storage
 from pikenas.search.finalize import FinalizeSummary, finalize
 from pikenas.search.lock import ask_lock
-from pikenas.search.objective import make_evaluator
+from pikenas.search._evaluator import make_evaluator
 from pikenas.search.progress import Snapshot
 from pikenas.search.spec import RunRequest, threads_per_worker
 from pikenas.search.study import open_search_study
@@ -52,7 +52,7 @@ def prepare_run(request: RunRequest) -> optuna.Study:
     """Create (or reopen) the run folder and the study; write ``OUT/config.yaml``."""
     created = not request.out.exists()
     request.out.mkdir(parents=True, exist_ok=True)
-    target = parse_storage(request.worker.storage)
+    target = request.worker.storage
     lock = ask_lock(target, request.worker.study_name)
     try:
         with lock:

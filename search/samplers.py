@@ -48,10 +48,10 @@ def _as_member(trial: FrozenTrial) -> FrozenTrial | None:
     copy valued ``(last rung accuracy, ACE v2)``; else None."""
     if trial.state == TrialState.COMPLETE:
         return trial
-    if trial.state != TrialState.PRUNED or trial.user_attrs.get("status") != "stopped":
+    if trial.state != TrialState.PRUNED:
         return None
     record = TrialRecord.of(trial)
-    if record.last_rung is None or record.ace_v2 is None:
+    if record.status != "stopped" or record.last_rung is None or record.ace_v2 is None:
         return None
     member = copy.copy(trial)
     member.state = TrialState.COMPLETE

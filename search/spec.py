@@ -2,7 +2,8 @@
 
 :class:`WorkerSpec` is everything one worker process needs: the resolved search config, the
 storage, the study, N, its seed and torch threads, the evaluator, the heartbeat settings, the
-folder of the proxy checkpoints (successive halving). The
+folder of the proxy checkpoints (successive halving). Its storage is parsed once into a
+:class:`~results.storage.StorageTarget` and carried typed (across a process boundary too). The
 process that starts a worker builds it once and sends it as JSON (``model_dump_json``); the
 worker (:func:`search.worker.run_worker`) builds its storage, sampler, lock and evaluator from it
 alone. :class:`RunRequest` is a whole ``pikenas search`` run: the spec its workers share, the run
@@ -15,11 +16,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from pikenas.results.storage import parse_storage
+from pikenas.results.storage import StorageTarget, parse_storage
 from pikenas.search.config import SearchConfig
 from pikenas.space._strict import StrictModel
 
@@ -94,14 +95,14 @@ def check_study_name(name: str) -> str:
 
 
 class WorkerSpec(StrictModel):
-    """One worker of a study (see the module docstring). ``storage`` is a storage URL or a
-    journal file (made absolute); ``seed`` ``None`` draws a random one; ``evaluator`` is the
-    ``module:callable`` of an evaluator factory (``None``: the real proxy evaluator);
-    ``checkpoints`` the folder (made absolute) whose ``<study>/`` holds the proxy checkpoints of
+    """One worker of a study (see the module docstring). ``storage``: the parsed storage target
+    (given as a storage URL or a journal file, made absolute); ``seed`` ``None`` draws a random
+    one; ``evaluator`` is the ``module:callable`` of an evaluator factory (``None``: the real
+    proxy evaluator); ``checkpoints`` the folder (made absolute) whose ``<study>/`` holds the proxy checkpoints of
     successive halving (``None``: none kept, a promoted trial trains from scratch)."""
 
     config: SearchConfig
-    storage: str
+    storage: StorageTarget
     study_name: str = "pikenas"
     n_trials: int = Field(ge=1, le=MAX_TRIALS)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -121,10 +122,12 @@ class WorkerSpec(StrictModel):
     def _absolute_checkpoints(cls, value: str | None) -> str | None:
         return str(Path(value).expanduser().resolve()) if value else None
 
-    @field_validator("storage")
+    @field_validator("storage", mode="before")
     @classmethod
-    def _canonical_storage(cls, value: str) -> str:
-        return str(parse_storage(value, folders=False))
+    def _parsed_storage(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            return parse_storage(value, folders=False)
+        return value
 
     @field_validator("config")
     @classmethod
@@ -133,7 +136,7 @@ class WorkerSpec(StrictModel):
         if not data_dir or Path(data_dir).is_absolute():
             return config
         dataset = config.dataset.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
-        return config.model_copy(update={"dataset": dataset})
+        return config.with_dataset(dataset)
 
     @model_validator(mode="after")
     def _live_workers_are_not_stale(self) -> WorkerSpec:

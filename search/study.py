@@ -83,16 +83,20 @@ def _initialise(study: optuna.Study, config: SearchConfig) -> None:
 
 
 def _check_same_search(study_name: str, record: StudyRecord, config: SearchConfig) -> None:
-    stored = json.loads(record.search_config)
+    from pikenas.search.config import config_from_dict
+
+    try:  # read back as a SearchConfig: equal configs compare equal whatever their spelling
+        stored = config_from_dict(json.loads(record.search_config), check_references=False)
+    except (ValueError, PikeNASError):
+        stored = None
     table = config.cost_table_object()
-    if stored.get("cost_table") != config.cost_table:
+    if stored is not None and stored.cost_table != config.cost_table:
         mine = repr(table.name) if table.name != record.cost_table else "another table of that name"
         raise SearchConfigError(
             f"study {study_name!r} was scored with cost table {record.cost_table!r}, this "
             f"search uses {mine}; pass the study's --cost-table (or another --study)"
         )
-    stored.pop("search", None)
-    if stored != json.loads(config.searched_json()):
+    if stored is None or stored.searched_json() != config.searched_json():
         raise SearchConfigError(
             f"study {study_name!r} was created with another search config; pass the same "
             "CONFIG file as the other workers (or another --study name)"

@@ -21,12 +21,13 @@ import signal
 import sys
 
 from pikenas.results.record import WorkerReport, record_worker_report
-from pikenas.results.storage import check_storage_file, open_storage, parse_storage
+from pikenas.results.storage import check_storage_file, open_storage
 from pikenas.search._journal import buffered
 from pikenas.search._logs import configure_logging
 from pikenas.search.lock import ask_lock
 from pikenas.search.loop import work, worker_label
-from pikenas.search.objective import failure_reason, make_evaluator
+from pikenas.evaluators.candidate import failure_reason
+from pikenas.search._evaluator import make_evaluator
 from pikenas.search.samplers import make_sampler
 from pikenas.search.spec import WorkerSpec
 from pikenas.search.study import open_search_study
@@ -44,7 +45,7 @@ def run_worker(spec: WorkerSpec) -> WorkerReport:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = spec.config
-    target = parse_storage(spec.storage)
+    target = spec.storage
     check_storage_file(target, create_folder=True)  # before its ask lock file is made
     lock = ask_lock(target, spec.study_name)
     try:

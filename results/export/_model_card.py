@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pandas as pd
-
 from pikenas.results.layers import bits_string, layer_bits
+from pikenas.results.record import FinalResult, TrialRecord
 from pikenas.space.arch import ArchConfig, ConvStemSpec, PikeBlockSpec, PokeBottleneckSpec
 
 __all__ = ["model_card"]
@@ -132,7 +131,10 @@ def _qonnx_text(check: Any) -> list[str]:
 def model_card(
     *,
     arch: ArchConfig,
-    row: pd.Series,
+    number: int,
+    record: TrialRecord,
+    accuracy: float | None,
+    final: FinalResult | None,
     info: dict[str, str],
     cost: dict[str, Any],
     has_weights: bool,
@@ -141,18 +143,22 @@ def model_card(
     folder_name: str,
     qonnx_check: Any = None,
 ) -> str:
-    """The model card text (markdown) of one bundle."""
-    number = int(row["number"])
+    """The model card text (markdown) of one bundle: of trial ``number`` (``-1``: a
+    ``pikenas train`` folder) with its ``record``, proxy ``accuracy`` and full training
+    ``final``."""
     title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
     if number < 0:  # not from a study: a 'pikenas train' folder
         title = f"pikenas model {arch.archid}: {_cell(info['study'])}"
-    searched = row["arch"]
-    refitted = isinstance(searched, str) and searched and ArchConfig.from_json(searched) != arch
-    baseline = row["baseline"] if isinstance(row["baseline"], str) and row["baseline"] else ""
+    searched = record.arch
+    refitted = bool(searched) and ArchConfig.from_json(searched) != arch
+    baseline = record.baseline or ""
+    status = record.status or ("trained" if number < 0 else "-")
+    final_dir = final.final_dir if final is not None else None
+    final_accuracy = final.final_accuracy if final is not None else None
     if has_weights:
         weights_text = (
             "`weights.safetensors` holds the fully trained weights (from "
-            f"`{_cell(row['final_dir'])}`); the program and `model.onnx` are built from them."
+            f"`{_cell(final_dir)}`); the program and `model.onnx` are built from them."
         )
     else:
         weights_text = (
@@ -176,7 +182,7 @@ def model_card(
         "| proxy accuracy | final accuracy | ACE v2 | ACE v1 | MACs | parameters | "
         "elementwise share of ACE v2 |",
         "|---|---|---|---|---|---|---|",
-        f"| {_percent(row['accuracy'])} | {_percent(row['final_accuracy'])} | "
+        f"| {_percent(accuracy)} | {_percent(final_accuracy)} | "
         f"{_count(cost['ace_v2'])} | {_count(cost['ace_v1'])} | {_count(cost['macs'])} | "
         f"{_count(cost['params'])} | {_percent(cost['elementwise_share'])} |",
         "",
@@ -209,7 +215,7 @@ def model_card(
         "## How it was found",
         "",
         f"- study: `{_cell(info['study'])}`, trial {number} "
-        f"(status {_cell(row['status'] if isinstance(row['status'], str) else '-')})",
+        f"(status {_cell(status)})",
         f"- sampler: {_cell(info['sampler'] or 'not recorded')}",
         f"- data set: {_cell(info['dataset'] or 'not recorded')}",
         f"- cost table: {_cell(info['cost_table'] or 'not recorded')}",

@@ -45,7 +45,8 @@ from pikenas.results.export._model_card import model_card
 from pikenas.space.program.onnx.export_onnx import OnnxCheck, export_onnx
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.storage import open_study
-from pikenas.results.trials import study_cost_table, study_info, trial_arch, trials_frame
+from pikenas.results.record import FinalResult, TrialRecord
+from pikenas.results.trials import final_results, study_cost_table, study_info, trials_frame
 from pikenas.space._parse import read_text
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import (
@@ -148,20 +149,22 @@ def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     return model.eval()
 
 
-def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]:
+def _trained(
+    number: int, final: FinalResult | None, arch: ArchConfig
+) -> tuple[Path | None, ArchConfig]:
     """The trial's full-training weights and the architecture they belong to.
 
     Without full training: ``(None, arch)``. Full training may fit the architecture to its
     data set (``input_channels``, ``resolution``, ``num_classes``): then the bundle uses the
     ``arch.json`` of ``final_dir``, which must otherwise equal the trial's architecture.
     """
-    final_dir = row["final_dir"]
-    if not isinstance(final_dir, str) or not final_dir:
+    final_dir = final.final_dir if final is not None else ""
+    if not final_dir:
         return None, arch
     weights = Path(final_dir) / WEIGHTS_FILE
     if not _regular_file(weights):
         raise RunDirError(
-            f"trial {row['number']} was fully trained into {final_dir} but {weights.name} is "
+            f"trial {number} was fully trained into {final_dir} but {weights.name} is "
             "missing there; restore that folder or train the trial again"
         )
     final_arch = Path(final_dir) / ARCH_FILE
@@ -179,7 +182,7 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
     if trained.replace(**geometry).archid != arch.archid:
         raise RunDirError(
             f"{final_arch} describes architecture {trained.archid}, which is not trial "
-            f"{row['number']}'s {arch.archid}; the final_dir belongs to another trial"
+            f"{number}'s {arch.archid}; the final_dir belongs to another trial"
         )
     return weights, trained
 
@@ -211,18 +214,22 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 
 
 def _write_bundle(
-    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS,
-    cost_table: Any = None,
+    study: optuna.Study, number: int, info: dict[str, str], out_dir: Path,
+    formats: tuple[str, ...] = FORMATS, cost_table: Any = None,
 ) -> Path:
-    number = int(row["number"])
-    arch = trial_arch(row)
+    trial = study.get_trials(deepcopy=False)[number]  # trial numbers are positions
+    record = TrialRecord.of(trial)
+    final = final_results(study).get(number)
+    arch = ArchConfig.from_json(record.arch) if record.arch else None
     if arch is None:
         raise RunDirError(f"trial {number} has no architecture recorded; it cannot be exported")
-    weights, arch = _trained(row, arch)
+    weights, arch = _trained(number, final, arch)
     target = out_dir / bundle_name(number)
+    accuracy = trial.values[0] if trial.values else None
 
     def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
-        return model_card(arch=arch, row=row, info=info, cost=cost,
+        return model_card(arch=arch, number=number, record=record, accuracy=accuracy,
+                          final=final, info=info, cost=cost,
                           has_weights=weights is not None, onnx_check=check, verified=verified,
                           folder_name=target.name, qonnx_check=qonnx)
 
@@ -289,17 +296,19 @@ def export_trained(
             metrics = {}
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else source.parent
     target = out / f"{source.name}-bundle"
-    row = pd.Series({
-        "number": -1, "arch": arch.to_json(), "baseline": "", "accuracy": float("nan"),
-        "final_accuracy": metrics.get("test_accuracy", float("nan")), "final_dir": str(source),
-        "status": "trained",
-    })
+    final = FinalResult.model_construct(  # what metrics.json holds; NaN where it lacks it
+        final_accuracy=metrics.get("test_accuracy", float("nan")),
+        final_val_accuracy=metrics.get("val_accuracy", float("nan")),
+        final_wall_s=metrics.get("wall_s", float("nan")),
+        final_dir=str(source),
+    )
     info = {"study": f"pikenas train {source.name}", "sampler": "-",
             "dataset": str(metrics.get("dataset", "")), "cost_table": "default",
             "pikenas_version": ""}
 
     def card(cost: dict[str, Any], check: OnnxCheck, verified: Any, qonnx: Any) -> str:
-        return model_card(arch=arch, row=row, info=info, cost=cost, has_weights=True,
+        return model_card(arch=arch, number=-1, record=TrialRecord(arch=arch.to_json()),
+                          accuracy=None, final=final, info=info, cost=cost, has_weights=True,
                           onnx_check=check, verified=verified, folder_name=target.name,
                           qonnx_check=qonnx)
 
@@ -307,20 +316,20 @@ def export_trained(
 
 
 def _write_bundles(
-    rows: list[pd.Series], info: dict[str, str], out_dir: Path, formats: tuple[str, ...],
-    cost_table: Any = None,
+    study: optuna.Study, numbers: list[int], info: dict[str, str], out_dir: Path,
+    formats: tuple[str, ...], cost_table: Any = None,
 ) -> list[Path]:
     """Every bundle that can be written; the failures are raised together at the end."""
     written: list[Path] = []
     failures: list[tuple[int, str]] = []
-    for row in rows:
+    for number in numbers:
         try:
-            written.append(_write_bundle(row, info, out_dir, formats, cost_table))
+            written.append(_write_bundle(study, number, info, out_dir, formats, cost_table))
         except PikeNASError as exc:
-            failures.append((int(row["number"]), " ".join(str(exc).split())))
+            failures.append((number, " ".join(str(exc).split())))
         except Exception as exc:  # noqa: BLE001 - one bundle's bug must not lose the others
-            logger.exception("trial %s: export failed", row["number"])
-            failures.append((int(row["number"]), f"{type(exc).__name__}: {exc}"[:500]))
+            logger.exception("trial %s: export failed", number)
+            failures.append((number, f"{type(exc).__name__}: {exc}"[:500]))
     if failures:
         raise BundleError(written, failures)
     return written
@@ -360,8 +369,8 @@ def export_trial(
             f"trial numbers go from 0 to {last}"
         )
     out = _default_out(run, out_dir)
-    return _write_bundle(rows.iloc[0], study_info(optuna_study), out, _formats(formats),
-                         study_cost_table(optuna_study))
+    return _write_bundle(optuna_study, number, study_info(optuna_study), out,
+                         _formats(formats), study_cost_table(optuna_study))
 
 
 def export_pareto(
@@ -381,9 +390,9 @@ def export_pareto(
         )
     front = best_per_archid(front).sort_values("number")  # one bundle per architecture
     out = _default_out(run, out_dir)
-    rows = [row for _, row in front.iterrows()]
-    return _write_bundles(rows, study_info(optuna_study), out, _formats(formats),
-                          study_cost_table(optuna_study))
+    numbers = [int(number) for number in front["number"]]
+    return _write_bundles(optuna_study, numbers, study_info(optuna_study), out,
+                          _formats(formats), study_cost_table(optuna_study))
 
 
 def _formats(formats: tuple[str, ...]) -> tuple[str, ...]:

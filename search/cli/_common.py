@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
+    from pikenas.results.storage import StorageTarget
     from pikenas.search.spec import WorkerSpec
     from pikenas.space.arch import ArchConfig
 
@@ -58,7 +59,7 @@ EvaluatorOption = Annotated[
     str | None,
     typer.Option(
         "--evaluator",
-        help="MODULE:CALLABLE of a custom evaluator factory (config, threads) -> evaluator "
+        help="MODULE:CALLABLE of a custom evaluator factory (EvaluatorSetup) -> evaluator "
         "(default: proxy training).",
     ),
 ]
@@ -119,7 +120,7 @@ def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
 def worker_spec(
     config_path: str | None,
     *,
-    storage: str,
+    storage: str | StorageTarget,
     study: str,
     overrides: dict[str, object],
     evaluator: str | None,
@@ -133,7 +134,7 @@ def worker_spec(
     ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
     :class:`SearchConfigError` naming the option (creates nothing)."""
     from pikenas.search.config import load_config
-    from pikenas.search.objective import evaluator_factory
+    from pikenas.search._evaluator import evaluator_factory
     from pikenas.search.spec import WorkerSpec
     from pikenas.space._strict import one_line
     from pikenas.space.errors import SearchConfigError

@@ -11,6 +11,7 @@ import pikenas.search.cli._common as common
 from pikenas.search.cli._app import app, echo
 
 if TYPE_CHECKING:
+    from pikenas.results.storage import StorageTarget
     from pikenas.search.pipeline import RunResult
     from pikenas.search.spec import RunRequest
 
@@ -51,8 +52,9 @@ def _check_run_folder(run_dir: Path) -> None:
         )
 
 
-def _check_storage_option(storage: str, run_dir: Path) -> None:
-    """An explicit file storage outside the run folder must be writable where it is."""
+def _storage_option(storage: str, run_dir: Path) -> StorageTarget:
+    """``--storage`` parsed (once, carried typed from here); an explicit file storage outside
+    the run folder must be writable where it is."""
     from pikenas.results.storage import check_storage_file, parse_storage
     from pikenas.space.errors import PikeNASError, SearchConfigError
 
@@ -62,6 +64,7 @@ def _check_storage_option(storage: str, run_dir: Path) -> None:
             check_storage_file(target)
     except PikeNASError as exc:
         raise SearchConfigError(f"--storage {exc}") from None
+    return target
 
 
 def _build_request(
@@ -106,12 +109,14 @@ def _build_request(
         raise SearchConfigError(f"--study: {exc}") from None
     run_dir = Path(out if out is not None else Path("runs") / study).expanduser().resolve()
     _check_run_folder(run_dir)
-    if storage is not None:
-        _check_storage_option(storage, run_dir)
+    from pikenas.results.storage import JOURNAL_NAME
+
+    given = storage if storage is not None else str(run_dir / JOURNAL_NAME)
+    target = _storage_option(given, run_dir)
     try:
         spec = common.worker_spec(
             config_path,
-            storage=storage if storage is not None else str(run_dir / "study.log"),
+            storage=target,
             study=study,
             overrides=overrides,
             evaluator=evaluator,

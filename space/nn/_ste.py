@@ -91,10 +91,6 @@ def round_ste(x: Tensor) -> Tensor:
     return ste(round_half_up(x.detach()), x)
 
 
-def _all_dims(t: Tensor) -> tuple[int, ...]:
-    return tuple(range(t.dim()))
-
-
 def _grad_scale(x: Tensor, factor: float) -> Tensor:
     """Forward ``x``, backward gradient times ``factor`` (LSQ's step-size gradient scaling)."""
     return x.detach() + (x * factor - (x * factor).detach())

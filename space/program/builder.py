@@ -13,7 +13,6 @@ ACE counter counts, before any training.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -459,8 +458,3 @@ def require_lowering(module: nn.Module, path: str) -> Any:
             "silent undercount corrupts the Pareto front)"
         )
     return fn
-
-
-def as_float(value: float) -> float:
-    """A python float that survives JSON exactly (float32 rounding where stored)."""
-    return float(np.float32(value)) if math.isfinite(value) else value

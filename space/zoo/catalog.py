@@ -21,7 +21,7 @@ from pikenas.space.zoo.tiny import tiny_entries
 from pikenas.space.arch import ArchConfig
 from pikenas.space.registry import Registry
 
-__all__ = ["ZOO", "ZooEntry", "zoo_names", "get_zoo_entry", "get_zoo_arch", "describe"]
+__all__ = ["ZOO", "ZooEntry", "zoo_names", "get_zoo_arch", "describe"]
 
 ZOO: Registry[ZooEntry] = Registry("zoo model")
 for _entry in mobilenet_entries() + pokebnn_entries() + pikelpn_entries() + tiny_entries():
@@ -32,12 +32,6 @@ del _entry
 def zoo_names() -> list[str]:
     """Every zoo name, in listing order (family by family)."""
     return ZOO.names()
-
-
-def get_zoo_entry(name: str) -> ZooEntry:
-    """The entry called ``name``; an unknown name raises
-    :class:`~space.errors.UnknownNameError` listing the valid names."""
-    return ZOO.get(name)
 
 
 def get_zoo_arch(

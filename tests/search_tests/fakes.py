@@ -1,9 +1,9 @@
 """Zero-cost evaluators for search tests and overhead benchmarks, plugged in the way any custom
-evaluator is: by the ``module:callable`` of a factory ``(config, threads) -> evaluator``
+evaluator is: by the ``module:callable`` of a factory ``(EvaluatorSetup) -> evaluator``
 (:data:`FAKE`, :data:`FAKE_TRAINING`). Subprocesses read their delay per proxy evaluation from
 ``PIKENAS_FAKE_DELAY_S`` (seconds, default 0).
 
-Successive halving: below the top rung (``config.fidelity``) the fake accuracy is scaled by
+Successive halving: below the top rung (``setup.rungs``) the fake accuracy is scaled by
 ``0.5 + 0.5 * epochs / top`` (the ranking of a rung is the ranking of the top), and a rung's
 checkpoint is a JSON file ``{"epochs": E}``; every rung appends ``{"archid", "start", "stop"}``
 (the epochs it trained) to ``ledger.jsonl`` beside the checkpoints, so that tests can check no
@@ -18,10 +18,9 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from pikenas.search.objective import (
+from pikenas.evaluators.candidate import (
     CostSummary,
+    EvaluatorSetup,
     FinalMetrics,
     ProxyEvaluator,
     ProxyMetrics,
@@ -136,9 +135,9 @@ class FakeTraining(FakeEvaluator):
     """Real ``count_ace`` with the search's cost table (like the proxy evaluator), fake
     training: what a test of the cost table needs."""
 
-    def __init__(self, config: Any, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s, top=_top(config))
-        self._real = ProxyEvaluator(config)
+    def __init__(self, setup: EvaluatorSetup, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s, top=_top(setup))
+        self._real = ProxyEvaluator(setup)
 
     def cost(self, arch: ArchConfig) -> CostSummary:
         return self._real.cost(arch)
@@ -148,20 +147,19 @@ def _delay() -> float:
     return float(os.environ.get(DELAY_ENV, "0") or 0)
 
 
-def _top(config: Any) -> int | None:
-    fidelity = getattr(config, "fidelity", None)
-    return fidelity.top if fidelity is not None else None
+def _top(setup: EvaluatorSetup) -> int | None:
+    return setup.rungs[-1] if setup.rungs else None
 
 
-def fake(config: Any, threads: int) -> FakeEvaluator:
-    return FakeEvaluator(delay_s=_delay(), top=_top(config))
+def fake(setup: EvaluatorSetup) -> FakeEvaluator:
+    return FakeEvaluator(delay_s=_delay(), top=_top(setup))
 
 
-def fake_training(config: Any, threads: int) -> FakeTraining:
-    return FakeTraining(config, delay_s=_delay())
+def fake_training(setup: EvaluatorSetup) -> FakeTraining:
+    return FakeTraining(setup, delay_s=_delay())
 
 
-def broken(config: Any, threads: int) -> FakeEvaluator:
+def broken(setup: EvaluatorSetup) -> FakeEvaluator:
     """A factory that always fails: a worker that cannot start (tests of restarts)."""
     raise RuntimeError("this evaluator cannot start")
 
@@ -198,7 +196,7 @@ class _Killer(FakeEvaluator):
         return super().proxy(arch, rung)
 
 
-def killer(config: Any, threads: int) -> FakeEvaluator:
+def killer(setup: EvaluatorSetup) -> FakeEvaluator:
     """A fake evaluator whose process kills itself at the first trial's moment of
     :data:`KILL_ENV` (a worker killed right after it asked for its first trial)."""
     moment, _, signal_name = os.environ.get(KILL_ENV, "fit:KILL").partition(":")

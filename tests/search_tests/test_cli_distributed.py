@@ -58,7 +58,8 @@ def test_ray_options_reach_the_request(config_file: Path, tmp_path: Path) -> Non
         "cpus_per_trial": 4,
         "gpus_per_trial": 0.5,
     }
-    assert request.worker.storage == str(tmp_path / "run" / "study.log")
+    assert request.worker.storage.kind == "journal"  # parsed once, carried typed
+    assert request.worker.storage.path == tmp_path / "run" / "study.log"
     assert request.worker.evaluator == FAKE and request.worker.seed == 0
     assert not (tmp_path / "run").exists()  # building a request creates nothing
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pikenas.evaluators.training.config import TrainConfig
 from pikenas.search.config import default_config_text, load_config
 from pikenas.space.errors import SearchConfigError
 
@@ -99,4 +100,16 @@ def test_train_config_carries_dataset_and_threads() -> None:
     config = load_config()
     budget = config.train_config("proxy", threads=3)
     assert budget.dataset == "digits" and budget.threads == 3
-    assert "epochs" not in config.proxy and budget.epochs == config.fidelity.top == 9
+    assert budget.epochs == config.proxy.epochs == config.fidelity.top == 9
+    assert isinstance(config.proxy, TrainConfig) and isinstance(config.full, TrainConfig)
+    assert "threads" not in config.to_dict()["proxy"]  # the search sets it per worker
+
+
+def test_evaluator_setup_is_typed_parts() -> None:
+    config = load_config()
+    setup = config.evaluator_setup(threads=2)
+    assert setup.rungs == config.fidelity.rungs and setup.proxy.epochs == setup.rungs[-1]
+    assert setup.proxy.threads == setup.full.threads == 2
+    assert setup.dataset.name == setup.proxy.dataset == "digits"
+    moved = config.with_dataset(config.dataset.model_copy(update={"data_dir": "/data"}))
+    assert moved.train_config("full").data_dir == moved.proxy.data_dir == "/data"

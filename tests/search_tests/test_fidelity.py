@@ -17,7 +17,7 @@ from pikenas.results.storage import open_storage
 from pikenas.results.trials import trials_frame
 from pikenas.search._journal import buffered
 from pikenas.search.config import SearchConfig, SearchSettings, config_from_dict, load_config
-from pikenas.search.fidelity import FidelityConfig, at_chance, decide
+from pikenas.search.halving import FidelityConfig, at_chance, decide
 from pikenas.search.loop import work
 from pikenas.search.samplers import make_sampler
 from pikenas.search.study import open_search_study
@@ -242,3 +242,21 @@ def test_nsga2_generations_count_stopped_candidates(tmp_path: Path) -> None:
     assert all(generations[g] == 4 for g in range(max(generations)))
     stopped = {t.system_attrs[key] for t in decided if t.state == TrialState.PRUNED}
     assert stopped & set(range(max(generations)))
+
+
+def test_a_candidate_without_ace_v2_is_an_error_never_free() -> None:
+    """No ACE v2, no score: deciding or finishing an uncosted candidate raises, and a stored
+    record with rung results but no ACE v2 is not ranked."""
+    from pikenas.evaluators.candidate import Evaluation, RungResult
+    from pikenas.search.halving import RungIndex
+    from pikenas.space.errors import EvaluationError
+
+    arch = small_space().decode(small_space().default_params())
+    with pytest.raises(EvaluationError, match="no ACE v2"):
+        _ = Evaluation(arch=arch).ace_v2
+    index = RungIndex(FIDELITY)
+    rung = RungResult(epochs=1, val_accuracy=0.5, val_loss=1.0, decision="stopped")
+    index.add(0, TrialRecord(archid=arch.archid, rungs=(rung,)), running=False)
+    assert index.points(1) == {}
+    index.add(1, TrialRecord(archid=arch.archid, rungs=(rung,), ace_v2=3.0), running=False)
+    assert index.points(1) == {arch.archid: (0.5, 3.0)}

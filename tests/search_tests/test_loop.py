@@ -19,9 +19,10 @@ from pikenas.search._journal import BufferedJournalStorage, buffered
 from pikenas.search.config import SearchConfig, SearchSettings
 from pikenas.search.lock import FileLock, ask_lock
 from pikenas.search.loop import recover_stale_trials, stale_reason, work
-from pikenas.search.objective import evaluate_candidate
+from pikenas.evaluators.candidate import evaluate_candidate
 from pikenas.search.samplers import SAMPLERS, make_sampler
 from pikenas.search.study import open_search_study
+from pikenas.search.trial import outcome_of
 from pikenas.space.arch import ArchConfig
 from pikenas.space.searchspace import BlockChoices, SearchSpace, StageSpace
 from tests.search_tests.fakes import FakeEvaluator
@@ -180,7 +181,7 @@ def test_dead_workers_trials_are_failed_and_their_genome_retried(tmp_path: Path)
     space = small_space()
     genome = {name: choices[-1] for name, choices in space.distributions().items()}
     # a trial "run" by a process of this host that no longer exists
-    study.enqueue_trial(genome, user_attrs={"baseline": "tiny-x"})
+    study.enqueue_trial(genome, user_attrs={"baseline": "tiny-w8a8"})
     orphan = study.ask()
     arch = space.suggest(orphan)
     dead_pid = 2**22 + 12345  # above Linux's pid_max default
@@ -200,7 +201,7 @@ def test_dead_workers_trials_are_failed_and_their_genome_retried(tmp_path: Path)
     assert summary.recovered == (0,)
     assert worker_reports(study)[summary.label] == summary  # the report is in the study
     retry = trials[1]
-    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["baseline"] == "tiny-x"
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["baseline"] == "tiny-w8a8"
     assert retry.params == genome and retry.state == TrialState.COMPLETE
     assert states(study) == {"FAIL": 1, "COMPLETE": 3}
 
@@ -230,7 +231,7 @@ def test_evaluate_candidate_turns_any_exception_into_fail() -> None:
             raise MemoryError("out of memory")
 
     space = small_space()
-    outcome = evaluate_candidate(space.decode(space.default_params()), Broken())
+    outcome = outcome_of(evaluate_candidate(space.decode(space.default_params()), Broken()))
     assert outcome.state == TrialState.FAIL
     assert outcome.record.reason == "MemoryError: out of memory"
 
@@ -242,7 +243,7 @@ def test_non_finite_metrics_fail() -> None:
             return type(metrics)(float("nan"), 0.5, float("nan"), 0.0, 0.0)
 
     space = small_space()
-    outcome = evaluate_candidate(space.decode(space.default_params()), NaN())
+    outcome = outcome_of(evaluate_candidate(space.decode(space.default_params()), NaN()))
     assert outcome.state == TrialState.FAIL and "non-finite" in outcome.record.reason
 
 
@@ -330,7 +331,7 @@ def test_a_trial_waits_for_the_running_trial_that_trains_its_archid(tmp_path: Pa
     arch = space.decode(genome)
     holder = study.ask()
     space.suggest(holder)
-    record = evaluate_candidate(arch, FakeEvaluator()).record
+    record = outcome_of(evaluate_candidate(arch, FakeEvaluator())).record
     claim = TrialRecord(**{k: v for k, v in record.to_attrs().items() if k != "status"})
     for key, value in {**claim.to_attrs(), "worker": "elsewhere:1"}.items():
         study._storage.set_trial_user_attr(holder._trial_id, key, value)

@@ -21,7 +21,7 @@ DEAD = f"{socket.gethostname()}:{2**22 + 4321}"  # above Linux's pid_max default
 def _orphan_of_an_enqueued_genome(tmp_path: Path):  # noqa: ANN202 - (study, genome)
     study = make_study(tmp_path)
     genome = {name: choices[0] for name, choices in small_space().distributions().items()}
-    study.enqueue_trial(genome, user_attrs={"baseline": "tiny-x"})
+    study.enqueue_trial(genome, user_attrs={"baseline": "tiny-w8a8"})
     trial = study.ask()  # asked, labelled, killed before any parameter was written
     study._storage.set_trial_user_attr(trial._trial_id, "worker", DEAD)
     study._storage.flush()
@@ -34,7 +34,7 @@ def test_an_enqueued_trial_killed_before_its_parameters_is_retried(tmp_path: Pat
     assert recover_stale_trials(study, stale_after=60) == [0]
     retry = study.trials[1]
     assert retry.state == TrialState.WAITING and retry.system_attrs["fixed_params"] == genome
-    assert TrialRecord.of(retry).retry_of == 0 and TrialRecord.of(retry).baseline == "tiny-x"
+    assert TrialRecord.of(retry).retry_of == 0 and TrialRecord.of(retry).baseline == "tiny-w8a8"
 
 
 def test_a_kill_between_fail_and_retry_leaves_the_retry_to_the_next_worker(

@@ -95,14 +95,14 @@ def test_tiny_real_search_with_successive_halving(tmp_path: Path) -> None:
 
 
 def test_a_searched_resolution_is_trained_and_costed_at_that_size() -> None:
-    from pikenas.search.objective import ProxyEvaluator
+    from pikenas.evaluators.candidate import ProxyEvaluator
 
     data = yaml.safe_load(default_config_text())
     data["space"]["resolutions"] = [8, 12]
     data.pop("fidelity", None)
     data["proxy"].update(epochs=1, data_fraction=0.1)
     config = config_from_dict(data)
-    evaluator = ProxyEvaluator(config)
+    evaluator = ProxyEvaluator(config.evaluator_setup())
     genome = config.space.default_params()
     small = evaluator.fit(config.space.decode(genome | {"resolution": 8}))
     large = evaluator.fit(config.space.decode(genome | {"resolution": 12}))
