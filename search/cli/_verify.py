@@ -65,8 +65,10 @@ def verify(
 
     Prints the stages checked, mismatching elements, the largest logit difference, the widest
     intermediate per layer against its declared width, ACE v1 / ACE v2 counted from the
-    program, and how the training forward's codes compare. Exit 0 when exact, 1 on a mismatch or
-    an overflow, 2 on bad input.
+    program, every operation after a float conv re-run on the same inputs, and the training
+    forward's codes at every requantization stage (a difference away from a rounding tie is a
+    lowering bug). Exit 0 when every check passes, 1 on a mismatch, an overflow or a
+    training-forward code away from a tie, 2 on bad input.
     """
     from pikenas.evaluators.verify import verify as run_verify
     from pikenas.space.errors import PikeNASError
@@ -168,13 +170,21 @@ def _text(data: dict[str, Any], source: str) -> str:
     ]
     lines += [f"    {line}" for line in data["overflows"][:5]]
     lines += [f"    mismatch: {line}" for line in data["mismatch_values"][:5]]
-    if data["float_path_flips"]:
-        lines.append(f"  codes after float convs that flipped at a tie: {data['float_path_flips']}")
+    lines.append(
+        f"  after float convs, op by op on the same inputs: {data['float_path_mismatches']} "
+        f"elements differ (float convs at {data['max_float_error_ratio']:.2g} of their float32 "
+        f"rounding bound; codes flipped at a tie: {data['float_path_flips']})"
+    )
     forward = data["training_forward"]
     lines.append(
         f"  training forward: {forward['code_mismatches']} of {forward['codes_compared']:,} codes "
         f"differ, {forward['mismatches_not_at_ties']} not at a rounding tie"
     )
+    if forward["stages_not_compared"]:
+        lines.append(f"    stages it could not be compared at: {forward['stages_not_compared']}")
+    if "hls4ml" in data:
+        lines.append(f"  hls4ml C simulation: {data['hls4ml']['summary']}")
+    lines += [f"  FAILED: {reason}" for reason in data["failures"]]
     lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({data['cost_table']})")
     lines.append("  widest integer per layer (seen / declared bits):")
     for layer, widths in data["widest"].items():
