@@ -106,6 +106,12 @@ def _verification_text(verified: Any, check: Any) -> list[str]:
         f"{verified.mismatches} differ; {verified.stages} requantization points);",
         f"- every integer intermediate stayed inside its declared width (widest seen: {widest} "
         "bits);",
+        f"- every operation after a float conv, re-run on the same inputs, gave the same result "
+        f"(float convs within {verified.max_float_error_ratio:.2g} of their float32 rounding "
+        "bound);",
+        f"- the training (fake-quantization) forward, which never sees the lowering, gives the "
+        f"same codes at every requantization stage ({verified.surrogate_elements:,} codes, "
+        f"{verified.surrogate_mismatches} differ, all at rounding ties);",
         f"- onnxruntime runs `model.onnx` to the program's result {onnx}.",
         "",
         "Check it again on real data: `pikenas verify <this folder> --dataset NAME --images N`.",
