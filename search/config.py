@@ -57,8 +57,8 @@ _RESERVED_BUDGET_KEYS = {
     "data_dir": "set the data folder in the dataset: section",
     "threads": "pikenas sets torch threads per worker (cores // workers)",
 }
-#: built-in cost tables by name: their float width (``CostTable.default(float_bits)``).
-_BUILTIN_TABLES = {"ace_v2": 32, "ace_v2-fp16": 16}
+#: built-in cost tables by name (float operands at 32 bits: the program runs fp32).
+_BUILTIN_TABLES = {"ace_v2": 32}
 
 
 class DatasetConfig(StrictModel):
@@ -162,7 +162,7 @@ class SearchConfig(StrictModel):
 
     def with_overrides(self, **changes: Any) -> SearchConfig:
         """A validated copy with ``search:`` settings, ``max_ace``, ``cost_table`` (a name,
-        file or mapping) or ``float_bits`` (of the cost table) changed; ``None`` values are
+        file or mapping) changed; ``None`` values are
         ignored. Errors name the command-line option."""
         data = self.to_dict()
         for key, value in changes.items():
@@ -170,15 +170,8 @@ class SearchConfig(StrictModel):
                 continue
             if key in ("max_ace", "cost_table"):
                 data[key] = value
-            elif key != "float_bits":
+            else:
                 data["search"][key] = value
-        float_bits = changes.get("float_bits")
-        if float_bits is not None:
-            try:
-                table = config_from_dict(data, check_references=False).cost_table_object()
-                data["cost_table"] = table.with_float_bits(float_bits).to_dict()
-            except (CostModelError, SearchConfigError) as exc:
-                raise SearchConfigError(f"--float-bits: {exc}") from None
         try:
             return config_from_dict(data, source="command line", check_references=False)
         except SearchConfigError as exc:
@@ -266,7 +259,7 @@ class SearchConfig(StrictModel):
 
 
 def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str, Any]:
-    """A built-in table name (``ace_v2``, ``ace_v2-fp16``) or a table file (relative to
+    """A built-in table name (``ace_v2``) or a table file (relative to
     ``base``) as a cost table mapping; an unreadable file raises ``ValueError``."""
     from pikenas.evaluators.cost import CostTable
 

@@ -34,13 +34,6 @@ def ace(
             help="A cost table (YAML or JSON, see configs/cost_tables/); default: DESIGN.md's.",
         ),
     ] = None,
-    float_bits: Annotated[
-        int | None,
-        typer.Option(
-            "--float-bits",
-            help="Count float operands at 32 (fp32) or 16 (fp16/bf16) bits; default: the table's.",
-        ),
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Count ACE v1 and ACE v2 of one network on one 1 x C x R x R input, before any training.
@@ -52,18 +45,14 @@ def ace(
     the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
-    from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace
+    from pikenas.evaluators.cost import CostTable, count_ace
     from pikenas.space.errors import PikeNASError
 
-    if float_bits is not None and float_bits not in FLOAT_WIDTHS:
-        raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
     onnx_file = name_or_arch_json.lower().endswith(".onnx")
     if onnx_file and resolution is not None:
         raise fail("--resolution does not apply to an .onnx model (its input shape is fixed)")
     try:
         table = CostTable.load(cost_table) if cost_table is not None else CostTable.default()
-        if float_bits is not None:
-            table = table.with_float_bits(float_bits)
         if onnx_file:
             from pikenas.space.program.onnx.importer import import_onnx
 

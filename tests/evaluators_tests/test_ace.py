@@ -97,92 +97,11 @@ def test_pow2_quantnorm_has_no_multiply_and_int8_one() -> None:
         assert not any(row.float_operands for row in rows)
 
 
-def test_float_bits_16_counts_float_operands_at_16_bits() -> None:
-    fp16 = count_ace(TOY, cost_table=CostTable.default(16))
-    assert fp16.ace_v1 == TOY_ACE_V1
-    # the float multiplies (16 + 32 + 32 + 2 + 3) drop from 1024 to 256, float adds, clips and
-    # rounds (32 x 2 stages: add 32, clip 64, round 32; input: clip 32, round 16; pool: clip 4,
-    # round 2; bias 3) from 32 to 16 bits
-    float_muls = 16 + 32 + 32 + 2 + 3
-    float_max_ops = 2 * (32 + 64 + 32) + (32 + 16) + (4 + 2) + 3
-    assert fp16.ace_v2 == TOY_ACE_V2 - float_muls * (1024 - 256) - float_max_ops * 16
+def test_fp16_is_refused_nothing_executes_it() -> None:
+    with pytest.raises(CostModelError, match="runs float32"):
+        CostTable.default(16)
 
 
-def test_scaled_table_multiplies_each_kind() -> None:
-    data = CostTable.default().to_dict()
-    for price in data["ops"].values():
-        price["scale"] = 3
-    report = count_ace(TOY, cost_table=CostTable.from_dict(data))
-    assert report.ace_v2 == 3 * TOY_ACE_V2 and report.ace_v1 == TOY_ACE_V1
-
-
-def test_breakdown_sums_to_totals() -> None:
-    report = count_ace(TOY)
-    assert sum(row.cost for row in report.breakdown) == report.ace_v2
-    assert sum(row.ace_v1 for row in report.breakdown) == report.ace_v1
-    assert sum(layer.mac_cost + layer.elementwise_cost for layer in report.layers) == (
-        report.ace_v2
-    )
-    assert sum(report.op_totals.values()) == report.ace_v2
-    assert report.elementwise_share == pytest.approx(report.elementwise_cost / report.ace_v2)
-
-
-def test_trained_weights_and_the_meta_device_give_the_same_count() -> None:
-    model = build_model(TOY, seed=3)
-    assert count_ace(model).to_dict() == count_ace(TOY).to_dict()
-    assert count_ace(lower(model.eval())).to_dict() == count_ace(TOY).to_dict()
-    assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
-
-
-# ---- strictness ----------------------------------------------------------------------
-class Mystery(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * 2
-
-
-def test_a_part_that_cannot_lower_is_named() -> None:
-    model = build_model(TOY)
-    model.blocks[0].depthwise_stage = Mystery()
-    with pytest.raises(LoweringError, match=r"blocks\.0.*Mystery|Mystery.*blocks\.0"):
-        count_ace(model)
-    model = build_model(TOY)
-    model.blocks.append(Mystery())
-    with pytest.raises(LoweringError, match=r"'blocks\.1'.*Mystery"):
-        count_ace(model)
-
-
-def test_only_pikenas_networks_and_configs_are_counted() -> None:
-    with pytest.raises(CostModelError, match="build_model"):
-        count_ace(nn.Sequential(nn.Conv2d(3, 4, 1)))
-    with pytest.raises(CostModelError, match="ArchConfig"):
-        count_ace("mobilenet")  # type: ignore[arg-type]
-
-
-def test_report_json_dataframe_and_table() -> None:
-    report = count_ace(TOY)
-    assert isinstance(report, AceReport)
-    data = json.loads(json.dumps(report.to_dict()))
-    for key in (
-        "ace_v1",
-        "ace_v2",
-        "macs",
-        "params",
-        "elementwise_share",
-        "elementwise_elements",
-        "breakdown",
-        "layers",
-    ):
-        assert key in data
-    assert data["ace_v2"] == TOY_ACE_V2
-    assert {"layer", "op", "count", "bits_a", "bits_b", "cost"} <= set(data["breakdown"][0])
-    frame = report.to_dataframe()
-    assert len(frame) == len(report.breakdown)
-    assert int(frame["cost"].sum()) == TOY_ACE_V2
-    table = report.to_table()
-    assert "127,120" in table and "20,736" in table and "stem.stage" in table
-
-
-# ---- cost tables ---------------------------------------------------------------------
 def _energy_table() -> CostTable:
     return CostTable.load(REPO / "configs" / "cost_tables" / "energy_45nm_illustrative.yaml")
 
@@ -194,12 +113,6 @@ def test_default_table_round_trips_through_dict() -> None:
 
 
 def test_load_yaml_and_json(tmp_path: Path) -> None:
-    bf16 = CostTable.load(REPO / "configs" / "cost_tables" / "ace_v2_bf16.yaml")
-    assert bf16.float_bits == 16
-    assert (
-        count_ace(TOY, cost_table=bf16).ace_v2
-        == count_ace(TOY, cost_table=CostTable.default(16)).ace_v2
-    )
     path = tmp_path / "double.json"
     data = CostTable.default().to_dict()
     del data["name"]
@@ -227,12 +140,6 @@ def test_energy_table_prices_float_ops_separately() -> None:
     per_int = int_adds[0].cost / (int_adds[0].count * int_adds[0].bits_a)
     assert per_float > 5 * per_int  # the table prices a float add far above an integer one
     assert report.ace_v1 == TOY_ACE_V1
-
-
-def test_with_float_bits_switch() -> None:
-    assert CostTable.default().with_float_bits(16) == CostTable.default(16)
-    assert CostTable.default(16).with_float_bits(32) == CostTable.default()
-    assert _energy_table().with_float_bits(16).name == "energy-45nm-illustrative@fp16"
 
 
 @pytest.mark.parametrize(
@@ -263,10 +170,11 @@ def test_malformed_tables_are_rejected(
 
 def test_float_bits_and_missing_file_rejected(tmp_path: Path) -> None:
     data = CostTable.default().to_dict()
-    data["float_bits"] = 8
-    path = tmp_path / "fp8.yaml"
-    path.write_text(json.dumps(data))
-    with pytest.raises(CostModelError, match="float_bits"):
-        CostTable.load(path)
+    for width in (8, 16):
+        data["float_bits"] = width
+        path = tmp_path / f"fp{width}.yaml"
+        path.write_text(json.dumps(data))
+        with pytest.raises(CostModelError, match="float_bits"):
+            CostTable.load(path)
     with pytest.raises(CostModelError, match="no such file"):
         CostTable.load(tmp_path / "absent.yaml")
