@@ -78,6 +78,9 @@ class VerifyReport:
     max_float_error_ratio: float = 0.0
     mismatch_values: list[str] = field(default_factory=list)
     surrogate_unchecked: list[str] = field(default_factory=list)
+    #: the hls4ml C simulation, when one ran (an object with ``exact``, ``compiled``,
+    #: ``summary`` and ``to_dict()``: results.export._hls4ml.Hls4mlCheck)
+    hls4ml: Any = None
 
     @property
     def exact(self) -> bool:
@@ -89,6 +92,7 @@ class VerifyReport:
             and not self.overflows
             and self.float_path_mismatches == 0
             and self.surrogate_not_ties == 0
+            and (self.hls4ml is None or not self.hls4ml.compiled or self.hls4ml.exact)
         )
 
     def failures(self) -> list[str]:
@@ -105,6 +109,8 @@ class VerifyReport:
         if self.surrogate_not_ties:
             reasons.append(f"{self.surrogate_not_ties} training-forward codes differ away from "
                            "a rounding tie")
+        if self.hls4ml is not None and self.hls4ml.compiled and not self.hls4ml.exact:
+            reasons.append(f"hls4ml C simulation: {self.hls4ml.summary}")
         return reasons
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +129,7 @@ class VerifyReport:
             "float_path_mismatches": self.float_path_mismatches,
             "max_float_error_ratio": self.max_float_error_ratio,
             "failures": self.failures(),
+            **({"hls4ml": self.hls4ml.to_dict()} if self.hls4ml is not None else {}),
             "overflows": self.overflows,
             "widest": {
                 layer: {"seen_bits": seen, "declared_bits": declared}

@@ -305,14 +305,16 @@ def _build(program: IntegerProgram) -> tuple[_Graph, str, int]:
         operation = ops[k]
         out = program.values[operation.output]
         sources = [n for n in operation.inputs if n in program.values]
-        if out.dtype == "float" and operation.op == "mul" and program.values[sources[0]].dtype == "int":
+        scalar = operation.op == "mul" and program.arrays.get(operation.inputs[-1], ()).size == 1
+        if out.dtype == "float" and operation.op == "mul" and len(sources) == 1:
             if not any(o.op in ("conv", "linear") for o in ops[k + 1:]):
                 break  # the logits' dequantize multiply and bias: the float tail
-            k = _head_requantize(graph, ops, k)
-            continue
+            if scalar and program.values[sources[0]].dtype == "int":
+                k = _head_requantize(graph, ops, k)
+                continue
         if out.dtype == "float" or any(program.values[n].dtype == "float" for n in sources):
-            graph.refuse(operation, "float arithmetic (float batch norm or a float conv): a "
-                         "float32 multiply-add has no exact fixed-point form")
+            graph.refuse(operation, "float32 requantization (float batch norm fused into a "
+                         "float multiply-add, or a float conv): no exact fixed-point form")
             break
         _integer_op(graph, operation)
         k += 1

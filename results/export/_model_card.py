@@ -118,6 +118,21 @@ def _verification_text(verified: Any, check: Any) -> list[str]:
     ]
 
 
+def _hls4ml_text(check: Any) -> list[str]:
+    if check is None:
+        return []
+    if check.refusals:
+        return [f"- hls4ml: not converted ({check.refusals[0]}); `hls4ml/check.json` says so."]
+    if not check.compiled:
+        return ["- hls4ml: the project was not compiled here (install hls4ml and g++)."]
+    notes = "".join(f" Note: {note}." for note in check.notes)
+    return [
+        f"- hls4ml (`hls4ml/project`, C simulation with g++): {check.summary}; the float ends "
+        "(pixels to input codes, accumulator to logits) are the program's own operations."
+        + notes
+    ]
+
+
 def _qonnx_text(check: Any) -> list[str]:
     if check is None:
         return []
@@ -247,6 +262,7 @@ def model_card(
         "",
         *_verification_text(verified, onnx_check),
         *_qonnx_text(qonnx_check),
+        *_hls4ml_text(getattr(verified, "hls4ml", None)),
         "",
         "## How to load",
         "",

@@ -17,6 +17,9 @@ A bundle is a folder ``trial-<N>/`` holding
   nodes, integer codes in float32, the FINN / hls4ml / qonnx input), checked with
   ``onnx.checker``, by ``pikenas ace model.qonnx.onnx`` (equal to the program's ACE, exactly)
   and, where ``qonnx`` is installed, by its cleanup and ``execute_onnx`` against the program;
+* ``hls4ml/`` (``--format hls4ml``): an hls4ml project of the program, compiled for C
+  simulation with g++ and compared bit for bit with the program (:mod:`results.export._hls4ml`);
+  ``hls4ml/check.json`` holds the result, or the one-line reason an operation does not map;
 * ``cost.json``: ACE v1 / v2 counted from the program (totals and per-layer breakdown);
 * ``README.md``: the model card, with what was verified (PyTorch eval forward = numpy runner =
   onnxruntime, on how many images, with what result).
@@ -62,6 +65,7 @@ __all__ = [
     "ONNX_FILE",
     "QONNX_FILE",
     "FORMATS",
+    "DEFAULT_FORMATS",
     "COST_FILE",
     "CARD_FILE",
     "RUNNER_FILE",
@@ -83,7 +87,9 @@ WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
 QONNX_FILE = "model.qonnx.onnx"
 #: the graph formats a bundle can hold (``pikenas export --format``).
-FORMATS = ("onnx", "qonnx")
+FORMATS = ("onnx", "qonnx", "hls4ml")
+#: written when ``--format`` is not given (hls4ml compiles C++: a minute or more).
+DEFAULT_FORMATS = ("onnx", "qonnx")
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
 RUNNER_FILE = "run_program.py"
@@ -185,7 +191,7 @@ def _trained(row: pd.Series, arch: ArchConfig) -> tuple[Path | None, ArchConfig]
 
 
 BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
-                          "program.json", "program.safetensors", "model.qonnx.onnx"})
+                          "program.json", "program.safetensors", "model.qonnx.onnx", "hls4ml"})
 
 
 def _check_replaceable(target: Path) -> None:
@@ -211,8 +217,8 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 
 
 def _write_bundle(
-    row: pd.Series, info: dict[str, str], out_dir: Path, formats: tuple[str, ...] = FORMATS,
-    cost_table: Any = None,
+    row: pd.Series, info: dict[str, str], out_dir: Path,
+    formats: tuple[str, ...] = DEFAULT_FORMATS, cost_table: Any = None,
 ) -> Path:
     number = int(row["number"])
     arch = trial_arch(row)
@@ -231,7 +237,7 @@ def _write_bundle(
 
 def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             card: Callable[[dict[str, Any], Any, Any, Any], str],
-            formats: tuple[str, ...] = FORMATS, cost_table: Any = None) -> Path:
+            formats: tuple[str, ...] = DEFAULT_FORMATS, cost_table: Any = None) -> Path:
     """Write one bundle folder atomically: the files of the module docstring, every check run
     before the folder appears. ``cost.json`` is priced with ``cost_table`` (the study's; the
     default table when None)."""
@@ -261,6 +267,12 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             from pikenas.results.export._qonnx_check import export_qonnx
 
             qonnx_check = export_qonnx(program, folder / QONNX_FILE, images)
+        if "hls4ml" in formats:
+            from pikenas.results.export._hls4ml import export_hls4ml
+
+            verified.hls4ml = export_hls4ml(program, folder, images)
+            if verified.hls4ml.compiled and not verified.hls4ml.exact:
+                raise EvaluationError(f"hls4ml C simulation: {verified.hls4ml.summary}")
         cost = count_ace(program, cost_table=cost_table).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
         (folder / CARD_FILE).write_text(card(cost, check, verified, qonnx_check), "utf-8")
@@ -269,7 +281,8 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
 
 
 def export_trained(
-    source: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS
+    source: str | Path, out_dir: str | Path | None = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Path:
     """Bundle a ``pikenas train`` folder (``arch.json``, ``weights.safetensors``,
     ``metrics.json``) as ``OUT/<folder name>-bundle`` (default OUT: the folder's parent)."""
@@ -346,7 +359,7 @@ def export_trial(
     number: int,
     out_dir: str | Path | None = None,
     study: str | None = None,
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Path:
     """Export trial ``number`` of ``run`` to ``out_dir/trial-<number>`` (default
     ``RUN/exports``); return the bundle folder.
@@ -368,7 +381,7 @@ def export_pareto(
     run: str | Path | optuna.Study,
     out_dir: str | Path | None = None,
     study: str | None = None,
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> list[Path]:
     """Export every trial on the Pareto front, one bundle per distinct architecture (the trial
     :func:`results.pareto.best_per_archid` picks); return the folders.

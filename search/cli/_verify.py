@@ -58,6 +58,14 @@ def verify(
             "--seed", min=0, max=2**31 - 1, help="Seed of the initial weights and random inputs."
         ),
     ] = 0,
+    hls4ml: Annotated[
+        bool,
+        typer.Option(
+            "--hls4ml",
+            help="Also convert the program to hls4ml, compile it for C simulation (g++) and "
+            "compare it with the program on these images (a minute or more).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Lower the network to its integer program, run it with the numpy runner and with the
@@ -77,6 +85,7 @@ def verify(
         model = _model(target, weights, resolution, seed)
         inputs = _inputs(model.arch, dataset, data_dir, images, seed)
         report = run_verify(model, inputs, stored=_stored_program(target, weights))
+        report.hls4ml = _hls4ml(target, model, inputs, hls4ml)
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     data = report.to_dict()
@@ -86,6 +95,27 @@ def verify(
         echo(_text(data, "data set " + dataset if dataset else "random inputs"))
     if not report.exact:
         raise typer.Exit(1)
+
+
+def _hls4ml(target: str, model: Any, inputs: Any, run: bool) -> Any:
+    """The C simulation on ``inputs`` (``--hls4ml``), else a bundle's stored result, else None."""
+    import tempfile
+
+    from pikenas.results.export._hls4ml import HLS4ML_DIR, Hls4mlCheck, export_hls4ml
+    from pikenas.space.errors import ArchConfigError
+
+    if run:
+        with tempfile.TemporaryDirectory(prefix="pikenas-hls4ml-") as folder:
+            return export_hls4ml(model.program(), Path(folder), inputs.numpy())
+    stored = Path(target) / HLS4ML_DIR / "check.json"
+    if not stored.is_file():
+        return None
+    try:
+        data = json.loads(stored.read_text(encoding="utf-8"))
+        data.pop("summary", None)
+        return Hls4mlCheck(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ArchConfigError(f"{stored}: {exc}") from None
 
 
 def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
