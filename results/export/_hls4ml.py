@@ -48,6 +48,7 @@ __all__ = [
     "Hls4mlCheck",
     "hls4ml_available",
     "hls4ml_refusals",
+    "hls4ml_notes",
     "export_hls4ml",
 ]
 
@@ -284,17 +285,22 @@ def _head_requantize(graph: _Graph, ops: list[Operation], k: int) -> int:
     return k + len(chain)
 
 
-def _build(program: IntegerProgram) -> tuple[_Graph, str, int]:
-    """The hls4ml layers; ``(graph, the program value hls4ml starts from, index of the first
-    op after the hls4ml part)``."""
+def _build(program: IntegerProgram, start: int | None = None) -> tuple[_Graph, str, int]:
+    """The hls4ml layers from the codes ``ops[start]`` emits (default: the input codes);
+    ``(graph, the program value hls4ml starts from, index of the first op after it)``."""
     graph = _Graph(program)
     ops = program.ops
-    start = next((k for k, o in enumerate(ops) if program.values[o.output].dtype == "int"), None)
+    if start is None:
+        start = next((k for k, o in enumerate(ops) if program.values[o.output].dtype == "int"),
+                     None)
     if start is None or ops[start].op != "round":
         graph.refusals.append("the program has no integer input codes (a float network): "
                               "float32 arithmetic has no exact fixed-point form")
         return graph, "", len(ops)
     codes = program.values[ops[start].output]
+    if len(codes.shape) != 3:
+        graph.refusals.append(f"{ops[start].layer}: codes of shape {codes.shape} as an input")
+        return graph, "", len(ops)
     channels, height, width = codes.shape
     graph.layers.append({"class_name": "InputLayer", "name": "codes",
                          "input_shape": [height, width, channels]})
@@ -305,6 +311,9 @@ def _build(program: IntegerProgram) -> tuple[_Graph, str, int]:
         operation = ops[k]
         out = program.values[operation.output]
         sources = [n for n in operation.inputs if n in program.values]
+        if any(n not in graph.names for n in sources):
+            graph.refuse(operation, "it reads a value computed before the hls4ml part")
+            break
         scalar = operation.op == "mul" and program.arrays.get(operation.inputs[-1], ()).size == 1
         if out.dtype == "float" and operation.op == "mul" and len(sources) == 1:
             if not any(o.op in ("conv", "linear") for o in ops[k + 1:]):
@@ -321,9 +330,32 @@ def _build(program: IntegerProgram) -> tuple[_Graph, str, int]:
     return graph, codes.name, k
 
 
+def _best_build(program: IntegerProgram) -> tuple[_Graph, str, int]:
+    """The whole integer part when it maps; else the longest integer tail that does (a float
+    stem, say, stays in the program: noted with the reason), else the refusal."""
+    whole = _build(program)
+    if not whole[0].refusals:
+        return whole
+    rounds = [k for k, o in enumerate(program.ops) if o.op == "round"]
+    for k in rounds[1:]:
+        tail = _build(program, k)
+        if not tail[0].refusals and any(o.op == "conv" for o in program.ops[k:tail[2]]):
+            layer = program.ops[k].layer
+            tail[0].notes.insert(0, f"hls4ml runs from the codes {layer} emits; before them "
+                                 f"the program runs ({whole[0].refusals[0]})")
+            return tail
+    return whole
+
+
 def hls4ml_refusals(program: IntegerProgram) -> list[str]:
-    """Why ``program`` does not convert (one line per refused operation; empty: it does)."""
-    return _build(program)[0].refusals
+    """Why ``program`` does not convert (one line per refused operation; empty: it does, maybe
+    from a later layer on: see :func:`hls4ml_notes`)."""
+    return _best_build(program)[0].refusals
+
+
+def hls4ml_notes(program: IntegerProgram) -> list[str]:
+    """What a converted program's hls4ml part leaves out or computes differently."""
+    return _best_build(program)[0].notes
 
 
 def export_hls4ml(
@@ -331,14 +363,14 @@ def export_hls4ml(
 ) -> Hls4mlCheck:
     """Write ``folder/hls4ml/`` (the project and ``check.json``), compile it for C simulation
     and compare it with the program on ``images`` ``(N, *program.input.shape)``."""
-    graph, start, end = _build(program)
+    graph, start, end = _best_build(program)
     target = Path(folder) / HLS4ML_DIR
     target.mkdir(parents=True, exist_ok=True)
     last = program.ops[end - 1].output if end else ""
     if graph.refusals:
         check = Hls4mlCheck(len(images), False, False, refusals=graph.refusals)
     elif not compile_project or hls4ml_available() is not None:
-        check = Hls4mlCheck(len(images), False, False, output=last)
+        check = Hls4mlCheck(len(images), False, False, output=last, notes=graph.notes)
     else:
         check = _simulate(graph, program, start, end, images, target)
     (target / CHECK_FILE).write_text(json.dumps(check.to_dict(), indent=2) + "\n", "utf-8")

@@ -62,9 +62,10 @@ def test_c_simulation_is_bit_exact_and_a_wrong_project_is_caught(
     assert (tmp_path / "good" / "hls4ml" / "project" / "firmware").is_dir()
     affine = _hls4ml._affine
 
-    def off_by_one(graph, operation, scale, bias, result):  # noqa: ANN001, ANN202
-        return affine(graph, operation, scale, bias + (operation.op == "add"), result)
+    def shift_off_by_one(graph, operation, scale, bias, result):  # noqa: ANN001, ANN202
+        return affine(graph, operation, scale * (2.0 if operation.op == "shift" else 1.0),
+                      bias, result)
 
-    monkeypatch.setattr(_hls4ml, "_affine", off_by_one)
+    monkeypatch.setattr(_hls4ml, "_affine", shift_off_by_one)
     wrong = export_hls4ml(program, tmp_path / "bad", images)
     assert wrong.compiled and not wrong.exact and wrong.mismatching_images > 0
