@@ -15,7 +15,8 @@ operations run by the numpy runner):
 * integer ``add`` / ``mul`` / ``shift`` by a constant -> ``BatchNormalization`` with scale
   ``k`` or ``2^a`` and bias ``c`` (exact in ``ap_fixed``; a right shift is the cast to
   ``ap_int`` with ``AP_TRN``, which floors); ``clip`` -> the cast with ``AP_SAT`` when its bounds
-  are those of a two's-complement / unsigned width; ``add`` of two values -> ``Add``;
+  are those of a two's-complement / unsigned width (the producing layer's cast: hls4ml drops a
+  scale-1 ``BatchNormalization`` as a no-op); ``add`` of two values -> ``Add``;
 * ``sum`` over the whole image -> ``DepthwiseConv2D`` with a kernel of ones;
 * the head's float ``mul`` by one scalar, ``clip``, ``round`` -> one ``BatchNormalization``
   (bias 0.5, ``AP_TRN``, ``AP_SAT``): exact for a power of two; otherwise the fixed-point
@@ -223,12 +224,17 @@ def _integer_op(graph: _Graph, operation: Operation) -> None:
                               "inputs": [graph.names[inputs[0]], graph.names[inputs[1]]]},
                   {"result": _int_type(out)})
     elif op in ("add", "mul", "shift") and constant is not None:
-        one, zero = np.ones(1), np.zeros(1)
-        scale = {"add": one, "mul": constant, "shift": np.exp2(constant * 1.0)}[op]
+        scale = np.ones(1) if op == "add" else constant if op == "mul" else np.exp2(constant * 1.0)
         _affine(graph, operation, np.asarray(scale, dtype=np.float64),
-                constant * 1.0 if op == "add" else zero, _int_type(out, floor=op == "shift"))
+                constant * 1.0 if op == "add" else np.zeros(1), _int_type(out, floor=op == "shift"))
     elif op == "clip" and _full_range(int(operation.attrs["lo"]), int(operation.attrs["hi"])):
-        _affine(graph, operation, np.ones(1), np.zeros(1), _int_type(out, saturate=True))
+        # the producer's cast saturates (hls4ml removes a scale-1, bias-0 layer as a no-op)
+        if sum(inputs[0] in o.inputs for o in program.ops) > 1:
+            graph.refuse(operation, "a clip of a value that is also used unclipped")
+            return
+        producer = graph.names[inputs[0]]
+        graph.config[producer]["Precision"]["result"] = _int_type(out, saturate=True)
+        graph.names[operation.output] = producer
     elif op == "sum" and operation.attrs["mode"] == "global":
         _global_sum(graph, operation)
     elif op == "clip":
