@@ -102,6 +102,81 @@ def test_fp16_is_refused_nothing_executes_it() -> None:
         CostTable.default(16)
 
 
+def test_scaled_table_multiplies_each_kind() -> None:
+    data = CostTable.default().to_dict()
+    for price in data["ops"].values():
+        price["scale"] = 3
+    report = count_ace(TOY, cost_table=CostTable.from_dict(data))
+    assert report.ace_v2 == 3 * TOY_ACE_V2 and report.ace_v1 == TOY_ACE_V1
+
+
+def test_breakdown_sums_to_totals() -> None:
+    report = count_ace(TOY)
+    assert sum(row.cost for row in report.breakdown) == report.ace_v2
+    assert sum(row.ace_v1 for row in report.breakdown) == report.ace_v1
+    assert sum(layer.mac_cost + layer.elementwise_cost for layer in report.layers) == (
+        report.ace_v2
+    )
+    assert sum(report.op_totals.values()) == report.ace_v2
+    assert report.elementwise_share == pytest.approx(report.elementwise_cost / report.ace_v2)
+
+
+def test_trained_weights_and_the_meta_device_give_the_same_count() -> None:
+    model = build_model(TOY, seed=3)
+    assert count_ace(model).to_dict() == count_ace(TOY).to_dict()
+    assert count_ace(lower(model.eval())).to_dict() == count_ace(TOY).to_dict()
+    assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
+
+
+# ---- strictness ----------------------------------------------------------------------
+class Mystery(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+def test_a_part_that_cannot_lower_is_named() -> None:
+    model = build_model(TOY)
+    model.blocks[0].depthwise_stage = Mystery()
+    with pytest.raises(LoweringError, match=r"blocks\.0.*Mystery|Mystery.*blocks\.0"):
+        count_ace(model)
+    model = build_model(TOY)
+    model.blocks.append(Mystery())
+    with pytest.raises(LoweringError, match=r"'blocks\.1'.*Mystery"):
+        count_ace(model)
+
+
+def test_only_pikenas_networks_and_configs_are_counted() -> None:
+    with pytest.raises(CostModelError, match="build_model"):
+        count_ace(nn.Sequential(nn.Conv2d(3, 4, 1)))
+    with pytest.raises(CostModelError, match="ArchConfig"):
+        count_ace("mobilenet")  # type: ignore[arg-type]
+
+
+def test_report_json_dataframe_and_table() -> None:
+    report = count_ace(TOY)
+    assert isinstance(report, AceReport)
+    data = json.loads(json.dumps(report.to_dict()))
+    for key in (
+        "ace_v1",
+        "ace_v2",
+        "macs",
+        "params",
+        "elementwise_share",
+        "elementwise_elements",
+        "breakdown",
+        "layers",
+    ):
+        assert key in data
+    assert data["ace_v2"] == TOY_ACE_V2
+    assert {"layer", "op", "count", "bits_a", "bits_b", "cost"} <= set(data["breakdown"][0])
+    frame = report.to_dataframe()
+    assert len(frame) == len(report.breakdown)
+    assert int(frame["cost"].sum()) == TOY_ACE_V2
+    table = report.to_table()
+    assert "127,120" in table and "20,736" in table and "stem.stage" in table
+
+
+# ---- cost tables ---------------------------------------------------------------------
 def _energy_table() -> CostTable:
     return CostTable.load(REPO / "configs" / "cost_tables" / "energy_45nm_illustrative.yaml")
 
