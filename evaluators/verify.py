@@ -8,31 +8,49 @@ Three executions of the same network on the same images:
 3. the training forward in eval mode (fake quantization with running statistics), the function
    that was trained.
 
-(1) and (2) must agree exactly on every integer value and on every float value whose inputs are
-exact (float ``conv`` / ``linear`` of float networks are compared within float32 rounding).
-(3) is compared with the program at every requantization point (the codes a stage emits): it
-is a float32 computation of the same function, so a code can differ where a value sits within
-rounding error of a tie; the report counts them.
+(1) and (2) must agree exactly on every value computed by exact arithmetic. Values downstream of
+a float ``conv`` / ``linear`` (float networks) are checked op by op, each operation of the
+program re-executed by the numpy runner on the PyTorch forward's own inputs: elementwise float32
+operations, rounding and integer operations must then give the same bits, and a float conv /
+linear must stay within the float32 summation bound ``2 (K + 2) u sum|w||x|`` (``K`` its fan-in,
+``u = 2^-24``: any summation order of either executor is within ``K u sum|w||x|``). So a code
+that flips after a float conv is accepted only where the conv's two results were both within
+rounding of each other, and nothing downstream of it can hide a bigger difference.
+
+(3) is independent of the lowering: it is compared with the program at every requantization
+point (the codes a stage emits), each part fed the program's own input. It is a float32
+computation of the same function, so a code may differ only where the training forward's value
+before its requantizer sits within :data:`TIE_EPSILON` of a rounding tie; any other difference
+is a lowering bug (a dropped rounding constant, a shift off by one, a missing clip) and fails.
+
+The verdict (:attr:`VerifyReport.exact`, the exit code of ``pikenas verify`` and what export
+requires before it writes "verified") needs all three.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from pikenas.evaluators.cost._cost_table import CostTable
 from pikenas.evaluators.cost._counter import count_ace
 from pikenas.space.program.ir import IntegerProgram, ProgramOverflowError
+from pikenas.space.program.ir import _execute as execute_operation  # the reference semantics
+from torch import nn
 
-__all__ = ["VerifyReport", "verify", "FLOAT_RTOL"]
+__all__ = ["VerifyReport", "verify", "TIE_EPSILON", "UNIT_ROUNDOFF"]
 
-#: relative tolerance of float values computed by float convs (summation order differs).
-FLOAT_RTOL = 1e-4
+#: distance from a half step (in output steps, relative to ``max(1, |value|)``) within which the
+#: training forward's float32 value counts as a rounding tie. float32 keeps 24 bits; the stage
+#: computes ``x * m + b`` and an activation, each term rounded, so its error is a few units of
+#: 2^-24 of the largest term: 1e-4 leaves room for ~800x cancellation and is still far below
+#: the half step a lowering bug moves a value by.
+TIE_EPSILON = 1e-4
+#: float32 unit roundoff.
+UNIT_ROUNDOFF = 2.0**-24
 
 
 @dataclass
@@ -56,17 +74,44 @@ class VerifyReport:
     surrogate_elements: int = 0
     surrogate_not_ties: int = 0
     float_path_flips: int = 0
+    float_path_mismatches: int = 0
+    max_float_error_ratio: float = 0.0
     mismatch_values: list[str] = field(default_factory=list)
+    surrogate_unchecked: list[str] = field(default_factory=list)
+    #: the hls4ml C simulation, when one ran (an object with ``exact``, ``compiled``,
+    #: ``summary`` and ``to_dict()``: results.export._hls4ml.Hls4mlCheck)
+    hls4ml: Any = None
 
     @property
     def exact(self) -> bool:
-        """No mismatch on exact values, no overflow; float-conv paths within tolerance (codes
-        they feed may flip at a tie: ``float_path_flips``, reported, not a failure)."""
+        """No mismatch on exact values, no overflow, every operation downstream of a float conv
+        reproduced from its own inputs (float convs within their rounding bound), and no
+        training-forward code that differs away from a rounding tie."""
         return (
             self.mismatches == 0
             and not self.overflows
-            and (self.float_path_flips > 0 or self.max_float_rel_diff <= FLOAT_RTOL)
+            and self.float_path_mismatches == 0
+            and self.surrogate_not_ties == 0
+            and (self.hls4ml is None or not self.hls4ml.compiled or self.hls4ml.exact)
         )
+
+    def failures(self) -> list[str]:
+        """One short reason per failed check (empty when :attr:`exact`)."""
+        reasons = []
+        if self.mismatches:
+            reasons.append(f"{self.mismatches} elements differ between the numpy runner and "
+                           "the PyTorch eval forward")
+        if self.overflows:
+            reasons.append(f"overflow: {self.overflows[0]}")
+        if self.float_path_mismatches:
+            reasons.append(f"{self.float_path_mismatches} elements after float convs differ "
+                           "given the same inputs")
+        if self.surrogate_not_ties:
+            reasons.append(f"{self.surrogate_not_ties} training-forward codes differ away from "
+                           "a rounding tie")
+        if self.hls4ml is not None and self.hls4ml.compiled and not self.hls4ml.exact:
+            reasons.append(f"hls4ml C simulation: {self.hls4ml.summary}")
+        return reasons
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +126,10 @@ class VerifyReport:
             "max_logit_diff": self.max_logit_diff,
             "max_float_rel_diff": self.max_float_rel_diff,
             "float_path_flips": self.float_path_flips,
+            "float_path_mismatches": self.float_path_mismatches,
+            "max_float_error_ratio": self.max_float_error_ratio,
+            "failures": self.failures(),
+            **({"hls4ml": self.hls4ml.to_dict()} if self.hls4ml is not None else {}),
             "overflows": self.overflows,
             "widest": {
                 layer: {"seen_bits": seen, "declared_bits": declared}
@@ -93,6 +142,7 @@ class VerifyReport:
                 "code_mismatches": self.surrogate_mismatches,
                 "mismatches_not_at_ties": self.surrogate_not_ties,
                 "codes_compared": self.surrogate_elements,
+                "stages_not_compared": self.surrogate_unchecked,
             },
         }
 
@@ -213,8 +263,63 @@ def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int
         tie = np.abs(v) <= tolerance
     else:
         units = v / value.scale
-        tie = np.abs(units - np.floor(units) - 0.5) <= 1e-4 * np.maximum(1.0, np.abs(units))
+        tie = np.abs(units - np.floor(units) - 0.5) <= TIE_EPSILON * np.maximum(1.0, np.abs(units))
     return int(np.count_nonzero(wrong & ~tie))
+
+
+def _float_bound(
+    operation: Any, env: dict[str, np.ndarray], program: IntegerProgram, value: Any
+) -> np.ndarray:
+    """Per element, twice the float32 summation error bound ``(K + 2) u sum|w||x|`` of a float
+    conv / linear (``K`` its fan-in), the largest any two executors may differ by."""
+    x, w = (np.abs(env[n] if n in env else program.arrays[n]) for n in operation.inputs[:2])
+    magnitudes = _magnitude(operation, x, w, value)
+    fan_in = w[0].size
+    return 2.0 * (fan_in + 2) * UNIT_ROUNDOFF * magnitudes.astype(np.float64) + 1e-37
+
+
+def _magnitude(operation: Any, x: np.ndarray, w: np.ndarray, value: Any) -> np.ndarray:
+    """``sum |w| |x|`` of every output element: the operation on magnitudes."""
+    renamed = replace(operation, inputs=("x", "w"))
+    return execute_operation(
+        renamed, {"x": x.astype(np.float32)}, {"w": w.astype(np.float32)},
+        {operation.output: value},
+    )
+
+
+def _float_path(
+    program: IntegerProgram, actual: dict[str, np.ndarray]
+) -> tuple[int, float, list[str]]:
+    """Re-execute every operation not computed by exact arithmetic on the PyTorch forward's own
+    inputs; ``(elements that differ, largest float conv difference / its bound, descriptions)``."""
+    wrong_total, worst, lines = 0, 0.0, []
+    for operation in program.ops:
+        value = program.values[operation.output]
+        if value.exact or operation.output not in actual:
+            continue
+        expected = execute_operation(operation, actual, program.arrays, program.values)
+        expected = expected.astype(np.int64 if value.dtype == "int" else np.float32, copy=False)
+        got = actual[operation.output]
+        if operation.op in ("conv", "linear") and value.dtype == "float":
+            difference = np.abs(expected.astype(np.float64) - got.astype(np.float64))
+            ratio = difference / _float_bound(operation, actual, program, value)
+            ratio = np.where(np.isnan(ratio), np.inf, ratio)
+            worst = max(worst, float(ratio.max(initial=0.0)))
+            wrong = int(np.count_nonzero(ratio > 1.0))
+        else:
+            wrong = int(np.count_nonzero(~_same(expected, got)))
+        if wrong:
+            wrong_total += wrong
+            lines.append(f"{operation.output} ({operation.layer} {operation.op}): {wrong} of "
+                         f"{got.size} differ given the same inputs")
+    return wrong_total, worst, lines
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise bit equality (NaN equals NaN)."""
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        return (a == b) | (np.isnan(a) & np.isnan(b))
+    return a == b
 
 
 def verify(
@@ -222,12 +327,12 @@ def verify(
     inputs: torch.Tensor,
     *,
     cost_table: CostTable | None = None,
-    surrogate: bool = True,
     stored: IntegerProgram | None = None,
 ) -> VerifyReport:
-    """Run the checks on ``inputs`` ``(N, C, H, W)`` (normalised images) for an eval-mode
+    """Run every check on ``inputs`` ``(N, C, H, W)`` (what the network takes) for an eval-mode
     network built by ``space.build_model``. ``stored``: a program read from an export bundle,
-    which must equal the network's (operations, ranges and every constant)."""
+    which must equal the network's (operations, ranges and every constant). None of the checks
+    can be turned off: the verdict is :attr:`VerifyReport.exact`."""
     model.eval()
     program = model.program()
     stored_differences = _compare_stored(program, stored) if stored is not None else []
@@ -240,6 +345,7 @@ def verify(
         overflows.append(str(exc))
         reference = program.run(x.numpy(), keep=True, check=False)
     _, torch_values = model.program_on("cpu").run(x, keep=True)
+    actual = {name: tensor.numpy() for name, tensor in torch_values.items()}
     mismatches = compared = float_path_flips = 0
     mismatch_values: list[str] = []
     max_rel = 0.0
@@ -247,37 +353,39 @@ def verify(
         if name not in reference.values:
             continue
         expected = reference.values[name]
-        actual = torch_values[name].numpy()
+        got = actual[name]
         compared += expected.size
         if value.exact:
-            wrong = int(np.count_nonzero(expected != actual))
+            wrong = int(np.count_nonzero(~_same(expected, got)))
             if wrong:
                 mismatches += wrong
                 mismatch_values.append(f"{name}: {wrong} of {expected.size}")
         elif value.dtype == "int":  # codes downstream of a float conv: ties may go either way
-            float_path_flips += int(np.count_nonzero(expected != actual))
+            float_path_flips += int(np.count_nonzero(expected != got))
         else:
             scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-            max_rel = max(max_rel, float(np.abs(expected - actual).max(initial=0.0)) / scale)
+            max_rel = max(max_rel, float(np.abs(expected - got).max(initial=0.0)) / scale)
+    float_wrong, float_ratio, float_lines = _float_path(program, actual)
+    mismatch_values += float_lines
     logits = reference.output
-    max_logit = float(np.abs(logits - torch_values[program.output].numpy()).max(initial=0.0))
+    max_logit = float(np.abs(logits - actual[program.output]).max(initial=0.0))
     points = _requantization_points(program)
     surrogate_wrong = surrogate_total = not_ties = 0
-    if surrogate and hasattr(model, "fake_quant_forward"):
-        captured = _surrogate_codes(model, x, program, reference.values, points)
-        for layer, name in points.items():
-            output = captured.get(layer)
-            value = program.values[name]
-            expected = reference.values[name]
-            if output is None or tuple(output.shape) != expected.shape:
-                continue
-            codes = torch.floor(output.double() / value.scale + 0.5).numpy()
-            wrong = codes != expected
-            surrogate_total += expected.size
-            surrogate_wrong += int(np.count_nonzero(wrong))
-            before = captured.get(f"{layer}:in")
-            if wrong.any():
-                not_ties += _not_ties(wrong, before, value)
+    unchecked: list[str] = []
+    captured = _surrogate_codes(model, x, program, reference.values, points)
+    for layer, name in points.items():
+        output = captured.get(layer)
+        value = program.values[name]
+        expected = reference.values[name]
+        if output is None or tuple(output.shape) != expected.shape:
+            unchecked.append(layer)
+            continue
+        codes = torch.floor(output.double() / value.scale + 0.5).numpy()
+        wrong = codes != expected
+        surrogate_total += expected.size
+        surrogate_wrong += int(np.count_nonzero(wrong))
+        if wrong.any():
+            not_ties += _not_ties(wrong, captured.get(f"{layer}:in"), value)
     for difference in stored_differences:
         mismatches += 1
         mismatch_values.append(difference)
@@ -299,5 +407,8 @@ def verify(
         surrogate_elements=surrogate_total,
         surrogate_not_ties=not_ties,
         float_path_flips=float_path_flips,
+        float_path_mismatches=float_wrong,
+        max_float_error_ratio=float_ratio,
         mismatch_values=mismatch_values,
+        surrogate_unchecked=unchecked,
     )

@@ -8,11 +8,11 @@ Sections (unknown keys are refused everywhere)::
     fidelity:   null | {rungs, reduction}         # Pareto successive halving (search.halving)
     full:       TrainConfig fields                # the budget of the fully trained winners
     max_ace:    ACE v2 budget or null             # candidates above it are not trained
-    cost_table: null | ace_v2-fp16 | FILE | {...} # what ACE v2 charges (null: DESIGN.md's table)
+    cost_table: null | ace_v2 | FILE | {...}     # what ACE v2 charges (null: the default table)
     baselines:  [zoo names]                       # enqueued as fixed points of the study
     search:     {trials, sampler, population_size, seed, full_train_top}
 
-``cost_table`` is a built-in name (``ace_v2``, ``ace_v2-fp16``), a YAML / JSON cost table file
+``cost_table`` is a built-in name (``ace_v2``), a YAML / JSON cost table file
 (relative to the config file) or the table itself; the config holds the resolved table, so a
 study records exactly what scored it. Every problem raises
 :class:`~space.errors.SearchConfigError` with one line ``FILE: KEY.PATH: what is wrong; how to
@@ -65,8 +65,8 @@ _RESERVED_BUDGET_KEYS = {
     "data_dir": "set the data folder in the dataset: section",
     "threads": "pikenas sets torch threads per worker (cores // workers)",
 }
-#: built-in cost tables by name: their float width (``CostTable.default(float_bits)``).
-_BUILTIN_TABLES = {"ace_v2": 32, "ace_v2-fp16": 16}
+#: built-in cost tables by name (float operands at 32 bits: the program runs fp32).
+_BUILTIN_TABLES = {"ace_v2": 32}
 
 
 #: the ``dataset:`` section (one definition, in evaluators).
@@ -191,7 +191,7 @@ class SearchConfig(StrictModel):
 
     def with_overrides(self, **changes: Any) -> SearchConfig:
         """A validated copy with ``search:`` settings, ``max_ace``, ``cost_table`` (a name,
-        file or mapping) or ``float_bits`` (of the cost table) changed; ``None`` values are
+        file or mapping) changed; ``None`` values are
         ignored. Errors name the command-line option."""
         data = self.to_dict()
         for key, value in changes.items():
@@ -199,15 +199,8 @@ class SearchConfig(StrictModel):
                 continue
             if key in ("max_ace", "cost_table"):
                 data[key] = value
-            elif key != "float_bits":
+            else:
                 data["search"][key] = value
-        float_bits = changes.get("float_bits")
-        if float_bits is not None:
-            try:
-                table = config_from_dict(data, check_references=False).cost_table_object()
-                data["cost_table"] = table.with_float_bits(float_bits).to_dict()
-            except (CostModelError, SearchConfigError) as exc:
-                raise SearchConfigError(f"--float-bits: {exc}") from None
         try:
             return config_from_dict(data, source="command line", check_references=False)
         except SearchConfigError as exc:
@@ -329,7 +322,7 @@ def baseline_arch(name: str, space: SearchSpace) -> ArchConfig:
 
 
 def resolve_cost_table(name_or_file: str, base: Path | None = None) -> dict[str, Any]:
-    """A built-in table name (``ace_v2``, ``ace_v2-fp16``) or a table file (relative to
+    """A built-in table name (``ace_v2``) or a table file (relative to
     ``base``) as a cost table mapping; an unreadable file raises ``ValueError``."""
     if name_or_file in _BUILTIN_TABLES:
         return CostTable.default(float_bits=_BUILTIN_TABLES[name_or_file]).to_dict()

@@ -11,7 +11,6 @@ breakdown)::
     report = count_ace(get_zoo_arch("mobilenet_v1-1.0-w8a8"))
     print(report.ace_v1, report.ace_v2, report.elementwise_share)
     print(report.to_table())
-    bf16 = count_ace(get_zoo_arch("pokebnn-1.0x"), cost_table=CostTable.default(float_bits=16))
 """
 
 from __future__ import annotations

@@ -105,9 +105,30 @@ def _verification_text(verified: Any, check: Any) -> list[str]:
         f"{verified.mismatches} differ; {verified.stages} requantization points);",
         f"- every integer intermediate stayed inside its declared width (widest seen: {widest} "
         "bits);",
+        f"- every operation after a float conv, re-run on the same inputs, gave the same result "
+        f"(float convs within {verified.max_float_error_ratio:.2g} of their float32 rounding "
+        "bound);",
+        f"- the training (fake-quantization) forward, which never sees the lowering, gives the "
+        f"same codes at every requantization stage ({verified.surrogate_elements:,} codes, "
+        f"{verified.surrogate_mismatches} differ, all at rounding ties);",
         f"- onnxruntime runs `model.onnx` to the program's result {onnx}.",
         "",
         "Check it again on real data: `pikenas verify <this folder> --dataset NAME --images N`.",
+    ]
+
+
+def _hls4ml_text(check: Any) -> list[str]:
+    if check is None:
+        return []
+    if check.refusals:
+        return [f"- hls4ml: not converted ({check.refusals[0]}); `hls4ml/check.json` says so."]
+    if not check.compiled:
+        return ["- hls4ml: the project was not compiled here (install hls4ml and g++)."]
+    notes = "".join(f" Note: {note}." for note in check.notes)
+    return [
+        f"- hls4ml (`hls4ml/project`, C simulation with g++): {check.summary}; the float ends "
+        "(pixels to input codes, accumulator to logits) are the program's own operations."
+        + notes
     ]
 
 
@@ -247,6 +268,7 @@ def model_card(
         "",
         *_verification_text(verified, onnx_check),
         *_qonnx_text(qonnx_check),
+        *_hls4ml_text(getattr(verified, "hls4ml", None)),
         "",
         "## How to load",
         "",

@@ -17,6 +17,9 @@ A bundle is a folder ``trial-<N>/`` holding
   nodes, integer codes in float32, the FINN / hls4ml / qonnx input), checked with
   ``onnx.checker``, by ``pikenas ace model.qonnx.onnx`` (equal to the program's ACE, exactly)
   and, where ``qonnx`` is installed, by its cleanup and ``execute_onnx`` against the program;
+* ``hls4ml/`` (``--format hls4ml``): an hls4ml project of the program, compiled for C
+  simulation with g++ and compared bit for bit with the program (:mod:`results.export._hls4ml`);
+  ``hls4ml/check.json`` holds the result, or the one-line reason an operation does not map;
 * ``cost.json``: ACE v1 / v2 counted from the program (totals and per-layer breakdown);
 * ``README.md``: the model card, with what was verified (PyTorch eval forward = numpy runner =
   onnxruntime, on how many images, with what result).
@@ -63,6 +66,7 @@ __all__ = [
     "ONNX_FILE",
     "QONNX_FILE",
     "FORMATS",
+    "DEFAULT_FORMATS",
     "COST_FILE",
     "CARD_FILE",
     "RUNNER_FILE",
@@ -84,7 +88,9 @@ WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
 QONNX_FILE = "model.qonnx.onnx"
 #: the graph formats a bundle can hold (``pikenas export --format``).
-FORMATS = ("onnx", "qonnx")
+FORMATS = ("onnx", "qonnx", "hls4ml")
+#: written when ``--format`` is not given (hls4ml compiles C++: a minute or more).
+DEFAULT_FORMATS = ("onnx", "qonnx")
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
 RUNNER_FILE = "run_program.py"
@@ -188,7 +194,7 @@ def _trained(
 
 
 BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FILE, RUNNER_FILE,
-                          "program.json", "program.safetensors", "model.qonnx.onnx"})
+                          "program.json", "program.safetensors", "model.qonnx.onnx", "hls4ml"})
 
 
 def _check_replaceable(target: Path) -> None:
@@ -215,7 +221,7 @@ def _verification_images(arch: ArchConfig) -> np.ndarray:
 
 def _write_bundle(
     study: optuna.Study, number: int, info: dict[str, str], out_dir: Path,
-    formats: tuple[str, ...] = FORMATS, cost_table: Any = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS, cost_table: Any = None,
 ) -> Path:
     trial = study.get_trials(deepcopy=False)[number]  # trial numbers are positions
     record = TrialRecord.of(trial)
@@ -238,7 +244,7 @@ def _write_bundle(
 
 def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             card: Callable[[dict[str, Any], Any, Any, Any], str],
-            formats: tuple[str, ...] = FORMATS, cost_table: Any = None) -> Path:
+            formats: tuple[str, ...] = DEFAULT_FORMATS, cost_table: Any = None) -> Path:
     """Write one bundle folder atomically: the files of the module docstring, every check run
     before the folder appears. ``cost.json`` is priced with ``cost_table`` (the study's; the
     default table when None)."""
@@ -256,11 +262,11 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
         program.save(folder)
         shutil.copyfile(program_module.__file__, folder / RUNNER_FILE)
         images = _verification_images(arch)
-        verified = verify(model, torch.from_numpy(images), surrogate=False)
+        verified = verify(model, torch.from_numpy(images))  # every check, none skippable
         if not verified.exact:
             raise EvaluationError(
-                f"the PyTorch eval forward and the integer program differ "
-                f"({verified.mismatches} elements, overflows: {verified.overflows[:1]})"
+                "the integer program failed verification, nothing was written: "
+                + "; ".join(verified.failures())
             )
         check = export_onnx(program, folder / ONNX_FILE, images) if "onnx" in formats else None
         qonnx_check = None
@@ -268,6 +274,12 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
             from pikenas.results.export._qonnx_check import export_qonnx
 
             qonnx_check = export_qonnx(program, folder / QONNX_FILE, images)
+        if "hls4ml" in formats:
+            from pikenas.results.export._hls4ml import export_hls4ml
+
+            verified.hls4ml = export_hls4ml(program, folder, images)
+            if verified.hls4ml.compiled and not verified.hls4ml.exact:
+                raise EvaluationError(f"hls4ml C simulation: {verified.hls4ml.summary}")
         cost = count_ace(program, cost_table=cost_table).to_dict()
         (folder / COST_FILE).write_text(json.dumps(cost, indent=2) + "\n", encoding="utf-8")
         (folder / CARD_FILE).write_text(card(cost, check, verified, qonnx_check), "utf-8")
@@ -276,7 +288,8 @@ def _bundle(target: Path, arch: ArchConfig, weights: Path | None,
 
 
 def export_trained(
-    source: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS
+    source: str | Path, out_dir: str | Path | None = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Path:
     """Bundle a ``pikenas train`` folder (``arch.json``, ``weights.safetensors``,
     ``metrics.json``) as ``OUT/<folder name>-bundle`` (default OUT: the folder's parent)."""
@@ -355,7 +368,7 @@ def export_trial(
     number: int,
     out_dir: str | Path | None = None,
     study: str | None = None,
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Path:
     """Export trial ``number`` of ``run`` to ``out_dir/trial-<number>`` (default
     ``RUN/exports``); return the bundle folder.
@@ -377,7 +390,7 @@ def export_pareto(
     run: str | Path | optuna.Study,
     out_dir: str | Path | None = None,
     study: str | None = None,
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> list[Path]:
     """Export every trial on the Pareto front, one bundle per distinct architecture (the trial
     :func:`results.pareto.best_per_archid` picks); return the folders.

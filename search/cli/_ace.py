@@ -30,15 +30,8 @@ def ace(
         str | None,
         typer.Option(
             "--cost-table",
-            help="What ACE v2 charges: ace_v2, ace_v2-fp16 or a cost table file (YAML or JSON, "
+            help="What ACE v2 charges: ace_v2 or a cost table file (YAML or JSON, "
             "see configs/cost_tables/); default: DESIGN.md's (the names 'search' takes).",
-        ),
-    ] = None,
-    float_bits: Annotated[
-        int | None,
-        typer.Option(
-            "--float-bits",
-            help="Count float operands at 32 (fp32) or 16 (fp16/bf16) bits; default: the table's.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
@@ -52,12 +45,10 @@ def ace(
     the totals; --json prints a JSON object with ace_v1, ace_v2, macs, params,
     elementwise_share, elementwise_elements and the per-layer breakdown.
     """
-    from pikenas.evaluators.cost import FLOAT_WIDTHS, CostTable, count_ace, count_onnx
+    from pikenas.evaluators.cost import CostTable, count_ace, count_onnx
     from pikenas.search.config import resolve_cost_table
     from pikenas.space.errors import PikeNASError
 
-    if float_bits is not None and float_bits not in FLOAT_WIDTHS:
-        raise fail(f"--float-bits {float_bits} is not supported; use 32 or 16")
     onnx_file = name_or_arch_json.lower().endswith(".onnx")
     if onnx_file and resolution is not None:
         raise fail("--resolution does not apply to an .onnx model (its input shape is fixed)")
@@ -68,8 +59,6 @@ def ace(
                 table = CostTable.from_dict(resolve_cost_table(cost_table))
             except ValueError as exc:
                 raise fail(f"--cost-table: {exc}") from None
-        if float_bits is not None:
-            table = table.with_float_bits(float_bits)
         if onnx_file:
             arch = None
             report = count_onnx(name_or_arch_json, cost_table=table)

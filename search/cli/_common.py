@@ -24,7 +24,6 @@ __all__ = [
     "SamplerOption",
     "StudyOption",
     "CostTableOption",
-    "FloatBitsOption",
     "EvaluatorOption",
     "HeartbeatOption",
     "StaleAfterOption",
@@ -47,13 +46,9 @@ CostTableOption = Annotated[
     str | None,
     typer.Option(
         "--cost-table",
-        help="What ACE v2 charges: ace_v2, ace_v2-fp16 or a cost table file (see "
+        help="What ACE v2 charges: ace_v2 or a cost table file (see "
         "configs/cost_tables/); default: the config's. Recorded in the study.",
     ),
-]
-FloatBitsOption = Annotated[
-    int | None,
-    typer.Option("--float-bits", help="Count float operands at 32 or 16 bits (fp16 / bf16)."),
 ]
 EvaluatorOption = Annotated[
     str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -36,27 +37,38 @@ def export(
         list[str] | None,
         typer.Option(
             "--format",
-            help="Graph formats to write: onnx (model.onnx), qonnx (model.qonnx.onnx, for "
-            "FINN / hls4ml / qonnx); repeat for both (default: both).",
+            help="Formats to write: onnx (model.onnx), qonnx (model.qonnx.onnx, for FINN / "
+            "qonnx), hls4ml (an hls4ml project compiled for C simulation and checked bit for "
+            "bit against the program; needs hls4ml and g++); repeat the option for several "
+            "(default: onnx and qonnx).",
         ),
     ] = None,
 ) -> None:
     """Export architectures as bundles: arch.json, weights.safetensors (when fully trained),
     the integer program, model.onnx (checked in onnxruntime against the program),
-    model.qonnx.onnx (QONNX, checked by pikenas ace and, when installed, qonnx), cost.json
-    (ACE report), README.md.
+    model.qonnx.onnx (QONNX, checked by pikenas ace and, when installed, qonnx), with --format
+    hls4ml an hls4ml project (hls4ml/, C simulation compared with the program; an operation that
+    does not map is named, with why, in one line), cost.json (ACE report), README.md. Nothing is
+    written unless every check of pikenas verify passes.
 
     Each bundle is a folder OUT/trial-N, written atomically. Load one with
     results.export.load_bundle(FOLDER) or run model.onnx in onnxruntime.
     """
-    from pikenas.results.export.bundle import FORMATS, BundleError, export_pareto, export_trained, export_trial
+    from pikenas.results.export.bundle import (
+        DEFAULT_FORMATS,
+        FORMATS,
+        BundleError,
+        export_pareto,
+        export_trained,
+        export_trial,
+    )
 
     trained = _is_train_folder(run)
     if trained and (trial is not None or pareto):
         raise fail(f"{run} is a 'pikenas train' folder (one architecture): drop --trial/--pareto")
     if not trained and (trial is None) == (not pareto):
         raise fail("pass exactly one of --trial N and --pareto")
-    chosen = tuple(formats) if formats else FORMATS
+    chosen = tuple(formats) if formats else DEFAULT_FORMATS
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise fail(f"--format {unknown[0]!r} is not known; use {' or '.join(FORMATS)}")
@@ -75,6 +87,9 @@ def export(
         raise typer.Exit(1) from None
     for bundle in bundles:
         echo(f"exported {bundle}")
+        check = Path(bundle) / "hls4ml" / "check.json"
+        if check.is_file():
+            echo(f"  hls4ml: {json.loads(check.read_text(encoding='utf-8'))['summary']}")
 
 
 def _is_train_folder(run: str) -> bool:

@@ -230,7 +230,6 @@ def search(
         typer.Option("--max-ace", help="ACE v2 budget: candidates above it are not trained."),
     ] = None,
     cost_table: common.CostTableOption = None,
-    float_bits: common.FloatBitsOption = None,
     backend: Annotated[
         str, typer.Option("--backend", help="Where workers run: local (processes) or ray.")
     ] = "local",
@@ -285,7 +284,6 @@ def search(
             "population_size": population_size,
             "max_ace": max_ace,
             "cost_table": cost_table,
-            "float_bits": float_bits,
         },
     )
     _report(request, _run_with_display(request, export), export)

@@ -58,6 +58,14 @@ def verify(
             "--seed", min=0, max=2**31 - 1, help="Seed of the initial weights and random inputs."
         ),
     ] = 0,
+    hls4ml: Annotated[
+        bool,
+        typer.Option(
+            "--hls4ml",
+            help="Also convert the program to hls4ml, compile it for C simulation (g++) and "
+            "compare it with the program on these images (a minute or more).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Lower the network to its integer program, run it with the numpy runner and with the
@@ -65,8 +73,10 @@ def verify(
 
     Prints the stages checked, mismatching elements, the largest logit difference, the widest
     intermediate per layer against its declared width, ACE v1 / ACE v2 counted from the
-    program, and how the training forward's codes compare. Exit 0 when exact, 1 on a mismatch or
-    an overflow, 2 on bad input.
+    program, every operation after a float conv re-run on the same inputs, and the training
+    forward's codes at every requantization stage (a difference away from a rounding tie is a
+    lowering bug). Exit 0 when every check passes, 1 on a mismatch, an overflow or a
+    training-forward code away from a tie, 2 on bad input.
     """
     from pikenas.evaluators.verify import verify as run_verify
     from pikenas.space.errors import PikeNASError
@@ -75,6 +85,7 @@ def verify(
         model = _model(target, weights, resolution, seed)
         inputs = _inputs(model.arch, dataset, data_dir, images, seed)
         report = run_verify(model, inputs, stored=_stored_program(target, weights))
+        report.hls4ml = _hls4ml(target, model, inputs, hls4ml)
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     data = report.to_dict()
@@ -84,6 +95,27 @@ def verify(
         echo(_text(data, "data set " + dataset if dataset else "random inputs"))
     if not report.exact:
         raise typer.Exit(1)
+
+
+def _hls4ml(target: str, model: Any, inputs: Any, run: bool) -> Any:
+    """The C simulation on ``inputs`` (``--hls4ml``), else a bundle's stored result, else None."""
+    import tempfile
+
+    from pikenas.results.export._hls4ml import HLS4ML_DIR, Hls4mlCheck, export_hls4ml
+    from pikenas.space.errors import ArchConfigError
+
+    if run:
+        with tempfile.TemporaryDirectory(prefix="pikenas-hls4ml-") as folder:
+            return export_hls4ml(model.program(), Path(folder), inputs.numpy())
+    stored = Path(target) / HLS4ML_DIR / "check.json"
+    if not stored.is_file():
+        return None
+    try:
+        data = json.loads(stored.read_text(encoding="utf-8"))
+        data.pop("summary", None)
+        return Hls4mlCheck(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ArchConfigError(f"{stored}: {exc}") from None
 
 
 def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
@@ -168,13 +200,21 @@ def _text(data: dict[str, Any], source: str) -> str:
     ]
     lines += [f"    {line}" for line in data["overflows"][:5]]
     lines += [f"    mismatch: {line}" for line in data["mismatch_values"][:5]]
-    if data["float_path_flips"]:
-        lines.append(f"  codes after float convs that flipped at a tie: {data['float_path_flips']}")
+    lines.append(
+        f"  after float convs, op by op on the same inputs: {data['float_path_mismatches']} "
+        f"elements differ (float convs at {data['max_float_error_ratio']:.2g} of their float32 "
+        f"rounding bound; codes flipped at a tie: {data['float_path_flips']})"
+    )
     forward = data["training_forward"]
     lines.append(
         f"  training forward: {forward['code_mismatches']} of {forward['codes_compared']:,} codes "
         f"differ, {forward['mismatches_not_at_ties']} not at a rounding tie"
     )
+    if forward["stages_not_compared"]:
+        lines.append(f"    stages it could not be compared at: {forward['stages_not_compared']}")
+    if "hls4ml" in data:
+        lines.append(f"  hls4ml C simulation: {data['hls4ml']['summary']}")
+    lines += [f"  FAILED: {reason}" for reason in data["failures"]]
     lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({data['cost_table']})")
     lines.append("  widest integer per layer (seen / declared bits):")
     for layer, widths in data["widest"].items():

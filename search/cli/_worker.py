@@ -33,7 +33,6 @@ def worker(
         int, typer.Option("--threads", help="Torch threads of this worker (one per core).")
     ] = 1,
     cost_table: common.CostTableOption = None,
-    float_bits: common.FloatBitsOption = None,
     heartbeat_interval: common.HeartbeatOption = 5.0,
     stale_after: common.StaleAfterOption = 60.0,
     evaluator: common.EvaluatorOption = None,
@@ -67,7 +66,6 @@ def worker(
             "trials": trials,
             "sampler": sampler,
             "cost_table": cost_table,
-            "float_bits": float_bits,
         },
         evaluator=evaluator,
         heartbeat_interval=heartbeat_interval,

@@ -9,7 +9,8 @@ A stage after a conv computes, per channel ``c``, ``z = acc * s_acc[c] * m[c] + 
 * ``float32`` (float batch norm, fused; QuantNorm with float32 scales): ``t = float32(acc) * M
   + B`` in float32, the activation in float32 (its biases in output units), clip, round.
 * ``pow2`` (QuantNorm, pow2 Double Quantization): ``M`` rounded to ``sign * 2^e`` per channel;
-  the sign is folded into the weight codes (offline), so ``t = acc + B_t`` with ``B_t`` an
+  the sign is folded into the weight codes (offline; b-bit two's-complement codes are then
+  charged b + 1 bits: ``-2^(b-1)`` negated is ``+2^(b-1)``), so ``t = acc + B_t`` with ``B_t`` an
   integer on the accumulator grid (``2^e`` output units), then ``y = (t + r) >> -e`` (``r`` the
   half-up rounding constant; a left shift when ``e >= 0``) and the clip: no multiply.
 * ``intN``: ``M`` rounded to ``k * 2^-s`` with N-bit ``k`` per channel and one shared ``s``:
@@ -25,7 +26,7 @@ forward applies the same quantized multiplier, biases and slopes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ __all__ = [
     "integer_surrogate",
     "activation_tail",
     "lower_integer",
+    "sign_folded_bits",
     "lower_float",
     "lower_float_activation",
     "lower_output",
@@ -198,6 +200,26 @@ def _rounding(exponent: Tensor) -> Tensor:
     return torch.where(exponent < 0, torch.exp2(-exponent - 1), torch.zeros_like(exponent))
 
 
+def sign_folded_bits(bits: int, codes: tuple[int, int] | None) -> int:
+    """Bits of ``bits``-bit weight codes in ``codes`` once a channel may be negated: a
+    two's-complement range ``[-2^(b-1), 2^(b-1) - 1]`` turns ``-2^(b-1)`` into ``+2^(b-1)``,
+    which needs ``b + 1`` bits; symmetric code sets (sign, ternary, pow2) keep their width."""
+    if codes is None:
+        return bits
+    lo, hi = codes
+    return bits + 1 if lo < 0 and -lo > hi and range_bits(lo, hi) == bits else bits
+
+
+def _charge_sign_fold(
+    builder: ProgramBuilder, weight: Constant, codes: tuple[int, int] | None
+) -> None:
+    """Declare the width the folded weight codes need (from the configuration alone: which
+    channels get negated is only known after training)."""
+    folded = sign_folded_bits(weight.bits, codes)
+    if folded != weight.bits:
+        builder.constants[weight.name] = replace(weight, bits=folded)
+
+
 def lower_integer(
     builder: ProgramBuilder,
     acc: Value,
@@ -208,10 +230,13 @@ def lower_integer(
     weight: Constant,
     scale: float | None,
     kind: str,
+    weight_codes: tuple[int, int] | None = None,
 ) -> Value:
-    """Emit the integer requantization of ``acc`` (see the module docstring)."""
+    """Emit the integer requantization of ``acc`` (see the module docstring).
+    ``weight_codes``: the code range of ``weight`` before a pow2 stage folds signs into it."""
     have = plan is not None
     if ranges.scale_format == "pow2":
+        _charge_sign_fold(builder, weight, weight_codes)
         if have and builder.with_constants:  # the sign of M, offline into the weight codes
             signs = plan.multiplier.cpu().numpy().reshape(-1, *([1] * (len(weight.shape) - 1)))
             builder.arrays[weight.name] = builder.arrays[weight.name] * signs.astype("int64")

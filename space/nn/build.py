@@ -61,7 +61,7 @@ class PikeNet(nn.Module):
             channels = spec.out_channels
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(arch.head, channels, arch.num_classes, signed=codes.lo < 0)
-        self._program: tuple[Any, TorchProgram] | None = None
+        self._program: tuple[Any, TorchProgram, list[Tensor]] | None = None
 
     def fake_quant_forward(self, x: Tensor) -> Tensor:
         """The training forward (also callable in eval mode: running statistics)."""
@@ -87,13 +87,27 @@ class PikeNet(nn.Module):
         return self.program_on("cpu").program
 
     def program_on(self, device: torch.device | str) -> TorchProgram:
-        """The program with its constants on ``device``, cached until a weight changes."""
+        """The program with its constants on ``device``, cached until a weight changes: an
+        in-place write (the tensor's version counter), or new storage behind the same parameter
+        (``param.data = ...``, ``torch.nn.utils.vector_to_parameters``, ``.to()``), which keeps
+        the tensor's id and version but not its storage. The cache holds the storages it was
+        lowered from, so a new one can never reuse their address while the entry lives."""
         tensors = [*self.parameters(), *self.buffers()]
-        key = (tuple((id(t), t._version) for t in tensors), str(torch.device(device)))
+        key = (tuple(_storage_key(t) for t in tensors), str(torch.device(device)))
         if self._program is None or self._program[0] != key:
             program = lower(self)
-            object.__setattr__(self, "_program", (key, TorchProgram(program, device)))
+            held = [t.detach() for t in tensors]  # keeps the storages (and addresses) alive
+            object.__setattr__(self, "_program", (key, TorchProgram(program, device), held))
         return self._program[1]  # type: ignore[index]
+
+
+def _storage_key(t: Tensor) -> tuple[Any, ...]:
+    """What identifies a tensor's current contents without reading them: the object, its
+    version counter, and where and how it views its storage."""
+    if t.is_meta:
+        return (id(t), t._version, None)
+    return (id(t), t._version, t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+            t.dtype, str(t.device))
 
 
 def build_model(

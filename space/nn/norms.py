@@ -164,7 +164,8 @@ class BatchNormStage(_Stage):
 class QuantNormStage(_Stage):
     """QuantNorm: batch norm folded into the requantization (see the module docstring).
 
-    ``accumulator_bound``: largest ``|acc|`` of the conv before it (fixes the widths).
+    ``accumulator_bound``: largest ``|acc|`` of the conv before it (fixes the widths);
+    ``weight_codes``: that conv's weight code range (a pow2 stage folds its signs into them).
     """
 
     kind = "quantnorm"
@@ -179,6 +180,7 @@ class QuantNormStage(_Stage):
         accumulator_bound: int = 2**20,
         momentum: float = 0.1,
         eps: float = 1e-5,
+        weight_codes: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(
             channels,
@@ -188,6 +190,7 @@ class QuantNormStage(_Stage):
             norm="quantnorm",
         )
         self.accumulator_bound = accumulator_bound
+        self.weight_codes = weight_codes  # the conv's weight code range (before a sign fold)
         self.momentum = momentum
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(channels))
@@ -282,6 +285,7 @@ class QuantNormStage(_Stage):
             weight=weight,
             scale=step,
             kind=self.kind,
+            weight_codes=self.weight_codes,
         )
 
 
@@ -298,6 +302,9 @@ def make_output_stage(
         return BatchNormStage(conv.out_channels, **options)
     if norm == "quantnorm":
         return QuantNormStage(
-            conv.out_channels, accumulator_bound=conv.accumulator_bound, **options
+            conv.out_channels,
+            accumulator_bound=conv.accumulator_bound,
+            weight_codes=None if conv.is_float else conv.weight_quantizer.code_range(),
+            **options,
         )
     raise ValueError(f"norm={norm!r} is not supported; use batchnorm or quantnorm")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pikenas.evaluators.cost import CostTable, count_ace
+from pikenas.evaluators.cost import count_ace
 from pikenas.search.cli import app
 from pikenas.space.arch import ArchConfig
 from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
@@ -56,7 +56,9 @@ def test_mobilenet_v1_224_reference() -> None:
 # ACE v1 bits per part (weight bits x input bits) of each precision in the zoo:
 #   float: 32 x 32 everywhere; w8a8: 8 x 8 everywhere;
 #   w4a4: stem 8-bit weights on 8-bit pixels, blocks 4 x 4, head 8-bit weights on 8-bit input;
-#   pikelpn: stem 8 x 8, depthwise 8-bit weights on 4-bit inputs, pointwise 4 x 4, head 8 x 8.
+#   pikelpn: stem 8 x 8, depthwise 8-bit weights on 4-bit inputs, pointwise 4 x 4, head 8 x 8;
+#   its pow2 QuantNorm stages fold their signs into the 8-bit uniform codes of the stem and
+#   depthwise convs (-128 -> +128): those are charged 9 bits (4-bit pow2 codes keep 4).
 V1_BITS = {
     "float": {"stem": 1024, "depthwise": 1024, "pointwise": 1024, "head": 1024},
     "w8a8": {"stem": 64, "depthwise": 64, "pointwise": 64, "head": 64},
@@ -80,7 +82,7 @@ def test_pikelpn_macs_and_ace_v1(tag: str, width: float) -> None:
     report = count_ace(get_zoo_arch(f"pikelpn-{tag}", resolution=128))
     parts = mobilenet_macs(width, 128)
     assert report.macs == sum(parts.values())
-    bits = {"stem": 64, "depthwise": 32, "pointwise": 16, "head": 64}
+    bits = {"stem": 72, "depthwise": 36, "pointwise": 16, "head": 64}
     assert report.ace_v1 == sum(parts[p] * bits[p] for p in parts)
 
 
@@ -102,20 +104,6 @@ def test_every_zoo_model_is_counted_and_breaks_down_exactly() -> None:
         assert isinstance(report.ace_v2, int), name
         assert report.ace_v1 == sum(row.ace_v1 for row in report.breakdown), name
         assert report.ace_v1 > 0 and report.ace_v2 > report.mac_cost >= 0, name
-
-
-@pytest.mark.parametrize("name", ["tiny-float", "tiny-w8a8", "tiny-binary", "tiny-pikelpn"])
-def test_fp16_floats_lower_ace_v2_only(name: str) -> None:
-    fp32 = count_ace(get_zoo_arch(name))
-    fp16 = count_ace(get_zoo_arch(name), cost_table=CostTable.default(16))
-    assert fp16.ace_v1 == fp32.ace_v1 and fp16.macs == fp32.macs
-    float_elementwise = sum(
-        row.cost for row in fp32.breakdown if row.float_operands and row.op != "mac"
-    )
-    if name == "tiny-float":
-        assert fp16.ace_v2 < fp32.ace_v2 / 3  # every op float: products shrink 4x, maxes 2x
-    else:
-        assert 0 < fp32.ace_v2 - fp16.ace_v2 <= float_elementwise
 
 
 @pytest.mark.parametrize(
@@ -219,7 +207,7 @@ def test_pikelpn_ace_v2_from_the_rules(resolution: int) -> None:
     # (|w| <= 128); 4-bit pow2 codes are integers up to 2^(2^3 - 2) = 64. Accumulator bound:
     # fan-in x |w| x |x|.
     weight_max = {"stem": 128, "depthwise": 128, "pointwise": 64}
-    bits = {"stem": (8, 8), "depthwise": (8, 4), "pointwise": (4, 4)}
+    bits = {"stem": (9, 8), "depthwise": (9, 4), "pointwise": (4, 4)}  # sign-folded 8-bit
     *convs, (_, size, channels, _) = _mobilenet_geometry(1.0, resolution)
     expected = _input_quantizer(resolution)
     for part, macs, fan_in, elements in convs:

@@ -273,12 +273,52 @@ def test_cost_json_is_priced_with_the_studys_cost_table(tmp_path):
 
     run = tmp_path / "run"
     study = make_run(run, [Point()])
-    table = CostTable.default(16).to_dict()
+    table = {**CostTable.default().to_dict(), "name": "double"}
+    for price in table["ops"].values():
+        price["scale"] = 2
     update_study_record(
         study,
         search_config=json.dumps({"search": {"sampler": "nsga2"}, "dataset": {"name": "digits"},
                                   "cost_table": table}),
     )
     cost = json.loads((export_trial(run, 0) / COST_FILE).read_text())
-    assert cost["cost_table"] == "ace_v2-fp16" and cost["float_bits"] == 16
-    assert cost["ace_v2"] == count_ace(tiny_arch(), cost_table=CostTable.default(16)).ace_v2
+    assert cost["cost_table"] == "double"
+    assert cost["ace_v2"] == 2 * count_ace(tiny_arch()).ace_v2
+
+
+def _train_folder(tmp_path, name: str = "tiny-pikelpn"):  # noqa: ANN001, ANN202
+    from pikenas.space.zoo.catalog import get_zoo_arch
+
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    arch = get_zoo_arch(name)
+    (folder / ARCH_FILE).write_text(arch.to_json())
+    state = {k: v.contiguous() for k, v in build_model(arch, seed=2).state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    return folder
+
+
+def test_export_refuses_a_lowering_bug_the_training_forward_sees(tmp_path, monkeypatch):
+    """Both runners execute the same program; the export runs verify's full check, so a
+    dropped rounding constant in the lowering writes nothing."""
+    from pikenas.space.nn import _requant
+
+    folder = _train_folder(tmp_path)
+    monkeypatch.setattr(_requant, "_rounding", lambda exponent: torch.zeros_like(exponent))
+    with pytest.raises(EvaluationError, match="training-forward codes differ away from a"):
+        export_trained(folder)
+    assert not (tmp_path / "trained-bundle").exists()
+    monkeypatch.undo()
+    card = (export_trained(folder) / CARD_FILE).read_text()
+    assert "the training (fake-quantization) forward, which never sees the lowering" in card
+
+
+def test_hls4ml_format_writes_the_check_or_the_reason(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, [Point()])
+    bundle = export_trial(run, 0, formats=("hls4ml",))
+    check = json.loads((bundle / "hls4ml" / "check.json").read_text())
+    assert check["refusals"] and "float32 requantization" in check["refusals"][0]
+    card = (bundle / CARD_FILE).read_text()
+    assert "- hls4ml: not converted (stem.stage: mul -> float32" in card
+    assert not (bundle / ONNX_FILE).exists()  # only the formats asked for

@@ -51,7 +51,6 @@ def bad_config(tmp_path: Path) -> str:
         (["--storage", "study.db"], "--storage 'study.db' is neither a storage URL"),
         (["--storage", "redis://x"], "--storage unknown storage scheme 'redis'"),
         (["--cost-table", "absent.yaml"], "--cost-table: 'absent.yaml' is neither a built-in"),
-        (["--float-bits", "8"], "--float-bits: "),
         (["--evaluator", "no.such.module:make"], "--evaluator 'no.such.module:make'"),
         (["--heartbeat-interval", "5", "--stale-after", "6"], "must exceed twice"),
         (["--trials", "many"], "Invalid value for '--trials'"),

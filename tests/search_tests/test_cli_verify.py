@@ -104,3 +104,14 @@ def test_weights_of_another_network_are_refused(tmp_path: Path) -> None:
     save_file(dict(build_model(tiny_arch(channels=4)).state_dict()), str(weights))
     result = invoke("tiny-w8a8", "--weights", str(weights))
     assert result.exit_code == 2 and "does not fit this architecture" in result.output
+
+
+def test_a_bundles_hls4ml_check_is_reported(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run, [Point()])
+    bundle = export_trial(run, 0, formats=("hls4ml",))
+    result = invoke(str(bundle), "--images", "4")
+    assert result.exit_code == 0, result.output  # a refusal is reported, not a failure
+    assert "hls4ml C simulation: not converted: stem.stage: mul -> float32" in result.stdout
+    data = json.loads(invoke(str(bundle), "--images", "4", "--json").stdout)
+    assert data["hls4ml"]["compiled"] is False and data["hls4ml"]["refusals"]

@@ -1,5 +1,5 @@
 """The search honours the cost table: ``cost_table:`` in the YAML, ``--cost-table`` and
-``--float-bits`` on ``search`` / ``worker``; the study records it, names its cost objective by
+``search`` / ``worker``; the study records it, names its cost objective by
 it, refuses a worker with another one; and another table changes the front."""
 
 from __future__ import annotations
@@ -44,9 +44,8 @@ def test_cost_table_in_the_yaml_is_a_name_a_file_or_a_mapping(tmp_path: Path) ->
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "energy.yaml").write_text(ENERGY.read_text())
     by_file = load_config(_config(tmp_path, "tables/energy.yaml"))  # relative to the YAML
-    assert by_file.cost_table_object() == CostTable.load(ENERGY).with_float_bits(32)
+    assert by_file.cost_table_object() == CostTable.load(ENERGY)
     assert by_file.cost_table_object().unit == "pJ"
-    assert load_config(_config(tmp_path, "ace_v2-fp16")).cost_table_object().float_bits == 16
     assert load_config(_config(tmp_path, "ace_v2")).cost_table is None  # the default, as null
     inline = load_config(_config(tmp_path, MAC_HEAVY)).cost_table_object()
     assert inline.name == "mac-heavy" and inline.prices["mac"].scale == 1000
@@ -100,17 +99,17 @@ def test_a_search_is_scored_and_recorded_with_its_cost_table(
     assert "mac-heavy [bit-ops]" in capsys.readouterr().out.splitlines()[0]  # the cost column
 
 
-def test_float_bits_and_a_worker_with_another_table(
+def test_a_worker_with_another_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fp16 = open_study(_search(tmp_path, "fp16", "--float-bits", "16"))
-    assert StudyRecord.of(fp16).cost_table == "ace_v2-fp16"
+    energy = open_study(_search(tmp_path, "energy", "--cost-table", str(ENERGY)))
+    assert StudyRecord.of(energy).cost_table == "energy-45nm-illustrative"
     capsys.readouterr()
-    worker = ["worker", str(_config(tmp_path)), "--storage", str(tmp_path / "fp16" / "study.log")]
+    worker = ["worker", str(_config(tmp_path)), "--storage", str(tmp_path / "energy" / "study.log")]
     worker += ["--trials", "17", "--evaluator", FAKE_TRAINING]
     assert main(worker) == 2  # the default table: refused
-    assert "scored with cost table 'ace_v2-fp16', this search uses 'ace_v2'" in (
+    assert "scored with cost table 'energy-45nm-illustrative', this search uses 'ace_v2'" in (
         capsys.readouterr().err
     )
-    assert main([*worker, "--cost-table", "ace_v2-fp16"]) == 0
+    assert main([*worker, "--cost-table", str(ENERGY)]) == 0
     assert "holds 17 COMPLETE trials" in capsys.readouterr().out

@@ -1,0 +1,71 @@
+"""hls4ml: which programs convert (one-line refusals for the rest), the C simulation of a
+converted one equals the program bit for bit, and a wrong project is caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pikenas.results.export import _hls4ml
+from pikenas.results.export._hls4ml import export_hls4ml, hls4ml_available, hls4ml_refusals
+from pikenas.space.nn.build import build_model
+from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
+
+torch.set_num_threads(1)
+MISSING = hls4ml_available()
+needs_hls4ml = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
+def _program(name: str):  # noqa: ANN202
+    resolution = None if name.startswith("tiny-") else 32
+    return build_model(get_zoo_arch(name, resolution=resolution), seed=0).program()
+
+
+def _images(program, count: int = 8) -> np.ndarray:  # noqa: ANN001
+    generator = np.random.default_rng(0)
+    return generator.standard_normal((count, *program.input.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", [n for n in zoo_names() if n.startswith(("tiny-", "pikelpn-1x",
+                                                                          "pokebnn-0.5x"))])
+def test_every_zoo_model_converts_or_says_why_in_one_line(name: str) -> None:
+    refusals = hls4ml_refusals(_program(name))
+    if "pikelpn" in name:  # pow2 QuantNorm: integer from the input codes to the classifier
+        assert refusals == []
+    else:  # float batch norm (fused float multiply-add) or a float network
+        assert len(refusals) == 1 and "\n" not in refusals[0]
+        assert "fixed-point" in refusals[0]
+
+
+def test_a_refused_program_writes_its_reason(tmp_path: Path) -> None:
+    program = _program("tiny-w8a8")
+    check = export_hls4ml(program, tmp_path, _images(program))
+    assert not check.compiled and check.refusals
+    stored = json.loads((tmp_path / "hls4ml" / "check.json").read_text())
+    assert stored["summary"].startswith("not converted: stem.stage: mul -> float32")
+
+
+@needs_hls4ml
+@pytest.mark.slow
+def test_c_simulation_is_bit_exact_and_a_wrong_project_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = _program("tiny-pikelpn")
+    images = _images(program, 16)
+    check = export_hls4ml(program, tmp_path / "good", images)
+    assert check.compiled and check.exact, check.summary
+    assert check.predictions_equal == 16
+    assert (tmp_path / "good" / "hls4ml" / "project" / "firmware").is_dir()
+    affine = _hls4ml._affine
+
+    def shift_off_by_one(graph, operation, scale, bias, result):  # noqa: ANN001, ANN202
+        return affine(graph, operation, scale * (2.0 if operation.op == "shift" else 1.0),
+                      bias, result)
+
+    monkeypatch.setattr(_hls4ml, "_affine", shift_off_by_one)
+    wrong = export_hls4ml(program, tmp_path / "bad", images)
+    assert wrong.compiled and not wrong.exact and wrong.mismatching_images > 0
