@@ -157,17 +157,19 @@ def _inputs(
 
 
 def _text(data: dict[str, Any], source: str) -> str:
+    from pikenas.space._text import inline  # user strings (model, layer, table): one line each
+
     verdict = "exact" if data["exact"] else "NOT EXACT"
     lines = [
-        f"{data['model'] or 'network'}: {verdict} on {data['images']} images ({source})",
+        f"{inline(data['model'] or 'network')}: {verdict} on {data['images']} images ({source})",
         f"  values compared: {data['values']} intermediates, {data['compared_elements']:,} "
         f"elements; {data['stages']} requantization stages",
         f"  mismatching elements (numpy runner vs PyTorch eval forward): {data['mismatches']}",
         f"  largest logit difference: {data['max_logit_diff']:.3g}",
         f"  overflows: {len(data['overflows'])}",
     ]
-    lines += [f"    {line}" for line in data["overflows"][:5]]
-    lines += [f"    mismatch: {line}" for line in data["mismatch_values"][:5]]
+    lines += [f"    {inline(line)}" for line in data["overflows"][:5]]
+    lines += [f"    mismatch: {inline(line)}" for line in data["mismatch_values"][:5]]
     if data["float_path_flips"]:
         lines.append(f"  codes after float convs that flipped at a tie: {data['float_path_flips']}")
     forward = data["training_forward"]
@@ -175,8 +177,8 @@ def _text(data: dict[str, Any], source: str) -> str:
         f"  training forward: {forward['code_mismatches']} of {forward['codes_compared']:,} codes "
         f"differ, {forward['mismatches_not_at_ties']} not at a rounding tie"
     )
-    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({data['cost_table']})")
+    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({inline(data['cost_table'])})")
     lines.append("  widest integer per layer (seen / declared bits):")
     for layer, widths in data["widest"].items():
-        lines.append(f"    {layer:<40} {widths['seen_bits']:>3} / {widths['declared_bits']}")
+        lines.append(f"    {inline(layer):<40} {widths['seen_bits']:>3} / {widths['declared_bits']}")
     return "\n".join(lines)

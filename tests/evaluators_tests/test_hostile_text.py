@@ -88,3 +88,16 @@ def test_hostile_onnx_node_names_stay_on_their_line(tmp_path: Path) -> None:
     for text in HOSTILE:
         output = _run(["ace", str(_onnx(tmp_path, ("conv " + text, "relu " + text)))])
         _check_report(output, reference)
+
+
+def test_a_hostile_architecture_name_stays_on_its_line(tmp_path: Path) -> None:
+    import json
+
+    arch = json.loads(_run(["zoo", "tiny-w8a8", "--json"]))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(arch))
+    arch["name"] = "net " + FORGED + "\x1b[2J"
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(arch))
+    for command in (["ace"], ["verify", "--images", "2"]):
+        _check_report(_run([*command, str(hostile)]), _run([*command, str(plain)]))
