@@ -52,7 +52,8 @@ def main() -> None:
         try:
             for path in ("/data.json", "/"):
                 with ThreadPoolExecutor(args.requests) as pool:
-                    times = list(pool.map(lambda _: _timed_get(port, path), range(args.requests)))
+                    count = args.requests
+                    times = list(pool.map(_timed_get, [port] * count, [path] * count))
                 print(f"{args.requests} parallel GET {path}: slowest {max(times):.2f} s, "
                       f"median {statistics.median(times):.2f} s")
         finally:

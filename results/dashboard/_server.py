@@ -105,7 +105,7 @@ def host_allowed(header: str | None, bind_host: str) -> bool:
     return True
 
 
-class _HeadersTooLarge(Exception):
+class _HeadersTooLargeError(Exception):
     """The request line and headers exceed :data:`HEADER_MAX_BYTES`."""
 
 
@@ -134,7 +134,7 @@ class _HeaderReader:
                 break
             self._read += len(chunk)
             if self._read > HEADER_MAX_BYTES:
-                raise _HeadersTooLarge
+                raise _HeadersTooLargeError
             self._buffer += chunk
         end = self._buffer.find(b"\n") + 1 or len(self._buffer)
         if limit >= 0:
@@ -195,7 +195,7 @@ class DashboardServer:
             def handle_one_request(self) -> None:
                 try:
                     super().handle_one_request()
-                except _HeadersTooLarge:
+                except _HeadersTooLargeError:
                     self.close_connection = True
                     self._answer(431, f"request headers over {HEADER_MAX_BYTES} bytes\n")
                 except (ConnectionError, TimeoutError) as exc:

@@ -177,8 +177,10 @@ def _text(data: dict[str, Any], source: str) -> str:
         f"  training forward: {forward['code_mismatches']} of {forward['codes_compared']:,} codes "
         f"differ, {forward['mismatches_not_at_ties']} not at a rounding tie"
     )
-    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({inline(data['cost_table'])})")
+    table = inline(data["cost_table"])
+    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({table})")
     lines.append("  widest integer per layer (seen / declared bits):")
     for layer, widths in data["widest"].items():
-        lines.append(f"    {inline(layer):<40} {widths['seen_bits']:>3} / {widths['declared_bits']}")
+        seen, declared = widths["seen_bits"], widths["declared_bits"]
+        lines.append(f"    {inline(layer):<40} {seen:>3} / {declared}")
     return "\n".join(lines)
