@@ -38,7 +38,7 @@ import torch
 from pikenas.evaluators.cost._cost_table import CostTable
 from pikenas.evaluators.cost._counter import count_ace
 from pikenas.space.program.ir import IntegerProgram, ProgramOverflowError
-from pikenas.space.program.ir import _execute as execute_operation  # the reference semantics
+from pikenas.space.program.ir import execute_operation  # the reference semantics
 from torch import nn
 
 __all__ = ["VerifyReport", "verify", "TIE_EPSILON", "UNIT_ROUNDOFF"]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from pikenas.results._atomic import atomic_write
+from pikenas.evaluators._atomic import atomic_write
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.trials import load
 from pikenas.space.errors import RunDirError

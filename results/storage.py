@@ -206,7 +206,8 @@ def open_storage(
     ``create=False`` refuses a journal file or SQLite database that does not exist (a typo must
     not silently start an empty study). A journal is a :class:`~results._journal_file.JournalFile`
     (a torn last line is cut before anything is appended; a broken line is one error naming it);
-    ``create=True`` cuts a torn last line at once.
+    ``create=True`` cuts a torn last line at once and refuses a storage it cannot write;
+    ``create=False`` (reading) needs no write access: a finished run on read-only media opens.
     """
     parsed = target if isinstance(target, StorageTarget) else parse_storage(target)
     if parsed.kind == "sqlite":
@@ -215,7 +216,8 @@ def open_storage(
                 f"no SQLite database at {parsed.path}; check the path (pikenas does not create "
                 "an empty database to read from)"
             )
-        check_storage_file(parsed, create_folder=create)
+        if create:  # reading needs no write access (a run on read-only media)
+            check_storage_file(parsed, create_folder=True)
     if parsed.url is not None:
         try:
             return RDBStorage(
@@ -232,7 +234,8 @@ def open_storage(
             f"no study found at {path}; pass a run folder made by 'pikenas search' "
             "(it holds study.log) or a storage URL"
         )
-    check_storage_file(parsed, create_folder=create)
+    if create:  # reading needs no write access (a run on read-only media)
+        check_storage_file(parsed, create_folder=True)
     try:
         backend = JournalFile(path)
         if create:

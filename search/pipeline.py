@@ -19,7 +19,8 @@ from pathlib import Path
 
 import optuna
 
-from pikenas.results._atomic import atomic_write
+from pikenas.evaluators._atomic import LEDGER_NAME, check_replaceable, check_target
+from pikenas.evaluators._atomic import atomic_write
 from pikenas.results.export.bundle import BundleError
 from pikenas.results.storage import open_storage
 from pikenas.search.finalize import FinalizeSummary, finalize
@@ -29,7 +30,15 @@ from pikenas.search.progress import Snapshot
 from pikenas.search.spec import RunRequest, threads_per_worker
 from pikenas.search.study import open_search_study
 
-__all__ = ["RunResult", "prepare_run", "run_backend", "run_search", "write_outputs"]
+__all__ = [
+    "RUN_OUTPUTS",
+    "RunResult",
+    "check_run_outputs",
+    "prepare_run",
+    "run_backend",
+    "run_search",
+    "write_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +57,29 @@ class RunResult:
     export_error: BundleError | None = None
 
 
+#: what a run writes in ``OUT`` (a name ending in "/" is a folder of bundles): checked up front,
+#: so a user's file of one of these names is refused before anything is written.
+RUN_OUTPUTS = ("config.yaml", "front.csv", "dashboard.html", "exports/")
+
+
+def check_run_outputs(out: Path) -> None:
+    """Refuse (one line, exit 2) a ``RUN_OUTPUTS`` entry of ``out`` that pikenas did not write;
+    a folder of bundles must hold only bundles that pikenas wrote."""
+    for name in RUN_OUTPUTS:
+        path = out / name.rstrip("/")
+        if not name.endswith("/"):
+            check_replaceable(path)
+            continue
+        check_target(path, folder=True)
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if entry.name != LEDGER_NAME and not entry.name.endswith((".tmp", ".old")):
+                    check_replaceable(entry, folder=True)
+
+
 def prepare_run(request: RunRequest) -> optuna.Study:
     """Create (or reopen) the run folder and the study; write ``OUT/config.yaml``."""
+    check_run_outputs(request.out)
     created = not request.out.exists()
     request.out.mkdir(parents=True, exist_ok=True)
     target = request.worker.storage

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pikenas.space._text import inline
+
 if TYPE_CHECKING:
     import pandas
 
@@ -153,7 +155,7 @@ def render_report(report: AceReport) -> str:
     )
     body = [
         (
-            f"{layer.layer} ({layer.module})",
+            f"{inline(layer.layer)} ({inline(layer.module)})",
             format_number(layer.params),
             format_number(layer.macs),
             format_number(layer.ace_v1),
@@ -181,10 +183,11 @@ def render_report(report: AceReport) -> str:
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     shape = "x".join(str(size) for size in report.input_shape)
-    title = report.model or "model"
+    title = inline(report.model or "model")  # user strings (ONNX names, cost tables): one line
+    unit = inline(report.cost_unit)
     lines = [
-        f"ACE report: {title}, input {shape}, cost table {report.cost_table} "
-        f"({report.cost_unit}, float operands at {report.float_bits} bits)",
+        f"ACE report: {title}, input {shape}, cost table {inline(report.cost_table)} "
+        f"({unit}, float operands at {report.float_bits} bits)",
         rule,
         line(header),
         rule,
@@ -193,17 +196,19 @@ def render_report(report: AceReport) -> str:
         line(total),
         rule,
         f"ACE v1 (PokeBNN, MACs only): {format_number(report.ace_v1)}",
-        f"ACE v2 ({report.cost_unit}): {format_number(report.ace_v2)}  "
+        f"ACE v2 ({unit}): {format_number(report.ace_v2)}  "
         f"= MAC {format_number(report.mac_cost)} + elementwise "
         f"{format_number(report.elementwise_cost)} "
         f"({100.0 * report.elementwise_share:.1f} % elementwise)",
     ]
     if report.op_totals:
-        parts = ", ".join(f"{op} {format_number(v)}" for op, v in report.op_totals.items())
+        parts = ", ".join(
+            f"{inline(op)} {format_number(v)}" for op, v in report.op_totals.items()
+        )
         lines.append(f"ACE v2 by op kind: {parts}")
     if report.elementwise_elements:
         parts = ", ".join(
-            f"{kind} {format_number(count)}"
+            f"{inline(kind)} {format_number(count)}"
             for kind, count in sorted(report.elementwise_elements.items())
         )
         lines.append(f"Elementwise elements: {parts}")

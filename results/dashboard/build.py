@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from pikenas.results._atomic import atomic_write
+from pikenas.evaluators._atomic import atomic_write
 from pikenas.results.figure_data import (
     ace_breakdown_data,
     bits_heatmap_data,

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from pikenas.space.program.ir import IntegerProgram, Operation, Value, range_bits
-from pikenas.space.program.ir import _execute as execute_operation
+from pikenas.space.program.ir import execute_operation
 
 __all__ = [
     "HLS4ML_DIR",

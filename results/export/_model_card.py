@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 from typing import Any
 
 from pikenas.results.layers import bits_string, layer_bits
 from pikenas.results.record import FinalResult, TrialRecord
+from pikenas.space._text import code_span, inline, markdown
 from pikenas.space.arch import ArchConfig, ConvStemSpec, PikeBlockSpec, PokeBottleneckSpec
 
 __all__ = ["model_card"]
-
-
-def _cell(value: Any) -> str:
-    """A markdown table cell: pipes and newlines cannot break the table."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _percent(value: Any) -> str:
@@ -75,7 +73,7 @@ def _architecture_rows(arch: ArchConfig) -> list[str]:
             )
         else:
             rows.append(
-                f"| b{index} | {_cell(block.kind)} | {block.out_channels} | | | | | | | | |"
+                f"| b{index} | {markdown(block.kind)} | {block.out_channels} | | | | | | | | |"
             )
     head = arch.head.linear
     rows.append(
@@ -166,10 +164,15 @@ def model_card(
 ) -> str:
     """The model card text (markdown) of one bundle: of trial ``number`` (``-1``: a
     ``pikenas train`` folder) with its ``record``, proxy ``accuracy`` and full training
-    ``final``."""
-    title = f"pikenas model {arch.archid}: trial {number} of study {_cell(info['study'])}"
+    ``final``. Every string a user or a study chose (names, paths, cost-table name and unit) is
+    escaped by :mod:`space._text` (:func:`markdown`, :func:`code_span`): no HTML, no Markdown,
+    no control byte, no line break of theirs."""
+    folder = inline(folder_name)
+    shell = shlex.quote(folder)
+    literal, onnx_literal = json.dumps(folder), json.dumps(f"{folder}/model.onnx")
+    title = f"pikenas model {arch.archid}: trial {number} of study {markdown(info['study'])}"
     if number < 0:  # not from a study: a 'pikenas train' folder
-        title = f"pikenas model {arch.archid}: {_cell(info['study'])}"
+        title = f"pikenas model {arch.archid}: {markdown(info['study'])}"
     searched = record.arch
     refitted = bool(searched) and ArchConfig.from_json(searched) != arch
     baseline = record.baseline or ""
@@ -179,7 +182,7 @@ def model_card(
     if has_weights:
         weights_text = (
             "`weights.safetensors` holds the fully trained weights (from "
-            f"`{_cell(final_dir)}`); the program and `model.onnx` are built from them."
+            f"{code_span(final_dir)}); the program and `model.onnx` are built from them."
         )
     else:
         weights_text = (
@@ -196,7 +199,7 @@ def model_card(
         f"# {title}",
         "",
         f"Found by pikenas, an architecture search for low-precision CNNs scored by proxy "
-        f"accuracy and ACE v2.{' Zoo baseline: ' + _cell(baseline) + '.' if baseline else ''}",
+        f"accuracy and ACE v2.{' Zoo baseline: ' + markdown(baseline) + '.' if baseline else ''}",
         "",
         "## Scores",
         "",
@@ -207,8 +210,8 @@ def model_card(
         f"{_count(cost['ace_v2'])} | {_count(cost['ace_v1'])} | {_count(cost['macs'])} | "
         f"{_count(cost['params'])} | {_percent(cost['elementwise_share'])} |",
         "",
-        f"ACE v2 (unit: {_cell(cost.get('cost_unit', 'bit-ops'))}, cost table "
-        f"{_cell(cost.get('cost_table', ''))}) charges every inference operation by its operand "
+        f"ACE v2 (unit: {markdown(cost.get('cost_unit', 'bit-ops'))}, cost table "
+        f"{markdown(cost.get('cost_table', ''))}) charges every inference operation by its operand "
         "widths; ACE v1 counts only MACs (weight bits x activation bits). The per-layer "
         "breakdown is in `cost.json`. Proxy accuracy: the search's short training; final "
         "accuracy: full training (`-` when not fully trained).",
@@ -217,7 +220,7 @@ def model_card(
         "",
         f"Input `(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float, "
         f"output `(N, {arch.num_classes})` logits. archid `{arch.archid}`"
-        f"{', name ' + _cell(arch.name) if arch.name else ''}."
+        f"{', name ' + markdown(arch.name) if arch.name else ''}."
         + (
             " Full training fitted the input size / classes to its data set, so this differs "
             "from the searched architecture in that geometry only."
@@ -235,12 +238,12 @@ def model_card(
         "",
         "## How it was found",
         "",
-        f"- study: `{_cell(info['study'])}`, trial {number} "
-        f"(status {_cell(status)})",
-        f"- sampler: {_cell(info['sampler'] or 'not recorded')}",
-        f"- data set: {_cell(info['dataset'] or 'not recorded')}",
-        f"- cost table: {_cell(info['cost_table'] or 'not recorded')}",
-        f"- pikenas version: {_cell(info['pikenas_version'] or 'not recorded')}",
+        f"- study: {code_span(info['study'])}, trial {number} "
+        f"(status {markdown(status)})",
+        f"- sampler: {markdown(info['sampler'] or 'not recorded')}",
+        f"- data set: {markdown(info['dataset'] or 'not recorded')}",
+        f"- cost table: {markdown(info['cost_table'] or 'not recorded')}",
+        f"- pikenas version: {markdown(info['pikenas_version'] or 'not recorded')}",
         "",
         "## Files",
         "",
@@ -248,7 +251,7 @@ def model_card(
         f"- {weights_text}",
         "- `program.json`, `program.safetensors`: the integer program, the exact arithmetic "
         "inference runs (what ACE v2 counts); `run_program.py` runs it with numpy alone: "
-        f"`python {folder_name}/run_program.py {folder_name} --input images.npy`.",
+        f"{code_span(f'python {shell}/run_program.py {shell} --input images.npy')}.",
         "- `model.onnx`: the program as an ONNX graph; input `input` "
         f"`(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
         f"`logits` `(N, {arch.num_classes})`.",
@@ -275,14 +278,14 @@ def model_card(
         "```python",
         "from pikenas.results.export import load_bundle",
         "",
-        f'arch, model = load_bundle("{folder_name}")  # safetensors only, nothing unpickled',
+        f"arch, model = load_bundle({literal})  # safetensors only, nothing unpickled",
         "logits = model(images)  # images: (N, C, H, W) float tensor, any N",
         "```",
         "",
         "```python",
         "import onnxruntime",
         "",
-        f'session = onnxruntime.InferenceSession("{folder_name}/model.onnx")',
+        f"session = onnxruntime.InferenceSession({onnx_literal})",
         'logits = session.run(["logits"], {"input": images})[0]  # (N, C, H, W) float32',
         "```",
         "",

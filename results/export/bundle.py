@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pikenas.results._atomic import atomic_directory
+from pikenas.evaluators._atomic import atomic_directory, check_replaceable
 from pikenas.results.export._model_card import model_card
 from pikenas.space.program.onnx.export_onnx import OnnxCheck, export_onnx
 from pikenas.results.pareto import best_per_archid, pareto_front
@@ -198,11 +198,9 @@ BUNDLE_FILES = frozenset({ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, COST_FILE, CARD_FI
 
 
 def _check_replaceable(target: Path) -> None:
-    """An existing bundle folder is replaced only when it holds nothing but bundle files:
-    pikenas never deletes what it did not write."""
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise RunDirError(f"{target} exists and is not a bundle folder; move it or choose "
-                          "another --out")
+    """An existing bundle folder is replaced only when pikenas wrote it (the outputs ledger)
+    and it holds nothing but bundle files: pikenas never deletes what it did not write."""
+    check_replaceable(target, folder=True)
     if not target.exists():
         return
     foreign = sorted(p.name for p in target.iterdir() if p.name not in BUNDLE_FILES)

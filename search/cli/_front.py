@@ -78,6 +78,7 @@ def front(
     )
     from pikenas.results.storage import open_study
     from pikenas.results.trials import study_info, trials_frame
+    from pikenas.space._text import inline
 
     if csv and as_json:
         raise fail("--csv and --json exclude each other; pass one of them")
@@ -92,9 +93,10 @@ def front(
         echo(table.to_csv(index=False), nl=False)
         return
     info = study_info(opened)
-    cost = f"ACE v2 [{info['cost_unit'] or 'bit-ops'}]"
+    unit = inline(info["cost_unit"] or "bit-ops")  # the study's strings: one printable line
+    cost = f"ACE v2 [{unit}]"
     if info["cost_table"] and info["cost_table"] != "ace_v2":
-        cost = f"{info['cost_table']} [{info['cost_unit'] or 'bit-ops'}]"
+        cost = f"{inline(info['cost_table'])} [{unit}]"
     echo(_readable(table, cost, filtered=len(table) < len(whole)))
     if not table.empty:
         echo(BITS_LEGEND)

@@ -159,11 +159,13 @@ def _report(request: RunRequest, result: RunResult, export: bool = True) -> None
         f"({snap.stopped} stopped at a rung, {snap.pruned} over budget, {snap.failed} failed) in "
         f"{display_name(request.worker.storage)}"
     )
+    from pikenas.space._text import inline
+
     info = study_info(result.study)
     echo(
         f"front: {snap.front_size} candidates; best proxy accuracy {snap.best_accuracy:.4f}; "
-        f"lowest ACE v2 {snap.lowest_ace_v2:.6g} {info['cost_unit']} "
-        f"(cost table {info['cost_table']})"
+        f"lowest ACE v2 {snap.lowest_ace_v2:.6g} {inline(info['cost_unit'])} "
+        f"(cost table {inline(info['cost_table'])})"
     )
     if result.final is not None and result.final.winners:
         for winner in result.final.winners:

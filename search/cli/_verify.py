@@ -189,17 +189,19 @@ def _inputs(
 
 
 def _text(data: dict[str, Any], source: str) -> str:
+    from pikenas.space._text import inline  # user strings (model, layer, table): one line each
+
     verdict = "exact" if data["exact"] else "NOT EXACT"
     lines = [
-        f"{data['model'] or 'network'}: {verdict} on {data['images']} images ({source})",
+        f"{inline(data['model'] or 'network')}: {verdict} on {data['images']} images ({source})",
         f"  values compared: {data['values']} intermediates, {data['compared_elements']:,} "
         f"elements; {data['stages']} requantization stages",
         f"  mismatching elements (numpy runner vs PyTorch eval forward): {data['mismatches']}",
         f"  largest logit difference: {data['max_logit_diff']:.3g}",
         f"  overflows: {len(data['overflows'])}",
     ]
-    lines += [f"    {line}" for line in data["overflows"][:5]]
-    lines += [f"    mismatch: {line}" for line in data["mismatch_values"][:5]]
+    lines += [f"    {inline(line)}" for line in data["overflows"][:5]]
+    lines += [f"    mismatch: {inline(line)}" for line in data["mismatch_values"][:5]]
     lines.append(
         f"  after float convs, op by op on the same inputs: {data['float_path_mismatches']} "
         f"elements differ (float convs at {data['max_float_error_ratio']:.2g} of their float32 "
@@ -214,9 +216,11 @@ def _text(data: dict[str, Any], source: str) -> str:
         lines.append(f"    stages it could not be compared at: {forward['stages_not_compared']}")
     if "hls4ml" in data:
         lines.append(f"  hls4ml C simulation: {data['hls4ml']['summary']}")
-    lines += [f"  FAILED: {reason}" for reason in data["failures"]]
-    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({data['cost_table']})")
+    lines += [f"  FAILED: {inline(reason)}" for reason in data["failures"]]
+    table = inline(data["cost_table"])
+    lines.append(f"  ACE v1 {data['ace_v1']:,}  ACE v2 {data['ace_v2']:,} ({table})")
     lines.append("  widest integer per layer (seen / declared bits):")
     for layer, widths in data["widest"].items():
-        lines.append(f"    {layer:<40} {widths['seen_bits']:>3} / {widths['declared_bits']}")
+        seen, declared = widths["seen_bits"], widths["declared_bits"]
+        lines.append(f"    {inline(layer):<40} {seen:>3} / {declared}")
     return "\n".join(lines)

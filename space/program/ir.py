@@ -73,6 +73,7 @@ __all__ = [
     "Operation",
     "IntegerProgram",
     "RunResult",
+    "execute_operation",
     "ProgramError",
     "ProgramOverflowError",
     "range_bits",
@@ -554,6 +555,19 @@ NUMPY_OPS: dict[Op, Callable[[Operation, list[np.ndarray], Value], np.ndarray]] 
     Op.TILE: lambda o, a, out: np.tile(a[0], (1, o.attrs["repeats"], 1, 1)),
     Op.FLATTEN: lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
 }
+
+
+def execute_operation(
+    operation: Operation,
+    env: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    values: dict[str, Value],
+) -> np.ndarray:
+    """One operation by the reference semantics (:data:`NUMPY_OPS`), its inputs taken from
+    ``env`` (values) or ``arrays`` (constants): what a checker re-runs op by op."""
+    function = op_function(NUMPY_OPS, operation.op, "the numpy runner")
+    operands = [env[name] if name in env else arrays[name] for name in operation.inputs]
+    return function(operation, operands, values[operation.output])
 
 
 class _NumpyWalk(ProgramWalk):

@@ -5,6 +5,8 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
+
+from pikenas.evaluators._atomic import LEDGER_NAME, atomic_directory
 import torch
 from safetensors.torch import save_file
 
@@ -68,9 +70,8 @@ def exported(tmp_path_factory):
             Point(0.1, 950.0),
         ],
     )
-    stale = run / "exports" / "trial-0"
-    stale.mkdir(parents=True)
-    (stale / COST_FILE).write_text("from an earlier export")
+    with atomic_directory(run / "exports" / "trial-0") as stale:  # an earlier export's bundle
+        (stale / COST_FILE).write_text("from an earlier export")
     bundles = export_pareto(run)
     return run, bundles, model
 
@@ -94,7 +95,8 @@ def test_pareto_export_one_bundle_per_front_architecture(exported):
         ]
     )
     assert not (bundles[0] / WEIGHTS_FILE).exists()
-    assert not [p for p in (run / "exports").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in (run / "exports").iterdir() if p.name.startswith(".")]
+    assert hidden == [LEDGER_NAME]  # no temporary left, only the ledger of what it wrote
 
 
 @pytest.mark.slow
@@ -184,9 +186,16 @@ def test_export_never_deletes_files_it_did_not_write(tmp_path):
     mine = run / "exports" / "trial-0" / "notes.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("my notes")
-    with pytest.raises(BundleError, match=r"trial 0: .*holds files pikenas did not write"):
+    with pytest.raises(BundleError, match=r"trial 0: .*is not a folder pikenas wrote"):
         export_pareto(run)
     assert mine.read_text() == "my notes"
+    mine.parent.rename(run / "mine")  # now a bundle pikenas wrote, with the user's notes added
+    with atomic_directory(run / "exports" / "trial-0") as bundle:
+        (bundle / COST_FILE).write_text("{}")
+    (run / "exports" / "trial-0" / "notes.txt").write_text("my notes")
+    with pytest.raises(BundleError, match=r"trial 0: .*holds files pikenas did not write"):
+        export_pareto(run)
+    assert (run / "exports" / "trial-0" / "notes.txt").read_text() == "my notes"
     assert (run / "exports" / "trial-1" / ONNX_FILE).is_file()  # the other bundle is written
 
 
