@@ -467,7 +467,8 @@ def _checked_input(inputs: Any, shape: tuple[int, ...]) -> np.ndarray:
         )
     if inputs.shape[0] < 1:
         raise ProgramError(f"the input holds no samples; pass {want} with N >= 1")
-    x = inputs.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = inputs.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise ProgramError("the input holds NaN or infinite values (in float32); pass finite ones")
     return x
@@ -886,8 +887,10 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             array = np.frombuffer(body[start:end], dtype=dtype).reshape(entry["shape"])
             arrays[name] = array.astype(_DTYPES[entry["dtype"]])
         return arrays
-    except (OSError, struct.error, ValueError, KeyError, TypeError) as exc:
-        raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {exc}") from None
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError,
+            RecursionError, MemoryError) as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {text}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
