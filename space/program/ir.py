@@ -366,7 +366,8 @@ class IntegerProgram:
             temporary = max(temporary, scratch)
             if per_sample > most:
                 costliest, most = f"{operation.op.value} in layer {operation.layer!r}", per_sample
-        return total * batch, (held + temporary) * batch * 8, costliest, most * batch
+        stored = sum(c.elements for c in self.constants.values())  # weights, held once
+        return total * batch, ((held + temporary) * batch + stored) * 8, costliest, most * batch
 
     def check_work(self, batch: int) -> None:
         """Refuse (:class:`ProgramError`, one line naming the costliest op, the size and the
