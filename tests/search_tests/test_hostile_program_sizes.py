@@ -110,3 +110,16 @@ def test_the_size_check_passes_real_networks_and_refuses_from_the_shapes() -> No
         check_arch_size(get_zoo_arch(name))
     with pytest.raises(ArchConfigError, match=r"at 4096 px is too large: .* GiB, over the bound"):
         check_arch_size(get_zoo_arch("tiny-w4a4", resolution=4096))
+
+
+def test_a_bundle_whose_arch_json_asks_for_absurd_work_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``verify BUNDLE`` builds through ``results.export.bundle`` (as ``export`` does): the
+    size is checked there, before the network is built."""
+    bundle = tmp_path / "trial-1"
+    bundle.mkdir()
+    _arch_file(tmp_path, resolution=4096).rename(bundle / "arch.json")
+    assert main(["verify", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "4096 px is too large" in err, err
