@@ -403,7 +403,9 @@ class IntegerProgram:
     @classmethod
     def from_dict(cls, data: Any) -> IntegerProgram:
         if not isinstance(data, dict):
-            raise ProgramError(f"malformed program: a JSON object is needed, not {type(data).__name__}")
+            raise ProgramError(
+                f"malformed program: a JSON object is needed, not {type(data).__name__}"
+            )
         try:
             if data.get("version") != PROGRAM_VERSION:
                 raise ProgramError(f"program version {data.get('version')!r} is not supported")
@@ -458,9 +460,13 @@ def _checked_input(inputs: Any, shape: tuple[int, ...]) -> np.ndarray:
     :class:`ProgramError` saying what is wrong."""
     want = f"(N, {', '.join(map(str, shape))})"
     if not isinstance(inputs, np.ndarray):
-        raise ProgramError(f"the input must be one array of shape {want}, not {type(inputs).__name__}")
+        raise ProgramError(
+            f"the input must be one array of shape {want}, not {type(inputs).__name__}"
+        )
     if inputs.dtype.kind not in "biuf":
-        raise ProgramError(f"the input must hold real numbers, not {inputs.dtype}; pass float32 {want}")
+        raise ProgramError(
+            f"the input must hold real numbers, not {inputs.dtype}; pass float32 {want}"
+        )
     if inputs.shape[1:] != shape or inputs.ndim == 0:
         raise ProgramError(
             f"input shape {tuple(inputs.shape[1:])} does not match the program's {shape}; "
@@ -713,7 +719,9 @@ def _window(
     stride = _need_int(attrs.get("stride"), f"{label}: stride", 1, _MAX_DIM)
     padding = attrs.get("padding")
     if not isinstance(padding, list) or len(padding) != 4:
-        raise ProgramError(f"{label}: padding must be a list of 4 integers (top, bottom, left, right)")
+        raise ProgramError(
+            f"{label}: padding must be a list of 4 integers (top, bottom, left, right)"
+        )
     top, bottom, left, right = (_need_int(p, f"{label}: padding", 0, _MAX_DIM) for p in padding)
     height, width = shape[1] + top + bottom, shape[2] + left + right
     if k_h > height or k_w > width:
@@ -803,7 +811,7 @@ def _plan(operation: Operation, shapes: list[tuple[int, ...]]) -> tuple[tuple[in
 def _validate(program: IntegerProgram) -> None:
     """Every field of a program read from a file has its type and every operation's declared
     output shape is what its inputs and attributes give (so :meth:`IntegerProgram.work` holds)."""
-    for name, value in program.values.items():
+    for value in program.values.values():
         _check_item(value, "value")
     for constant in program.constants.values():
         _check_item(constant, "constant")
@@ -888,8 +896,16 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             array = np.frombuffer(body[start:end], dtype=dtype).reshape(entry["shape"])
             arrays[name] = array.astype(_DTYPES[entry["dtype"]])
         return arrays
-    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError,
-            RecursionError, MemoryError) as exc:
+    except (
+        OSError,
+        struct.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
         text = " ".join(str(exc).split())[:200]
         raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {text}") from None
 

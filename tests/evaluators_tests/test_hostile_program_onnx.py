@@ -18,7 +18,9 @@ from pikenas.space.program.onnx._common import QONNX_DOMAIN
 from pikenas.space.program.onnx.importer import OnnxImportError
 
 
-def _model(nodes: list, initializers: list, shape: tuple = (1, 1, 4, 4), notes: dict | None = None) -> Any:
+def _model(
+    nodes: list, initializers: list, shape: tuple = (1, 1, 4, 4), notes: dict | None = None
+) -> Any:
     graph = helper.make_graph(
         nodes,
         "g",
@@ -75,7 +77,9 @@ def _with(nodes_and_inits: tuple[list, list], **replaced: Any) -> tuple[list, li
     nodes, inits = nodes_and_inits
     names = {i.name for i in inits}
     inits = [i for i in inits if i.name not in replaced] + [
-        v if isinstance(v, onnx.TensorProto) else numpy_helper.from_array(np.array(v, np.float32), k)
+        v
+        if isinstance(v, onnx.TensorProto)
+        else numpy_helper.from_array(np.array(v, np.float32), k)
         for k, v in replaced.items()
     ]
     assert set(replaced) <= names
@@ -92,7 +96,8 @@ CASES: dict[str, tuple[tuple, str]] = {
     "huge pads": (_conv(pads=[10**9] * 4), r"conv1.*pads must be"),
     "dilation 0": (_conv(dilations=[0, 0]), r"conv1.*dilations must be"),
     "kernel larger than its input": (
-        _conv(_weights(9), kernel_shape=[9, 9]), r"conv1.*output shape \(1, -4, -4\) is empty"
+        _conv(_weights(9), kernel_shape=[9, 9]),
+        r"conv1.*output shape \(1, -4, -4\) is empty",
     ),
     "string initializer": (
         _with(_conv(), b2=helper.make_tensor("b2", TensorProto.STRING, [], [b"two"])),
@@ -122,11 +127,15 @@ CASES: dict[str, tuple[tuple, str]] = {
         ([helper.make_node("Relu", ["x"], ["y"])], [], (1, 1, 10**6, 10**6)),
         r"elements per sample pikenas prices",
     ),
-    "garbage range annotation": (_mul_by_k({"pikenas_range": "garbage"}), r"tensor 'k': pikenas_range"),
+    "garbage range annotation": (
+        _mul_by_k({"pikenas_range": "garbage"}),
+        r"tensor 'k': pikenas_range",
+    ),
     "reversed range annotation": (_mul_by_k({"pikenas_range": "5,-5"}), r"pikenas_range must be"),
     "huge range annotation": (_mul_by_k({"pikenas_range": "0," + "9" * 40}), r"pikenas_range"),
     "negative bits annotation": (
-        _mul_by_k({"pikenas_range": "0,3", "pikenas_bits": "-7"}), r"pikenas_bits must be"
+        _mul_by_k({"pikenas_range": "0,3", "pikenas_bits": "-7"}),
+        r"pikenas_bits must be",
     ),
     "pool kernel 0": (
         ([helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[0, 0])], []),
@@ -137,19 +146,32 @@ CASES: dict[str, tuple[tuple, str]] = {
         r"node p \(MaxPool\): its output shape .* is empty",
     ),
     "pool stride 0": (
-        ([helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[0, 0])], []),
+        (
+            [
+                helper.make_node(
+                    "AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[0, 0]
+                )
+            ],
+            [],
+        ),
         r"node p \(AveragePool\): strides must be",
     ),
     "huge tile": (
         (
-            [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Tile", ["r", "n"], ["y"], name="t")],
+            [
+                helper.make_node("Relu", ["x"], ["r"]),
+                helper.make_node("Tile", ["r", "n"], ["y"], name="t"),
+            ],
             [numpy_helper.from_array(np.array([1, 1, 10**6, 10**6], np.int64), "n")],
         ),
         r"node t \(Tile\): its output .* elements per sample",
     ),
     "reshape that cannot be": (
         (
-            [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "n"], ["y"], name="rs")],
+            [
+                helper.make_node("Relu", ["x"], ["r"]),
+                helper.make_node("Reshape", ["r", "n"], ["y"], name="rs"),
+            ],
             [numpy_helper.from_array(np.array([1, -7, 3], np.int64), "n")],
         ),
         r"node rs \(Reshape\): cannot reshape",
@@ -164,7 +186,9 @@ def test_an_invalid_graph_is_refused_naming_the_problem(case: tuple, message: st
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["stride 0", "string initializer", "absurd bit width", "huge tile"])
+@pytest.mark.parametrize(
+    "name", ["stride 0", "string initializer", "absurd bit width", "huge tile"]
+)
 def test_the_cli_exits_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:

@@ -92,7 +92,9 @@ def _arch_file(tmp_path: Path, **changes: object) -> Path:
 
 
 @pytest.mark.parametrize(
-    "changes", [{"resolution": 4096}, {"channels": 4096, "resolution": 256}], ids=["4096 px", "huge channels"]
+    "changes",
+    [{"resolution": 4096}, {"channels": 4096, "resolution": 256}],
+    ids=["4096 px", "huge channels"],
 )
 @pytest.mark.parametrize("command", ["ace", "verify"])
 def test_absurd_architectures_are_refused_where_they_are_loaded(

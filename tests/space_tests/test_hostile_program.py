@@ -27,8 +27,12 @@ def _program(folder: Path) -> IntegerProgram:
     q = builder.round(builder.clip(x, -8.0, 7.0, kind="q"), -8, 7, kind="q")
     pooled = builder.sum(q, mode="window", kind="pool", kernel=2, stride=2, padding=[0, 0, 0, 0])
     weight = builder.constant(
-        "w", np.array([[1, -1], [2, 0], [0, 3]]).reshape(3, 2, 1, 1), shape=(3, 2, 1, 1),
-        dtype="int", lo=-3, hi=3,
+        "w",
+        np.array([[1, -1], [2, 0], [0, 3]]).reshape(3, 2, 1, 1),
+        shape=(3, 2, 1, 1),
+        dtype="int",
+        lo=-3,
+        hi=3,
     )
     acc = builder.conv(pooled, weight, stride=1, padding=(0, 0, 0, 0), groups=1)
     flat = builder.reshape("flatten", acc, (12,))
@@ -101,7 +105,7 @@ def test_a_hostile_program_json_is_one_program_error(tmp_path: Path, damage) -> 
 
 def test_deep_nesting_and_non_json_are_one_program_error(tmp_path: Path) -> None:
     _program(tmp_path)
-    for text in ("[" * 200_000 + "]" * 200_000, "{\"version\": 1, \"values\": " + "[" * 100_000):
+    for text in ("[" * 200_000 + "]" * 200_000, '{"version": 1, "values": ' + "[" * 100_000):
         (tmp_path / "program.json").write_text(text)
         with pytest.raises(ProgramError):
             IntegerProgram.load(tmp_path)
@@ -160,7 +164,9 @@ def test_a_huge_window_sum_that_fits_its_shapes_is_refused_by_the_bound(tmp_path
 
     _damaged(tmp_path, huge)
     program = IntegerProgram.load(tmp_path)
-    with pytest.raises(ProgramError, match=r"GiB, over the bound of 16 GiB \(the costliest op: \w+ in layer"):
+    with pytest.raises(
+        ProgramError, match=r"GiB, over the bound of 16 GiB \(the costliest op: \w+ in layer"
+    ):
         program.check_work(1)
 
 
@@ -175,7 +181,10 @@ def _runner(tmp_path: Path) -> tuple[Path, Path]:
 def _run(bundle: Path, images: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(bundle / "run_program.py"), str(bundle), "--input", str(images)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -190,7 +199,10 @@ def test_run_program_py_runs_a_good_input(tmp_path: Path) -> None:
 BAD_INPUTS: dict[str, Callable[[Path], Any]] = {
     "empty file": lambda p: p.write_bytes(b""),
     "not npy": lambda p: p.write_text("1,2,3\n"),
-    "truncated npy": lambda p: (np.save(p, np.ones((1, 2, 4, 4))), p.write_bytes(p.read_bytes()[:90])),
+    "truncated npy": lambda p: (
+        np.save(p, np.ones((1, 2, 4, 4))),
+        p.write_bytes(p.read_bytes()[:90]),
+    ),
     "strings": lambda p: np.save(p, np.full((1, 2, 4, 4), "7")),
     "complex": lambda p: np.save(p, np.ones((1, 2, 4, 4), np.complex64)),
     "wrong shape": lambda p: np.save(p, np.ones((1, 3, 4, 4), np.float32)),

@@ -79,8 +79,8 @@ def _check_bits(reader: Any, node: Any) -> None:
         if bits.size != 1 or not (bits[0] == np.round(bits[0]) and 1 <= bits[0] <= MAX_BITS):
             shown = printable(str(bits.tolist()))[:60]
             raise reader.fail(
-                node, f"input {position} (bit width) must be one integer in [1, {MAX_BITS}], got "
-                f"{shown}"
+                node,
+                f"input {position} (bit width) must be one integer in [1, {MAX_BITS}], got {shown}",
             )
     scale = np.asarray(reader.constant(node, 1), dtype=np.float64)
     if scale.size == 0 or np.any(scale <= 0):
@@ -154,11 +154,13 @@ def check_value(reader: Any, node: Any, shape: tuple[int, ...]) -> None:
     :data:`MAX_ELEMENTS` elements."""
     if any(d < 1 for d in shape):
         raise reader.fail(
-            node, f"its output shape {tuple(shape)} is empty or negative (a kernel larger than "
-            "its padded input, negative pads, an empty slice)"
+            node,
+            f"its output shape {tuple(shape)} is empty or negative (a kernel larger than "
+            "its padded input, negative pads, an empty slice)",
         )
     if math.prod(shape) > MAX_ELEMENTS:
         raise reader.fail(
-            node, f"its output of shape {tuple(shape)} holds {math.prod(shape):,} elements per "
-            f"sample, more than the {MAX_ELEMENTS:,} pikenas prices"
+            node,
+            f"its output of shape {tuple(shape)} holds {math.prod(shape):,} elements per "
+            f"sample, more than the {MAX_ELEMENTS:,} pikenas prices",
         )

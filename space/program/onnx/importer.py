@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from pikenas.space.errors import CostModelError
-from pikenas.space.program.onnx._graph import Entry, GraphReader, OnnxImportError
-from pikenas.space.program.onnx._validate import check_value, printable
-from pikenas.space.program.onnx._nodes import lower_node, materialize
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import IntegerProgram, ProgramError
+from pikenas.space.program.onnx._graph import Entry, GraphReader, OnnxImportError
+from pikenas.space.program.onnx._nodes import lower_node, materialize
+from pikenas.space.program.onnx._validate import check_value, printable
 
 __all__ = ["import_onnx", "OnnxImportError"]
 
@@ -68,8 +68,14 @@ def import_onnx(source: str | Path | Any) -> IntegerProgram:
                 lower_node(reader, builder, env, node)
             except OnnxImportError:
                 raise
-            except (CostModelError, ProgramError, ArithmeticError, LookupError, TypeError,
-                    ValueError) as exc:  # what validate_graph cannot see: named here, one line
+            except (
+                CostModelError,
+                ProgramError,
+                ArithmeticError,
+                LookupError,
+                TypeError,
+                ValueError,
+            ) as exc:  # what validate_graph cannot see: named here, one line
                 text = " ".join(str(exc).split())[:200] or type(exc).__name__
                 raise reader.fail(node, printable(text)) from None
         for name in node.output:
