@@ -59,6 +59,10 @@ _DEFAULT_RULES: dict[str, str] = {
     "compare": "max",
     "shift": "first",
 }
+#: the price of the largest plausible network must stay a finite float64 (and print as JSON):
+#: this many executions of every op kind, on operands this wide (bits)
+PLAUSIBLE_OPS = 10**15
+WIDEST_OPERAND = 64
 _TOP_LEVEL_KEYS = ("name", "description", "unit", "float_bits", "ops")
 _PRICE_KEYS = ("rule", "scale", "float_scale")
 
@@ -120,6 +124,31 @@ class CostTable:
                 f"cost table {self.name!r}: float_bits={self.float_bits} is not supported: the "
                 "integer program runs float32 (nothing executes fp16); remove float_bits"
             )
+        self._check_prices()
+
+    def _check_prices(self) -> None:
+        """Every scale a finite non-negative number, and the price of the largest plausible
+        network (:data:`PLAUSIBLE_OPS` of every kind at :data:`WIDEST_OPERAND` bits) a finite
+        float64: a table that would print ``Infinity`` / ``NaN`` is refused up front."""
+        worst = 0.0
+        for kind in OP_KINDS:
+            price = self.prices[kind]
+            for key in ("scale", "float_scale"):
+                value = getattr(price, key)
+                if value is not None:
+                    _parse_scale(value, f"ops.{kind}.{key}", f"cost table {self.name!r}")
+            try:
+                for is_float in (False, True):
+                    unit = float(price.unit_cost(WIDEST_OPERAND, WIDEST_OPERAND, is_float))
+                    worst += unit * PLAUSIBLE_OPS
+            except OverflowError:
+                worst = math.inf
+            if not math.isfinite(worst):
+                raise CostModelError(
+                    f"cost table {self.name!r}: ops.{kind} is priced so high that a network of "
+                    f"{PLAUSIBLE_OPS:.0e} operations would cost more than a float64 holds; "
+                    "use smaller scales (another unit)"
+                )
 
     # ---- construction ----------------------------------------------------------------
     @classmethod
@@ -255,8 +284,14 @@ def _parse_price(kind: Any, entry: Any, source: str) -> OpPrice:
 
 
 def _parse_scale(value: Any, key: str, source: str) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CostModelError(f"{source}: {key} must be a finite number, not {value!r}")
+    finite = isinstance(value, int | float) and not isinstance(value, bool)
+    try:
+        finite = finite and math.isfinite(value)
+    except OverflowError:  # an integer beyond float64
+        finite = False
+    if not finite:
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        raise CostModelError(f"{source}: {key} must be a finite number, not {shown}")
     if value < 0:
         raise CostModelError(f"{source}: {key}={value} must not be negative")
     return value

@@ -148,7 +148,9 @@ def _regular_file(path: Path) -> bool:
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     from pikenas.evaluators.training._checkpoint import load_weights
     from pikenas.space.nn.build import build_model
+    from pikenas.space.program.builder import check_arch_size
 
+    check_arch_size(arch)  # absurd sizes refused from the declared shapes, before building
     model = build_model(arch)
     if weights is not None:
         load_weights(model, weights)

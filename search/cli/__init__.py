@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 from pikenas.search._logs import configure_logging
 from pikenas.search.cli._app import app, echo, fail
 from pikenas.space.errors import PikeNASError, RunDirError, RuntimeFailureError, path_error
+from pikenas.space.program.ir import ProgramError, ProgramOverflowError
 
 __all__ = ["INTERRUPTED", "app", "configure_logging", "echo", "fail", "main"]
 
@@ -43,6 +44,8 @@ def _exit_code_and_line(exc: Exception) -> tuple[int, str]:
     """The exit code (2 bad input, 1 failed while running) and one line for ``exc``."""
     if isinstance(exc, PikeNASError):
         return (1 if isinstance(exc, RuntimeFailureError) else 2), " ".join(str(exc).split())
+    if isinstance(exc, ProgramError):  # numpy-only, so outside the tree: a bad program or size
+        return (1 if isinstance(exc, ProgramOverflowError) else 2), " ".join(str(exc).split())
     if isinstance(exc, OSError) and exc.errno is not None:
         error = path_error(exc, exc.filename if exc.filename is not None else "a file", "use")
         return (2 if isinstance(error, RunDirError) else 1), str(error)

@@ -30,6 +30,7 @@ __all__ = [
     "channel_shape",
     "window_terms",
     "INT64_LIMIT",
+    "check_arch_size",
 ]
 
 # Intermediates must stay clear of int64 overflow (and of float64's exact range in convs).
@@ -445,6 +446,27 @@ def lower(model: nn.Module, *, with_constants: bool | None = None) -> IntegerPro
     with torch.no_grad():
         output = lower_fn(builder, x)
     return builder.program(x, output, arch.name)
+
+
+def check_arch_size(arch: Any, *, batch: int = 1) -> IntegerProgram:
+    """Refuse (:class:`~space.errors.ArchConfigError`, one line) an architecture whose network
+    would be too large to build, run or verify on ``batch`` images (a valid ``arch.json`` of a
+    small net at 4096 px, absurd channel counts): lowered shape-only on the meta device, nothing
+    allocated, its work and memory bounded by :meth:`IntegerProgram.check_work`. Returns the
+    shape-only program."""
+    from pikenas.space.errors import ArchConfigError
+    from pikenas.space.nn.build import build_model
+    from pikenas.space.program.ir import ProgramError
+
+    with torch.device("meta"):
+        program = lower(build_model(arch))
+    try:
+        program.check_work(batch)
+    except ProgramError as exc:
+        raise ArchConfigError(
+            f"architecture {arch.name!r} at {arch.resolution} px is too large: {exc}"
+        ) from None
+    return program
 
 
 def require_lowering(module: nn.Module, path: str) -> Any:

@@ -77,6 +77,8 @@ __all__ = [
     "ProgramError",
     "ProgramOverflowError",
     "range_bits",
+    "MAX_RUN_WORK",
+    "MAX_RUN_BYTES",
 ]
 
 PROGRAM_VERSION = 1
@@ -343,17 +345,48 @@ class IntegerProgram:
         its declared range (:class:`ProgramOverflowError` names the op and layer)."""
         if not self.arrays and self.constants:
             raise ProgramError("this program has no constants (shape-only lowering); lower a model")
-        x = np.asarray(inputs, dtype=np.float32)
-        if x.shape[1:] != self.input.shape:
-            raise ProgramError(
-                f"input shape {tuple(x.shape[1:])} does not match the program's "
-                f"{self.input.shape}; pass (N, {', '.join(map(str, self.input.shape))})"
-            )
+        x = _checked_input(inputs, self.input.shape)
+        self.check_work(x.shape[0])
         runner = _NumpyWalk(self, check)
         env = runner.walk({self.input.name: x})
         widest = runner.widest
         output = env[self.output]
         return RunResult(output, env if keep else {self.output: output}, widest)
+
+    def work(self, batch: int) -> tuple[int, int, str, int]:
+        """What :meth:`run` on ``batch`` samples costs, from the declared shapes alone:
+        ``(operations, bytes, op, op_operations)``: elementary operations (output elements,
+        multiply-accumulates, terms of sums), bytes held at once (every value at 8 bytes an
+        element plus the largest temporary) and the costliest operation with its own count."""
+        total, held = 0, self.input.elements
+        temporary, costliest, most = 0, "", -1
+        for operation in self.ops:
+            _, per_sample, scratch = _plan(operation, _shapes(self, operation))
+            total += per_sample
+            held += self.values[operation.output].elements
+            temporary = max(temporary, scratch)
+            if per_sample > most:
+                costliest, most = f"{operation.op.value} in layer {operation.layer!r}", per_sample
+        stored = sum(c.elements for c in self.constants.values())  # weights, held once
+        return total * batch, ((held + temporary) * batch + stored) * 8, costliest, most * batch
+
+    def check_work(self, batch: int) -> None:
+        """Refuse (:class:`ProgramError`, one line naming the costliest op, the size and the
+        bound) a run on ``batch`` samples beyond :data:`MAX_RUN_WORK` / :data:`MAX_RUN_BYTES`,
+        before anything is allocated or looped over."""
+        total, held, costliest, most = self.work(batch)
+        if total > MAX_RUN_WORK:
+            raise ProgramError(
+                f"running this program on {batch} sample(s) takes {total:.3g} operations, over "
+                f"the bound of {MAX_RUN_WORK:.3g} (the costliest: {costliest}, {most:.3g}); "
+                "use fewer samples or a smaller network"
+            )
+        if held > MAX_RUN_BYTES:
+            raise ProgramError(
+                f"running this program on {batch} sample(s) needs {held / 2**30:.3g} GiB, over "
+                f"the bound of {MAX_RUN_BYTES / 2**30:.3g} GiB (the costliest op: {costliest}); "
+                "use fewer samples or a smaller network"
+            )
 
     # ---- files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -370,6 +403,10 @@ class IntegerProgram:
 
     @classmethod
     def from_dict(cls, data: Any) -> IntegerProgram:
+        if not isinstance(data, dict):
+            raise ProgramError(
+                f"malformed program: a JSON object is needed, not {type(data).__name__}"
+            )
         try:
             if data.get("version") != PROGRAM_VERSION:
                 raise ProgramError(f"program version {data.get('version')!r} is not supported")
@@ -384,8 +421,10 @@ class IntegerProgram:
             elements = [(str(a), str(b), int(n)) for a, b, n in data["elements"]]
             program = cls(_value(data["input"]), data["output"], values, constants, ops)
             program.elements, program.name = elements, str(data.get("name", ""))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProgramError(f"malformed program: {type(exc).__name__}: {exc}") from None
+            _validate(program)
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            text = " ".join(str(exc).split())[:200]
+            raise ProgramError(f"malformed program: {type(exc).__name__}: {text}") from None
         return program
 
     def save(self, folder: str | Path) -> None:
@@ -399,8 +438,9 @@ class IntegerProgram:
         folder = Path(folder)
         try:
             data = json.loads((folder / PROGRAM_FILE).read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProgramError(f"cannot read {folder / PROGRAM_FILE}: {exc}") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            text = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ProgramError(f"cannot read {folder / PROGRAM_FILE}: {text}") from None
         program = cls.from_dict(data)
         arrays = read_safetensors(folder / CONSTANTS_FILE)
         for name, constant in program.constants.items():
@@ -414,6 +454,32 @@ class IntegerProgram:
                     raise ProgramError(f"constant {name!r} lies outside its declared range")
         program.arrays = {name: arrays[name] for name in program.constants}
         return program
+
+
+def _checked_input(inputs: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``inputs`` as float32 ``(N, *shape)``, ``N >= 1``, real finite numbers, or
+    :class:`ProgramError` saying what is wrong."""
+    want = f"(N, {', '.join(map(str, shape))})"
+    if not isinstance(inputs, np.ndarray):
+        raise ProgramError(
+            f"the input must be one array of shape {want}, not {type(inputs).__name__}"
+        )
+    if inputs.dtype.kind not in "biuf":
+        raise ProgramError(
+            f"the input must hold real numbers, not {inputs.dtype}; pass float32 {want}"
+        )
+    if inputs.shape[1:] != shape or inputs.ndim == 0:
+        raise ProgramError(
+            f"input shape {tuple(inputs.shape[1:])} does not match the program's {shape}; "
+            f"pass {want}"
+        )
+    if inputs.shape[0] < 1:
+        raise ProgramError(f"the input holds no samples; pass {want} with N >= 1")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = inputs.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ProgramError("the input holds NaN or infinite values (in float32); pass finite ones")
+    return x
 
 
 def _value(data: dict[str, Any]) -> Value:
@@ -599,6 +665,208 @@ class _NumpyWalk(ProgramWalk):
         return result
 
 
+# ---- validation of a program read from files, and the bound on one run's work ----------------
+#: the most one :meth:`IntegerProgram.run` may cost, computed from the declared shapes before
+#: anything is allocated or looped over: elementary operations (an output element, a
+#: multiply-accumulate, a term of a sum) for the whole batch ...
+MAX_RUN_WORK = 10**12
+#: ... and bytes held at once (every value of the batch at 8 bytes an element, plus the largest
+#: temporary: a convolution's unfolded windows)
+MAX_RUN_BYTES = 16 * 2**30
+_MAX_BITS = 64
+_MAX_DIM = 2**31
+_MAX_INT = 2**63
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need_int(value: Any, what: str, lowest: int, highest: int = _MAX_INT) -> int:
+    if not _is_int(value) or not lowest <= value <= highest:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        raise ProgramError(f"{what} must be an integer in [{lowest}, {highest}], got {shown}")
+    return value
+
+
+def _need_str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ProgramError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _check_item(item: Value | Constant, what: str) -> None:
+    """Field types of a value or constant read from a file."""
+    _need_str(item.name, f"the name of a {what}")
+    label = f"{what} {item.name!r}"
+    if not isinstance(item.shape, tuple) or len(item.shape) > 8:
+        raise ProgramError(f"{label}: shape must be a list of at most 8 sizes")
+    for size in item.shape:
+        _need_int(size, f"{label}: each size of its shape", 1, _MAX_DIM)
+    if item.dtype not in ("int", "float"):
+        raise ProgramError(f"{label}: dtype must be 'int' or 'float', got {item.dtype!r}")
+    _need_int(item.bits, f"{label}: bits", 1, _MAX_BITS)
+    if item.dtype == "int":
+        lo = _need_int(item.lo, f"{label}: lo", -_MAX_INT, _MAX_INT - 1)
+        hi = _need_int(item.hi, f"{label}: hi", lo, _MAX_INT - 1)
+        del hi
+    else:
+        for bound in (item.lo, item.hi):
+            if bound is not None and not _is_int(bound):
+                raise ProgramError(f"{label}: lo and hi of a float must be null or integers")
+    if isinstance(item, Value):
+        scale = item.scale
+        if scale is not None and (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not math.isfinite(scale)
+        ):
+            raise ProgramError(f"{label}: scale must be null or a finite number")
+        if not isinstance(item.exact, bool):
+            raise ProgramError(f"{label}: exact must be true or false")
+
+
+def _window(
+    label: str, shape: tuple[int, ...], attrs: dict[str, Any], k_h: int, k_w: int
+) -> tuple[int, int]:
+    """The output height and width of a window of ``k_h x k_w`` over ``shape`` (C, H, W)."""
+    stride = _need_int(attrs.get("stride"), f"{label}: stride", 1, _MAX_DIM)
+    padding = attrs.get("padding")
+    if not isinstance(padding, list) or len(padding) != 4:
+        raise ProgramError(
+            f"{label}: padding must be a list of 4 integers (top, bottom, left, right)"
+        )
+    top, bottom, left, right = (_need_int(p, f"{label}: padding", 0, _MAX_DIM) for p in padding)
+    height, width = shape[1] + top + bottom, shape[2] + left + right
+    if k_h > height or k_w > width:
+        raise ProgramError(
+            f"{label}: a {k_h}x{k_w} window is larger than its padded {height}x{width} input"
+        )
+    return (height - k_h) // stride + 1, (width - k_w) // stride + 1
+
+
+def _rank(label: str, shape: tuple[int, ...], rank: int, what: str = "its input") -> None:
+    if len(shape) != rank:
+        raise ProgramError(f"{label}: {what} must have {rank} dimensions, has shape {shape}")
+
+
+def _plan(operation: Operation, shapes: list[tuple[int, ...]]) -> tuple[tuple[int, ...], int, int]:
+    """``(output shape, work, temporary elements)`` per sample of ``operation`` on inputs of
+    per-sample ``shapes``, checking its attributes: what the numpy runner will compute and loop
+    over, from the declared shapes alone."""
+    op, attrs, label = operation.op, operation.attrs, f"{operation.layer}: {operation.op.value}"
+    x = shapes[0]
+    if op is Op.CONV:
+        w = shapes[1]
+        _rank(label, x, 3)
+        _rank(label, w, 4, "its weight")
+        groups = _need_int(attrs.get("groups"), f"{label}: groups", 1, _MAX_DIM)
+        if x[0] % groups or w[0] % groups or w[1] * groups != x[0]:
+            raise ProgramError(
+                f"{label}: weight {w} with groups={groups} does not fit an input of {x[0]} channels"
+            )
+        ho, wo = _window(label, x, attrs, w[2], w[3])
+        taps = w[1] * w[2] * w[3]
+        return (w[0], ho, wo), w[0] * ho * wo * taps, 2 * x[0] * ho * wo * w[2] * w[3]
+    if op is Op.LINEAR:
+        w = shapes[1]
+        _rank(label, x, 1)
+        _rank(label, w, 2, "its weight")
+        if w[1] != x[0]:
+            raise ProgramError(f"{label}: weight {w} does not take {x[0]} inputs")
+        return (w[0],), w[0] * w[1], 0
+    if op is Op.SUM:
+        _rank(label, x, 3)
+        mode = attrs.get("mode")
+        _need_int(attrs.get("terms"), f"{label}: terms", 0)
+        if mode == "global":
+            return (x[0], 1, 1), math.prod(x), 0
+        if mode == "groups":
+            out = _need_int(attrs.get("out_channels"), f"{label}: out_channels", 1, _MAX_DIM)
+            group = _need_int(attrs.get("group"), f"{label}: group", 1, _MAX_DIM)
+            if out * group > x[0]:
+                raise ProgramError(f"{label}: {out} groups of {group} exceed {x[0]} channels")
+            return (out, x[1], x[2]), out * group * x[1] * x[2], 0
+        if mode == "window":
+            k = _need_int(attrs.get("kernel"), f"{label}: kernel", 1, _MAX_DIM)
+            ho, wo = _window(label, x, attrs, k, k)
+            return (x[0], ho, wo), x[0] * ho * wo * k * k, 0
+        raise ProgramError(f"{label}: mode must be global, groups or window, got {mode!r}")
+    if op is Op.PAD:
+        out = _need_int(attrs.get("out_channels"), f"{label}: out_channels", x[0], _MAX_DIM)
+        shape = (out, *x[1:])
+        return shape, math.prod(shape), 0
+    if op is Op.TILE:
+        _rank(label, x, 3)
+        repeats = _need_int(attrs.get("repeats"), f"{label}: repeats", 1, _MAX_DIM)
+        return (x[0] * repeats, x[1], x[2]), math.prod(x) * repeats, 0
+    if op is Op.FLATTEN:
+        return (math.prod(x),), math.prod(x), 0
+    if op is Op.CLIP:
+        for bound in (attrs.get("lo"), attrs.get("hi")):
+            if bound is not None and (
+                isinstance(bound, bool)
+                or not isinstance(bound, int | float)
+                or not math.isfinite(bound)
+            ):
+                raise ProgramError(f"{label}: lo and hi must be null or finite numbers")
+    if op is Op.ADD and attrs.get("prefix"):
+        y = shapes[1]
+        if len(y) != len(x) or y[0] > x[0] or y[1:] != x[1:]:
+            raise ProgramError(f"{label}: {y} cannot be added to the first channels of {x}")
+        return x, math.prod(x), 0
+    try:  # elementwise: numpy broadcasting of the per-sample shapes
+        shape = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ProgramError(f"{label}: its input shapes {shapes} do not broadcast") from None
+    return shape, math.prod(shape), 0
+
+
+def _validate(program: IntegerProgram) -> None:
+    """Every field of a program read from a file has its type and every operation's declared
+    output shape is what its inputs and attributes give (so :meth:`IntegerProgram.work` holds)."""
+    for value in program.values.values():
+        _check_item(value, "value")
+    for constant in program.constants.values():
+        _check_item(constant, "constant")
+    _check_item(program.input, "value")
+    _need_str(program.output, "the program output")
+    if program.values.get(program.input.name) != program.input:
+        raise ProgramError(f"the input {program.input.name!r} is not among the values")
+    defined = {program.input.name}
+    for operation in program.ops:
+        for what in ("output", "layer", "kind"):
+            _need_str(getattr(operation, what), f"an operation's {what}")
+        if not isinstance(operation.attrs, dict):
+            raise ProgramError(f"{operation.layer}: attrs must be an object")
+        for name in operation.inputs:
+            _need_str(name, f"{operation.layer}: an input name")
+            if name not in defined and name not in program.constants:
+                raise ProgramError(
+                    f"{operation.layer}: {operation.op.value} reads {name!r}, which no earlier "
+                    "operation computes and no constant holds"
+                )
+        out = program.values.get(operation.output)
+        if out is None or operation.output in defined:
+            raise ProgramError(
+                f"{operation.layer}: output {operation.output!r} is undeclared or computed twice"
+            )
+        shape = _plan(operation, _shapes(program, operation))[0]
+        if shape != out.shape:
+            raise ProgramError(
+                f"{operation.layer}: {operation.op.value} gives shape {shape}, but "
+                f"{operation.output!r} declares {out.shape}"
+            )
+        defined.add(operation.output)
+    if program.output not in defined:
+        raise ProgramError(f"the program output {program.output!r} is not computed")
+
+
+def _shapes(program: IntegerProgram, operation: Operation) -> list[tuple[int, ...]]:
+    items = [program.values.get(n) or program.constants.get(n) for n in operation.inputs]
+    return [item.shape for item in items if item is not None]
+
+
 # ---- safetensors without dependencies -----------------------------------------------------
 _DTYPES = {"I64": np.int64, "F32": np.float32}
 
@@ -642,8 +910,18 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             array = np.frombuffer(body[start:end], dtype=dtype).reshape(entry["shape"])
             arrays[name] = array.astype(_DTYPES[entry["dtype"]])
         return arrays
-    except (OSError, struct.error, ValueError, KeyError, TypeError) as exc:
-        raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {exc}") from None
+    except (
+        OSError,
+        struct.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise ProgramError(f"cannot read constants {path}: {type(exc).__name__}: {text}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -656,9 +934,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         program = IntegerProgram.load(args.bundle)
-        result = program.run(np.load(args.input, allow_pickle=False))
-    except (ProgramError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        try:
+            inputs = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            text = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ProgramError(f"cannot read --input {args.input}: {text}") from None
+        result = program.run(inputs)
+    except ProgramOverflowError as exc:  # the program failed while running: exit 1
+        print(f"failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except ProgramError as exc:  # bad input (the bundle or the images): exit 2
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("failed: out of memory; pass fewer images at once", file=sys.stderr)
         return 1
     print(json.dumps(result.output.tolist()))
     return 0

@@ -84,9 +84,16 @@ def _conv(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
     padding, stride = pads_of(reader, node, attrs), stride_of(reader, node, attrs)
     groups = int(attrs.get("group", 1))
     kind = reader.kind_of(node)
-    out_channels, _, k_h, k_w = w.array.shape  # type: ignore[union-attr]
     if x.item is None or x.compared or x.pow2:
         raise reader.fail(node, "its input is not a computed value")
+    if np.ndim(w.array) != 4 or len(x.item.shape) != 3:
+        raise reader.fail(node, "only 2-D convolutions of (N, C, H, W) inputs are supported")
+    out_channels, per_group, k_h, k_w = w.array.shape  # type: ignore[union-attr]
+    if out_channels % groups or per_group * groups != x.item.shape[0]:
+        raise reader.fail(
+            node, f"weights of shape {list(w.array.shape)} with group={groups} do not fit an "  # type: ignore[union-attr]
+            f"input of {x.item.shape[0]} channels"
+        )
     ones = declared_range(w) is None and w.scale is None and np.all(w.array == 1.0)
     plain = is_integer(x) or (x.item.dtype == "float" and not x.half and is_one(x.scale))
     if ones and groups == out_channels == x.item.shape[0] and k_h == k_w and plain:

@@ -3,6 +3,7 @@ layer names, and the :class:`Entry` each tensor becomes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pikenas.space.program.onnx._common import (
     RANGE_KEY,
     REPEAT_KEY,
 )
+from pikenas.space.program.onnx._validate import MAX_ELEMENTS, printable, validate_graph
 
 __all__ = [
     "OnnxImportError",
@@ -112,6 +114,7 @@ class GraphReader:
         for node in self.nodes:
             if node.op_type == "Constant":
                 self.initializers[node.output[0]] = _constant_value(self.label, node)
+        validate_graph(self, graph)  # once, before anything is priced
         inputs = [i for i in graph.input if i.name not in self.initializers]
         if len(inputs) != 1 or len(graph.output) != 1:
             raise OnnxImportError(
@@ -120,11 +123,16 @@ class GraphReader:
             )
         dims = inputs[0].type.tensor_type.shape.dim
         shape = tuple(d.dim_value for d in dims)
-        if len(shape) != 4 or not all(shape[1:]):
+        if len(shape) != 4 or not all(d > 0 for d in shape[1:]):
             raise OnnxImportError(
                 f"{self.label}: input {inputs[0].name!r} has shape "
                 f"{[d.dim_value or d.dim_param for d in dims]}; need (N, C, H, W) with fixed "
                 "C, H, W"
+            )
+        if math.prod(shape[1:]) > MAX_ELEMENTS:
+            raise OnnxImportError(
+                f"{self.label}: input {printable(inputs[0].name)!r} of shape {list(shape)} holds "
+                f"more than the {MAX_ELEMENTS:,} elements per sample pikenas prices"
             )
         self.input_name, self.input_shape = inputs[0].name, shape[1:]
         self.output_name = graph.output[0].name
@@ -139,12 +147,12 @@ class GraphReader:
         ``conv1``), else ``OpType_index``."""
         meta = {e.key: e.value for e in node.metadata_props}
         if LAYER_KEY in meta:
-            return meta[LAYER_KEY]
+            return printable(meta[LAYER_KEY])
         name = node.name.strip("/")
         parts = [p for p in name.split("/") if p]
         if len(parts) > 1:
-            return ".".join(parts[:-1])
-        return parts[0] if parts else f"{node.op_type}_{index}"
+            return printable(".".join(parts[:-1]))
+        return printable(parts[0] if parts else f"{node.op_type}_{index}")
 
     def repeats(self, node: Any) -> bool:
         """Whether ``node`` only repeats part of an operation already priced (see
@@ -153,13 +161,17 @@ class GraphReader:
 
     def kind_of(self, node: Any) -> str:
         meta = {e.key: e.value for e in node.metadata_props}
-        return meta.get(KIND_KEY) or node.op_type.lower()
+        return printable(meta.get(KIND_KEY) or node.op_type.lower())
 
     def describe(self, node: Any) -> str:
-        return f"node {node.name or '(unnamed)'} ({node.op_type})"
+        return f"node {printable(node.name) or '(unnamed)'} ({printable(node.op_type)})"
 
     def fail(self, node: Any, why: str) -> OnnxImportError:
         return OnnxImportError(f"{self.label}: cannot price {self.describe(node)}: {why}")
+
+    def error(self, why: str) -> OnnxImportError:
+        """A graph-level refusal (``why`` already names the file)."""
+        return OnnxImportError(why)
 
     def attrs(self, node: Any) -> dict[str, Any]:
         from onnx import helper

@@ -90,7 +90,9 @@ def _shape_of(reader: GraphReader, node: Any, shape: tuple[int, ...]) -> tuple[i
         result = tuple(d + pads[i] + pads[i + half] for i, d in enumerate(probe.shape))
     elif op == "Tile":
         repeats = _ints(reader, node, 1, "repeats") or []
-        result = np.tile(probe, repeats).shape
+        if len(repeats) != probe.ndim or any(r < 1 for r in repeats):
+            raise reader.fail(node, f"repeats {repeats} must be {probe.ndim} integers >= 1")
+        result = tuple(d * r for d, r in zip(probe.shape, repeats, strict=True))
     else:
         raise reader.fail(node, "no shape rule")
     if result[0] != 1:

@@ -44,10 +44,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pikenas.space.errors import CostModelError
+from pikenas.space.program.builder import ProgramBuilder
+from pikenas.space.program.ir import IntegerProgram, ProgramError
 from pikenas.space.program.onnx._graph import Entry, GraphReader, OnnxImportError
 from pikenas.space.program.onnx._nodes import lower_node, materialize
-from pikenas.space.program.builder import ProgramBuilder
-from pikenas.space.program.ir import IntegerProgram
+from pikenas.space.program.onnx._validate import check_value, printable
 
 __all__ = ["import_onnx", "OnnxImportError"]
 
@@ -62,7 +64,24 @@ def import_onnx(source: str | Path | Any) -> IntegerProgram:
     env: dict[str, Entry] = {reader.input_name: Entry(x)}
     for index, node in enumerate(reader.nodes):
         with builder.layer(reader.layer_of(node, index)):
-            lower_node(reader, builder, env, node)
+            try:
+                lower_node(reader, builder, env, node)
+            except OnnxImportError:
+                raise
+            except (
+                CostModelError,
+                ProgramError,
+                ArithmeticError,
+                LookupError,
+                TypeError,
+                ValueError,
+            ) as exc:  # what validate_graph cannot see: named here, one line
+                text = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise reader.fail(node, printable(text)) from None
+        for name in node.output:
+            item = env[name].item if name in env else None
+            if item is not None:
+                check_value(reader, node, item.shape)
     output = env.get(reader.output_name)
     if output is None:
         raise OnnxImportError(
