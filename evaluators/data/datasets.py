@@ -5,6 +5,9 @@ Registered in :data:`DATASETS` (``name -> loader(data_dir, resolution, seed)``):
 - ``digits``: scikit-learn's bundled handwritten digits (8x8x1, 10 classes, 1,797 images), a
   fixed stratified 70 / 15 / 15 split (1,259 / 269 / 269), pixels scaled to ``[0, 1]``. No
   augmentation (a flipped digit is another digit).
+- ``fashion_mnist`` / ``mnist`` / ``idx``: the four standard IDX files (gzipped or not) under
+  ``--data-dir``; Fashion-MNIST is found in Debian's ``dataset-fashion-mnist`` folder by
+  default (see :mod:`evaluators.data._idx`). 28x28x1, 54,000 / 6,000 / 10,000 images.
 - ``cifar10`` / ``cifar100``: the official python-format files under ``--data-dir`` (see
   :mod:`evaluators._cifar` for the restricted unpickler that reads them).
 - ``imagefolder``: one sub-folder per class under ``--data-dir`` (see
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from pikenas.evaluators.data._cifar import load_cifar10, load_cifar100
+from pikenas.evaluators.data._idx import load_fashion_mnist, load_idx, load_mnist
 from pikenas.evaluators.data._imagefolder import load_imagefolder
 from pikenas.evaluators.data._splits import (
     Augmentation,
@@ -148,6 +152,21 @@ def _load_cifar10(data_dir: Path | None, resolution: int | None, seed: int) -> D
 @DATASETS.register("cifar100")
 def _load_cifar100(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
     return load_cifar100(data_dir, seed)
+
+
+@DATASETS.register("fashion_mnist")
+def _load_fashion_mnist(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_fashion_mnist(data_dir)
+
+
+@DATASETS.register("mnist")
+def _load_mnist(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_mnist(data_dir)
+
+
+@DATASETS.register("idx")
+def _load_idx(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_idx(data_dir)
 
 
 @DATASETS.register("imagefolder")

@@ -95,7 +95,7 @@ def test_digits_resized_to_a_requested_resolution():
 
 def test_unknown_data_set_lists_the_valid_names():
     with pytest.raises(UnknownNameError, match="choose one of: .*cifar10.*digits"):
-        load_dataset("mnist")
+        load_dataset("kmnist-not-registered")
 
 
 def test_every_registered_loader_without_files_gives_a_set_or_a_data_error(tmp_path):
