@@ -205,8 +205,12 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _verification_images(arch: ArchConfig) -> np.ndarray:
+    """Random inputs of the network's contract: raw pixels 0..255 (as float32) when it has an
+    input spec, else normalized floats."""
     generator = np.random.default_rng(0)
     shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
+    if arch.input is not None:
+        return generator.integers(0, 256, shape).astype(np.float32)
     return generator.standard_normal(shape).astype(np.float32)
 
 

@@ -24,6 +24,7 @@ from pikenas.space.nn import pokebnn as _pokebnn  # noqa: F401  (registers the P
 from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from pikenas.space.program._torch_runner import TorchProgram
 from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn.blocks import Head
 from pikenas.space.program.builder import ProgramBuilder, lower
 from pikenas.space.program.ir import IntegerProgram, Value
@@ -40,13 +41,21 @@ def _takes(builder: Any, name: str) -> bool:
 
 
 class PikeNet(nn.Module):
-    """Stem -> blocks -> head. Input ``(N, input_channels, resolution, resolution)`` float
-    (normalised pixels), output ``(N, num_classes)`` float logits. ``arch`` is its config."""
+    """Stem -> blocks -> head. Input ``(N, input_channels, resolution, resolution)``: raw
+    pixel values 0..255 when ``arch.input`` is set (the normalization is folded into the input
+    quantizer), else normalized floats; output ``(N, num_classes)`` float logits."""
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = STEM_BUILDERS.get(arch.stem.kind)(arch.stem, arch.input_channels)
+        stem_builder = STEM_BUILDERS.get(arch.stem.kind)
+        if arch.input is not None and not _takes(stem_builder, "input_spec"):
+            raise ArchConfigError(
+                f"stem kind {arch.stem.kind!r} cannot take raw pixels (no input_spec); "
+                "remove 'input' from the architecture"
+            )
+        stem_options = {"input_spec": arch.input} if arch.input is not None else {}
+        self.stem = stem_builder(arch.stem, arch.input_channels, **stem_options)
         codes = self.stem.output_codes
         channels = arch.stem.out_channels
         blocks = []

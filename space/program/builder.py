@@ -91,8 +91,9 @@ class ProgramBuilder:
         self.elements.append((self.current_layer, kind, int(elements)))
 
     # ---- values and constants ------------------------------------------------------------
-    def input(self, shape: tuple[int, ...]) -> Value:
-        value = Value("input", tuple(shape), "float", 32)
+    def input(self, shape: tuple[int, ...], *, bits: int = 32) -> Value:
+        """The program's input; ``bits=8`` for raw pixels (float32 values 0..255)."""
+        value = Value("input", tuple(shape), "float", bits)
         self.values[value.name] = value
         return value
 
@@ -435,7 +436,8 @@ def lower(model: nn.Module, *, with_constants: bool | None = None) -> IntegerPro
     if with_constants is None:
         with_constants = not any(p.is_meta for p in model.parameters())
     builder = ProgramBuilder(with_constants=with_constants)
-    x = builder.input((arch.input_channels, arch.resolution, arch.resolution))
+    pixel_bits = 8 if getattr(arch, "input", None) is not None else 32
+    x = builder.input((arch.input_channels, arch.resolution, arch.resolution), bits=pixel_bits)
     with torch.no_grad():
         output = lower_fn(builder, x)
     return builder.program(x, output, arch.name)

@@ -61,7 +61,7 @@ def test_digits_splits_are_disjoint_and_cover_every_image():
             tuple,
             torch.cat(
                 [
-                    rows * 16,
+                    rows.float() / 15,  # uint8 pixels 15 * level
                     torch.cat([splits.train.labels, splits.val.labels, splits.test.labels])[
                         :, None
                     ].float(),
