@@ -154,3 +154,35 @@ def test_the_debian_fashion_mnist_package_is_found_by_default():
     assert (len(splits.train), len(splits.val), len(splits.test)) == (54_000, 6_000, 10_000)
     assert splits.geometry() == "28x28x1, 10 classes"
     assert torch.bincount(splits.test.labels).tolist() == [1000] * 10
+
+
+def test_a_bundle_verified_on_an_idx_set_reports_the_training_test_accuracy(tmp_path):
+    """Train on an MNIST-format set, export, and `pikenas verify BUNDLE --dataset mnist`: the
+    integer program fed raw pixels scores exactly the training run's test accuracy."""
+    import json
+
+    from pikenas.evaluators.training.loop import TrainConfig, train
+    from pikenas.results.export.bundle import export_trained
+    from pikenas.space.zoo import get_zoo_arch
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for part, count in (("train", 120), ("t10k", 40)):
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (count, 8, 8)) + labels[:, None, None] * 19
+        _write(folder / f"{part}-images-idx3-ubyte", _idx_bytes(images), gz=True)
+        _write(folder / f"{part}-labels-idx1-ubyte", _idx_bytes(labels), gz=True)
+    config = TrainConfig(dataset="mnist", data_dir=str(folder), epochs=2, batch_size=32)
+    result = train(get_zoo_arch("tiny-w8a8"), config, tmp_path / "run")
+    bundle = export_trained(tmp_path / "run", tmp_path, formats=("onnx",))
+    assert "**Raw pixels**" in (bundle / "README.md").read_text()
+    verified = subprocess.run(
+        [str(Path(sys.executable).parent / "pikenas"), "verify", str(bundle), "--dataset",
+         "mnist", "--data-dir", str(folder), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert verified.returncode == 0, verified.stderr
+    data = json.loads(verified.stdout)
+    assert data["exact"] and data["test_images"] == 40
+    assert data["test_accuracy"] == result.test_accuracy
