@@ -66,8 +66,16 @@ def derived_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_search(config_path: Path, out: Path, workers: int) -> float:
     """Run the search pipeline (search + full training of the top candidates); wall seconds."""
-    command = [str(Path(sys.executable).parent / "pikenas"), "search", str(config_path),
-               "--out", str(out), "--workers", str(workers), "--no-export"]
+    command = [
+        str(Path(sys.executable).parent / "pikenas"),
+        "search",
+        str(config_path),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--no-export",
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     subprocess.run(command, check=True, env=environment)
@@ -77,9 +85,11 @@ def run_search(config_path: Path, out: Path, workers: int) -> float:
 def _pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows not dominated in (test accuracy max, ACE v2 min), by ACE v2."""
     front = [
-        row for row in rows
+        row
+        for row in rows
         if not any(
-            other["accuracy"] >= row["accuracy"] and other["ace_v2"] <= row["ace_v2"]
+            other["accuracy"] >= row["accuracy"]
+            and other["ace_v2"] <= row["ace_v2"]
             and (other["accuracy"] > row["accuracy"] or other["ace_v2"] < row["ace_v2"])
             for other in rows
         )
@@ -105,17 +115,19 @@ def trained_front(run: Path) -> list[dict[str, Any]]:
     rows = []
     for _, trial in frame[frame["final_accuracy"].notna()].iterrows():
         arch = ArchConfig.from_json(trial["arch"])
-        rows.append({
-            "trial": int(trial["number"]),
-            "baseline": trial["baseline"] or "",
-            "accuracy": float(trial["final_accuracy"]),
-            "proxy_accuracy": float(trial["accuracy"]),
-            "ace_v2": float(trial["ace_v2"]),
-            "ace_v1": float(trial["ace_v1"]),
-            "params": int(trial["params"]),
-            "bits": bits_string(arch),
-            "low_bit": low_bit_inside(arch),
-        })
+        rows.append(
+            {
+                "trial": int(trial["number"]),
+                "baseline": trial["baseline"] or "",
+                "accuracy": float(trial["final_accuracy"]),
+                "proxy_accuracy": float(trial["accuracy"]),
+                "ace_v2": float(trial["ace_v2"]),
+                "ace_v1": float(trial["ace_v1"]),
+                "params": int(trial["params"]),
+                "bits": bits_string(arch),
+                "low_bit": low_bit_inside(arch),
+            }
+        )
     front = _pareto(rows)
     for row in rows:
         row["on_front"] = row in front
@@ -142,13 +154,22 @@ def train_baselines(config: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         started = time.perf_counter()
         result = train(arch, recipe, out / name, splits=splits)
         report = count_ace(arch)
-        rows.append({
-            "baseline": name, "accuracy": result.test_accuracy, "ace_v2": report.ace_v2,
-            "ace_v1": report.ace_v1, "params": report.params, "bits": bits_string(arch),
-            "low_bit": low_bit_inside(arch), "train_s": time.perf_counter() - started,
-        })
-        print(f"  trained {name}: {result.test_accuracy:.2%} in "
-              f"{rows[-1]['train_s']:.0f} s", flush=True)
+        rows.append(
+            {
+                "baseline": name,
+                "accuracy": result.test_accuracy,
+                "ace_v2": report.ace_v2,
+                "ace_v1": report.ace_v1,
+                "params": report.params,
+                "bits": bits_string(arch),
+                "low_bit": low_bit_inside(arch),
+                "train_s": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  trained {name}: {result.test_accuracy:.2%} in {rows[-1]['train_s']:.0f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -158,11 +179,13 @@ def matches(front: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> lis
     for baseline in baselines:
         better = [row for row in front if row["accuracy"] >= baseline["accuracy"]]
         member = min(better, key=lambda row: row["ace_v2"]) if better else None
-        found.append({
-            "baseline": baseline["baseline"],
-            "member": member["trial"] if member else None,
-            "ratio": baseline["ace_v2"] / member["ace_v2"] if member else None,
-        })
+        found.append(
+            {
+                "baseline": baseline["baseline"],
+                "member": member["trial"] if member else None,
+                "ratio": baseline["ace_v2"] / member["ace_v2"] if member else None,
+            }
+        )
     return found
 
 
@@ -171,24 +194,35 @@ def _count(value: float) -> str:
 
 
 def report_text(result: dict[str, Any]) -> str:
-    lines = [f"Fashion-MNIST benchmark ({result['mode']}): search + full training "
-             f"{result['search_s'] / 60:.1f} min, baselines {result['baselines_s'] / 60:.1f} "
-             f"min, budget {result['budget_minutes']} min on {result['workers']} worker(s)"]
+    lines = [
+        f"Fashion-MNIST benchmark ({result['mode']}): search + full training "
+        f"{result['search_s'] / 60:.1f} min, baselines {result['baselines_s'] / 60:.1f} "
+        f"min, budget {result['budget_minutes']} min on {result['workers']} worker(s)"
+    ]
     lines.append("\nFully trained candidates (* = on the front of test accuracy vs ACE v2):")
-    lines.append(f"{'':2}{'trial':>6} {'test acc':>9} {'ACE v2':>12} {'ACE v1':>12} "
-                 f"{'params':>8}  bits (weight/activation per MAC layer)")
+    lines.append(
+        f"{'':2}{'trial':>6} {'test acc':>9} {'ACE v2':>12} {'ACE v1':>12} "
+        f"{'params':>8}  bits (weight/activation per MAC layer)"
+    )
     for row in result["front"]:
         mark = "*" if row["on_front"] else " "
         label = f"{row['trial']}" + (f" ({row['baseline']})" if row["baseline"] else "")
-        lines.append(f"{mark:2}{label:>6} {row['accuracy']:>9.2%} {_count(row['ace_v2']):>12} "
-                     f"{_count(row['ace_v1']):>12} {row['params']:>8,}  {row['bits']}")
+        lines.append(
+            f"{mark:2}{label:>6} {row['accuracy']:>9.2%} {_count(row['ace_v2']):>12} "
+            f"{_count(row['ace_v1']):>12} {row['params']:>8,}  {row['bits']}"
+        )
     lines.append("\nZoo baselines, same full-training recipe:")
     for row, match in zip(result["baselines"], result["matches"], strict=True):
-        versus = (f"front trial {match['member']} matches it at {match['ratio']:.2f}x lower "
-                  "ACE v2" if match["member"] is not None else "no front member reaches it")
-        lines.append(f"  {row['baseline']:<15} {row['accuracy']:>7.2%} ACE v2 "
-                     f"{_count(row['ace_v2']):>11} ACE v1 {_count(row['ace_v1']):>11} "
-                     f"params {row['params']:>7,}  bits {row['bits']}  -> {versus}")
+        versus = (
+            f"front trial {match['member']} matches it at {match['ratio']:.2f}x lower ACE v2"
+            if match["member"] is not None
+            else "no front member reaches it"
+        )
+        lines.append(
+            f"  {row['baseline']:<15} {row['accuracy']:>7.2%} ACE v2 "
+            f"{_count(row['ace_v2']):>11} ACE v1 {_count(row['ace_v1']):>11} "
+            f"params {row['params']:>7,}  bits {row['bits']}  -> {versus}"
+        )
     lines.append("\nPublished anchors (test accuracy):")
     lines += [f"  {name:<58} {accuracy:.2%}" for name, accuracy in ANCHORS]
     lines.append("\nTargets:")
@@ -200,8 +234,12 @@ def report_text(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version (minutes)")
-    parser.add_argument("--budget-minutes", type=float, default=120.0,
-                        help="the CPU wall budget the run is checked against")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=120.0,
+        help="the CPU wall budget the run is checked against",
+    )
     parser.add_argument("--trials", type=int, default=None, help="override search.trials")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-fmnist")
@@ -212,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     config = derived_config(args)
     config_path = args.out / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    print(f"search: {config_path} (trials {config['search']['trials']}, proxy "
-          f"{config['proxy']}, fidelity {config.get('fidelity')}, full {config['full']})",
-          flush=True)
+    print(
+        f"search: {config_path} (trials {config['search']['trials']}, proxy "
+        f"{config['proxy']}, fidelity {config.get('fidelity')}, full {config['full']})",
+        flush=True,
+    )
     search_s = run_search(config_path, args.out / "search", args.workers)
     started = time.perf_counter()
     baselines = train_baselines(config, args.out / "baselines")
@@ -237,15 +277,26 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     result = {
-        "mode": "quick" if args.quick else "full", "budget_minutes": args.budget_minutes,
-        "workers": args.workers, "search_s": search_s, "baselines_s": baselines_s,
-        "config": config, "front": rows, "baselines": baselines, "matches": found,
-        "anchors": dict(ANCHORS), "targets": targets,
+        "mode": "quick" if args.quick else "full",
+        "budget_minutes": args.budget_minutes,
+        "workers": args.workers,
+        "search_s": search_s,
+        "baselines_s": baselines_s,
+        "config": config,
+        "front": rows,
+        "baselines": baselines,
+        "matches": found,
+        "anchors": dict(ANCHORS),
+        "targets": targets,
     }
     print(report_text(result))
     (args.out / "fashion_mnist.json").write_text(
-        json.dumps(result, indent=2, default=lambda v: None if isinstance(v, float)
-                   and not math.isfinite(v) else str(v)) + "\n"
+        json.dumps(
+            result,
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v),
+        )
+        + "\n"
     )
     return 0
 

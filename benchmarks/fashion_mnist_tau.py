@@ -47,8 +47,9 @@ def sample_archs(count: int, seed: int) -> list[Any]:
     return list(archs.values())
 
 
-def measure(arch_json: str, rungs: list[int], proxy_fraction: float, full_epochs: int,
-            full_fraction: float) -> dict[str, Any]:
+def measure(
+    arch_json: str, rungs: list[int], proxy_fraction: float, full_epochs: int, full_fraction: float
+) -> dict[str, Any]:
     """Rung accuracies (validation, as the search sees them) and the full test accuracy."""
     import torch
 
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-fraction", type=float, default=1.0)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="10 archs, rungs 1 2 on 3 %%, "
-                        "'full' = 3 epochs on 25 %%")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10 archs, rungs 1 2 on 3 %%, 'full' = 3 epochs on 25 %%",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-fmnist-tau")
     args = parser.parse_args(argv)
     if args.quick:
@@ -105,14 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         args.full_epochs, args.full_fraction = 3, 0.25
     rungs = sorted(set(args.rungs))
     archs = sample_archs(args.archs, args.seed)
-    print(f"{len(archs)} random architectures of {CONFIG.name}; rungs {rungs} epochs on "
-          f"{args.proxy_fraction:.0%} of the training images; full: {args.full_epochs} epochs on "
-          f"{args.full_fraction:.0%}; {args.jobs} job(s) of one thread", flush=True)
+    print(
+        f"{len(archs)} random architectures of {CONFIG.name}; rungs {rungs} epochs on "
+        f"{args.proxy_fraction:.0%} of the training images; full: {args.full_epochs} epochs on "
+        f"{args.full_fraction:.0%}; {args.jobs} job(s) of one thread",
+        flush=True,
+    )
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(measure, arch.to_json(), rungs, args.proxy_fraction, args.full_epochs,
-                        args.full_fraction)
+            pool.submit(
+                measure,
+                arch.to_json(),
+                rungs,
+                args.proxy_fraction,
+                args.full_epochs,
+                args.full_fraction,
+            )
             for arch in archs
         ]
         rows = []
@@ -120,17 +133,23 @@ def main(argv: list[str] | None = None) -> int:
             row = future.result()
             rows.append(row)
             rung_text = " ".join(f"r{k}={v:.3f}" for k, v in row["rungs"].items())
-            print(f"  {row['archid']}  ACE v2 {row['ace_v2']:.3g}  {rung_text}  full "
-                  f"{row['full_test_accuracy']:.4f}  ({row['proxy_s']:.0f} s + "
-                  f"{row['full_s']:.0f} s)", flush=True)
+            print(
+                f"  {row['archid']}  ACE v2 {row['ace_v2']:.3g}  {rung_text}  full "
+                f"{row['full_test_accuracy']:.4f}  ({row['proxy_s']:.0f} s + "
+                f"{row['full_s']:.0f} s)",
+                flush=True,
+            )
     full = [row["full_test_accuracy"] for row in rows]
     taus = {str(r): kendall_tau([row["rungs"][str(r)] for row in rows], full) for r in rungs}
     for rung, tau in taus.items():
         print(f"Kendall tau, rung {rung} epoch(s) vs full: {tau:+.3f}")
     print(f"wall time {time.perf_counter() - started:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()}, "rows": rows, "tau": taus}
+    report = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "rows": rows,
+        "tau": taus,
+    }
     (args.out / "tau.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -267,7 +267,9 @@ class InputSpec(_Frozen):
     @model_validator(mode="after")
     def _statistics(self) -> InputSpec:
         if len(self.mean) != len(self.std):
-            raise ValueError(f"input.mean has {len(self.mean)} values but input.std {len(self.std)}")
+            raise ValueError(
+                f"input.mean has {len(self.mean)} values but input.std {len(self.std)}"
+            )
         if not all(math.isfinite(value) and -1.0 <= value <= 2.0 for value in self.mean):
             raise ValueError("input.mean must be finite values in about [0, 1] (the pixel scale)")
         if not all(math.isfinite(value) and 1e-6 <= value <= 100.0 for value in self.std):
@@ -376,7 +378,8 @@ class ArchConfig(_Frozen):
     def to_json(self, indent: int | None = 2) -> str:
         """Exact JSON form; :meth:`from_json` of it gives an equal config."""
         # No ``"input": null`` for unfitted networks: their JSON reads as before the field.
-        return self.model_dump_json(indent=indent, exclude={"input"} if self.input is None else None)
+        exclude = {"input"} if self.input is None else None
+        return self.model_dump_json(indent=indent, exclude=exclude)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ArchConfig:

@@ -69,15 +69,15 @@ def find_idx_files(folder: Path, name: str, how_to_get: str) -> dict[str, Path]:
     missing ones and ``how_to_get`` them otherwise."""
     if not folder.is_dir():
         wanted = ", ".join(_file_name(stem, dims) + "[.gz]" for _, stem, dims in IDX_PARTS)
-        raise DataError(f"{name}: folder {folder} does not exist; it must hold {wanted} ({how_to_get})")
+        raise DataError(
+            f"{name}: folder {folder} does not exist; it must hold {wanted} ({how_to_get})"
+        )
     entries = sorted(p for p in folder.iterdir() if p.is_file())
     found: dict[str, Path] = {}
     missing: list[str] = []
     for part, stem, dims in IDX_PARTS:
         suffixes = (f"{stem}-idx{dims}-ubyte", f"{stem}.idx{dims}-ubyte")
-        matches = [
-            p for p in entries if p.name.removesuffix(".gz").endswith(suffixes)
-        ]
+        matches = [p for p in entries if p.name.removesuffix(".gz").endswith(suffixes)]
         if not matches:
             missing.append(_file_name(stem, dims) + "[.gz]")
         elif len(matches) > 1:
@@ -122,28 +122,40 @@ def read_idx(path: Path, dimensions: int, *, side: int | None = None) -> np.ndar
             sizes = np.frombuffer(_read_exactly(handle, 4 * dimensions, path, "header"), ">u4")
             shape = tuple(int(size) for size in sizes)
             if not 0 < shape[0] <= _MAX_IMAGES:
-                raise DataError(f"{path}: header says {shape[0]:,} items; expected 1..{_MAX_IMAGES:,}")
+                raise DataError(
+                    f"{path}: header says {shape[0]:,} items; expected 1..{_MAX_IMAGES:,}"
+                )
             if any(not 0 < extent <= _MAX_SIDE for extent in shape[1:]):
-                raise DataError(f"{path}: header says images of {shape[1:]} pixels; expected 1..{_MAX_SIDE}")
+                raise DataError(
+                    f"{path}: header says images of {shape[1:]} pixels; expected 1..{_MAX_SIDE}"
+                )
             if side is not None and shape[1:] != (side, side):
                 raise DataError(f"{path}: images are {shape[1:]}, expected {side}x{side}")
             total = int(np.prod(shape))
             if total > _MAX_BYTES:
-                raise DataError(f"{path}: header says {total:,} bytes of data; more than pikenas loads")
+                raise DataError(
+                    f"{path}: header says {total:,} bytes of data; more than pikenas loads"
+                )
             data = _read_exactly(handle, total, path, "data")
             if handle.read(1):
                 raise DataError(f"{path}: data continues past the {total:,} bytes the header gives")
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise DataError(f"{path}: not a valid gzip file ({exc}); re-download or gunzip it") from None
+        raise DataError(
+            f"{path}: not a valid gzip file ({exc}); re-download or gunzip it"
+        ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
-def _read_pair(images_path: Path, labels_path: Path, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(
+    images_path: Path, labels_path: Path, num_classes: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, 3)
     if images.shape[1] != images.shape[2]:
-        raise DataError(f"{images_path}: images are {images.shape[1:]}; pikenas needs square images")
+        raise DataError(
+            f"{images_path}: images are {images.shape[1:]}; pikenas needs square images"
+        )
     labels = read_idx(labels_path, 1)
     if labels.shape[0] != images.shape[0]:
         raise DataError(
@@ -173,7 +185,9 @@ def load_idx_dataset(
     if folder is None:
         raise DataError(f"{name} needs --data-dir: a folder with the four IDX files ({how_to_get})")
     files = find_idx_files(folder, name, how_to_get)
-    train_images, train_labels = _read_pair(files["train images"], files["train labels"], num_classes)
+    train_images, train_labels = _read_pair(
+        files["train images"], files["train labels"], num_classes
+    )
     test_images, test_labels = _read_pair(files["test images"], files["test labels"], num_classes)
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataError(
@@ -184,14 +198,14 @@ def load_idx_dataset(
     if classes < 2:
         raise DataError(f"{files['train labels']}: every label is 0; a classifier needs 2 classes")
     if int(test_labels.max()) >= classes:
-        raise DataError(f"{files['test labels']}: label {int(test_labels.max())} is not among the training classes")
+        raise DataError(
+            f"{files['test labels']}: label {int(test_labels.max())} is not among the training classes"
+        )
     train_val = Split(
         torch.from_numpy(train_images.copy()).unsqueeze(1),
         torch.from_numpy(train_labels.astype(np.int64)),
     )
-    train_indices, val_indices = stratified_split(
-        train_labels, (1 - _VAL_FRACTION, _VAL_FRACTION)
-    )
+    train_indices, val_indices = stratified_split(train_labels, (1 - _VAL_FRACTION, _VAL_FRACTION))
     train = train_val.select(torch.from_numpy(train_indices))
     mean, std = channel_stats(train.images)
     return DatasetSplits(

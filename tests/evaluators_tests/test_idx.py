@@ -42,8 +42,16 @@ def _write(path: Path, content: bytes, gz: bool) -> Path:
     return path
 
 
-def _write_set(folder: Path, *, gz: bool, train: int = 40, test: int = 20, side: int = 6,
-               classes: int = 10, prefix: str = "") -> dict[str, np.ndarray]:
+def _write_set(
+    folder: Path,
+    *,
+    gz: bool,
+    train: int = 40,
+    test: int = 20,
+    side: int = 6,
+    classes: int = 10,
+    prefix: str = "",
+) -> dict[str, np.ndarray]:
     """A tiny MNIST-format set whose image ``i`` is filled with the value ``label * 20``."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
@@ -114,7 +122,9 @@ _IMAGES = np.zeros((40, 6, 6), np.uint8)
         ("t10k-images-idx3-ubyte", _idx_bytes(np.zeros((20, 5, 6), np.uint8)), False, "square"),
     ],
 )
-def test_broken_idx_files_are_one_line_errors_naming_the_file(tmp_path, name, content, gz, expected):
+def test_broken_idx_files_are_one_line_errors_naming_the_file(
+    tmp_path, name, content, gz, expected
+):
     broken = _broken(tmp_path, name, b"", gz=False)
     broken.unlink()
     if gz:
@@ -138,9 +148,22 @@ def test_cli_train_on_a_broken_idx_set_exits_2_with_one_line_and_writes_nothing(
     _broken(tmp_path / "data", "train-images-idx3-ubyte", b"\x00\x00\x08\x03\x00", False)
     out = tmp_path / "out"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "pikenas"), "train", "tiny-w8a8", "--dataset", "mnist",
-         "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "pikenas"),
+            "train",
+            "tiny-w8a8",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line]
@@ -178,9 +201,19 @@ def test_a_bundle_verified_on_an_idx_set_reports_the_training_test_accuracy(tmp_
     bundle = export_trained(tmp_path / "run", tmp_path, formats=("onnx",))
     assert "**Raw pixels**" in (bundle / "README.md").read_text()
     verified = subprocess.run(
-        [str(Path(sys.executable).parent / "pikenas"), "verify", str(bundle), "--dataset",
-         "mnist", "--data-dir", str(folder), "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "pikenas"),
+            "verify",
+            str(bundle),
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(folder),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert verified.returncode == 0, verified.stderr
     data = json.loads(verified.stdout)

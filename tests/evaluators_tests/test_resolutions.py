@@ -56,15 +56,17 @@ def _arch(resolution: int, channels: int) -> ArchConfig:
         num_classes=4,
         stem=ConvStemSpec(out_channels=8, stride=2),
         blocks=(
-            PikeBlockSpec(out_channels=16, stride=2, depthwise=spec, pointwise=spec,
-                          activation_bits=4),
+            PikeBlockSpec(
+                out_channels=16, stride=2, depthwise=spec, pointwise=spec, activation_bits=4
+            ),
         ),
         head=HeadSpec(),
     )
 
 
-CONFIG = TrainConfig(dataset="synthetic", epochs=2, batch_size=16, lr=0.01, warmup_epochs=0.5,
-                     threads=1)
+CONFIG = TrainConfig(
+    dataset="synthetic", epochs=2, batch_size=16, lr=0.01, warmup_epochs=0.5, threads=1
+)
 
 
 def _cases():
@@ -106,9 +108,16 @@ def test_train_kill_resume_and_export_from_raw_pixels(tmp_path, monkeypatch, res
     pixels = splits.test.images.numpy()  # raw uint8, (N, C, H, W)
     np.save(tmp_path / "pixels.npy", pixels)
     run = subprocess.run(
-        [sys.executable, str(bundle / "run_program.py"), str(bundle), "--input",
-         str(tmp_path / "pixels.npy")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(bundle / "run_program.py"),
+            str(bundle),
+            "--input",
+            str(tmp_path / "pixels.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     logits = np.asarray(json.loads(run.stdout))
