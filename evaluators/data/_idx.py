@@ -117,7 +117,8 @@ def read_idx(path: Path, dimensions: int, *, side: int | None = None) -> np.ndar
                 )
             if magic[2] != _UNSIGNED_BYTE:
                 raise DataError(
-                    f"{path}: IDX type 0x{magic[2]:02x} is not supported (only 0x08, unsigned bytes)"
+                    f"{path}: IDX type 0x{magic[2]:02x} is not supported "
+                    "(only 0x08, unsigned bytes)"
                 )
             sizes = np.frombuffer(_read_exactly(handle, 4 * dimensions, path, "header"), ">u4")
             shape = tuple(int(size) for size in sizes)
@@ -164,7 +165,8 @@ def _read_pair(
         )
     if num_classes is not None and int(labels.max()) >= num_classes:
         raise DataError(
-            f"{labels_path}: label {int(labels.max())} is outside the class range 0..{num_classes - 1}"
+            f"{labels_path}: label {int(labels.max())} is outside the class range "
+            f"0..{num_classes - 1}"
         )
     return images, labels
 
@@ -199,7 +201,8 @@ def load_idx_dataset(
         raise DataError(f"{files['train labels']}: every label is 0; a classifier needs 2 classes")
     if int(test_labels.max()) >= classes:
         raise DataError(
-            f"{files['test labels']}: label {int(test_labels.max())} is not among the training classes"
+            f"{files['test labels']}: label {int(test_labels.max())} is not among the "
+            "training classes"
         )
     train_val = Split(
         torch.from_numpy(train_images.copy()).unsqueeze(1),
