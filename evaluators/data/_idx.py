@@ -12,6 +12,8 @@ reader checks the header against the expected shape and the file length *before*
 so a hostile header cannot ask for gigabytes; every problem is a one-line
 :class:`~space.errors.DataError` naming the file. Nothing is written.
 
+EMNIST stores its images transposed; they load as stored (the network learns them either way).
+
 Splits: the 60,000 training images give a fixed stratified 90 / 10 train / validation split
 (54,000 / 6,000); the 10,000 test images are the test split. Images stay ``uint8``
 ``(N, 1, 28, 28)``.
