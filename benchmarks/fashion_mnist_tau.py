@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         for future in futures:
             row = future.result()
             rows.append(row)
+            args.out.mkdir(parents=True, exist_ok=True)  # partial results survive a stop
+            (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
             rung_text = " ".join(f"r{k}={v:.3f}" for k, v in row["rungs"].items())
             print(
                 f"  {row['archid']}  ACE v2 {row['ace_v2']:.3g}  {rung_text}  full "
