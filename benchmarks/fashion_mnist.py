@@ -161,7 +161,7 @@ def trained_front(run: Path) -> list[dict[str, Any]]:
         rows.append(
             {
                 "trial": int(trial["number"]),
-                "baseline": trial["baseline"] or "",
+                "baseline": trial["baseline"] if isinstance(trial["baseline"], str) else "",
                 "accuracy": float(trial["final_accuracy"]),
                 "proxy_accuracy": float(trial["accuracy"]),
                 "ace_v2": float(trial["ace_v2"]),
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = trained_front(args.out / "search")
     front = [row for row in rows if row["on_front"]]
     found = matches(front, baselines)
-    within = (search_s + baselines_s) / 60 <= args.budget_minutes
+    # A quick run (or a resumed one) is not the target's run: its time says nothing of it.
+    within = (search_s + baselines_s) / 60 <= args.budget_minutes and not args.quick
     best_low_bit = max((row["accuracy"] for row in front if row["low_bit"]), default=0.0)
     targets = {
         f"search + full training within {args.budget_minutes:.0f} min "
