@@ -40,6 +40,7 @@ __all__ = [
     "PikeBlockSpec",
     "PokeBottleneckSpec",
     "HeadSpec",
+    "InputSpec",
     "ArchConfig",
     "conv_output_size",
 ]
@@ -248,6 +249,34 @@ class HeadSpec(_Frozen):
         return self
 
 
+class InputSpec(_Frozen):
+    """What the network's input is: raw pixels (what a camera gives) and the per-channel
+    normalization folded into the input quantizer.
+
+    The program and the eval forward take ``(N, C, H, W)`` pixel values ``0..255`` (uint8
+    values, carried as float32 where a runtime needs floats), channels in the data set's order
+    (RGB for colour images, one channel for greyscale). The input quantizer computes
+    ``(pixel / 255 - mean[c]) / std[c]`` as one per-channel multiply and add before rounding:
+    ``mean`` and ``std`` are the training split's statistics in the ``[0, 1]`` pixel scale.
+    """
+
+    pixels: Literal["uint8"] = "uint8"
+    mean: tuple[float, ...] = Field(min_length=1, max_length=MAX_INPUT_CHANNELS)
+    std: tuple[float, ...] = Field(min_length=1, max_length=MAX_INPUT_CHANNELS)
+
+    @model_validator(mode="after")
+    def _statistics(self) -> InputSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError(
+                f"input.mean has {len(self.mean)} values but input.std {len(self.std)}"
+            )
+        if not all(math.isfinite(value) and -1.0 <= value <= 2.0 for value in self.mean):
+            raise ValueError("input.mean must be finite values in about [0, 1] (the pixel scale)")
+        if not all(math.isfinite(value) and 1e-6 <= value <= 100.0 for value in self.std):
+            raise ValueError("input.std must be finite values in [1e-6, 100]")
+        return self
+
+
 StemSpec = Annotated[ConvStemSpec | PokeStemSpec, Field(discriminator="kind")]
 BlockSpec = Annotated[PikeBlockSpec | PokeBottleneckSpec, Field(discriminator="kind")]
 
@@ -256,6 +285,10 @@ class ArchConfig(_Frozen):
     """One candidate network: input geometry, stem, blocks, head.
 
     ``resolution`` is the square input size in pixels; ``input_channels`` the image channels.
+    ``input``: the raw-pixel input contract (:class:`InputSpec`), set when the network is
+    fitted to a data set; ``None`` (descriptions written before it existed, and unfitted ones)
+    means the input is already-normalized floats. It is not part of :attr:`archid`: the same
+    network trained on other data keeps its id.
     """
 
     version: Literal[1] = ARCH_VERSION
@@ -266,9 +299,15 @@ class ArchConfig(_Frozen):
     stem: StemSpec
     blocks: tuple[BlockSpec, ...] = Field(min_length=1, max_length=MAX_BLOCKS)
     head: HeadSpec = HeadSpec()
+    input: InputSpec | None = None
 
     @model_validator(mode="after")
     def _geometry(self) -> ArchConfig:
+        if self.input is not None and len(self.input.mean) != self.input_channels:
+            raise ValueError(
+                f"input.mean has {len(self.input.mean)} values for {self.input_channels} input "
+                "channels; give one mean and std per channel"
+            )
         size = self.stem.output_size(self.resolution)
         if size < 1:
             raise ValueError(
@@ -338,7 +377,9 @@ class ArchConfig(_Frozen):
     # ---- serialization -------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
         """Exact JSON form; :meth:`from_json` of it gives an equal config."""
-        return self.model_dump_json(indent=indent)
+        # No ``"input": null`` for unfitted networks: their JSON reads as before the field.
+        exclude = {"input"} if self.input is None else None
+        return self.model_dump_json(indent=indent, exclude=exclude)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ArchConfig:
@@ -354,8 +395,9 @@ class ArchConfig(_Frozen):
             raise ArchConfigError(_one_line(exc)) from None
 
     def canonical_json(self) -> str:
-        """Sorted-key compact JSON of everything but ``name``: what :attr:`archid` hashes."""
-        data = self.model_dump(mode="json", exclude={"name"})
+        """Sorted-key compact JSON of everything but ``name`` and ``input`` (data statistics,
+        not architecture): what :attr:`archid` hashes."""
+        data = self.model_dump(mode="json", exclude={"name", "input"})
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -365,8 +407,11 @@ class ArchConfig(_Frozen):
 
     # ---- convenience ---------------------------------------------------------------------
     def replace(self, **changes: Any) -> ArchConfig:
-        """A validated copy with some top-level fields changed."""
+        """A validated copy with some top-level fields changed. Changing ``input_channels``
+        without giving ``input`` drops the input spec (its statistics are per channel)."""
         data = self.model_dump()
+        if changes.get("input_channels", self.input_channels) != self.input_channels:
+            data["input"] = None
         data.update(changes)
         return ArchConfig.from_dict(data)
 

@@ -1,4 +1,5 @@
-"""Data sets, loaded without any download: digits, synthetic, CIFAR-10/100, image folders."""
+"""Data sets, loaded without any download: digits, synthetic, Fashion-MNIST / MNIST (IDX),
+CIFAR-10/100, image folders."""
 
 from __future__ import annotations
 

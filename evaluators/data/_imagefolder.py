@@ -4,11 +4,20 @@ Layouts: ``DIR/train/CLASS/*.png`` with optional ``DIR/val/`` and ``DIR/test/`` 
 simply ``DIR/CLASS/*.png``. A missing validation or test part is carved out of the training
 images (a fixed, stratified 15 % each). Images are centre-cropped to a square, resized to the
 requested resolution (``torch.nn.functional.interpolate``, anti-aliased) and kept as ``uint8``;
-they have 1 channel when every image is greyscale, else 3 (RGB).
+they have 1 channel when every image is greyscale, 3 (RGB) when every image is colour;
+a mixture, a corrupt image or an empty class folder is a one-line :class:`DataError`.
+
+Decoding is done once: the decoded ``uint8`` arrays are cached per part in the user's cache
+folder (:func:`cache_folder`, ``~/.cache/pikenas`` by default, ``$PIKENAS_CACHE_DIR`` to move
+it), keyed by the resolution and every file's path, size and modification time, so a changed
+file invalidates the entry. Nothing is ever written into the data folder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +25,23 @@ import torch
 
 from pikenas.evaluators.data._splits import Augmentation, DatasetSplits, Split, channel_stats, stratified_split
 from pikenas.evaluators.data._transforms import resize
-from pikenas.space.errors import DataError
+from pikenas.evaluators._atomic import atomic_write
+from pikenas.space.errors import DataError, PikeNASError
 
-__all__ = ["load_imagefolder", "DEFAULT_IMAGEFOLDER_RESOLUTION", "IMAGE_SUFFIXES"]
+__all__ = ["load_imagefolder", "cache_folder", "DEFAULT_IMAGEFOLDER_RESOLUTION", "IMAGE_SUFFIXES"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGEFOLDER_RESOLUTION = 64
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _HELD_OUT_FRACTION = 0.15
+_CACHE_FORMAT = 1
 
 
 def _list_images(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The image files of every class folder under ``root`` (a missing folder is skipped, an
+    existing one without images is a :class:`DataError`)."""
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_name in enumerate(classes):
@@ -34,35 +49,107 @@ def _list_images(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]
         if not folder.is_dir():
             continue
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(
+                f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add "
+                "images or remove the folder"
+            )
         paths.extend(files)
         labels.extend([label] * len(files))
     return paths, labels
 
 
-def _read_images(paths: list[Path], resolution: int) -> torch.Tensor:
-    """``(N, C, resolution, resolution)`` uint8 pixels of the images at ``paths``."""
+def _decode(path: Path) -> tuple[np.ndarray, bool]:
+    """``(pixels (H, W, 3) or (H, W, 1) uint8, is_grey)`` of one image file."""
     from PIL import Image, UnidentifiedImageError
 
-    pictures = []
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            grey = picture.mode in _GREY_MODES
+            array = np.asarray(picture.convert("L" if grey else "RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
+    return (array[:, :, None] if array.ndim == 2 else array), grey
+
+
+def _decode_all(paths: list[Path], resolution: int) -> torch.Tensor:
+    """``(N, C, resolution, resolution)`` uint8: centre-cropped squares, resized in batches of
+    one source size. Greyscale and colour images mixed in one set are a :class:`DataError`."""
+    squares: list[np.ndarray] = []
+    grey_example: Path | None = None
+    colour_example: Path | None = None
     for path in paths:
-        try:
-            with Image.open(path) as picture:
-                picture.load()
-                pictures.append(picture.copy())
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
-    grey = all(picture.mode in _GREY_MODES for picture in pictures)
-    tensors = []
-    for picture in pictures:
-        array = np.asarray(picture.convert("L" if grey else "RGB"), dtype=np.uint8)
-        array = array[:, :, None] if array.ndim == 2 else array
+        array, grey = _decode(path)
+        if grey:
+            grey_example = grey_example or path
+        else:
+            colour_example = colour_example or path
+        if grey_example is not None and colour_example is not None:
+            raise DataError(
+                f"mixed image modes: {grey_example} is greyscale but {colour_example} is colour; "
+                "convert every image to one mode (all greyscale or all RGB)"
+            )
         height, width = array.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        square = array[top : top + side, left : left + side].copy()
-        tensor = torch.from_numpy(square).permute(2, 0, 1)[None]
-        tensors.append(resize(tensor, resolution))
-    return torch.cat(tensors)
+        squares.append(array[top : top + side, left : left + side])
+    by_side: dict[int, list[int]] = {}
+    for index, square in enumerate(squares):
+        by_side.setdefault(square.shape[0], []).append(index)
+    channels = squares[0].shape[2]
+    out = torch.empty((len(squares), channels, resolution, resolution), dtype=torch.uint8)
+    for indices in by_side.values():
+        stacked = torch.from_numpy(np.stack([squares[i] for i in indices])).permute(0, 3, 1, 2)
+        out[torch.tensor(indices)] = resize(stacked.contiguous(), resolution)
+    return out
+
+
+def cache_folder() -> Path:
+    """Where decoded image folders are cached: ``$PIKENAS_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/pikenas``, else ``~/.cache/pikenas`` (never inside the data folder)."""
+    if os.environ.get("PIKENAS_CACHE_DIR"):
+        return Path(os.environ["PIKENAS_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "pikenas"
+
+
+def _cache_key(paths: list[Path], resolution: int) -> str:
+    """A hash of the resolution and every file's path, size and modification time: any change
+    to the files gives another key (the stale entry is simply never read again)."""
+    digest = hashlib.sha256(f"imagefolder:{_CACHE_FORMAT}:{resolution}".encode())
+    for path in paths:
+        info = path.stat()
+        digest.update(f"\0{path}\0{info.st_size}\0{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to a path
+        np.save(handle, array, allow_pickle=False)
+
+
+def _read_images(paths: list[Path], resolution: int) -> torch.Tensor:
+    """``(N, C, resolution, resolution)`` uint8 pixels of the images at ``paths``, decoded once
+    and cached as a ``.npy`` file in :func:`cache_folder` (keyed by :func:`_cache_key`)."""
+    try:
+        cached = cache_folder() / f"imagefolder-{_cache_key(paths, resolution)}.npy"
+    except OSError as exc:
+        raise DataError(f"cannot read the image folder ({exc})") from None
+    if cached.is_file():
+        try:
+            array = np.load(cached, allow_pickle=False)
+            if array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] == len(paths):
+                return torch.from_numpy(array)
+        except (OSError, ValueError) as exc:
+            logger.debug("ignoring unreadable cache %s (%s)", cached, exc)
+    images = _decode_all(paths, resolution)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, lambda temporary: _save_array(temporary, images.numpy()))
+    except (OSError, PikeNASError) as exc:  # a read-only home only costs the next decode
+        logger.debug("not caching decoded images at %s (%s)", cached, exc)
+    return images
 
 
 def load_imagefolder(

@@ -25,8 +25,9 @@ SPLIT_SEED = 20240400
 
 @dataclass(frozen=True)
 class Split:
-    """One part of a data set: ``images (N, C, R, R)`` (``uint8`` in ``[0, 255]`` or
-    ``float32`` in about ``[0, 1]``) and ``labels (N,)`` ``int64`` class indices."""
+    """One part of a data set: ``images (N, C, R, R)`` (``uint8`` pixels in ``[0, 255]``, as
+    every registered loader gives; ``float32`` in about ``[0, 1]`` for hand-made splits) and
+    ``labels (N,)`` ``int64`` class indices."""
 
     images: torch.Tensor
     labels: torch.Tensor

@@ -3,17 +3,23 @@
 Registered in :data:`DATASETS` (``name -> loader(data_dir, resolution, seed)``):
 
 - ``digits``: scikit-learn's bundled handwritten digits (8x8x1, 10 classes, 1,797 images), a
-  fixed stratified 70 / 15 / 15 split (1,259 / 269 / 269), pixels scaled to ``[0, 1]``. No
-  augmentation (a flipped digit is another digit).
+  fixed stratified 70 / 15 / 15 split (1,259 / 269 / 269), grey levels ``0..16`` stored as
+  uint8 pixels ``15 * level``. No augmentation (a flipped digit is another digit).
+- ``fashion_mnist`` / ``mnist`` / ``idx``: the four standard IDX files (gzipped or not) under
+  ``--data-dir``; Fashion-MNIST is found in Debian's ``dataset-fashion-mnist`` folder by
+  default (see :mod:`evaluators.data._idx`). 28x28x1, 54,000 / 6,000 / 10,000 images.
 - ``cifar10`` / ``cifar100``: the official python-format files under ``--data-dir`` (see
   :mod:`evaluators._cifar` for the restricted unpickler that reads them).
 - ``imagefolder``: one sub-folder per class under ``--data-dir`` (see
   :mod:`evaluators._imagefolder`).
 - ``synthetic``: random but learnable images (8x8x3, 4 classes, 512 / 128 / 128) for tests.
 
-The fixed splits never depend on the run's seed; ``seed`` only selects the synthetic set.
-Augmentation (random crop after zero padding, horizontal flip) and normalization happen per
-batch with torch alone in :func:`iterate_batches`; there are no worker processes.
+Every set holds ``uint8`` pixels until the batch. The fixed splits never depend on the run's
+seed; ``seed`` only selects the synthetic set. Augmentation (random crop after zero padding,
+horizontal flip) happens per batch with torch alone in :func:`iterate_batches`; there are no
+worker processes. Networks take raw pixel values: :func:`fit_arch_to_dataset` records the
+training split's mean / std in the architecture's :class:`~space.arch.InputSpec`, and the
+network's input quantizer applies them (so do its program and every export).
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pikenas.evaluators.data._cifar import load_cifar10, load_cifar100
+from pikenas.evaluators.data._idx import load_fashion_mnist, load_idx, load_mnist
 from pikenas.evaluators.data._imagefolder import load_imagefolder
 from pikenas.evaluators.data._splits import (
     Augmentation,
@@ -38,8 +46,8 @@ from pikenas.evaluators.data._splits import (
     stratified_split,
     stratified_subset,
 )
-from pikenas.evaluators.data._transforms import normalize, random_crop, random_horizontal_flip, to_float
-from pikenas.space.arch import ArchConfig
+from pikenas.evaluators.data._transforms import normalize, random_crop, random_horizontal_flip
+from pikenas.space.arch import ArchConfig, InputSpec
 from pikenas.space.errors import ArchConfigError, DataError
 from pikenas.space.registry import Registry
 
@@ -51,6 +59,8 @@ __all__ = [
     "load_dataset",
     "iterate_batches",
     "fit_arch_to_dataset",
+    "input_spec",
+    "batch_normalization",
     "stratified_subset",
     "DIGITS_FRACTIONS",
 ]
@@ -91,7 +101,9 @@ def _load_digits(data_dir: Path | None, resolution: int | None, seed: int) -> Da
     if data_dir is not None:
         logger.debug("digits ships with scikit-learn; ignoring data_dir=%s", data_dir)
     pixels, targets = _digits_arrays()
-    images = torch.from_numpy((pixels / 16.0).astype(np.float32)).reshape(-1, 1, 8, 8)
+    # Raw pixels are uint8: the 17 grey levels 0..16 become 0, 15, ..., 240 (exact integers;
+    # normalization by the training split's statistics makes the scale irrelevant).
+    images = torch.from_numpy((pixels * 15).astype(np.uint8)).reshape(-1, 1, 8, 8)
     labels = torch.from_numpy(targets)
     train_idx, val_idx, test_idx = stratified_split(targets, DIGITS_FRACTIONS)
     train = Split(images[train_idx], labels[train_idx])
@@ -127,7 +139,9 @@ def _load_synthetic(data_dir: Path | None, resolution: int | None, seed: int) ->
         noise = 0.35 * torch.randn(
             size, _SYNTHETIC_CHANNELS, resolution, resolution, generator=generator
         )
-        parts.append(Split((prototypes[labels] + noise).float(), labels.long()))
+        values = prototypes[labels] + noise  # about -1..2: stored as uint8 pixels, step 3/255
+        pixels = ((values + 1.0) * (255.0 / 3.0)).round().clamp(0, 255).to(torch.uint8)
+        parts.append(Split(pixels, labels.long()))
     mean, std = channel_stats(parts[0].images)
     return DatasetSplits(
         name="synthetic",
@@ -148,6 +162,21 @@ def _load_cifar10(data_dir: Path | None, resolution: int | None, seed: int) -> D
 @DATASETS.register("cifar100")
 def _load_cifar100(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
     return load_cifar100(data_dir, seed)
+
+
+@DATASETS.register("fashion_mnist")
+def _load_fashion_mnist(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_fashion_mnist(data_dir)
+
+
+@DATASETS.register("mnist")
+def _load_mnist(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_mnist(data_dir)
+
+
+@DATASETS.register("idx")
+def _load_idx(data_dir: Path | None, resolution: int | None, seed: int) -> DatasetSplits:
+    return load_idx(data_dir)
 
 
 @DATASETS.register("imagefolder")
@@ -192,15 +221,19 @@ def iterate_batches(
     split: Split,
     batch_size: int,
     *,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
     augmentation: Augmentation | None = None,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     channels_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images (B, C, R, R) float32 normalized, labels (B,) int64)`` on the device of
-    ``split``.
+    """Yield ``(images (B, C, R, R) float32, labels (B,) int64)`` on the device of ``split``.
+
+    Images are raw pixel values ``0..255`` (what a network with an
+    :class:`~space.arch.InputSpec` takes); given ``mean`` and ``std`` (``[0, 1]`` scale) they
+    are normalized instead, for networks without one (architectures written before raw-pixel
+    inputs existed). The ``uint8`` pixels become floats only here, one batch at a time.
 
     With a ``generator`` the order is shuffled (``torch.randperm``) and ``augmentation`` is
     applied, all random numbers drawn from that generator; without one, the order is fixed and
@@ -216,15 +249,30 @@ def iterate_batches(
     stop = count - count % batch_size if drop_last and count >= batch_size else count
     for start in range(0, stop, batch_size):
         indices = order[start : start + batch_size]
-        images = to_float(split.images[indices])
+        images = split.images[indices].float()
         if generator is not None and augmentation is not None:
             images = random_crop(images, augmentation.crop_padding, generator)
             if augmentation.horizontal_flip:
                 images = random_horizontal_flip(images, generator)
-        images = normalize(images, mean, std)
+        if mean is not None and std is not None:
+            scale = 255.0 if split.images.dtype == torch.uint8 else 1.0
+            images = normalize(images / scale, mean, std)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         yield images, split.labels[indices]
+
+
+def batch_normalization(arch: ArchConfig | None, splits: DatasetSplits) -> dict[str, Any]:
+    """The :func:`iterate_batches` keywords for a network ``arch``: none (raw pixels) when it
+    has an input spec, else ``mean`` / ``std`` (it takes normalized floats)."""
+    if arch is not None and arch.input is not None:
+        return {}
+    return {"mean": splits.mean, "std": splits.std}
+
+
+def input_spec(splits: DatasetSplits) -> InputSpec:
+    """The raw-pixel input contract of ``splits``: its training mean / std per channel."""
+    return InputSpec(mean=splits.mean, std=splits.std)
 
 
 def _fits(arch: ArchConfig, splits: DatasetSplits, resolution: int) -> bool:
@@ -233,6 +281,7 @@ def _fits(arch: ArchConfig, splits: DatasetSplits, resolution: int) -> bool:
             input_channels=splits.input_channels,
             resolution=resolution,
             num_classes=splits.num_classes,
+            input=input_spec(splits),
         )
     except ArchConfigError:
         return False
@@ -251,7 +300,8 @@ def _smallest_fitting_resolution(arch: ArchConfig, splits: DatasetSplits) -> int
 
 
 def fit_arch_to_dataset(arch: ArchConfig, splits: DatasetSplits) -> ArchConfig:
-    """``arch`` with the data set's ``input_channels``, ``resolution`` and ``num_classes``.
+    """``arch`` with the data set's ``input_channels``, ``resolution``, ``num_classes`` and
+    raw-pixel ``input`` spec (its normalization; not part of the archid).
 
     Raises :class:`~space.errors.DataError` (one line: the model, both geometries and the fix)
     when the architecture cannot take that input, e.g. when its strides would shrink the
@@ -261,6 +311,7 @@ def fit_arch_to_dataset(arch: ArchConfig, splits: DatasetSplits) -> ArchConfig:
         "input_channels": splits.input_channels,
         "resolution": splits.resolution,
         "num_classes": splits.num_classes,
+        "input": input_spec(splits),
     }
     if all(getattr(arch, field) == value for field, value in changes.items()):
         return arch

@@ -38,10 +38,14 @@ CHECKPOINT_FORMAT = 1
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Atomically write ``tensors`` (copied to the CPU) and string ``metadata`` as safetensors."""
+    """Atomically write ``tensors`` (copied to the CPU, contiguous) and string ``metadata`` as
+    safetensors. Contiguous because safetensors refuses strided tensors, and a channels_last
+    conv weight (CUDA and every run at 16 px or more) is one."""
     from safetensors.torch import save_file
 
-    cpu_tensors = {name: value.detach().to("cpu", copy=True) for name, value in tensors.items()}
+    cpu_tensors = {
+        name: value.detach().to("cpu", copy=True).contiguous() for name, value in tensors.items()
+    }
     atomic_write(path, lambda temporary: save_file(cpu_tensors, temporary, metadata=metadata))
 
 

@@ -8,7 +8,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pikenas.evaluators.data.datasets import DatasetSplits, Split, iterate_batches
+from pikenas.evaluators.data.datasets import (
+    DatasetSplits,
+    Split,
+    batch_normalization,
+    iterate_batches,
+)
 
 __all__ = ["batch_statistics_eval", "evaluate_split"]
 
@@ -35,7 +40,10 @@ def _scores(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for images, labels in iterate_batches(
-        split, batch_size, mean=splits.mean, std=splits.std, channels_last=channels_last
+        split,
+        batch_size,
+        **batch_normalization(getattr(model, "arch", None), splits),
+        channels_last=channels_last,
     ):
         logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")

@@ -40,6 +40,7 @@ from pikenas.evaluators.training._scoring import batch_statistics_eval, evaluate
 from pikenas.evaluators.data.datasets import (
     DatasetSplits,
     Split,
+    batch_normalization,
     fit_arch_to_dataset,
     iterate_batches,
     load_dataset,
@@ -215,8 +216,7 @@ def _fit(
             batches = iterate_batches(
                 train_split,
                 batch_size,
-                mean=splits.mean,
-                std=splits.std,
+                **batch_normalization(arch, splits),
                 augmentation=splits.augmentation,
                 generator=generator,
                 drop_last=True,

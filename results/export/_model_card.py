@@ -147,6 +147,33 @@ def _qonnx_text(check: Any) -> list[str]:
     ]
 
 
+def _input_contract(arch: ArchConfig) -> list[str]:
+    """What the bundle's program, ``model.onnx``, ``model.qonnx.onnx`` and ``run_program.py``
+    take, as markdown lines."""
+    shape = f"(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})"
+    if arch.input is None:
+        return [
+            f"`{shape}` **normalized** floats: this architecture predates raw-pixel inputs and "
+            "records no normalization; feed `(pixels / 255 - mean) / std` with the training "
+            "set's per-channel statistics."
+        ]
+    order = "one grey channel" if arch.input_channels == 1 else (
+        "channels in the data set's order (R, G, B for colour images)"
+        if arch.input_channels == 3 else "channels in the data set's order"
+    )
+    mean = ", ".join(f"{value:.6f}" for value in arch.input.mean)
+    std = ", ".join(f"{value:.6f}" for value in arch.input.std)
+    return [
+        f"**Raw pixels**, what a camera gives: `{shape}` values `0..255` (uint8 values; pass "
+        f"them as float32 to ONNX runtimes), {order}, rows top to bottom, no resizing beyond "
+        f"{arch.resolution}x{arch.resolution}. Do not normalize: the per-channel normalization "
+        f"`(pixel / 255 - mean) / std` with mean `({mean})` and std `({std})` (the training "
+        "split's statistics, recorded in `arch.json` under `input`) is folded into the input "
+        "quantizer, where the program runs it as one multiply and one add per pixel, charged "
+        "by ACE v2 like every other operation.",
+    ]
+
+
 def model_card(
     *,
     arch: ArchConfig,
@@ -195,6 +222,8 @@ def model_card(
         f"| {layer.layer} | {layer.weight_bits} | {layer.activation_bits} |"
         for layer in layer_bits(arch)
     )
+    shape = f"(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})"
+    contract = _input_contract(arch)
     lines = [
         f"# {title}",
         "",
@@ -216,9 +245,13 @@ def model_card(
         "breakdown is in `cost.json`. Proxy accuracy: the search's short training; final "
         "accuracy: full training (`-` when not fully trained).",
         "",
+        "## Input contract",
+        "",
+        *contract,
+        "",
         "## Architecture",
         "",
-        f"Input `(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float, "
+        f"Input `{shape}` (see the input contract), "
         f"output `(N, {arch.num_classes})` logits. archid `{arch.archid}`"
         f"{', name ' + markdown(arch.name) if arch.name else ''}."
         + (
@@ -253,7 +286,7 @@ def model_card(
         "inference runs (what ACE v2 counts); `run_program.py` runs it with numpy alone: "
         f"{code_span(f'python {shell}/run_program.py {shell} --input images.npy')}.",
         "- `model.onnx`: the program as an ONNX graph; input `input` "
-        f"`(N, {arch.input_channels}, {arch.resolution}, {arch.resolution})` float32, output "
+        f"`{shape}` float32 holding the input contract's values, output "
         f"`logits` `(N, {arch.num_classes})`.",
         *(
             [
@@ -279,14 +312,14 @@ def model_card(
         "from pikenas.results.export import load_bundle",
         "",
         f"arch, model = load_bundle({literal})  # safetensors only, nothing unpickled",
-        "logits = model(images)  # images: (N, C, H, W) float tensor, any N",
+        f"logits = model(images)  # images: {shape} float tensor of the input contract",
         "```",
         "",
         "```python",
         "import onnxruntime",
         "",
         f"session = onnxruntime.InferenceSession({onnx_literal})",
-        'logits = session.run(["logits"], {"input": images})[0]  # (N, C, H, W) float32',
+        'logits = session.run(["logits"], {"input": images.astype("float32")})[0]',
         "```",
         "",
     ]

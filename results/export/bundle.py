@@ -148,7 +148,7 @@ def _regular_file(path: Path) -> bool:
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     from pikenas.evaluators.training._checkpoint import load_weights
     from pikenas.space.nn.build import build_model
-    from pikenas.space.program.builder import check_arch_size
+    from pikenas.space.nn.build import check_arch_size
 
     check_arch_size(arch)  # absurd sizes refused from the declared shapes, before building
     model = build_model(arch)
@@ -214,8 +214,12 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _verification_images(arch: ArchConfig) -> np.ndarray:
+    """Random inputs of the network's contract: raw pixels 0..255 (as float32) when it has an
+    input spec, else normalized floats."""
     generator = np.random.default_rng(0)
     shape = (VERIFY_IMAGES, arch.input_channels, arch.resolution, arch.resolution)
+    if arch.input is not None:
+        return generator.integers(0, 256, shape).astype(np.float32)
     return generator.standard_normal(shape).astype(np.float32)
 
 

@@ -109,7 +109,7 @@ def resolve_arch(target: str, resolution: int | None = None) -> ArchConfig:
         raise ArchConfigError(f"{target}: {exc}") from None
     if resolution is not None and resolution != arch.resolution:
         arch = arch.replace(resolution=resolution)
-    from pikenas.space.program.builder import check_arch_size
+    from pikenas.space.nn.build import check_arch_size
 
     check_arch_size(arch)  # absurd sizes refused before anything is built or run
     return arch

@@ -36,8 +36,9 @@ def verify(
         str | None,
         typer.Option(
             "--dataset",
-            help="Verify on this data set's test images (digits, "
-            "synthetic, cifar10, cifar100, imagefolder); default: random inputs.",
+            help="Verify on this data set's test images (digits, synthetic, "
+            "fashion_mnist, mnist, idx, cifar10, cifar100, imagefolder) and report the "
+            "accuracy on its whole test split; default: random inputs.",
         ),
     ] = None,
     data_dir: Annotated[
@@ -86,9 +87,12 @@ def verify(
         inputs = _inputs(model.arch, dataset, data_dir, images, seed)
         report = run_verify(model, inputs, stored=_stored_program(target, weights))
         report.hls4ml = _hls4ml(target, model, inputs, hls4ml)
+        accuracy = _test_accuracy(model, dataset, data_dir) if dataset else None
     except PikeNASError as exc:
         raise fail(str(exc)) from None
     data = report.to_dict()
+    if accuracy is not None:
+        data["test_accuracy"], data["test_images"] = accuracy
     if as_json:
         echo(json.dumps(data, indent=2))
     else:
@@ -172,20 +176,52 @@ def _inputs(
 ) -> torch.Tensor:
     import torch
 
-    from pikenas.evaluators.data.datasets import iterate_batches, load_dataset
+    from pikenas.evaluators.data.datasets import (
+        batch_normalization,
+        iterate_batches,
+        load_dataset,
+    )
     from pikenas.space.errors import DataError
 
     shape = (arch.input_channels, arch.resolution, arch.resolution)
     if dataset is None:
-        return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        if getattr(arch, "input", None) is not None:  # raw pixels 0..255
+            return torch.randint(0, 256, (count, *shape), generator=generator).float()
+        return torch.randn((count, *shape), generator=generator)
     splits = load_dataset(dataset, data_dir=data_dir, resolution=arch.resolution)
     if (splits.input_channels, splits.resolution) != shape[:2]:
         raise DataError(
             f"data set {dataset} has {splits.input_channels}-channel {splits.resolution}px "
             f"images; the network takes {shape[0]}-channel {shape[1]}px ones"
         )
-    batch = next(iter(iterate_batches(splits.test, count, mean=splits.mean, std=splits.std)))
+    normalization = batch_normalization(arch, splits)  # none: the bundle takes raw pixels
+    batch = next(iter(iterate_batches(splits.test, count, **normalization)))
     return batch[0]
+
+
+def _test_accuracy(model: Any, dataset: str, data_dir: Path | None) -> tuple[float, int]:
+    """``(top-1 accuracy, images)`` of the eval forward (the integer program, checked exact
+    above) on the whole test split, fed as the network's contract says (raw pixels when it has
+    an input spec)."""
+    import torch
+
+    from pikenas.evaluators.data.datasets import (
+        batch_normalization,
+        iterate_batches,
+        load_dataset,
+    )
+
+    arch = model.arch
+    splits = load_dataset(dataset, data_dir=data_dir, resolution=arch.resolution)
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for images, labels in iterate_batches(
+            splits.test, 500, **batch_normalization(arch, splits)
+        ):
+            correct += int((model(images).argmax(1) == labels).sum())
+    return correct / len(splits.test), len(splits.test)
 
 
 def _text(data: dict[str, Any], source: str) -> str:
@@ -200,6 +236,11 @@ def _text(data: dict[str, Any], source: str) -> str:
         f"  largest logit difference: {data['max_logit_diff']:.3g}",
         f"  overflows: {len(data['overflows'])}",
     ]
+    if "test_accuracy" in data:
+        lines.append(
+            f"  test accuracy of the integer program: {100 * data['test_accuracy']:.2f} % on "
+            f"{data['test_images']:,} test images"
+        )
     lines += [f"    {inline(line)}" for line in data["overflows"][:5]]
     lines += [f"    mismatch: {inline(line)}" for line in data["mismatch_values"][:5]]
     lines.append(

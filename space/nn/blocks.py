@@ -25,9 +25,9 @@ from pikenas.space.nn._codes import (
     step_of,
 )
 from pikenas.space.nn._requant import lower_output
-from pikenas.space.arch import ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.arch import ConvStemSpec, HeadSpec, InputSpec, PikeBlockSpec
 from pikenas.space.nn.layers import QuantConv2d, QuantLinear
-from pikenas.space.program.builder import ProgramBuilder
+from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.nn.norms import make_output_stage
 from pikenas.space.program.ir import Value
 from pikenas.space.nn.quantizers import UniformQuantizer, make_activation_quantizer
@@ -48,13 +48,23 @@ FLOAT_BITS = 32
 
 
 class InputQuantizer(nn.Module):
-    """Quantizes the network input ``(N, C, H, W)`` (normalised pixels, float) to ``bits``
-    (signed, per tensor). The program runs it: a float multiply by ``1 / step``, clip, round
-    (a sign for 1 bit; nothing for 32). The step starts at ``4 / q_max`` and is learned."""
+    """Quantizes the network input ``(N, C, H, W)`` to ``bits`` (signed, per tensor).
 
-    def __init__(self, bits: int, *, scale_format: str = "float32") -> None:
+    Without ``input_spec`` the input is already-normalized floats and the program runs a float
+    multiply by ``1 / step``, clip, round (a sign for 1 bit; nothing for 32). With an
+    :class:`~space.arch.InputSpec` the input is raw pixels ``0..255`` (8-bit values) and the
+    per-channel normalization ``(x / 255 - mean[c]) / std[c]`` is folded into the same
+    operations: the program runs one per-channel multiply by ``1 / (255 std[c] step)`` and one
+    per-channel add of ``-mean[c] / (std[c] step)``, then clip and round, each charged by ACE
+    like any other op. The step starts at ``4 / q_max`` (normalized units) and is learned.
+    """
+
+    def __init__(
+        self, bits: int, *, scale_format: str = "float32", input_spec: InputSpec | None = None
+    ) -> None:
         super().__init__()
         self.bits = bits
+        self.input_spec = input_spec
         self.quantizer = make_activation_quantizer(bits, signed=True, scale_format=scale_format)
         if isinstance(self.quantizer, UniformQuantizer) and not self.quantizer.scale.is_meta:
             with torch.no_grad():
@@ -64,21 +74,56 @@ class InputQuantizer(nn.Module):
     def output_codes(self) -> OutputCodes:
         return output_codes(self.quantizer)
 
+    def _normalization(self) -> tuple[Tensor, Tensor] | None:
+        """``(gain, offset)`` per channel, float64: normalized = pixels * gain + offset."""
+        if self.input_spec is None:
+            return None
+        std = torch.tensor(self.input_spec.std, dtype=torch.float64)
+        mean = torch.tensor(self.input_spec.mean, dtype=torch.float64)
+        return 1.0 / (255.0 * std), -mean / std
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        normalization = self._normalization()
+        if normalization is not None:
+            gain, offset = (
+                v.to(device=x.device, dtype=x.dtype)[:, None, None] for v in normalization
+            )
+            x = x * gain + offset
         return self.quantizer(x), step_of(self.quantizer)
 
     def lower(self, builder: ProgramBuilder, x: Value) -> Value:
         codes = self.output_codes
-        if codes.is_float or codes.is_sign:
-            return lower_output(builder, x, codes, scale=1.0, kind="input_quantize")
-        builder.note("requantize", x.elements)
-        step = step_of(self.quantizer)
+        normalization = self._normalization()
+        if normalization is None:
+            if codes.is_float or codes.is_sign:
+                return lower_output(builder, x, codes, scale=1.0, kind="input_quantize")
+            builder.note("requantize", x.elements)
+            step = step_of(self.quantizer)
+            have = builder.with_constants
+            inverse = builder.constant(
+                "1/step", 1.0 / step if have else None, shape=(), dtype="float"
+            )
+            t = builder.mul(x, inverse, kind="input_quantize")
+            return lower_output(
+                builder, t, codes, scale=code_scale_of(builder, self.quantizer), kind="input_quantize"
+            )
+        builder.note("normalize", x.elements)
         have = builder.with_constants
-        inverse = builder.constant("1/step", 1.0 / step if have else None, shape=(), dtype="float")
-        t = builder.mul(x, inverse, kind="input_quantize")
-        return lower_output(
-            builder, t, codes, scale=code_scale_of(builder, self.quantizer), kind="input_quantize"
+        gain, offset = normalization
+        if not (codes.is_float or codes.is_sign):
+            builder.note("requantize", x.elements)
+            if have:
+                step = float(step_of(self.quantizer))
+                gain, offset = gain / step, offset / step
+        shape = channel_shape(x.shape)
+        gain_constant = builder.constant("gain", gain if have else None, shape=shape, dtype="float")
+        offset_constant = builder.constant(
+            "offset", offset if have else None, shape=shape, dtype="float"
         )
+        t = builder.mul(x, gain_constant, kind="input_quantize")
+        t = builder.add(t, offset_constant, kind="input_quantize")
+        scale = 1.0 if codes.is_float or codes.is_sign else code_scale_of(builder, self.quantizer)
+        return lower_output(builder, t, codes, scale=scale, kind="input_quantize")
 
 
 def _conv_stage(
@@ -93,10 +138,14 @@ class ConvStem(nn.Module):
     """Input quantizer -> k x k conv (stride ``spec.stride``) -> norm -> activation ->
     requantize. ``(N, input_channels, H, W) -> (N, out_channels, ceil(H / s), ceil(W / s))``."""
 
-    def __init__(self, spec: ConvStemSpec, input_channels: int) -> None:
+    def __init__(
+        self, spec: ConvStemSpec, input_channels: int, *, input_spec: InputSpec | None = None
+    ) -> None:
         super().__init__()
         self.spec = spec
-        self.input_quantizer = InputQuantizer(spec.input_bits, scale_format=spec.scale_format)
+        self.input_quantizer = InputQuantizer(
+            spec.input_bits, scale_format=spec.scale_format, input_spec=input_spec
+        )
         self.conv = QuantConv2d(
             input_channels,
             spec.out_channels,
@@ -291,9 +340,11 @@ class Head(nn.Module):
 
 
 @STEM_BUILDERS.register("conv")
-def build_conv_stem(spec: ConvStemSpec, input_channels: int) -> ConvStem:
+def build_conv_stem(
+    spec: ConvStemSpec, input_channels: int, *, input_spec: InputSpec | None = None
+) -> ConvStem:
     """``STEM_BUILDERS["conv"]``."""
-    return ConvStem(spec, input_channels)
+    return ConvStem(spec, input_channels, input_spec=input_spec)
 
 
 @BLOCK_BUILDERS.register("pikelpn")

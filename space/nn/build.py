@@ -1,12 +1,12 @@
 """``build_model(arch) -> PikeNet``: the network an ``ArchConfig`` describes.
 
-Stems and blocks are built through the registries in :mod:`space._builders` (filled by
-:mod:`space.blocks` and :mod:`space.pokebnn`), so a new block kind only registers a builder.
+Stems and blocks are built through the registries in :mod:`pikenas.space.nn._builders` (filled by
+:mod:`pikenas.space.nn.blocks` and :mod:`pikenas.space.nn.pokebnn`), so a new block kind only registers a builder.
 Each built part reports ``output_codes``; a block builder whose signature has an
 ``input_codes`` keyword receives the previous part's.
 
 ``PikeNet`` has two forwards: in training mode the fake-quantization forward (straight-through
-gradients); in eval mode the network's integer program (:func:`space.lowering.lower`), executed
+gradients); in eval mode the network's integer program (:func:`pikenas.space.program.builder.lower`), executed
 exactly with torch. So evaluation measures the network that is costed and exported.
 """
 
@@ -24,11 +24,12 @@ from pikenas.space.nn import pokebnn as _pokebnn  # noqa: F401  (registers the P
 from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from pikenas.space.program._torch_runner import TorchProgram
 from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn.blocks import Head
 from pikenas.space.program.builder import ProgramBuilder, lower
-from pikenas.space.program.ir import IntegerProgram, Value
+from pikenas.space.program.ir import IntegerProgram, ProgramError, Value
 
-__all__ = ["PikeNet", "build_model"]
+__all__ = ["PikeNet", "build_model", "check_arch_size"]
 
 
 def _takes(builder: Any, name: str) -> bool:
@@ -40,13 +41,21 @@ def _takes(builder: Any, name: str) -> bool:
 
 
 class PikeNet(nn.Module):
-    """Stem -> blocks -> head. Input ``(N, input_channels, resolution, resolution)`` float
-    (normalised pixels), output ``(N, num_classes)`` float logits. ``arch`` is its config."""
+    """Stem -> blocks -> head. Input ``(N, input_channels, resolution, resolution)``: raw
+    pixel values 0..255 when ``arch.input`` is set (the normalization is folded into the input
+    quantizer), else normalized floats; output ``(N, num_classes)`` float logits."""
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = STEM_BUILDERS.get(arch.stem.kind)(arch.stem, arch.input_channels)
+        stem_builder = STEM_BUILDERS.get(arch.stem.kind)
+        if arch.input is not None and not _takes(stem_builder, "input_spec"):
+            raise ArchConfigError(
+                f"stem kind {arch.stem.kind!r} cannot take raw pixels (no input_spec); "
+                "remove 'input' from the architecture"
+            )
+        stem_options = {"input_spec": arch.input} if arch.input is not None else {}
+        self.stem = stem_builder(arch.stem, arch.input_channels, **stem_options)
         codes = self.stem.output_codes
         channels = arch.stem.out_channels
         blocks = []
@@ -83,7 +92,7 @@ class PikeNet(nn.Module):
         return x
 
     def program(self) -> IntegerProgram:
-        """The integer program of the current weights (see :func:`space.lowering.lower`)."""
+        """The integer program of the current weights (see :func:`pikenas.space.program.builder.lower`)."""
         return self.program_on("cpu").program
 
     def program_on(self, device: torch.device | str) -> TorchProgram:
@@ -122,3 +131,20 @@ def build_model(
     with torch.random.fork_rng(devices=[]), device_context:
         torch.manual_seed(seed)
         return PikeNet(arch)
+
+
+def check_arch_size(arch: Any, *, batch: int = 1) -> IntegerProgram:
+    """Refuse (:class:`~space.errors.ArchConfigError`, one line) an architecture whose network
+    would be too large to build, run or verify on ``batch`` images (a valid ``arch.json`` of a
+    small net at 4096 px, absurd channel counts): lowered shape-only on the meta device, nothing
+    allocated, its work and memory bounded by :meth:`IntegerProgram.check_work`. Returns the
+    shape-only program."""
+    with torch.device("meta"):
+        program = lower(build_model(arch))
+    try:
+        program.check_work(batch)
+    except ProgramError as exc:
+        raise ArchConfigError(
+            f"architecture {arch.name!r} at {arch.resolution} px is too large: {exc}"
+        ) from None
+    return program

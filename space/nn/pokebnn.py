@@ -46,7 +46,7 @@ from pikenas.space.nn._pokebnn_parts import (
 )
 from pikenas.space.nn._requant import lower_float, lower_output
 from pikenas.space.nn.activations import DPReLU
-from pikenas.space.arch import PokeBottleneckSpec, PokeStemSpec
+from pikenas.space.arch import InputSpec, PokeBottleneckSpec, PokeStemSpec
 from pikenas.space.nn.blocks import InputQuantizer
 from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn.layers import QuantConv2d
@@ -243,10 +243,12 @@ class PokeStem(nn.Module):
 
     output_codes = FLOAT_CODES
 
-    def __init__(self, spec: PokeStemSpec, input_channels: int) -> None:
+    def __init__(
+        self, spec: PokeStemSpec, input_channels: int, *, input_spec: InputSpec | None = None
+    ) -> None:
         super().__init__()
         self.spec = spec
-        self.input_quantizer = InputQuantizer(spec.input_bits)
+        self.input_quantizer = InputQuantizer(spec.input_bits, input_spec=input_spec)
         self.conv = QuantConv2d(
             input_channels,
             spec.group_channels,
@@ -317,9 +319,11 @@ class PokeStem(nn.Module):
 
 
 @STEM_BUILDERS.register("pokebnn")
-def build_poke_stem(spec: PokeStemSpec, input_channels: int) -> PokeStem:
+def build_poke_stem(
+    spec: PokeStemSpec, input_channels: int, *, input_spec: InputSpec | None = None
+) -> PokeStem:
     """``STEM_BUILDERS["pokebnn"]``."""
-    return PokeStem(spec, input_channels)
+    return PokeStem(spec, input_channels, input_spec=input_spec)
 
 
 @BLOCK_BUILDERS.register("pokebnn_bottleneck")

@@ -30,7 +30,6 @@ __all__ = [
     "channel_shape",
     "window_terms",
     "INT64_LIMIT",
-    "check_arch_size",
 ]
 
 # Intermediates must stay clear of int64 overflow (and of float64's exact range in convs).
@@ -98,8 +97,9 @@ class ProgramBuilder:
         self.elements.append((self.current_layer, kind, int(elements)))
 
     # ---- values and constants ------------------------------------------------------------
-    def input(self, shape: tuple[int, ...]) -> Value:
-        value = Value("input", tuple(shape), "float", 32)
+    def input(self, shape: tuple[int, ...], *, bits: int = 32) -> Value:
+        """The program's input; ``bits=8`` for raw pixels (float32 values 0..255)."""
+        value = Value("input", tuple(shape), "float", bits)
         self.values[value.name] = value
         return value
 
@@ -442,31 +442,11 @@ def lower(model: nn.Module, *, with_constants: bool | None = None) -> IntegerPro
     if with_constants is None:
         with_constants = not any(p.is_meta for p in model.parameters())
     builder = ProgramBuilder(with_constants=with_constants)
-    x = builder.input((arch.input_channels, arch.resolution, arch.resolution))
+    pixel_bits = 8 if getattr(arch, "input", None) is not None else 32
+    x = builder.input((arch.input_channels, arch.resolution, arch.resolution), bits=pixel_bits)
     with torch.no_grad():
         output = lower_fn(builder, x)
     return builder.program(x, output, arch.name)
-
-
-def check_arch_size(arch: Any, *, batch: int = 1) -> IntegerProgram:
-    """Refuse (:class:`~space.errors.ArchConfigError`, one line) an architecture whose network
-    would be too large to build, run or verify on ``batch`` images (a valid ``arch.json`` of a
-    small net at 4096 px, absurd channel counts): lowered shape-only on the meta device, nothing
-    allocated, its work and memory bounded by :meth:`IntegerProgram.check_work`. Returns the
-    shape-only program."""
-    from pikenas.space.errors import ArchConfigError
-    from pikenas.space.nn.build import build_model
-    from pikenas.space.program.ir import ProgramError
-
-    with torch.device("meta"):
-        program = lower(build_model(arch))
-    try:
-        program.check_work(batch)
-    except ProgramError as exc:
-        raise ArchConfigError(
-            f"architecture {arch.name!r} at {arch.resolution} px is too large: {exc}"
-        ) from None
-    return program
 
 
 def require_lowering(module: nn.Module, path: str) -> Any:

@@ -5,7 +5,9 @@ Families (see each ``describe(name)``):
 * ``mobilenet_v1-{0.25,0.5,0.75,1.0}-{float,w8a8,w4a4}``: MobileNetV1, any resolution;
 * ``pokebnn-{0.5x,0.75x,1.0x,2.0x}``: PokeBNN as in the google/aqt reference implementation;
 * ``pikelpn-{1x,2x,3x}``: PikeLPN-style reconstructions on MobileNetV1 geometry;
-* ``tiny-{float,w8a8,w4a4,binary,pikelpn}``: small nets for digits / CIFAR.
+* ``tiny-{float,w8a8,w4a4,binary,pikelpn}``: small nets for digits / CIFAR;
+* ``fmnist-{float,w8a8,w4a4,binary,pikelpn}``: Fashion-MNIST's geometry (28x28x1), the
+  benchmark's baselines (``binary`` in FINN's W1A1 style).
 
 Every entry is a factory ``(resolution=None, input_channels=None, num_classes=None) ->
 ArchConfig``; ``None`` keeps the family default (224x224x3 and 1000 classes for the ImageNet
@@ -14,6 +16,7 @@ models, 8x8x1 and 10 classes for the tiny ones).
 
 from __future__ import annotations
 
+from pikenas.space.zoo.fmnist import fmnist_entries
 from pikenas.space.zoo.mobilenet import mobilenet_entries, pikelpn_entries
 from pikenas.space.zoo._parts import ZooEntry
 from pikenas.space.zoo.pokebnn import pokebnn_entries
@@ -24,7 +27,8 @@ from pikenas.space.registry import Registry
 __all__ = ["ZOO", "ZooEntry", "zoo_names", "get_zoo_arch", "describe"]
 
 ZOO: Registry[ZooEntry] = Registry("zoo model")
-for _entry in mobilenet_entries() + pokebnn_entries() + pikelpn_entries() + tiny_entries():
+_ENTRIES = mobilenet_entries() + pokebnn_entries() + pikelpn_entries() + tiny_entries()
+for _entry in _ENTRIES + fmnist_entries():
     ZOO.add(_entry.name, _entry)
 del _entry
 

@@ -27,7 +27,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PIKENAS_CACHE_DIR", str(tmp_path_factory.mktemp("pikenas-cache")))
     datasets._CACHE.clear()
     yield
     datasets._CACHE.clear()
@@ -60,7 +61,7 @@ def test_digits_splits_are_disjoint_and_cover_every_image():
             tuple,
             torch.cat(
                 [
-                    rows * 16,
+                    rows.float() / 15,  # uint8 pixels 15 * level
                     torch.cat([splits.train.labels, splits.val.labels, splits.test.labels])[
                         :, None
                     ].float(),
@@ -95,7 +96,7 @@ def test_digits_resized_to_a_requested_resolution():
 
 def test_unknown_data_set_lists_the_valid_names():
     with pytest.raises(UnknownNameError, match="choose one of: .*cifar10.*digits"):
-        load_dataset("mnist")
+        load_dataset("kmnist-not-registered")
 
 
 def test_every_registered_loader_without_files_gives_a_set_or_a_data_error(tmp_path):
@@ -251,9 +252,41 @@ def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError, match="at least 2"):
         load_dataset("imagefolder", data_dir=tmp_path)
     (tmp_path / "second").mkdir()
+    with pytest.raises(DataError, match="class folder .*only holds no images"):
+        load_dataset("imagefolder", data_dir=tmp_path)
+    _write_png(tmp_path / "only" / "a.png", (1, 2, 3), (8, 8))
     (tmp_path / "second" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         load_dataset("imagefolder", data_dir=tmp_path)
+    _write_png(tmp_path / "second" / "broken.png", (9, 9, 9), (8, 8), "L")
+    with pytest.raises(DataError, match="mixed image modes: .*broken.png is greyscale"):
+        load_dataset("imagefolder", data_dir=tmp_path)
+
+
+def test_imagefolder_is_decoded_once_and_the_cache_follows_the_files(tmp_path, monkeypatch):
+    from pikenas.evaluators.data import _imagefolder
+
+    monkeypatch.setenv("PIKENAS_CACHE_DIR", str(tmp_path / "cache"))
+    for index in range(3):
+        _write_png(tmp_path / "data" / "cat" / f"{index}.png", (200, 0, 0), (10, 10))
+        _write_png(tmp_path / "data" / "dog" / f"{index}.png", (0, 0, 200), (12, 12))
+    first = load_dataset("imagefolder", data_dir=tmp_path / "data", resolution=8)
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.npy"))) == 1  # one flat pool
+    decoded = []
+    real = _imagefolder._decode_all
+    monkeypatch.setattr(_imagefolder, "_decode_all", lambda *a: decoded.append(1) or real(*a))
+    datasets._CACHE.clear()
+    again = load_dataset("imagefolder", data_dir=tmp_path / "data", resolution=8)
+    assert decoded == [] and torch.equal(again.train.images, first.train.images)
+    # A changed file (another size) makes its part decode again, with the new pixels.
+    _write_png(tmp_path / "data" / "dog" / "0.png", (0, 255, 0), (30, 30))
+    datasets._CACHE.clear()
+    changed = load_dataset("imagefolder", data_dir=tmp_path / "data", resolution=8)
+    assert decoded and not torch.equal(
+        torch.cat([changed.train.images, changed.val.images, changed.test.images]).sort()[0],
+        torch.cat([first.train.images, first.val.images, first.test.images]).sort()[0],
+    )
+    assert not any(p.name.endswith(".npy") for p in (tmp_path / "data").rglob("*"))
 
 
 # ---- batches ------------------------------------------------------------------------------

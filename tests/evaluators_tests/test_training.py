@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from pikenas.evaluators._atomic import LEDGER_NAME
 from pikenas.evaluators.training import _checkpoint
 from pikenas.evaluators.training import loop as training
-from pikenas.evaluators.data.datasets import Split, load_dataset
+from pikenas.evaluators.data.datasets import Split, fit_arch_to_dataset, load_dataset
 from pikenas.evaluators.training.loop import TrainConfig, TrainResult, evaluate, learning_rate, train
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
 from pikenas.space.errors import EvaluationError, RunDirError, SearchConfigError
@@ -143,12 +143,11 @@ def test_a_student_distilled_from_a_float_teacher_mimics_it(tmp_path):
     config = SYNTHETIC.replace(distill_from=str(teacher_dir), distill_weight=1.0)
     teacher = training.build_teacher(config.distill_from, config, splits)
     config = config.replace(distill_temperature=1.0, epochs=6)
-    student, result = training._fit(micro_arch(), config, splits, teacher=teacher)
+    student_arch = fit_arch_to_dataset(micro_arch(), splits)  # both take raw pixels
+    student, result = training._fit(student_arch, config, splits, teacher=teacher)
     student.eval()
     with torch.no_grad():
-        images = (splits.val.images - torch.tensor(splits.mean)[:, None, None]) / torch.tensor(
-            splits.std
-        )[:, None, None]
+        images = splits.val.images.float()
         agreement = (student(images).argmax(1) == teacher(images).argmax(1)).float().mean()
     # Trained on the teacher's outputs alone (no labels), the student reproduces its decisions.
     assert agreement > 0.85
@@ -171,7 +170,9 @@ def test_train_writes_the_run_files(tmp_path):
     for key in ("test_accuracy", "val_accuracy", "epochs", "wall_s", "images_per_s"):
         assert metrics[key] == result.to_dict()[key]
     stored = ArchConfig.from_json((tmp_path / "run" / "arch.json").read_text())
-    assert stored == micro_arch()  # already fitted: synthetic is 8x8x3 with 4 classes
+    # Already fitted to synthetic's 8x8x3 and 4 classes; the raw-pixel input spec is added.
+    assert stored.replace(input=None) == micro_arch() and stored.archid == micro_arch().archid
+    assert stored.input is not None and stored.input.mean == load_dataset("synthetic").mean
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import yaml
 from pikenas.evaluators.cost import CostTable
 from pikenas.search.cli import main
 from pikenas.space.errors import ArchConfigError, CostModelError
-from pikenas.space.program.builder import check_arch_size
+from pikenas.space.nn.build import check_arch_size
 from pikenas.space.zoo.catalog import get_zoo_arch
 from tests.search_tests.conftest import SMALL_CONFIG
 

@@ -19,6 +19,7 @@ EXPECTED_NAMES = (
     + [f"pokebnn-{m}" for m in ("0.5x", "0.75x", "1.0x", "2.0x")]
     + [f"pikelpn-{m}" for m in ("1x", "2x", "3x")]
     + [f"tiny-{p}" for p in ("float", "w8a8", "w4a4", "binary", "pikelpn")]
+    + [f"fmnist-{p}" for p in ("float", "w8a8", "w4a4", "binary", "pikelpn")]
 )
 
 
