@@ -24,10 +24,10 @@ from optuna.trial import TrialState
 def _search(config, sampler: str, seed: int, trials: int, directory: Path) -> list[tuple]:
     import torch
 
+    from pikenas.evaluators.candidate import ProxyEvaluator
     from pikenas.results.storage import open_storage
     from pikenas.search._journal import buffered
     from pikenas.search.loop import work
-    from pikenas.evaluators.candidate import ProxyEvaluator
     from pikenas.search.samplers import make_sampler
     from pikenas.search.study import open_search_study
 

@@ -40,11 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
 from pikenas.space.nn.build import build_model
 from pikenas.space.zoo._parts import separable_arch
 from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
 from pikenas.space.zoo.tiny import TINY_BINARY_PRECISION
-from torch import nn
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530

@@ -35,11 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from pikenas.evaluators.cost._cost_table import CostTable
 from pikenas.evaluators.cost._counter import count_ace
-from pikenas.space.program.ir import IntegerProgram, ProgramOverflowError
-from pikenas.space.program.ir import execute_operation  # the reference semantics
-from torch import nn
+from pikenas.space.program.ir import (
+    IntegerProgram,
+    ProgramOverflowError,
+    execute_operation,  # the reference semantics
+)
 
 __all__ = ["VerifyReport", "verify", "TIE_EPSILON", "UNIT_ROUNDOFF"]
 

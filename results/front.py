@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+
 from pikenas.evaluators._atomic import atomic_write
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.trials import load
@@ -139,7 +140,8 @@ def verdict_line(verdict: pd.Series | dict[str, Any], unit: str = "ACE v2") -> s
             f"no cheaper searched architecture reaches {name}'s {accuracy:.1f} %: the cheapest "
             f"that does, {member}, costs {_ratio_text(verdict['ratio'])} {unit} {costs}"
         )
-    return f"{member} matches {name}'s {accuracy:.1f} % at {_ratio_text(verdict['ratio'])} {unit} {costs}"
+    ratio = _ratio_text(verdict["ratio"])
+    return f"{member} matches {name}'s {accuracy:.1f} % at {ratio} {unit} {costs}"
 
 
 def front_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,8 +40,8 @@ from pikenas.evaluators.training.config import TrainConfig
 from pikenas.search.halving import FidelityConfig
 from pikenas.space._parse import parse_yaml, read_text
 from pikenas.space._strict import StrictModel, one_line
-from pikenas.space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import CostModelError, PikeNASError, SearchConfigError, UnknownNameError
 from pikenas.space.searchspace import SearchSpace
 
 __all__ = [

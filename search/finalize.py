@@ -20,12 +20,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from pikenas.evaluators.candidate import CandidateEvaluator
 from pikenas.results.pareto import best_per_archid, pareto_front
 from pikenas.results.ranking import kendall_tau
 from pikenas.results.record import FinalResult, StudyRecord, TrialRecord, update_study_record
 from pikenas.results.storage import storage_folder
 from pikenas.results.trials import trials_frame
-from pikenas.evaluators.candidate import CandidateEvaluator
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import RunDirError
 

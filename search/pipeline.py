@@ -19,13 +19,12 @@ from pathlib import Path
 
 import optuna
 
-from pikenas.evaluators._atomic import LEDGER_NAME, check_replaceable, check_target
-from pikenas.evaluators._atomic import atomic_write
+from pikenas.evaluators._atomic import LEDGER_NAME, atomic_write, check_replaceable, check_target
 from pikenas.results.export.bundle import BundleError
 from pikenas.results.storage import open_storage
+from pikenas.search._evaluator import make_evaluator
 from pikenas.search.finalize import FinalizeSummary, finalize
 from pikenas.search.lock import ask_lock
-from pikenas.search._evaluator import make_evaluator
 from pikenas.search.progress import Snapshot
 from pikenas.search.spec import RunRequest, threads_per_worker
 from pikenas.search.study import open_search_study
@@ -116,7 +115,6 @@ def write_outputs(study: optuna.Study, out: Path, *, export: bool = True) -> Bun
     from pikenas.results.dashboard import write_dashboard
     from pikenas.results.export.bundle import export_pareto
     from pikenas.results.front import write_front_csv
-
     from pikenas.results.optuna_views import store_dashboard_views
 
     write_front_csv(study, out=out / "front.csv")

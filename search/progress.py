@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import optuna
 from optuna.trial import TrialState
+
 from pikenas.results.pareto import pareto_mask
 
 __all__ = [

@@ -20,14 +20,14 @@ import os
 import signal
 import sys
 
+from pikenas.evaluators.candidate import failure_reason
 from pikenas.results.record import WorkerReport, record_worker_report
 from pikenas.results.storage import check_storage_file, open_storage
+from pikenas.search._evaluator import make_evaluator
 from pikenas.search._journal import buffered
 from pikenas.search._logs import configure_logging
 from pikenas.search.lock import ask_lock
 from pikenas.search.loop import work, worker_label
-from pikenas.evaluators.candidate import failure_reason
-from pikenas.search._evaluator import make_evaluator
 from pikenas.search.samplers import make_sampler
 from pikenas.search.spec import WorkerSpec
 from pikenas.search.study import open_search_study

@@ -35,7 +35,9 @@ from pikenas.space.errors import (
 # Names whose modules import torch are loaded on first use (PEP 562), so that importing the
 # errors or ArchConfig (every CLI start, ``pikenas --help``) does not pay torch's import.
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(["ACTIVATIONS", "DPReLU", "PReLU", "ReLU", "make_activation"], "nn.activations"),
+    **dict.fromkeys(
+        ["ACTIVATIONS", "DPReLU", "PReLU", "ReLU", "make_activation"], "nn.activations"
+    ),
     **dict.fromkeys(["PikeNet", "build_model"], "nn.build"),
     **dict.fromkeys(["QuantConv2d", "QuantLinear"], "nn.layers"),
     **dict.fromkeys(["BatchNormStage", "QuantNormStage"], "nn.norms"),

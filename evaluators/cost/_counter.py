@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from pikenas.evaluators.cost._cost_table import CostTable
-from pikenas.space.program.pricing import primitives
 from pikenas.evaluators.cost._report import AceReport, BreakdownRow, LayerSummary
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import CostModelError
 from pikenas.space.program.ir import OP_KINDS, IntegerProgram
+from pikenas.space.program.pricing import primitives
 
 __all__ = ["count_ace", "count_onnx", "program_of", "ROOT_LAYER"]
 

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pikenas.evaluators.data._splits import Augmentation, DatasetSplits, Split, channel_stats, stratified_split
+from pikenas.evaluators.data._splits import (
+    Augmentation,
+    DatasetSplits,
+    Split,
+    channel_stats,
+    stratified_split,
+)
 from pikenas.space.errors import DataError
 
 __all__ = ["load_cifar10", "load_cifar100", "read_cifar_pickle"]

@@ -23,9 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pikenas.evaluators.data._splits import Augmentation, DatasetSplits, Split, channel_stats, stratified_split
-from pikenas.evaluators.data._transforms import resize
 from pikenas.evaluators._atomic import atomic_write
+from pikenas.evaluators.data._splits import (
+    Augmentation,
+    DatasetSplits,
+    Split,
+    channel_stats,
+    stratified_split,
+)
+from pikenas.evaluators.data._transforms import resize
 from pikenas.space.errors import DataError, PikeNASError
 
 __all__ = ["load_imagefolder", "cache_folder", "DEFAULT_IMAGEFOLDER_RESOLUTION", "IMAGE_SUFFIXES"]

@@ -33,10 +33,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pikenas.evaluators.training._checkpoint import load_checkpoint, save_checkpoint, save_tensors
-from pikenas.evaluators.training._progress import TrainingProgress
-from pikenas.evaluators.training._run_dir import RunFolder
-from pikenas.evaluators.training._scoring import batch_statistics_eval, evaluate_split
 from pikenas.evaluators.data.datasets import (
     DatasetSplits,
     Split,
@@ -46,6 +42,10 @@ from pikenas.evaluators.data.datasets import (
     load_dataset,
     stratified_subset,
 )
+from pikenas.evaluators.training._checkpoint import load_checkpoint, save_checkpoint, save_tensors
+from pikenas.evaluators.training._progress import TrainingProgress
+from pikenas.evaluators.training._run_dir import RunFolder
+from pikenas.evaluators.training._scoring import batch_statistics_eval, evaluate_split
 from pikenas.evaluators.training.config import TrainConfig, TrainResult
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import DataError, EvaluationError, RunDirError

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pikenas.space.program.ir import IntegerProgram, Operation, Value, range_bits
-from pikenas.space.program.ir import execute_operation
+
+from pikenas.space.program.ir import IntegerProgram, Operation, Value, execute_operation, range_bits
 
 __all__ = [
     "HLS4ML_DIR",

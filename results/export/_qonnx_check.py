@@ -66,8 +66,8 @@ def export_qonnx(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
     import onnx
 
     from pikenas.evaluators.cost import count_ace, count_onnx
-    from pikenas.space.program.onnx.importer import OnnxImportError
     from pikenas.space.program.onnx.export_qonnx import QonnxExportError, program_to_qonnx
+    from pikenas.space.program.onnx.importer import OnnxImportError
 
     try:
         model = program_to_qonnx(program)

@@ -45,10 +45,9 @@ from torch import nn
 
 from pikenas.evaluators._atomic import atomic_directory, check_replaceable
 from pikenas.results.export._model_card import model_card
-from pikenas.space.program.onnx.export_onnx import OnnxCheck, export_onnx
 from pikenas.results.pareto import best_per_archid, pareto_front
-from pikenas.results.storage import open_study
 from pikenas.results.record import FinalResult, TrialRecord
+from pikenas.results.storage import open_study
 from pikenas.results.trials import final_results, study_cost_table, study_info, trials_frame
 from pikenas.space._parse import read_text
 from pikenas.space.arch import ArchConfig
@@ -59,6 +58,7 @@ from pikenas.space.errors import (
     RunDirError,
     RuntimeFailureError,
 )
+from pikenas.space.program.onnx.export_onnx import OnnxCheck, export_onnx
 
 __all__ = [
     "ARCH_FILE",
@@ -147,8 +147,7 @@ def _regular_file(path: Path) -> bool:
 
 def _build(arch: ArchConfig, weights: Path | None) -> nn.Module:
     from pikenas.evaluators.training._checkpoint import load_weights
-    from pikenas.space.nn.build import build_model
-    from pikenas.space.nn.build import check_arch_size
+    from pikenas.space.nn.build import build_model, check_arch_size
 
     check_arch_size(arch)  # absurd sizes refused from the declared shapes, before building
     model = build_model(arch)

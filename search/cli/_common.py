@@ -131,8 +131,8 @@ def worker_spec(
     """The validated spec of the command line's worker(s): the config with the command line's
     ``overrides`` (``trials``, ``sampler``, ``cost_table``, ...); any problem raises a one-line
     :class:`SearchConfigError` naming the option (creates nothing)."""
-    from pikenas.search.config import load_config
     from pikenas.search._evaluator import evaluator_factory
+    from pikenas.search.config import load_config
     from pikenas.search.spec import WorkerSpec
     from pikenas.space._strict import one_line
     from pikenas.space.errors import SearchConfigError

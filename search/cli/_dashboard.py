@@ -61,8 +61,8 @@ def dashboard(
     rungs of successive halving. The live page re-reads the study every --refresh seconds,
     so new trials appear while a search runs; stop it with Ctrl-C.
     """
-    from pikenas.results.dashboard._server import serve as start_server
     from pikenas.results.dashboard import write_dashboard, zoo_reference_costs
+    from pikenas.results.dashboard._server import serve as start_server
     from pikenas.results.storage import open_study
     from pikenas.results.trials import study_cost_table, trials_frame
 

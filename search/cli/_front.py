@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
 from pikenas.search.cli._app import app, echo, fail
 
 if TYPE_CHECKING:

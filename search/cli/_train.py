@@ -32,12 +32,16 @@ def train(
     ],
     dataset: Annotated[
         str,
-        typer.Option("--dataset", help="digits, synthetic, fashion_mnist, mnist, idx, cifar10, cifar100 or imagefolder."),
+        typer.Option(
+            "--dataset",
+            help="digits, synthetic, fashion_mnist, mnist, idx, cifar10, cifar100 or imagefolder.",
+        ),
     ] = "digits",
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir", help="Folder of the data set's files (IDX sets, cifar10/100, imagefolder)."
+            "--data-dir",
+            help="Folder of the data set's files (IDX sets, cifar10/100, imagefolder).",
         ),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 30,

@@ -124,8 +124,8 @@ def _hls4ml(target: str, model: Any, inputs: Any, run: bool) -> Any:
 
 def _model(target: str, weights: Path | None, resolution: int | None, seed: int) -> Any:
     from pikenas.results.export.bundle import ARCH_FILE, WEIGHTS_FILE, load_bundle
-    from pikenas.space.nn.build import build_model
     from pikenas.space.errors import ArchConfigError
+    from pikenas.space.nn.build import build_model
 
     folder = Path(target)
     if folder.is_dir():

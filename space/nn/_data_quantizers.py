@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn._fixed_point import TINY, double_quantized, sign_zero_up
 from pikenas.space.nn._quantizer_base import QUANTIZERS, Quantizer
 from pikenas.space.nn._ste import clipped_ste
-from pikenas.space.errors import ArchConfigError
 
 __all__ = ["BinaryQuantizer", "TernaryQuantizer"]
 

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from pikenas.space.nn._codes import code_range, output_codes, output_step
 from pikenas.space.nn._requant import lower_output
 from pikenas.space.nn.layers import QuantConv2d, lower_weight
+from pikenas.space.nn.quantizers import make_activation_quantizer
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Value
-from pikenas.space.nn.quantizers import make_activation_quantizer
 
 __all__ = [
     "SQUEEZE_EXCITE_REDUCTION",

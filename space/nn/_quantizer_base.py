@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn._fixed_point import double_quantized, scale_format_bits
 from pikenas.space.nn._ste import ste
-from pikenas.space.errors import ArchConfigError
 from pikenas.space.registry import Registry
 
 __all__ = ["QUANTIZERS", "Quantizer", "quantize_scale"]

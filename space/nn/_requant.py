@@ -34,9 +34,9 @@ from torch import Tensor
 from pikenas.space.nn._codes import OutputCodes
 from pikenas.space.nn._fixed_point import fixed_point_multiplier, round_half_up, scale_format_bits
 from pikenas.space.nn.activations import Activation, NoActivation, QuantizedSlopes, ReLU
+from pikenas.space.nn.quantizers import ste
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Constant, Value, range_bits
-from pikenas.space.nn.quantizers import ste
 
 __all__ = [
     "IntegerRanges",

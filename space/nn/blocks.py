@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pikenas.space.arch import ConvStemSpec, HeadSpec, InputSpec, PikeBlockSpec
 from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from pikenas.space.nn._codes import (
     UNSIGNED_8BIT,
@@ -25,13 +26,12 @@ from pikenas.space.nn._codes import (
     step_of,
 )
 from pikenas.space.nn._requant import lower_output
-from pikenas.space.arch import ConvStemSpec, HeadSpec, InputSpec, PikeBlockSpec
 from pikenas.space.nn.layers import QuantConv2d, QuantLinear
-from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.nn.norms import make_output_stage
-from pikenas.space.program.ir import Value
 from pikenas.space.nn.quantizers import UniformQuantizer, make_activation_quantizer
 from pikenas.space.nn.residual import ResidualAdd
+from pikenas.space.program.builder import ProgramBuilder, channel_shape
+from pikenas.space.program.ir import Value
 
 __all__ = [
     "InputQuantizer",
@@ -105,7 +105,11 @@ class InputQuantizer(nn.Module):
             )
             t = builder.mul(x, inverse, kind="input_quantize")
             return lower_output(
-                builder, t, codes, scale=code_scale_of(builder, self.quantizer), kind="input_quantize"
+                builder,
+                t,
+                codes,
+                scale=code_scale_of(builder, self.quantizer),
+                kind="input_quantize",
             )
         builder.note("normalize", x.elements)
         have = builder.with_constants

@@ -1,13 +1,13 @@
 """``build_model(arch) -> PikeNet``: the network an ``ArchConfig`` describes.
 
-Stems and blocks are built through the registries in :mod:`pikenas.space.nn._builders` (filled by
-:mod:`pikenas.space.nn.blocks` and :mod:`pikenas.space.nn.pokebnn`), so a new block kind only registers a builder.
+Stems and blocks are built through the registries in :mod:`pikenas.space.nn._builders` (filled
+by :mod:`.blocks` and :mod:`.pokebnn`), so a new block kind only registers a builder.
 Each built part reports ``output_codes``; a block builder whose signature has an
 ``input_codes`` keyword receives the previous part's.
 
 ``PikeNet`` has two forwards: in training mode the fake-quantization forward (straight-through
-gradients); in eval mode the network's integer program (:func:`pikenas.space.program.builder.lower`), executed
-exactly with torch. So evaluation measures the network that is costed and exported.
+gradients); in eval mode the network's integer program
+(:func:`pikenas.space.program.builder.lower`), executed exactly with torch. So evaluation measures the network that is costed and exported.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pikenas.space.arch import ArchConfig
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn import blocks as _blocks  # noqa: F401  (registers "conv" and "pikelpn")
 from pikenas.space.nn import pokebnn as _pokebnn  # noqa: F401  (registers the PokeBNN stem and bottleneck)
 from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
-from pikenas.space.program._torch_runner import TorchProgram
-from pikenas.space.arch import ArchConfig
-from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn.blocks import Head
+from pikenas.space.program._torch_runner import TorchProgram
 from pikenas.space.program.builder import ProgramBuilder, lower
 from pikenas.space.program.ir import IntegerProgram, ProgramError, Value
 
@@ -92,7 +92,8 @@ class PikeNet(nn.Module):
         return x
 
     def program(self) -> IntegerProgram:
-        """The integer program of the current weights (see :func:`pikenas.space.program.builder.lower`)."""
+        """The integer program of the current weights (see
+        :func:`pikenas.space.program.builder.lower`)."""
         return self.program_on("cpu").program
 
     def program_on(self, device: torch.device | str) -> TorchProgram:
@@ -115,8 +116,16 @@ def _storage_key(t: Tensor) -> tuple[Any, ...]:
     version counter, and where and how it views its storage."""
     if t.is_meta:
         return (id(t), t._version, None)
-    return (id(t), t._version, t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
-            t.dtype, str(t.device))
+    return (
+        id(t),
+        t._version,
+        t.data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        t.stride(),
+        t.dtype,
+        str(t.device),
+    )
 
 
 def build_model(

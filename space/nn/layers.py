@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from pikenas.space.nn.quantizers import Quantizer, make_quantizer
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.program.ir import Constant, Value
-from pikenas.space.nn.quantizers import Quantizer, make_quantizer
 
 __all__ = ["QuantConv2d", "QuantLinear", "accumulator_bound", "lower_weight", "dequantized"]
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from pikenas.space.nn._codes import OutputCodes, output_codes, output_step
-from pikenas.space.nn._ste import batch_affine
 from pikenas.space.nn._requant import (
     IntegerRanges,
     activation_tail,
@@ -34,10 +33,11 @@ from pikenas.space.nn._requant import (
     lower_float,
     lower_integer,
 )
+from pikenas.space.nn._ste import batch_affine
 from pikenas.space.nn.activations import ReLU, make_activation
+from pikenas.space.nn.quantizers import UniformQuantizer, make_activation_quantizer, ste
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import Constant, Value
-from pikenas.space.nn.quantizers import UniformQuantizer, make_activation_quantizer, ste
 
 __all__ = [
     "BatchNormStage",

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from pikenas.space.arch import InputSpec, PokeBottleneckSpec, PokeStemSpec
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from pikenas.space.nn._codes import OutputCodes, code_range, output_codes, output_step
 from pikenas.space.nn._pokebnn_parts import (
@@ -46,14 +48,12 @@ from pikenas.space.nn._pokebnn_parts import (
 )
 from pikenas.space.nn._requant import lower_float, lower_output
 from pikenas.space.nn.activations import DPReLU
-from pikenas.space.arch import InputSpec, PokeBottleneckSpec, PokeStemSpec
 from pikenas.space.nn.blocks import InputQuantizer
-from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn.layers import QuantConv2d
-from pikenas.space.program.builder import ProgramBuilder, channel_shape
 from pikenas.space.nn.norms import folded_batch_norm
-from pikenas.space.program.ir import Value
 from pikenas.space.nn.quantizers import make_activation_quantizer
+from pikenas.space.program.builder import ProgramBuilder, channel_shape
+from pikenas.space.program.ir import Value
 
 __all__ = [
     "PokeStem",

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pikenas.space.errors import ArchConfigError
 from pikenas.space.nn._data_quantizers import BinaryQuantizer, TernaryQuantizer
 from pikenas.space.nn._fixed_point import double_quantized, round_half_up, scale_format_bits
 from pikenas.space.nn._quantizer_base import QUANTIZERS, Quantizer, quantize_scale
@@ -47,7 +48,6 @@ from pikenas.space.nn._ste import (
     round_ste,
     ste,
 )
-from pikenas.space.errors import ArchConfigError
 
 __all__ = [
     "QUANTIZERS",

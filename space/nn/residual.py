@@ -6,13 +6,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pikenas.space.nn._codes import UNSIGNED_8BIT, OutputCodes, code_scale_of, output_codes, output_step
+from pikenas.space.nn._codes import (
+    UNSIGNED_8BIT,
+    OutputCodes,
+    code_scale_of,
+    output_codes,
+    output_step,
+)
 from pikenas.space.nn._fixed_point import FixedPoint, fixed_point_multiplier
 from pikenas.space.nn._requant import lower_output
 from pikenas.space.nn.layers import dequantized
+from pikenas.space.nn.quantizers import make_activation_quantizer
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.ir import Value
-from pikenas.space.nn.quantizers import make_activation_quantizer
 
 __all__ = ["ResidualAdd", "RESIDUAL_SPAN"]
 

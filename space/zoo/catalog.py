@@ -16,13 +16,13 @@ models, 8x8x1 and 10 classes for the tiny ones).
 
 from __future__ import annotations
 
-from pikenas.space.zoo.fmnist import fmnist_entries
-from pikenas.space.zoo.mobilenet import mobilenet_entries, pikelpn_entries
-from pikenas.space.zoo._parts import ZooEntry
-from pikenas.space.zoo.pokebnn import pokebnn_entries
-from pikenas.space.zoo.tiny import tiny_entries
 from pikenas.space.arch import ArchConfig
 from pikenas.space.registry import Registry
+from pikenas.space.zoo._parts import ZooEntry
+from pikenas.space.zoo.fmnist import fmnist_entries
+from pikenas.space.zoo.mobilenet import mobilenet_entries, pikelpn_entries
+from pikenas.space.zoo.pokebnn import pokebnn_entries
+from pikenas.space.zoo.tiny import tiny_entries
 
 __all__ = ["ZOO", "ZooEntry", "zoo_names", "get_zoo_arch", "describe"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 
-from pikenas.space.zoo._parts import FLOAT_CONV, Precision, ZooEntry, separable_arch
 from pikenas.space.arch import ArchConfig, ConvQuantSpec
+from pikenas.space.zoo._parts import FLOAT_CONV, Precision, ZooEntry, separable_arch
 
 __all__ = [
     "MOBILENET_V1_LAYOUT",

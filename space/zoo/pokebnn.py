@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from pikenas.space.zoo._parts import ZooEntry, build_arch
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, HeadSpec, PokeBottleneckSpec, PokeStemSpec
+from pikenas.space.zoo._parts import ZooEntry, build_arch
 
 __all__ = ["POKEBNN_LAYOUT", "POKEBNN_MULTIPLIERS", "pokebnn", "pokebnn_entries"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 
-from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
-from pikenas.space.zoo._parts import Precision, ZooEntry, separable_arch
 from pikenas.space.arch import ArchConfig, ConvQuantSpec
+from pikenas.space.zoo._parts import Precision, ZooEntry, separable_arch
+from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
 
 __all__ = [
     "TINY_LAYOUT",

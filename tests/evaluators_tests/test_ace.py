@@ -15,8 +15,8 @@ from torch import nn
 
 from pikenas.evaluators.cost import AceReport, CostTable, count_ace
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
-from pikenas.space.nn.build import build_model
 from pikenas.space.errors import CostModelError
+from pikenas.space.nn.build import build_model
 from pikenas.space.program.builder import LoweringError, lower
 
 torch.set_num_threads(1)

@@ -16,7 +16,6 @@ from pikenas.evaluators._atomic import LEDGER_NAME, atomic_directory, atomic_wri
 from pikenas.space.errors import DiskError, RunDirError
 
 
-
 def _listing(folder: Path) -> list[str]:
     """The folder's entries without pikenas's ledger of what it wrote."""
     return sorted(p.name for p in folder.iterdir() if p.name != LEDGER_NAME)

@@ -14,11 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from pikenas.evaluators.cost import count_ace, count_onnx
-from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
-from pikenas.space.program.onnx.export_onnx import program_to_onnx
-from pikenas.space.program.onnx.export_qonnx import QONNX_DOMAIN, program_to_qonnx
 from pikenas.search.cli import app
 from pikenas.space.nn.build import build_model
+from pikenas.space.program.onnx.export_onnx import program_to_onnx
+from pikenas.space.program.onnx.export_qonnx import QONNX_DOMAIN, program_to_qonnx
+from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
 from pikenas.space.zoo.catalog import get_zoo_arch
 
 torch.set_num_threads(1)

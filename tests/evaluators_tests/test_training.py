@@ -17,10 +17,16 @@ import torch
 from safetensors.torch import load_file
 
 from pikenas.evaluators._atomic import LEDGER_NAME
+from pikenas.evaluators.data.datasets import Split, fit_arch_to_dataset, load_dataset
 from pikenas.evaluators.training import _checkpoint
 from pikenas.evaluators.training import loop as training
-from pikenas.evaluators.data.datasets import Split, fit_arch_to_dataset, load_dataset
-from pikenas.evaluators.training.loop import TrainConfig, TrainResult, evaluate, learning_rate, train
+from pikenas.evaluators.training.loop import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    learning_rate,
+    train,
+)
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
 from pikenas.space.errors import EvaluationError, RunDirError, SearchConfigError
 

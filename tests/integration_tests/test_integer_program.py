@@ -22,9 +22,9 @@ import random
 import pytest
 import torch
 
-from pikenas.evaluators.training import loop as training
 from pikenas.evaluators.cost import count_ace
 from pikenas.evaluators.data.datasets import iterate_batches, load_dataset
+from pikenas.evaluators.training import loop as training
 from pikenas.evaluators.verify import verify
 from pikenas.search.config import load_config
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
-
-from pikenas.evaluators._atomic import LEDGER_NAME, atomic_directory
 import torch
 from safetensors.torch import save_file
 
+from pikenas.evaluators._atomic import LEDGER_NAME, atomic_directory
 from pikenas.evaluators.cost import count_ace
 from pikenas.results.export.bundle import (
     ARCH_FILE,
@@ -27,8 +26,8 @@ from pikenas.results.export.bundle import (
     load_bundle,
 )
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, PikeBlockSpec
-from pikenas.space.nn.build import build_model
 from pikenas.space.errors import ArchConfigError, EvaluationError, RunDirError
+from pikenas.space.nn.build import build_model
 from pikenas.space.program.ir import CONSTANTS_FILE, PROGRAM_FILE, IntegerProgram
 from tests.results_tests._studies import Point, make_run, tiny_arch
 

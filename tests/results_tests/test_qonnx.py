@@ -30,15 +30,15 @@ from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 from qonnx.util.inference_cost import inference_cost  # noqa: E402
 
-from pikenas.evaluators.training import loop as training  # noqa: E402
 from pikenas.evaluators.cost import count_ace, count_onnx  # noqa: E402
 from pikenas.evaluators.data.datasets import iterate_batches, load_dataset  # noqa: E402
-from pikenas.space.program.onnx.export_onnx import program_to_onnx  # noqa: E402
-from pikenas.space.program.onnx.export_qonnx import program_to_qonnx  # noqa: E402
+from pikenas.evaluators.training import loop as training  # noqa: E402
 from pikenas.results.export._qonnx_check import run_qonnx  # noqa: E402
 from pikenas.search.config import load_config  # noqa: E402
 from pikenas.space.nn.build import build_model  # noqa: E402
 from pikenas.space.program.ir import IntegerProgram, range_bits  # noqa: E402
+from pikenas.space.program.onnx.export_onnx import program_to_onnx  # noqa: E402
+from pikenas.space.program.onnx.export_qonnx import program_to_qonnx  # noqa: E402
 from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names  # noqa: E402
 
 torch.set_num_threads(1)

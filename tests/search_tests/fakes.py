@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
 from pikenas.evaluators.candidate import (
     CostSummary,
     EvaluatorSetup,

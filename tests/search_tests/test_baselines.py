@@ -12,7 +12,6 @@ import optuna
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from pikenas.evaluators.cost import count_ace
 from pikenas.results.record import TrialRecord
 from pikenas.results.storage import open_storage
 from pikenas.search._journal import buffered

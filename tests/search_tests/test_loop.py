@@ -13,13 +13,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from pikenas.evaluators.candidate import evaluate_candidate
 from pikenas.results.record import DIRECTIONS, HEARTBEAT_ATTR, TrialRecord, worker_reports
 from pikenas.results.storage import open_storage
 from pikenas.search._journal import BufferedJournalStorage, buffered
 from pikenas.search.config import SearchConfig, SearchSettings
 from pikenas.search.lock import FileLock, ask_lock
 from pikenas.search.loop import recover_stale_trials, stale_reason, work
-from pikenas.evaluators.candidate import evaluate_candidate
 from pikenas.search.samplers import SAMPLERS, make_sampler
 from pikenas.search.study import open_search_study
 from pikenas.search.trial import outcome_of

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 import re
+from pathlib import Path
 
 import optuna
 import pytest
@@ -172,7 +172,9 @@ def test_ace_takes_the_cost_table_names_of_search(capsys) -> None:
     default = json.loads(capsys.readouterr().out)["ace_v2"]
     assert main(["ace", "tiny-w8a8", "--json", "--cost-table", "ace_v2"]) == 0
     assert json.loads(capsys.readouterr().out)["ace_v2"] == default
-    energy = str(Path(__file__).resolve().parents[2] / "configs/cost_tables/energy_45nm_illustrative.yaml")
+    energy = str(
+        Path(__file__).resolve().parents[2] / "configs/cost_tables/energy_45nm_illustrative.yaml"
+    )
     assert main(["ace", "tiny-w8a8", "--json", "--cost-table", energy]) == 0
     assert json.loads(capsys.readouterr().out)["ace_v2"] != default
     assert main(["ace", "tiny-w8a8", "--cost-table", "nope"]) == 2

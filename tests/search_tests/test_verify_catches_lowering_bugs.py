@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from pikenas.search.cli import app
 from pikenas.space.nn import _requant, norms
 from pikenas.space.program.builder import ProgramBuilder
-from typer.testing import CliRunner
 
 torch.set_num_threads(1)
 runner = CliRunner()

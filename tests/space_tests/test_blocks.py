@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from pikenas.space.nn.activations import ACTIVATIONS, DPReLU, PReLU, make_activation
 from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec, PikeBlockSpec
+from pikenas.space.nn.activations import ACTIVATIONS, DPReLU, PReLU, make_activation
 from pikenas.space.nn.blocks import PikeBlock
 from pikenas.space.nn.build import build_model
-from pikenas.space.program.builder import lower
 from pikenas.space.nn.norms import QuantNormStage
+from pikenas.space.program.builder import lower
 
 torch.set_num_threads(1)
 

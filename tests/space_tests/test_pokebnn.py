@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from pikenas.evaluators.cost import count_ace
-from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
 from pikenas.space.arch import ArchConfig, PokeBottleneckSpec, PokeStemSpec
-from pikenas.space.nn.build import build_model
 from pikenas.space.errors import ArchConfigError
-from pikenas.space.program.builder import lower
+from pikenas.space.nn._builders import BLOCK_BUILDERS, STEM_BUILDERS
+from pikenas.space.nn.build import build_model
 from pikenas.space.nn.pokebnn import (
     PokeBottleneck,
     SqueezeExcite,
@@ -22,6 +21,7 @@ from pikenas.space.nn.pokebnn import (
     reshape_channels,
     same_avg_pool,
 )
+from pikenas.space.program.builder import lower
 from pikenas.space.zoo.catalog import get_zoo_arch
 
 torch.set_num_threads(1)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pikenas.space.program.pricing import primitives
 from pikenas.space.program.builder import LoweringError, ProgramBuilder
 from pikenas.space.program.ir import (
     Constant,
@@ -21,6 +20,7 @@ from pikenas.space.program.ir import (
     read_safetensors,
     write_safetensors,
 )
+from pikenas.space.program.pricing import primitives
 
 
 def _builder() -> ProgramBuilder:

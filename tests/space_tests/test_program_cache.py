@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
 from pikenas.space.nn.build import PikeNet, build_model
 from pikenas.space.zoo.catalog import get_zoo_arch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 torch.set_num_threads(1)
 

@@ -24,8 +24,8 @@ from pikenas.space.program.ir import (
     OP_SPECS,
     IntegerProgram,
     Op,
-    OpFamily,
     Operation,
+    OpFamily,
     ProgramError,
     Value,
     op_function,
@@ -67,7 +67,9 @@ def _conv(b: ProgramBuilder, q: Value) -> Value:
 
 def _linear(b: ProgramBuilder, q: Value) -> Value:
     flat = b.reshape("flatten", q, (18,))
-    w = b.constant("w", np.arange(54).reshape(3, 18) % 5 - 2, shape=(3, 18), dtype="int", lo=-2, hi=2)
+    w = b.constant(
+        "w", np.arange(54).reshape(3, 18) % 5 - 2, shape=(3, 18), dtype="int", lo=-2, hi=2
+    )
     return b.linear(flat, w)
 
 

@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from pikenas.space.arch import ArchConfig, ConvStemSpec, HeadSpec, PikeBlockSpec
 from pikenas.space.errors import SearchConfigError
-from pikenas.space.searchspace import BLOCK_GENES, BlockChoices, SearchSpace, StageSpace, repair_bits
+from pikenas.space.searchspace import (
+    BLOCK_GENES,
+    BlockChoices,
+    SearchSpace,
+    StageSpace,
+    repair_bits,
+)
 from pikenas.space.zoo.catalog import get_zoo_arch
 
 # tiny-float is left out: its float convs are per-tensor, and granularity is not a gene.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from pikenas.space.nn._requant import sign_folded_bits
 from pikenas.space.nn.build import build_model
 from pikenas.space.program.ir import range_bits

@@ -8,6 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from pikenas.space.program.builder import ProgramBuilder, channel_shape
+from pikenas.space.program.ir import Value
+from pikenas.space.program.onnx._common import SHIFT_KEY
+from pikenas.space.program.onnx._fuse import pending_clamp, quant_ahead
 from pikenas.space.program.onnx._graph import (
     Entry,
     Env,
@@ -21,11 +25,7 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
-from pikenas.space.program.onnx._common import SHIFT_KEY
-from pikenas.space.program.onnx._fuse import pending_clamp, quant_ahead
 from pikenas.space.program.onnx._shapes import moved_value
-from pikenas.space.program.builder import ProgramBuilder, channel_shape
-from pikenas.space.program.ir import Value
 
 __all__ = ["ARITHMETIC", "pads_of", "stride_of"]
 

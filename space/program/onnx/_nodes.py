@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.onnx._arith import ARITHMETIC
+from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
+from pikenas.space.program.onnx._fuse import emit_pending
 from pikenas.space.program.onnx._graph import (
     Entry,
     Env,
@@ -19,11 +22,8 @@ from pikenas.space.program.onnx._graph import (
     materialize,
     per_sample,
 )
-from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
-from pikenas.space.program.onnx._fuse import emit_pending
 from pikenas.space.program.onnx._pools import POOLS
 from pikenas.space.program.onnx._shapes import MOVERS, move
-from pikenas.space.program.builder import ProgramBuilder
 
 __all__ = ["lower_node", "materialize"]
 

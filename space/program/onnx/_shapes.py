@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from pikenas.space.program.onnx._graph import Entry, Env, GraphReader, entry_of
 from pikenas.space.program.builder import ProgramBuilder, window_terms
 from pikenas.space.program.ir import Value
+from pikenas.space.program.onnx._graph import Entry, Env, GraphReader, entry_of
 
 __all__ = ["MOVERS", "move", "moved_value", "window_terms"]  # window_terms: the builder's
 
