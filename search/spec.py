@@ -99,7 +99,8 @@ class WorkerSpec(StrictModel):
     (given as a storage URL or a journal file, made absolute); ``seed`` ``None`` draws a random
     one; ``evaluator`` is the ``module:callable`` of an evaluator factory (``None``: the real
     proxy evaluator); ``checkpoints`` the folder (made absolute) whose ``<study>/`` holds the
-    proxy checkpoints of successive halving (``None``: none kept, a promoted trial trains from scratch)."""
+    proxy checkpoints of successive halving (``None``: none kept, a promoted trial trains from
+    scratch)."""
 
     config: SearchConfig
     storage: StorageTarget

@@ -7,7 +7,8 @@ Each built part reports ``output_codes``; a block builder whose signature has an
 
 ``PikeNet`` has two forwards: in training mode the fake-quantization forward (straight-through
 gradients); in eval mode the network's integer program
-(:func:`pikenas.space.program.builder.lower`), executed exactly with torch. So evaluation measures the network that is costed and exported.
+(:func:`pikenas.space.program.builder.lower`), executed exactly with torch. So evaluation
+measures the network that is costed and exported.
 """
 
 from __future__ import annotations
