@@ -85,6 +85,9 @@ class VerifyReport:
     #: the hls4ml C simulation, when one ran (an object with ``exact``, ``compiled``,
     #: ``summary`` and ``to_dict()``: results.export._hls4ml.Hls4mlCheck)
     hls4ml: Any = None
+    #: what a bundle's other files (runner, cost.json, ONNX, QONNX) got wrong against its
+    #: program (results.export check_bundle_files); empty when all agree or not a bundle
+    bundle_failures: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -97,6 +100,7 @@ class VerifyReport:
             and self.float_path_mismatches == 0
             and self.surrogate_not_ties == 0
             and (self.hls4ml is None or not self.hls4ml.compiled or self.hls4ml.exact)
+            and not self.bundle_failures
         )
 
     def failures(self) -> list[str]:
@@ -115,6 +119,7 @@ class VerifyReport:
                            "a rounding tie")
         if self.hls4ml is not None and self.hls4ml.compiled and not self.hls4ml.exact:
             reasons.append(f"hls4ml C simulation: {self.hls4ml.summary}")
+        reasons += self.bundle_failures
         return reasons
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from pikenas.space.errors import EvaluationError
 
-__all__ = ["QonnxCheck", "export_qonnx", "qonnx_available", "run_qonnx", "QONNX_IMAGES"]
+__all__ = ["QonnxCheck", "check_qonnx_file",
+    "export_qonnx", "qonnx_available", "run_qonnx", "QONNX_IMAGES"]
 
 #: images executed by qonnx at export (its node-by-node executor is slow on big graphs).
 QONNX_IMAGES = 2
@@ -61,24 +62,35 @@ def run_qonnx(model: Any, images: np.ndarray) -> np.ndarray:
 
 
 def export_qonnx(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
-    """Write ``program`` as QONNX to ``path`` and check it (see the module docstring); an
+    """Write ``program`` as QONNX to ``path`` and check the file (:func:`check_qonnx_file`); an
     unwritable or wrong graph raises :class:`EvaluationError`."""
     import onnx
 
-    from pikenas.evaluators.cost import count_ace, count_onnx
     from pikenas.space.program.onnx.export_qonnx import QonnxExportError, program_to_qonnx
-    from pikenas.space.program.onnx.importer import OnnxImportError
 
     try:
         model = program_to_qonnx(program)
     except QonnxExportError as exc:
         raise EvaluationError(f"QONNX export failed: {exc}") from None
     onnx.save(model, str(path))
+    return check_qonnx_file(program, path, images)
+
+
+def check_qonnx_file(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
+    """Check the QONNX file ``path`` against ``program`` (see the module docstring): valid,
+    priced by ``pikenas ace`` exactly as the program, and (when qonnx is installed) executed to
+    the program's logits on the first :data:`QONNX_IMAGES` of ``images``."""
+    import onnx
+
+    from pikenas.evaluators.cost import count_ace, count_onnx
+    from pikenas.space.program.onnx.importer import OnnxImportError
+
     try:
-        onnx.checker.check_model(onnx.load(str(path)))
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
         imported = count_onnx(path).to_dict()
-    except (onnx.checker.ValidationError, OnnxImportError) as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (onnx.checker.ValidationError, OnnxImportError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"the QONNX graph is invalid: {first}") from None
     native = count_ace(program).to_dict()
     keys = ("ace_v1", "ace_v2", "macs", "params", "breakdown")
@@ -100,8 +112,8 @@ def export_qonnx(program: Any, path: Path, images: np.ndarray) -> QonnxCheck:
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
     if (exact and difference != 0.0) or difference > 1e-4 * scale:
         raise EvaluationError(
-            f"qonnx executes model.qonnx.onnx to logits {difference:.3g} away from the integer "
-            "program; the exported graph is wrong"
+            f"qonnx executes {path.name} to logits {difference:.3g} away from the integer "
+            "program; the graph is wrong"
         )
     notes = [] if exact else ["float convs: onnxruntime sums in its own order"]
     return QonnxCheck(len(sample), True, difference, exact, True, notes)

@@ -87,6 +87,7 @@ def verify(
         inputs = _inputs(model.arch, dataset, data_dir, images, seed)
         report = run_verify(model, inputs, stored=_stored_program(target, weights))
         report.hls4ml = _hls4ml(target, model, inputs, hls4ml)
+        report.bundle_failures = _bundle_failures(target, weights, model, inputs)
         accuracy = _test_accuracy(model, dataset, data_dir) if dataset else None
     except PikeNASError as exc:
         raise fail(str(exc)) from None
@@ -140,6 +141,18 @@ def _model(target: str, weights: Path | None, resolution: int | None, seed: int)
     if weights is not None:
         _load_weights(model, weights)
     return model.eval()
+
+
+def _bundle_failures(target: str, weights: Path | None, model: Any, inputs: Any) -> list[str]:
+    """What a bundle's runner, cost.json, ONNX and QONNX files got wrong against its program
+    (nothing for other targets, or when other weights are loaded)."""
+    from pikenas.results.export._bundle_check import check_bundle_files, is_bundle
+    from pikenas.results.export.bundle import WEIGHTS_FILE
+
+    folder = Path(target)
+    if not is_bundle(folder) or (weights is not None and weights != folder / WEIGHTS_FILE):
+        return []
+    return check_bundle_files(folder, model.program(), inputs.numpy())
 
 
 def _stored_program(target: str, weights: Path | None) -> Any:

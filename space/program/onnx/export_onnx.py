@@ -42,7 +42,15 @@ from pikenas.space.program.onnx._common import (
     prefix_add,
 )
 
-__all__ = ["program_to_onnx", "export_onnx", "OnnxCheck", "OnnxExportError", "ONNX_OPS", "OPSET"]
+__all__ = [
+    "program_to_onnx",
+    "check_onnx_file",
+    "export_onnx",
+    "OnnxCheck",
+    "OnnxExportError",
+    "ONNX_OPS",
+    "OPSET",
+]
 
 _EXACT_FLOAT32 = 2**24
 _EXACT_FLOAT64 = 2**53
@@ -368,8 +376,20 @@ class OnnxCheck:
 
 
 def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
-    """Write ``program`` as ONNX to ``path``, check it with ``onnx.checker`` and compare
-    onnxruntime with the program's numpy runner on ``images`` ``(N, C, H, W)``.
+    """Write ``program`` as ONNX to ``path`` and check the file (:func:`check_onnx_file`)."""
+    import onnx
+
+    try:
+        model = program_to_onnx(program)
+    except OnnxExportError as exc:
+        raise EvaluationError(f"ONNX export failed: {exc}") from None
+    onnx.save(model, str(path))
+    return check_onnx_file(program, path, images)
+
+
+def check_onnx_file(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
+    """Check the ONNX file ``path`` with ``onnx.checker`` and compare onnxruntime with the
+    program's numpy runner on ``images`` ``(N, C, H, W)``.
 
     A network whose logits come from exact arithmetic must match bit for bit; a float network
     (float convs, whose summation order differs between runtimes) within 1e-4 relative.
@@ -379,17 +399,16 @@ def export_onnx(program: object, path: Path, images: np.ndarray) -> OnnxCheck:
     import onnxruntime
 
     try:
-        model = program_to_onnx(program)
-    except OnnxExportError as exc:
-        raise EvaluationError(f"ONNX export failed: {exc}") from None
-    onnx.save(model, str(path))
-    try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+    except Exception as exc:  # onnxruntime's own errors: a graph it cannot run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvaluationError(f"onnxruntime cannot run {path.name}: {first}") from None
     expected = program.run(images).output  # type: ignore[attr-defined]
     output = program.values[program.output]  # type: ignore[attr-defined]
     difference = float(np.max(np.abs(actual - expected), initial=0.0))
