@@ -155,6 +155,11 @@ class StudyRecord(StrictModel):
     dataset: str = Field("", description="data set name")
     cost_table: str = Field("", description="name of the cost table that scores ACE v2")
     cost_unit: str = Field("", description="unit of ACE v2 under that table (bit-ops, pJ, ...)")
+    evaluator: str = Field(
+        "",
+        description='what evaluates its candidates: "pikenas" (the proxy evaluator) or the '
+        "MODULE:CALLABLE of a custom evaluator factory; every worker must use the same",
+    )
     final_results: dict[int, FinalResult] = Field(
         default_factory=dict, description="trial number -> FinalResult of the trained winners"
     )

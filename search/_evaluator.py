@@ -16,7 +16,15 @@ from pikenas.space.errors import SearchConfigError
 if TYPE_CHECKING:
     from pikenas.search.config import SearchConfig
 
-__all__ = ["evaluator_factory", "make_evaluator"]
+__all__ = ["DEFAULT_EVALUATOR", "evaluator_factory", "evaluator_name", "make_evaluator"]
+
+#: how a study records that the real proxy evaluator scores it (``--evaluator`` not given).
+DEFAULT_EVALUATOR = "pikenas"
+
+
+def evaluator_name(reference: str | None) -> str:
+    """What the study record keeps of ``reference``: its ``module:callable`` as given, or :data:`DEFAULT_EVALUATOR` for the real proxy evaluator (``None``)."""
+    return DEFAULT_EVALUATOR if reference is None else reference
 
 
 def evaluator_factory(reference: str | None) -> EvaluatorFactory:

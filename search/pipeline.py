@@ -86,7 +86,12 @@ def prepare_run(request: RunRequest) -> optuna.Study:
     try:
         with lock:
             storage = open_storage(target, create=True)
-            study = open_search_study(request.config, storage, request.worker.study_name)
+            study = open_search_study(
+                request.config,
+                storage,
+                request.worker.study_name,
+                evaluator=request.worker.evaluator,
+            )
     except BaseException:
         if created:
             shutil.rmtree(request.out, ignore_errors=True)

@@ -7,8 +7,9 @@ study gets its directions ``maximize, minimize``, the :class:`~results.record.St
 attributes, metric names that say which cost table scores ACE v2, and the baselines enqueued
 once; ``search_config`` is written last, so its presence marks a ready study (a creation killed
 before it is completed by the next process, which enqueues only the baselines still missing).
-An existing study must have been made by the same search: the same cost table (checked first,
-for a precise message) and the same config apart from its ``search:`` run settings.
+An existing study must have been made by the same search: the same evaluator (a fake one never
+mixes its values with real ones in one front), the same cost table (checked first, for a
+precise message) and the same config apart from its ``search:`` run settings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from pikenas.results.record import DIRECTIONS, StudyRecord, TrialRecord, update_study_record
+from pikenas.search._evaluator import DEFAULT_EVALUATOR, evaluator_name
 from pikenas.space.errors import PikeNASError, SearchConfigError
 
 if TYPE_CHECKING:
@@ -35,8 +37,10 @@ def open_search_study(
     storage: optuna.storages.BaseStorage,
     study_name: str,
     sampler: optuna.samplers.BaseSampler | None = None,
+    evaluator: str | None = None,
 ) -> optuna.Study:
-    """Load ``study_name`` or create it (see the module docstring); call it under the ask lock."""
+    """Load ``study_name`` or create it (see the module docstring); call it under the ask lock.
+    ``evaluator`` is the ``--evaluator`` reference (``None``: the real proxy evaluator)."""
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -51,14 +55,16 @@ def open_search_study(
             "not a pikenas study: pass another --study name"
         )
     record = StudyRecord.of(study)
+    name = evaluator_name(evaluator)
     if not record.search_config:
-        _initialise(study, config)
+        _initialise(study, config, name)
     else:
+        _check_same_evaluator(study_name, record, name)
         _check_same_search(study_name, record, config)
     return study
 
 
-def _initialise(study: optuna.Study, config: SearchConfig) -> None:
+def _initialise(study: optuna.Study, config: SearchConfig, evaluator: str) -> None:
     table = config.cost_table_object()
     record = update_study_record(
         study,
@@ -66,6 +72,7 @@ def _initialise(study: optuna.Study, config: SearchConfig) -> None:
         dataset=config.dataset.name,
         cost_table=table.name,
         cost_unit=table.unit,
+        evaluator=evaluator,
     )
     with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -80,6 +87,21 @@ def _initialise(study: optuna.Study, config: SearchConfig) -> None:
             continue
         study.enqueue_trial(genome, user_attrs=TrialRecord(baseline=name).to_attrs())
     update_study_record(study, search_config=config.to_json())
+
+
+def _check_same_evaluator(study_name: str, record: StudyRecord, evaluator: str) -> None:
+    """Refuse another evaluator than the study's (a study made before evaluators were recorded
+    keeps no name and is not checked)."""
+    if record.evaluator and record.evaluator != evaluator:
+        wanted = (
+            "no --evaluator"
+            if record.evaluator == DEFAULT_EVALUATOR
+            else f"--evaluator {record.evaluator}"
+        )
+        raise SearchConfigError(
+            f"study {study_name!r} is evaluated by {record.evaluator!r}, not {evaluator!r}; pass "
+            f"{wanted} as its other workers do (or another --study)"
+        )
 
 
 def _check_same_search(study_name: str, record: StudyRecord, config: SearchConfig) -> None:

@@ -1,0 +1,48 @@
+"""Hostile inputs and faults of a search (issue 22): a worker with another evaluator than its
+study's, a corrupt rung checkpoint, a ``--out`` path that is not UTF-8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pikenas.results.record import StudyRecord
+from pikenas.results.storage import JOURNAL_NAME, open_study
+from pikenas.search.cli import main
+from tests.search_tests.fakes import FAKE, FAKE_TRAINING
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _search(config: Path, out: Path, *options: str) -> list[str]:
+    return [
+        "search", str(config), "--out", str(out), "--trials", "3", "--workers", "1",
+        "--full-train-top", "0", "--no-export", *options,
+    ]  # fmt: skip
+
+
+def test_a_worker_with_another_evaluator_is_refused(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(_search(config_file, out, "--evaluator", FAKE)) == 0
+    study = open_study(out)
+    assert StudyRecord.of(study).evaluator == FAKE
+    trials = len(study.trials)
+    capsys.readouterr()
+    storage = str(out / JOURNAL_NAME)
+    for other in ([], ["--evaluator", FAKE_TRAINING]):  # the real one, another fake
+        argv = ["worker", str(config_file), "--storage", storage, "--study", "pikenas"]
+        assert main([*argv, "--trials", "6", *other]) == 2
+        line = _one_error_line(capsys)
+        assert f"evaluated by '{FAKE}'" in line and f"--evaluator {FAKE}" in line, line
+    assert len(open_study(out).trials) == trials  # nothing evaluated by the others
+    # the same evaluator joins
+    argv = ["worker", str(config_file), "--storage", storage, "--trials", "4"]
+    assert main([*argv, "--evaluator", FAKE]) == 0
