@@ -43,7 +43,7 @@ from pikenas.evaluators._candidate_records import (
 from pikenas.evaluators.training.config import TrainConfig
 from pikenas.space._text import redact
 from pikenas.space.arch import ArchConfig
-from pikenas.space.errors import EvaluationError
+from pikenas.space.errors import EvaluationError, RunDirError
 
 if TYPE_CHECKING:
     from pikenas.evaluators.data.datasets import DatasetSplits
@@ -100,7 +100,9 @@ EvaluatorFactory = Callable[[EvaluatorSetup], CandidateEvaluator]
 class ProxyEvaluator:
     """The real evaluator: ``count_ace`` with the setup's cost table, its proxy and full budgets
     through ``evaluators.training``. When the space searches the input resolution, the data set
-    is resized to each candidate's."""
+    is resized to each candidate's. A rung checkpoint that cannot be read (truncated, garbage, a
+    link or another network's) is discarded with a warning and that rung trained from scratch:
+    it is the search's own cache, and a corrupt one must not fail its architecture for good."""
 
     def __init__(self, setup: EvaluatorSetup) -> None:
         self.setup = setup
@@ -146,7 +148,18 @@ class ProxyEvaluator:
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
         budget = self._budget(self.setup.proxy, arch)
-        result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
+        try:
+            result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
+        except RunDirError as exc:
+            # load_checkpoint names the file it cannot read; any other RunDirError is not ours
+            if checkpoint is None or str(checkpoint) not in str(exc):
+                raise
+            try:
+                checkpoint.unlink()
+            except OSError:
+                raise exc from None  # cannot discard it (a folder, read-only): say why it failed
+            logger.warning("discarded an unreadable rung checkpoint, training from scratch: %s", exc)
+            result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
         return ProxyMetrics(
             val_accuracy=float(result.val_accuracy),
             test_accuracy=float(result.test_accuracy),

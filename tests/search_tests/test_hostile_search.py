@@ -46,3 +46,35 @@ def test_a_worker_with_another_evaluator_is_refused(
     # the same evaluator joins
     argv = ["worker", str(config_file), "--storage", storage, "--trials", "4"]
     assert main([*argv, "--evaluator", FAKE]) == 0
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage, not safetensors", b"\xff" * 8 + b"{}", b"\x08\x00\x00\x00"]
+)
+def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
+    tmp_path: Path, config_file: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pikenas.evaluators.candidate import ProxyEvaluator, RungBudget
+    from pikenas.search.config import load_config
+
+    config = load_config(config_file)
+    config = config.model_copy(
+        update={"proxy": config.proxy.replace(epochs=2, data_fraction=0.1)}
+    )
+    evaluator = ProxyEvaluator(config.evaluator_setup())
+    arch = evaluator.fit(config.space.decode(config.space.default_params()))
+    checkpoint = tmp_path / "checkpoints" / "pikenas" / f"{arch.archid}.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(content)
+    first = evaluator.proxy(arch, RungBudget(1, checkpoint))
+    assert "discarded an unreadable rung checkpoint" in caplog.text
+    assert checkpoint.stat().st_size > len(content)  # a new checkpoint, after epoch 1
+    clean = tmp_path / "clean.safetensors"
+
+    def measured(rung: RungBudget) -> tuple[float, float]:
+        metrics = evaluator.proxy(arch, rung)
+        return metrics.val_accuracy, metrics.val_loss
+
+    assert measured(RungBudget(1, clean)) == (first.val_accuracy, first.val_loss)  # as fresh
+    # and the next rung continues the new checkpoint exactly as it continues a clean one
+    assert measured(RungBudget(2, checkpoint)) == measured(RungBudget(2, clean))
