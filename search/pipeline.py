@@ -12,6 +12,7 @@ The backend then places ``request.workers`` workers (:func:`search.local.run_loc
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pikenas.search.lock import ask_lock
 from pikenas.search.progress import Snapshot
 from pikenas.search.spec import RunRequest, threads_per_worker
 from pikenas.search.study import open_search_study
+from pikenas.space.errors import RunDirError
 
 __all__ = [
     "RUN_OUTPUTS",
@@ -62,8 +64,17 @@ RUN_OUTPUTS = ("config.yaml", "front.csv", "dashboard.html", "exports/")
 
 
 def check_run_outputs(out: Path) -> None:
-    """Refuse (one line, exit 2) a ``RUN_OUTPUTS`` entry of ``out`` that pikenas did not write;
-    a folder of bundles must hold only bundles that pikenas wrote."""
+    """Refuse (one line, exit 2) a run folder whose path is not valid UTF-8 (the study, the
+    workers' specs and the logs store it as text), and a ``RUN_OUTPUTS`` entry of ``out`` that
+    pikenas did not write; a folder of bundles must hold only bundles that pikenas wrote."""
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(out).decode("utf-8", "backslashreplace")
+        raise RunDirError(
+            f"run folder {shown} is not a valid UTF-8 path; choose a folder name of valid "
+            "UTF-8 characters"
+        ) from None
     for name in RUN_OUTPUTS:
         path = out / name.rstrip("/")
         if not name.endswith("/"):

@@ -78,3 +78,15 @@ def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
     assert measured(RungBudget(1, clean)) == (first.val_accuracy, first.val_loss)  # as fresh
     # and the next rung continues the new checkpoint exactly as it continues a clean one
     assert measured(RungBudget(2, checkpoint)) == measured(RungBudget(2, clean))
+
+
+@pytest.mark.parametrize("name", ["\udcffdir", "ok/\udcfe\udcff/run"])
+def test_a_run_folder_that_is_not_utf8_is_refused_before_anything_is_written(
+    tmp_path: Path, config_file: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / name  # as Python gives a command line's undecodable bytes (surrogates)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(_search(config_file, out, "--evaluator", FAKE)) == 2
+    line = _one_error_line(capsys)
+    assert "not a valid UTF-8 path" in line and "\\xff" in line, line
+    assert sorted(tmp_path.rglob("*")) == before  # no folder, config.yaml or study.log
