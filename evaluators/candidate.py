@@ -158,7 +158,9 @@ class ProxyEvaluator:
                 checkpoint.unlink()
             except OSError:
                 raise exc from None  # cannot discard it (a folder, read-only): say why it failed
-            logger.warning("discarded an unreadable rung checkpoint, training from scratch: %s", exc)
+            logger.warning(
+                "discarded an unreadable rung checkpoint, training from scratch: %s", exc
+            )
             result = evaluate(arch, budget, until_epoch=until, checkpoint=checkpoint)
         return ProxyMetrics(
             val_accuracy=float(result.val_accuracy),

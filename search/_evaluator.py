@@ -23,7 +23,8 @@ DEFAULT_EVALUATOR = "pikenas"
 
 
 def evaluator_name(reference: str | None) -> str:
-    """What the study record keeps of ``reference``: its ``module:callable`` as given, or :data:`DEFAULT_EVALUATOR` for the real proxy evaluator (``None``)."""
+    """What the study record keeps of ``reference``: its ``module:callable`` as given, or
+    :data:`DEFAULT_EVALUATOR` for the real proxy evaluator (``None``)."""
     return DEFAULT_EVALUATOR if reference is None else reference
 
 

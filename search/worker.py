@@ -52,9 +52,7 @@ def run_worker(spec: WorkerSpec) -> WorkerReport:
         sampler = make_sampler(config.search.sampler, spec.seed, config.search.population_size)
         with lock:  # a fresh PostgreSQL database gets its tables and the study once
             storage = buffered(open_storage(target, create=True))
-            study = open_search_study(
-                config, storage, spec.study_name, sampler, spec.evaluator
-            )
+            study = open_search_study(config, storage, spec.study_name, sampler, spec.evaluator)
         try:
             return work(
                 study,

@@ -58,9 +58,7 @@ def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
     from pikenas.search.config import load_config
 
     config = load_config(config_file)
-    config = config.model_copy(
-        update={"proxy": config.proxy.replace(epochs=2, data_fraction=0.1)}
-    )
+    config = config.model_copy(update={"proxy": config.proxy.replace(epochs=2, data_fraction=0.1)})
     evaluator = ProxyEvaluator(config.evaluator_setup())
     arch = evaluator.fit(config.space.decode(config.space.default_params()))
     checkpoint = tmp_path / "checkpoints" / "pikenas" / f"{arch.archid}.safetensors"
