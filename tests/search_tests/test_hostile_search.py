@@ -49,10 +49,11 @@ def test_a_worker_with_another_evaluator_is_refused(
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"garbage, not safetensors", b"\xff" * 8 + b"{}", b"\x08\x00\x00\x00"]
+    "content",
+    [b"", b"garbage, not safetensors", b"\xff" * 8 + b"{}", b"\x08\x00\x00\x00", None],
 )
 def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
-    tmp_path: Path, config_file: Path, content: bytes, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, config_file: Path, content: bytes | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     from pikenas.evaluators.candidate import ProxyEvaluator, RungBudget
     from pikenas.search.config import load_config
@@ -63,6 +64,9 @@ def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
     arch = evaluator.fit(config.space.decode(config.space.default_params()))
     checkpoint = tmp_path / "checkpoints" / "pikenas" / f"{arch.archid}.safetensors"
     checkpoint.parent.mkdir(parents=True)
+    if content is None:  # a real checkpoint cut in half (a worker killed while copying it)
+        evaluator.proxy(arch, RungBudget(1, checkpoint))
+        content = checkpoint.read_bytes()[: checkpoint.stat().st_size // 2]
     checkpoint.write_bytes(content)
     first = evaluator.proxy(arch, RungBudget(1, checkpoint))
     assert "discarded an unreadable rung checkpoint" in caplog.text
