@@ -63,18 +63,23 @@ class RunResult:
 RUN_OUTPUTS = ("config.yaml", "front.csv", "dashboard.html", "exports/")
 
 
-def check_run_outputs(out: Path) -> None:
-    """Refuse (one line, exit 2) a run folder whose path is not valid UTF-8 (the study, the
-    workers' specs and the logs store it as text), and a ``RUN_OUTPUTS`` entry of ``out`` that
-    pikenas did not write; a folder of bundles must hold only bundles that pikenas wrote."""
+def _check_utf8(path: Path, what: str) -> None:
+    """Refuse (one line, exit 2) a ``path`` that is not valid UTF-8: the study, the workers'
+    JSON specs and the logs carry it as text."""
     try:
-        str(out).encode("utf-8")
+        str(path).encode("utf-8")
     except UnicodeEncodeError:
-        shown = os.fsencode(out).decode("utf-8", "backslashreplace")
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise RunDirError(
-            f"run folder {shown} is not a valid UTF-8 path; choose a folder name of valid "
-            "UTF-8 characters"
+            f"{what} {shown} is not a valid UTF-8 path; choose a name of valid UTF-8 characters"
         ) from None
+
+
+def check_run_outputs(out: Path) -> None:
+    """Refuse (one line, exit 2) a run folder whose path is not valid UTF-8, and a
+    ``RUN_OUTPUTS`` entry of ``out`` that pikenas did not write; a folder of bundles must hold
+    only bundles that pikenas wrote."""
+    _check_utf8(out, "run folder")
     for name in RUN_OUTPUTS:
         path = out / name.rstrip("/")
         if not name.endswith("/"):
@@ -88,8 +93,11 @@ def check_run_outputs(out: Path) -> None:
 
 
 def prepare_run(request: RunRequest) -> optuna.Study:
-    """Create (or reopen) the run folder and the study; write ``OUT/config.yaml``."""
+    """Create (or reopen) the run folder and the study; write ``OUT/config.yaml``. Every input
+    is checked before anything is written."""
     check_run_outputs(request.out)
+    if request.worker.storage.path is not None:
+        _check_utf8(request.worker.storage.path, "storage file")
     created = not request.out.exists()
     request.out.mkdir(parents=True, exist_ok=True)
     target = request.worker.storage

@@ -43,6 +43,8 @@ def test_a_worker_with_another_evaluator_is_refused(
         line = _one_error_line(capsys)
         assert f"evaluated by '{FAKE}'" in line and f"--evaluator {FAKE}" in line, line
     assert len(open_study(out).trials) == trials  # nothing evaluated by the others
+    assert main(_search(config_file, out)) == 2  # nor does a rerun of the search
+    assert f"evaluated by '{FAKE}'" in _one_error_line(capsys)
     # the same evaluator joins
     argv = ["worker", str(config_file), "--storage", storage, "--trials", "4"]
     assert main([*argv, "--evaluator", FAKE]) == 0
@@ -82,13 +84,21 @@ def test_a_corrupt_rung_checkpoint_is_discarded_and_the_rung_retrained(
     assert measured(RungBudget(2, checkpoint)) == measured(RungBudget(2, clean))
 
 
-@pytest.mark.parametrize("name", ["\udcffdir", "ok/\udcfe\udcff/run"])
-def test_a_run_folder_that_is_not_utf8_is_refused_before_anything_is_written(
-    tmp_path: Path, config_file: Path, name: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "storage"),
+    [("\udcffdir", None), ("ok/\udcfe\udcff/run", None), ("run", "\udcff.log")],
+)
+def test_a_run_path_that_is_not_utf8_is_refused_before_anything_is_written(
+    tmp_path: Path,
+    config_file: Path,
+    name: str,
+    storage: str | None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / name  # as Python gives a command line's undecodable bytes (surrogates)
+    options = ["--storage", str(tmp_path / storage)] if storage else []
     before = sorted(tmp_path.rglob("*"))
-    assert main(_search(config_file, out, "--evaluator", FAKE)) == 2
+    assert main(_search(config_file, out, "--evaluator", FAKE, *options)) == 2
     line = _one_error_line(capsys)
     assert "not a valid UTF-8 path" in line and "\\xff" in line, line
     assert sorted(tmp_path.rglob("*")) == before  # no folder, config.yaml or study.log
