@@ -173,7 +173,7 @@ def test_one_masking_hides_every_password(text: str) -> None:
 
 
 def test_printable_escapes_terminal_controls() -> None:
-    assert printable("a\x1b[31mred\x00\r\u202e") == "a\\x1b[31mred\\x00\\x0d\\u202e"
+    assert printable("a\x1b[31mred\x00\r\u202e") == "a\\x1b[31mred\\x00\\r\\u202e"
     assert printable("line\n\tindented") == "line\n\tindented"
 
 
