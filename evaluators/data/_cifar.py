@@ -259,30 +259,76 @@ def _find_folder(data_dir: Path | None, folder: str, files: tuple[str, ...], nam
     )
 
 
+def _labels(path: Path, labels: Any, count: int, key: str, num_classes: int) -> torch.Tensor:
+    """``(N,)`` int64 class indices from a batch's label list; one-line :class:`DataError`
+    for a missing, scalar, non-integer (float, string) or out-of-range label."""
+    fix = f"{path}: {key!r} must be a list of {count:,} integer class indices 0..{num_classes - 1}"
+    if labels is None:
+        raise DataError(f"{fix}; the batch has no {key!r}")
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{fix}, got a {labels.dtype} array of shape {labels.shape}")
+        values = labels.tolist()
+    elif isinstance(labels, list):
+        values = labels
+    else:
+        raise DataError(f"{fix}, got {type(labels).__name__}")
+    if len(values) != count:
+        raise DataError(f"{fix}, got {len(values):,} labels for {count:,} images")
+    for index, value in enumerate(values):
+        if type(value) is not int or not 0 <= value < num_classes:
+            shown = repr(value)[:30]
+            raise DataError(f"{fix}; label {index} is {type(value).__name__} {shown}")
+    return torch.tensor(values, dtype=torch.int64)
+
+
 def _read_images(path: Path, label_key: str, num_classes: int) -> Split:
     batch = read_cifar_pickle(path)
-    data, labels = batch.get("data"), batch.get(label_key)
+    data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-    if data.shape[1] != 3 * 32 * 32 or labels is None or len(labels) != data.shape[0]:
-        raise DataError(f"{path}: expected (N, 3072) pixels and N {label_key!r}")
-    label_tensor = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    if len(label_tensor) and not (
-        0 <= int(label_tensor.min()) <= int(label_tensor.max()) < num_classes
-    ):
-        raise DataError(f"{path}: labels outside 0..{num_classes - 1}")
+        shown = (
+            f"a {data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else type(data).__name__
+        )
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {shown}")
+    if data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' must have shape (N, 3072), got {data.shape}")
+    labels = _labels(path, batch.get(label_key), data.shape[0], label_key, num_classes)
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return Split(images, label_tensor)
+    return Split(images, labels)
 
 
-def _class_names(path: Path, key: str) -> tuple[str, ...]:
-    if not path.is_file():
+def _class_names(path: Path, key: str, num_classes: int) -> tuple[str, ...]:
+    if not path.exists():
         return ()
-    names = read_cifar_pickle(path).get(key, [])
-    return tuple(name.decode() if isinstance(name, bytes) else str(name) for name in names)
+    names = read_cifar_pickle(path).get(key)
+    if (
+        not isinstance(names, list)
+        or len(names) != num_classes
+        or not all(isinstance(name, bytes | str) for name in names)
+    ):
+        raise DataError(f"{path}: {key!r} must be a list of {num_classes} class names")
+    return tuple(name.decode("latin1") if isinstance(name, bytes) else name for name in names)
+
+
+def _check_classes(name: str, train_val: Split, test: Split, num_classes: int) -> None:
+    """Every class must reach the training, validation and test splits: a set with a missing
+    or tiny class would report accuracy over fewer classes than it claims."""
+    needed = min_class_size((1 - _VAL_FRACTION, _VAL_FRACTION))
+    train_counts = torch.bincount(train_val.labels, minlength=num_classes).tolist()
+    test_counts = torch.bincount(test.labels, minlength=num_classes).tolist()
+    for label in range(num_classes):
+        if train_counts[label] < needed or test_counts[label] < 1:
+            raise DataError(
+                f"{name}: class {label} has {train_counts[label]} training and "
+                f"{test_counts[label]} test images; every class needs at least {needed} training "
+                "images (a tenth is held out for validation) and 1 test image"
+            )
 
 
 def _assemble(name: str, train_val: Split, test: Split, num_classes: int, names: tuple[str, ...]):
+    _check_classes(name, train_val, test, num_classes)
     train_indices, val_indices = stratified_split(
         train_val.labels.numpy(), (1 - _VAL_FRACTION, _VAL_FRACTION)
     )
@@ -310,7 +356,7 @@ def load_cifar10(data_dir: Path | None, seed: int = 0) -> DatasetSplits:
         torch.cat([part.images for part in parts]), torch.cat([part.labels for part in parts])
     )
     test = _read_images(folder / "test_batch", "labels", 10)
-    names = _class_names(folder / "batches.meta", "label_names")
+    names = _class_names(folder / "batches.meta", "label_names", 10)
     return _assemble("cifar10", train_val, test, 10, names)
 
 
@@ -320,5 +366,5 @@ def load_cifar100(data_dir: Path | None, seed: int = 0) -> DatasetSplits:
     folder = _find_folder(data_dir, _CIFAR100_FOLDER, ("train", "test"), "cifar100")
     train_val = _read_images(folder / "train", "fine_labels", 100)
     test = _read_images(folder / "test", "fine_labels", 100)
-    names = _class_names(folder / "meta", "fine_label_names")
+    names = _class_names(folder / "meta", "fine_label_names", 100)
     return _assemble("cifar100", train_val, test, 100, names)
