@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,10 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
 
     content = read_regular_file(path, _MAX_FILE_BYTES, "image")
     try:
-        with Image.open(io.BytesIO(content)) as picture:
+        with warnings.catch_warnings():  # over the limit is refused below, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(content))
+        with opened as picture:
             width, height = picture.size
             if width * height > Image.MAX_IMAGE_PIXELS:
                 raise DataError(
@@ -123,7 +127,11 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
                 array = np.asarray(picture.convert("L" if grey else "RGB"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {path} is over Pillow's decompression-bomb limit ({exc})") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise DataError(
+            f"cannot read image {path} (not an image format Pillow reads); remove or replace it"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
     return (array[:, :, None] if array.ndim == 2 else array), grey
 
