@@ -163,12 +163,12 @@ def _classes(root: Path, count: int = 4, shade: int = 60) -> None:
             _png(root / name / f"{index}.png", np.full((8, 8), shade, np.uint8))
 
 
-class _Hung(Exception):
+class _HungError(Exception):
     pass
 
 
 def _raise_hung(*_):
-    raise _Hung
+    raise _HungError
 
 
 def test_fifo_named_like_an_image_is_refused_not_read(tmp_path):
