@@ -264,3 +264,15 @@ def test_class_missing_from_a_given_part_and_one_class_sets_are_refused(tmp_path
         _png(single / "only" / f"{index}.png", np.full((8, 8), 9, np.uint8))
     with pytest.raises(DataError, match="at least 2"):
         load_dataset("imagefolder", data_dir=single, resolution=8)
+
+
+def test_cifar_pickle_cannot_set_attributes_on_the_allowed_functions(tmp_path):
+    from pikenas.evaluators.data import _cifar
+
+    # {'marker': 1} BUILT onto the allowed _codecs.encode: it would outlive this file.
+    payload = b"\x80\x02c_codecs\nencode\n}X\x06\x00\x00\x00markerK\x01sb."
+    (tmp_path / "batch").write_bytes(payload)
+    with pytest.raises(DataError) as error:
+        read_cifar_pickle(tmp_path / "batch")
+    _one_line(error, "batch")
+    assert not hasattr(_cifar._latin1_encode, "marker")
