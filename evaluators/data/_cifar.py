@@ -227,7 +227,10 @@ def read_cifar_pickle(path: Path) -> dict[str, Any]:
         pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError,
         IndexError, struct.error, OverflowError, RecursionError, MemoryError,
     ) as exc:  # fmt: skip
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if isinstance(exc, EOFError):
+            reason = "it ends early: truncated, or a length larger than the file"
+        else:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise DataError(f"{path} is not a CIFAR python-format batch ({reason})") from None
     if not isinstance(loaded, dict):
         raise DataError(f"{path} is not a CIFAR python-format batch (no dictionary inside)")
