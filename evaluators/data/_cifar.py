@@ -158,10 +158,15 @@ def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return codecs.encode(text, "latin1")
 
 
+def _dtype(spec: Any = None, align: Any = False, copy: Any = False) -> _Dtype:
+    """``numpy.dtype`` as a pickle names it (a function: NEWOBJ cannot bypass ``__init__``)."""
+    return _Dtype(spec, align, copy)
+
+
 def _allowed_names() -> dict[tuple[str, str], Callable[..., Any]]:
     allowed: dict[tuple[str, str], Callable[..., Any]] = {
         ("numpy", "ndarray"): _ndarray_name,
-        ("numpy", "dtype"): _Dtype,
+        ("numpy", "dtype"): _dtype,
         ("_codecs", "encode"): _latin1_encode,
         ("builtins", "bytes"): _bytes,
         ("__builtin__", "bytes"): _bytes,
@@ -182,12 +187,30 @@ def _counted(step: Callable[[Any], None]) -> Callable[[Any], None]:
     return run
 
 
+def _build_stand_ins_only(step: Callable[[Any], None]) -> Callable[[Any], None]:
+    """BUILD may only set the state of an array or dtype stand-in: on anything else (one of
+    the allowed functions) it would set attributes that outlive this file."""
+
+    def run(unpickler: _CifarUnpickler) -> None:
+        if len(unpickler.stack) < 2 or not isinstance(unpickler.stack[-2], _Array | _Dtype):
+            raise _refuse("BUILD on anything but a numpy array or dtype is not allowed")
+        step(unpickler)
+
+    return run
+
+
+def _dispatch() -> dict[int, Callable[[Any], None]]:
+    table = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    table[pickle.BUILD[0]] = _build_stand_ins_only(table[pickle.BUILD[0]])
+    return {key: _counted(step) for key, step in table.items()}
+
+
 class _CifarUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """Python's pure-Python unpickler, resolving only :func:`_allowed_names`, with a bounded
     number of opcodes."""
 
     _allowed = _allowed_names()
-    dispatch = {key: _counted(step) for key, step in pickle._Unpickler.dispatch.items()}  # type: ignore[attr-defined]
+    dispatch = _dispatch()
     opcodes = 0
 
     def find_class(self, module: str, name: str) -> Any:
