@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGEFOLDER_RESOLUTION = 64
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_GREY_MODES = ("1", "L", "LA", "La")  # 8-bit greyscale; wider ones: see _to_8_bits
 _HELD_OUT_FRACTION = 0.15
 _CACHE_FORMAT = 2  # 2: 16-bit and float images scaled, no longer clipped
 _MAX_FILE_BYTES = 256 * 2**20  # one image file
@@ -113,15 +113,17 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
             opened = Image.open(io.BytesIO(content))
         with opened as picture:
             width, height = picture.size
-            if width * height > Image.MAX_IMAGE_PIXELS:
+            limit = Image.MAX_IMAGE_PIXELS  # None: the user switched Pillow's check off
+            if limit is not None and width * height > limit:
                 raise DataError(
                     f"image {path} has {width}x{height} pixels, over Pillow's limit of "
-                    f"{Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?); shrink or remove it"
+                    f"{limit:,} (a decompression bomb?); shrink or remove it"
                 )
             picture.load()
             mode = picture.mode
-            grey = mode in _GREY_MODES or mode.startswith("I") or mode == "F"
-            if mode.startswith("I") or mode == "F":
+            wide = mode.startswith("I") or mode == "F"  # 16/32-bit integer or float grey
+            grey = wide or mode in _GREY_MODES
+            if wide:
                 array = _to_8_bits(picture, path)
             else:
                 array = np.asarray(picture.convert("L" if grey else "RGB"), dtype=np.uint8)
