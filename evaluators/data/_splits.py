@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from pikenas.evaluators.data._transforms import resize, to_float
+from pikenas.space.errors import DataError
 
 __all__ = [
     "Split",
@@ -16,6 +20,8 @@ __all__ = [
     "stratified_split",
     "stratified_subset",
     "channel_stats",
+    "read_regular_file",
+    "min_class_size",
 ]
 
 # The seed of every fixed split and subset: independent of the run's seed, so that every
@@ -120,6 +126,45 @@ def stratified_split(
             parts[part_index].append(members[start : start + count])
             start += count
     return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def min_class_size(fractions: tuple[float, ...]) -> int:
+    """The fewest images a class needs so that :func:`stratified_split` with ``fractions``
+    gives it at least one image in every part (the same rounding as the split)."""
+    for count in range(1, 10_000):
+        held_out = [round(fraction * count) for fraction in fractions[1:]]
+        if min(held_out, default=1) >= 1 and count - sum(held_out) >= 1:
+            return count
+    raise ValueError(f"fractions {fractions} leave some part empty for every class size")
+
+
+def read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of ``path``, opened only when it is a regular file of at most ``max_bytes``.
+
+    The one place data readers open a file: the open never blocks (a FIFO or device named like
+    a data file is refused, not read), and the size is checked before anything is allocated.
+    Raises :class:`DataError` (one line naming ``path`` and ``what`` it should be).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DataError(f"cannot open {what} {path} ({exc.strerror or exc})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(
+                f"{what} {path} is not a regular file (a FIFO, device or folder); replace it "
+                "with a real file or remove it"
+            )
+        if info.st_size > max_bytes:
+            raise DataError(
+                f"{what} {path} is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit "
+                "for one such file; it is not a valid file of this kind"
+            )
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew after the check
+        raise DataError(f"{what} {path} grew past {max_bytes:,} bytes while being read")
+    return data
 
 
 def stratified_subset(split: Split, fraction: float, seed: int = SPLIT_SEED) -> Split:

@@ -254,7 +254,9 @@ def test_imagefolder_errors(tmp_path):
     (tmp_path / "second").mkdir()
     with pytest.raises(DataError, match="class folder .*only holds no images"):
         load_dataset("imagefolder", data_dir=tmp_path)
-    _write_png(tmp_path / "only" / "a.png", (1, 2, 3), (8, 8))
+    for index in range(4):  # 4 images per class: enough for a validation and a test image
+        _write_png(tmp_path / "only" / f"a{index}.png", (1, 2, 3), (8, 8))
+        _write_png(tmp_path / "second" / f"b{index}.png", (1, 2, 3), (8, 8))
     (tmp_path / "second" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         load_dataset("imagefolder", data_dir=tmp_path)
@@ -267,7 +269,7 @@ def test_imagefolder_is_decoded_once_and_the_cache_follows_the_files(tmp_path, m
     from pikenas.evaluators.data import _imagefolder
 
     monkeypatch.setenv("PIKENAS_CACHE_DIR", str(tmp_path / "cache"))
-    for index in range(3):
+    for index in range(4):  # 4 per class: enough for a validation and a test image each
         _write_png(tmp_path / "data" / "cat" / f"{index}.png", (200, 0, 0), (10, 10))
         _write_png(tmp_path / "data" / "dog" / f"{index}.png", (0, 0, 200), (12, 12))
     first = load_dataset("imagefolder", data_dir=tmp_path / "data", resolution=8)
