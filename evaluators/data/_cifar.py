@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from pikenas.evaluators.data._splits import (
+    VAL_FRACTION,
     Augmentation,
     DatasetSplits,
     Split,
-    channel_stats,
+    hold_out_validation,
     min_class_size,
     read_regular_file,
-    stratified_split,
 )
 from pikenas.space.errors import DataError
 
@@ -52,7 +52,6 @@ _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR100_FOLDER = "cifar-100-python"
 _CIFAR10_TRAIN = tuple(f"data_batch_{index}" for index in range(1, 6))
 # CIFAR has no validation split: a fixed, stratified tenth of the training images is held out.
-_VAL_FRACTION = 0.1
 # The largest official file (CIFAR-100 ``train``) is 155 MB; a tenfold margin.
 _MAX_FILE_BYTES = 1_600_000_000
 # CIFAR-100 ``train`` runs about 200,000 opcodes (labels, coarse labels, file names).
@@ -341,7 +340,7 @@ def _class_names(path: Path, key: str, num_classes: int) -> tuple[str, ...]:
 def _check_classes(name: str, train_val: Split, test: Split, num_classes: int) -> None:
     """Every class must reach the training, validation and test splits: a set with a missing
     or tiny class would report accuracy over fewer classes than it claims."""
-    needed = min_class_size((1 - _VAL_FRACTION, _VAL_FRACTION))
+    needed = min_class_size((1 - VAL_FRACTION, VAL_FRACTION))
     train_counts = torch.bincount(train_val.labels, minlength=num_classes).tolist()
     test_counts = torch.bincount(test.labels, minlength=num_classes).tolist()
     for label in range(num_classes):
@@ -355,22 +354,8 @@ def _check_classes(name: str, train_val: Split, test: Split, num_classes: int) -
 
 def _assemble(name: str, train_val: Split, test: Split, num_classes: int, names: tuple[str, ...]):
     _check_classes(name, train_val, test, num_classes)
-    train_indices, val_indices = stratified_split(
-        train_val.labels.numpy(), (1 - _VAL_FRACTION, _VAL_FRACTION)
-    )
-    train = train_val.select(torch.from_numpy(train_indices))
-    mean, std = channel_stats(train.images)
-    return DatasetSplits(
-        name=name,
-        train=train,
-        val=train_val.select(torch.from_numpy(val_indices)),
-        test=test,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        augmentation=Augmentation(crop_padding=4, horizontal_flip=True),
-        class_names=names,
-    )
+    augmentation = Augmentation(crop_padding=4, horizontal_flip=True)
+    return hold_out_validation(name, train_val, test, num_classes, augmentation, names)
 
 
 def load_cifar10(data_dir: Path | None, seed: int = 0) -> DatasetSplits:

@@ -33,8 +33,7 @@ from pikenas.evaluators.data._splits import (
     Augmentation,
     DatasetSplits,
     Split,
-    channel_stats,
-    stratified_split,
+    hold_out_validation,
 )
 from pikenas.space.errors import DataError
 
@@ -55,7 +54,6 @@ _UNSIGNED_BYTE = 0x08
 _MAX_IMAGES = 10_000_000
 _MAX_SIDE = 1024
 _MAX_BYTES = 2**31  # a set larger than this does not belong in memory on this machine
-_VAL_FRACTION = 0.1
 _FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -210,23 +208,13 @@ def load_idx_dataset(
         torch.from_numpy(train_images.copy()).unsqueeze(1),
         torch.from_numpy(train_labels.astype(np.int64)),
     )
-    train_indices, val_indices = stratified_split(train_labels, (1 - _VAL_FRACTION, _VAL_FRACTION))
-    train = train_val.select(torch.from_numpy(train_indices))
-    mean, std = channel_stats(train.images)
-    return DatasetSplits(
-        name=name,
-        train=train,
-        val=train_val.select(torch.from_numpy(val_indices)),
-        test=Split(
-            torch.from_numpy(test_images.copy()).unsqueeze(1),
-            torch.from_numpy(test_labels.astype(np.int64)),
-        ),
-        num_classes=classes,
-        mean=mean,
-        std=std,
-        augmentation=Augmentation(crop_padding=2, horizontal_flip=horizontal_flip),
-        class_names=class_names if len(class_names) == classes else (),
+    test = Split(
+        torch.from_numpy(test_images.copy()).unsqueeze(1),
+        torch.from_numpy(test_labels.astype(np.int64)),
     )
+    augmentation = Augmentation(crop_padding=2, horizontal_flip=horizontal_flip)
+    names = class_names if len(class_names) == classes else ()
+    return hold_out_validation(name, train_val, test, classes, augmentation, names)
 
 
 def load_fashion_mnist(data_dir: Path | None) -> DatasetSplits:

@@ -193,3 +193,36 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = sums / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+#: the share of a training set held out (stratified) for validation when a data set ships only
+#: training and test splits (CIFAR, IDX sets).
+VAL_FRACTION = 0.1
+
+
+def hold_out_validation(
+    name: str,
+    train_val: Split,
+    test: Split,
+    num_classes: int,
+    augmentation: Augmentation,
+    class_names: tuple[str, ...] = (),
+) -> DatasetSplits:
+    """A data set from its training and test splits: a stratified :data:`VAL_FRACTION` of the
+    training images held out for validation, the normalization statistics from the rest."""
+    train_indices, val_indices = stratified_split(
+        train_val.labels.numpy(), (1 - VAL_FRACTION, VAL_FRACTION)
+    )
+    train = train_val.select(torch.from_numpy(train_indices))
+    mean, std = channel_stats(train.images)
+    return DatasetSplits(
+        name=name,
+        train=train,
+        val=train_val.select(torch.from_numpy(val_indices)),
+        test=test,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        augmentation=augmentation,
+        class_names=class_names,
+    )
