@@ -199,6 +199,7 @@ class _Killer(FakeEvaluator):
 
 def killer(setup: EvaluatorSetup) -> FakeEvaluator:
     """A fake evaluator whose process kills itself at the first trial's moment of
-    :data:`KILL_ENV` (a worker killed right after it asked for its first trial)."""
+    :data:`KILL_ENV` (a worker killed right after it asked for its first trial); a moment
+    that is none of fit, cost, proxy (``never:KILL``) never kills."""
     moment, _, signal_name = os.environ.get(KILL_ENV, "fit:KILL").partition(":")
     return _Killer(moment, signal_name or "KILL")

@@ -75,8 +75,10 @@ def test_a_worker_killed_on_its_first_trial_loses_no_baseline(
     first = open_study(storage).trials[0]
     assert first.state == TrialState.RUNNING and TrialRecord.of(first).baseline == BASELINES[0]
 
+    # the study's own evaluator (a study refuses another), now at a moment that never comes
+    calm = {**fake_env(), KILL_ENV: "never:KILL"}
     rerun = subprocess.run(
-        _worker(storage, FAKE), env=fake_env(), capture_output=True, text=True, timeout=120
+        _worker(storage, KILLER), env=calm, capture_output=True, text=True, timeout=120
     )
     assert rerun.returncode == 0, rerun.stderr
     _check_finished(storage)
