@@ -19,15 +19,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pikenas.evaluators._atomic import atomic_write, fsync_folder
+from pikenas.evaluators._atomic import atomic_write
 from pikenas.space.errors import RunDirError
 
 if TYPE_CHECKING:  # torch is imported on use: results writes its files through this module
     import torch
 
 __all__ = [
-    "atomic_write",
-    "fsync_folder",
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
