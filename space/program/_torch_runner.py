@@ -1,9 +1,14 @@
 """The integer program executed with torch: the eval forward of every pikenas network.
 
 The operations and their semantics are those of :mod:`space.program` (whose numpy runner is the
-reference): integer values are int64 tensors, float values float32 with the same elementwise
-operations in the same order, float sums in the same fixed order. Autocast and TF32 are off
-inside: evaluation is the arithmetic of the network that is costed.
+reference): float values are float32 with the same elementwise operations in the same order,
+float sums in the same fixed order. Integer values are exact integers carried in the cheapest
+torch dtype their declared range allows (:func:`carrier`): float32 up to 2^24, float64 up to
+2^53, int64 beyond. Integer arithmetic on a float carrier is exact because every result lies in
+the declared range of its value (the numpy runner checks those ranges), a shift is a multiply by
+an exact power of two then a floor, and a sum is carried wide enough for every partial sum: the
+fast vectorised float32 kernels do integer work without one int64 pass. Autocast and TF32 are
+off inside: evaluation is the arithmetic of the network that is costed.
 
 Integer convolutions and matrix products (:class:`IntegerProducts`, planned once per program
 with their weights cached on the device) run on CPU as float32 kernels, exact while every
@@ -31,42 +36,69 @@ __all__ = ["IntegerProducts", "TORCH_OPS", "TorchProgram"]
 
 # float32 represents every integer of magnitude up to 2^24 exactly.
 _EXACT_FLOAT32 = 2**24
+# ... and float64 every integer up to 2^53.
+_EXACT_FLOAT64 = 2**53
 
 
-def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    if a.is_floating_point() or b.is_floating_point():
-        return a.float(), b.float()
-    return a, b
+def carrier(value: Value) -> torch.dtype:
+    """The torch dtype that carries ``value`` exactly and cheapest: float32 for floats and for
+    integers within 2^24 of zero, float64 within 2^53, int64 beyond or without a range."""
+    if value.dtype != "int":
+        return torch.float32
+    if value.lo is None or value.hi is None:
+        return torch.int64
+    return _integer_carrier(max(abs(int(value.lo)), abs(int(value.hi))))
+
+
+def _integer_carrier(magnitude: int) -> torch.dtype:
+    if magnitude <= _EXACT_FLOAT32:
+        return torch.float32
+    return torch.float64 if magnitude <= _EXACT_FLOAT64 else torch.int64
+
+
+_WIDTH = {torch.float32: 0, torch.float64: 1, torch.int64: 2}
+
+
+def _widest(*dtypes: torch.dtype) -> torch.dtype:
+    return max(dtypes, key=_WIDTH.__getitem__)
 
 
 def _conv(x: Tensor, w: Tensor, attrs: dict[str, Any], out: Value) -> Tensor:
+    """A float conv, or an integer one without a plan (unknown input range): float64."""
     top, bottom, left, right = attrs["padding"]
     if any((top, bottom, left, right)):
         x = F.pad(x, (left, right, top, bottom))
     if out.dtype == "int":
         y = F.conv2d(x.double(), w.double(), None, attrs["stride"], 0, 1, attrs["groups"])
-        return torch.round(y).long()
+        return torch.round(y)
     return F.conv2d(x.float(), w.float(), None, attrs["stride"], 0, 1, attrs["groups"])
 
 
 def _linear(x: Tensor, w: Tensor, out: Value) -> Tensor:
     if out.dtype == "int":
-        return torch.round(x.double() @ w.double().T).long()
+        return torch.round(x.double() @ w.double().T)
     return x.float() @ w.float().T
 
 
 def _shift(x: Tensor, amount: Tensor) -> Tensor:
+    """``floor(x * 2^amount)``: bit shifts on int64; on a float carrier an exact power-of-two
+    multiply and a floor, exact in the carrier ``x`` came in (scaling by 2^k keeps the
+    significant bits of an integer, a floor drops some), whatever the result's magnitude."""
     amount = amount.long()
-    left = torch.bitwise_left_shift(x.long(), amount.clamp_min(0))
-    return torch.bitwise_right_shift(left, (-amount).clamp_min(0))
+    if not x.is_floating_point():
+        left = torch.bitwise_left_shift(x, amount.clamp_min(0))
+        return torch.bitwise_right_shift(left, (-amount).clamp_min(0))
+    one = torch.ones_like(amount)
+    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(x.dtype)
+    down = torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(x.dtype)
+    return torch.floor(x * (up / down))  # 2^a / 2^b and the product are exact
 
 
-def _sum(x: Tensor, attrs: dict[str, Any]) -> Tensor:
+def _sum(x: Tensor, attrs: dict[str, Any], integer: bool) -> Tensor:
     mode = attrs["mode"]
-    exact_any_order = not x.is_floating_point()
     if mode == "global":
         flat = x.reshape(x.shape[0], x.shape[1], -1)
-        if exact_any_order:
+        if integer:  # exact in any order on its carrier
             total = flat.sum(dim=2)
         else:
             total = flat[:, :, 0].clone()
@@ -93,19 +125,24 @@ def _sum(x: Tensor, attrs: dict[str, Any]) -> Tensor:
     return total
 
 
+def _sum_terms(operation: Operation, source: Value) -> int:
+    """How many terms one output element of a ``sum`` adds."""
+    mode = operation.attrs["mode"]
+    if mode == "global":
+        return math.prod(source.shape[1:])
+    if mode == "groups":
+        return int(operation.attrs["group"])
+    return int(operation.attrs["kernel"]) ** 2
+
+
 def _pad(x: Tensor, attrs: dict[str, Any]) -> Tensor:
     extra = attrs["out_channels"] - x.shape[1]
     zeros = torch.zeros((x.shape[0], extra, *x.shape[2:]), dtype=x.dtype, device=x.device)
     return torch.cat([x, zeros], dim=1)
 
 
-def _mul(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
-    x, y = _promote(a[0], a[1])
-    return x * y
-
-
 def _add(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
-    x, y = _promote(a[0], a[1])
+    x, y = a
     if operation.attrs.get("prefix"):
         x = x.clone()
         x[:, : y.shape[1]] += y
@@ -113,27 +150,72 @@ def _add(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
     return x + y
 
 
-def _select(operation: Operation, a: list[Tensor], out: Value) -> Tensor:
-    x, y = _promote(a[1], a[2])
-    return torch.where(a[0] >= 0, x, y)
+def _sign(x: Tensor, out: Value) -> Tensor:
+    return (x >= 0).to(carrier(out)) * 2 - 1
 
 
 #: the torch runner: one function per :class:`Op` ``(operation, operands, out) -> tensor``.
 TORCH_OPS: dict[Op, Callable[[Operation, list[Tensor], Value], Tensor]] = {
     Op.CONV: lambda o, a, out: _conv(a[0], a[1], o.attrs, out),
     Op.LINEAR: lambda o, a, out: _linear(a[0], a[1], out),
-    Op.MUL: _mul,
+    Op.MUL: lambda o, a, out: a[0] * a[1],
     Op.ADD: _add,
     Op.SHIFT: lambda o, a, out: _shift(a[0], a[1]),
-    Op.ROUND: lambda o, a, out: torch.floor(a[0].float() + 0.5).long(),
+    Op.ROUND: lambda o, a, out: torch.floor(a[0].float() + 0.5),
     Op.CLIP: lambda o, a, out: torch.clamp(a[0], o.attrs["lo"], o.attrs["hi"]),
-    Op.SIGN: lambda o, a, out: torch.where(a[0] >= 0, 1, -1).long(),
-    Op.SELECT: _select,
-    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs),
+    Op.SIGN: lambda o, a, out: _sign(a[0], out),
+    Op.SELECT: lambda o, a, out: torch.where(a[0] >= 0, a[1], a[2]),
+    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs, out.dtype == "int"),
     Op.PAD: lambda o, a, out: _pad(a[0], o.attrs),
     Op.TILE: lambda o, a, out: a[0].repeat(1, o.attrs["repeats"], 1, 1),
     Op.FLATTEN: lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
 }
+
+
+#: operands that an operation brings to one dtype (numpy's promotion: float32 when one of them is
+#: a float; for integers, a carrier wide enough for them and the result)
+_PROMOTED: dict[Op, tuple[int, ...]] = {Op.MUL: (0, 1), Op.ADD: (0, 1), Op.SELECT: (1, 2)}
+
+
+def _shift_in_place(x: Tensor, amount: Tensor) -> Tensor:
+    if not x.is_floating_point():
+        return x.copy_(_shift(x, amount))
+    amount = amount.long()
+    one = torch.ones_like(amount)
+    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(x.dtype)
+    down = torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(x.dtype)
+    return x.mul_(up / down).floor_()
+
+
+#: in-place forms of the elementwise operations that may overwrite their first operand: when
+#: that operand is a value no later operation reads (and of the result's shape and dtype), the
+#: runner writes into it instead of allocating (the numbers are those of :data:`TORCH_OPS`)
+_IN_PLACE: dict[Op, Callable[[Operation, list[Tensor]], Tensor]] = {
+    Op.ADD: lambda o, a: a[0].add_(a[1]),
+    Op.MUL: lambda o, a: a[0].mul_(a[1]),
+    Op.SHIFT: lambda o, a: _shift_in_place(a[0], a[1]),
+    Op.CLIP: lambda o, a: a[0].clamp_(o.attrs["lo"], o.attrs["hi"]),
+}
+
+
+def _last_uses(program: IntegerProgram) -> dict[str, str]:
+    """Value name -> the output of the last operation reading it or any value sharing its
+    memory (a ``flatten`` is a view of its input), for the values a walk may overwrite: not the
+    program's input (the caller's tensor) nor its output."""
+    root: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for operation in program.ops:
+        for name in operation.inputs:
+            if name in program.values:
+                last[root.get(name, name)] = operation.output
+        if operation.op is Op.FLATTEN:
+            root[operation.output] = root.get(operation.inputs[0], operation.inputs[0])
+    protected = {root.get(n, n) for n in (program.input.name, program.output)}
+    return {
+        name: last[root.get(name, name)]
+        for name in program.values
+        if root.get(name, name) in last and root.get(name, name) not in protected
+    }
 
 
 class _TorchWalk(ProgramWalk):
@@ -145,26 +227,75 @@ class _TorchWalk(ProgramWalk):
         program: IntegerProgram,
         constants: dict[str, Tensor],
         products: dict[str, IntegerProducts],
+        *,
+        donate: bool = True,
     ) -> None:
         super().__init__(program)
         self.constants = constants
         self.products = products
+        self.last_use = _last_uses(program) if donate else {}
 
     def constant(self, name: str) -> Tensor:
         return self.constants[name]
 
+    def is_int(self, name: str) -> bool:
+        item = self.program.values.get(name) or self.program.constants[name]
+        return item.dtype == "int"
+
     def apply(
         self, function: Callable[..., Tensor], operation: Operation, env: dict[str, Tensor]
     ) -> Tensor:
-        """An integer conv / linear runs its prepared exact products; the rest its table entry."""
+        """An integer conv / linear runs its prepared exact products; the rest its table entry
+        (or its in-place form), on operands brought to the dtype the operation computes in."""
         products = self.products.get(operation.output)
         if products is not None:
             return products(self.operand(operation.inputs[0], env))
-        return super().apply(function, operation, env)
+        operands = [self.operand(name, env) for name in operation.inputs]
+        out = self.program.values[operation.output]
+        promoted = _PROMOTED.get(operation.op, ())
+        if promoted:
+            if any(not self.is_int(operation.inputs[i]) for i in promoted):
+                dtype = torch.float32
+            else:
+                result = carrier(out) if out.dtype == "int" else torch.int64
+                dtype = _widest(result, *(operands[i].dtype for i in promoted))
+            for i in promoted:
+                operands[i] = operands[i].to(dtype)
+        elif operation.op is Op.SUM and out.dtype == "int":  # every partial sum must fit
+            source = self.program.values[operation.inputs[0]]
+            if source.lo is None or source.hi is None:
+                wide = torch.int64
+            else:
+                wide = _integer_carrier(
+                    _sum_terms(operation, source) * max(abs(int(source.lo)), abs(int(source.hi)))
+                )
+            operands[0] = operands[0].to(_widest(wide, operands[0].dtype))
+        if self.donated(operation, operands, env):
+            return _IN_PLACE[operation.op](operation, operands)
+        return function(operation, operands, out)
+
+    def donated(self, operation: Operation, operands: list[Tensor], env: dict[str, Tensor]) -> bool:
+        """Whether ``operation`` may write into its first operand: an in-place form exists, the
+        operand is a value this walk computed, read by no later operation, still the tensor in
+        the environment (not a cast copy), and already of the result's shape."""
+        name = operation.inputs[0]
+        if operation.op not in _IN_PLACE or self.last_use.get(name) != operation.output:
+            return False
+        if operation.attrs.get("prefix") or env.get(name) is not operands[0]:
+            return False
+        shape = (operands[0].shape[0], *self.program.values[operation.output].shape)
+        return tuple(operands[0].shape) == shape and all(
+            torch.broadcast_shapes(t.shape, operands[0].shape) == operands[0].shape
+            for t in operands[1:]
+        )
 
     def store(self, operation: Operation, result: Tensor) -> Tensor:
-        value = self.program.values[operation.output]
-        return result.long() if value.dtype == "int" else result.float()
+        """Exact integers stay in the carrier they came in when it is narrower than the
+        value's range would need (a shift's result), and narrow to it otherwise."""
+        wanted = carrier(self.program.values[operation.output])
+        if result.dtype in _WIDTH and _WIDTH[result.dtype] <= _WIDTH[wanted]:
+            return result
+        return result.to(wanted)
 
 
 # ---- integer conv / linear: exact float32 products, planned once per program ------------------
@@ -186,14 +317,18 @@ class IntegerProducts:
     """An integer ``conv`` or ``linear`` with its weight prepared once on the device.
 
     ``parts``: ``(weight digit as float32 (or float64), power)``; the result is
-    ``sum(product(x, digit) * 2^power)`` in int64. One part with power 0 when every partial sum
-    of the whole weight is below 2^24 (the usual case: 8-bit codes, fan-in up to ~500).
+    ``sum(product(x, digit) * 2^power)``, exact integers in float32 (one float32 part), float64
+    (one float64 part; several parts whose result fits 2^53) or int64. One part with power 0
+    when every partial sum of the whole weight is below 2^24 (the usual case: 8-bit codes,
+    fan-in up to ~500).
     """
 
     op: str
     attrs: dict[str, Any]
     parts: tuple[tuple[Tensor, int], ...]
     dtype: torch.dtype
+    #: where several parts add up: float64 while the accumulator's range fits 2^53, else int64
+    accumulate: torch.dtype = torch.float64
 
     @classmethod
     def plan(
@@ -212,21 +347,23 @@ class IntegerProducts:
         x_max = max(abs(int(source.lo)), abs(int(source.hi)), 1)
         w_max = int(weight.abs().max()) if weight.numel() else 0
         if fan_in * x_max * w_max < _EXACT_FLOAT32:
-            return cls(operation.op, attrs, ((weight.float(), 0),), torch.float32)
+            return cls(operation.op, attrs, ((_nhwc(weight.float()), 0),), torch.float32)
         base_bits = int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max)))
         if base_bits < 1:  # not even digits in {-1, 0, 1} keep the sums exact
             return cls(operation.op, attrs, ((weight.double(), 0),), torch.float64)
-        parts = tuple((d.float(), p) for d, p in _signed_digits(weight.long(), base_bits))
-        return cls(operation.op, attrs, parts, torch.float32)
+        parts = tuple((_nhwc(d.float()), p) for d, p in _signed_digits(weight.long(), base_bits))
+        return cls(operation.op, attrs, parts, torch.float32, _widest(torch.float64, carrier(out)))
 
     def __call__(self, x: Tensor) -> Tensor:
-        """``x`` integer codes (N, C, H, W) or (N, features) -> int64 accumulators."""
+        """``x`` integer codes (N, C, H, W) or (N, features) -> the exact accumulators."""
         x = x.to(self.dtype)
         if self.op == "conv":
             top, bottom, left, right = self.attrs["padding"]
             padding: Any = (top, left)
             if (top, left) != (bottom, right):
                 x, padding = F.pad(x, (left, right, top, bottom)), 0
+            if x.device.type == "cpu":  # oneDNN's fast kernels are NHWC (and so is the result)
+                x = x.contiguous(memory_format=torch.channels_last)
         total: Tensor | None = None
         with _exact_float32():
             for weight, power in self.parts:
@@ -236,13 +373,21 @@ class IntegerProducts:
                     )
                 else:
                     y = x @ weight.T
-                # Exact integers in float: a plain cast; float64 parts round as before.
-                part = (torch.round(y) if self.dtype == torch.float64 else y).long()
-                if power:
-                    part = torch.bitwise_left_shift(part, power)
-                total = part if total is None else total.add_(part)
+                if self.dtype == torch.float64:  # exact below 2^53: round off the last ulp
+                    y = torch.round(y)
+                if len(self.parts) > 1:
+                    y = y.to(self.accumulate)
+                    if power and self.accumulate == torch.int64:
+                        y = torch.bitwise_left_shift(y, power)
+                    elif power:
+                        y = y * float(2**power)
+                total = y if total is None else total.add_(y)
         assert total is not None
         return total
+
+
+def _nhwc(weight: Tensor) -> Tensor:
+    return weight.contiguous(memory_format=torch.channels_last) if weight.dim() == 4 else weight
 
 
 @contextlib.contextmanager
@@ -271,6 +416,19 @@ def plan_products(
     return plans
 
 
+def _constant(array: Any) -> Tensor:
+    """A constant as a tensor: integer arrays on the carrier their largest magnitude needs."""
+    tensor = torch.from_numpy(array.copy())
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        return tensor
+    magnitude = int(tensor.abs().max()) if tensor.numel() else 0
+    return tensor.to(_integer_carrier(magnitude))
+
+
+def _semantic(tensor: Tensor, value: Value) -> Tensor:
+    return tensor.long() if value.dtype == "int" else tensor.float()
+
+
 class TorchProgram:
     """A program with its constants on ``device``; call it on ``(N, *input.shape)``."""
 
@@ -278,22 +436,26 @@ class TorchProgram:
         self.program = program
         self.device = torch.device(device)
         self.constants = {
-            name: torch.from_numpy(array.copy()).to(self.device)
-            for name, array in program.arrays.items()
+            name: _constant(array).to(self.device) for name, array in program.arrays.items()
         }
         self.products = plan_products(program, self.constants)
 
     def run(self, x: Tensor, *, keep: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(output, values)``; ``values`` holds every intermediate when ``keep``."""
-        env: dict[str, Tensor] = {self.program.input.name: x.float().to(self.device)}
+        """``(output, values)``; ``values`` holds every intermediate when ``keep``: integer
+        values as int64, float values as float32, as the numpy runner gives them."""
+        program = self.program
+        env: dict[str, Tensor] = {program.input.name: x.to(self.device, carrier(program.input))}
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
             stack.enter_context(torch.autocast(self.device.type, enabled=False))
             if self.device.type == "cuda":
                 stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=False))
-            env = _TorchWalk(self.program, self.constants, self.products).walk(env)
-        output = env[self.program.output]
-        return output, env if keep else {}
+            walk = _TorchWalk(self.program, self.constants, self.products, donate=not keep)
+            env = walk.walk(env)
+        output = _semantic(env[program.output], program.values[program.output])
+        if not keep:
+            return output, {}
+        return output, {name: _semantic(t, program.values[name]) for name, t in env.items()}
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.run(x)[0]

@@ -3,6 +3,8 @@ digit) or float64, always equal to the numpy reference runner."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,94 @@ def test_integer_products_equal_the_numpy_runner(
     got = runner(torch.from_numpy(x))
     assert got.dtype == torch.int64
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+# ---- integer values on float carriers ----------------------------------------------------------
+def _chain(
+    steps: list[tuple[str, str, tuple[str, ...], int | None, dict]], arrays: dict
+) -> IntegerProgram:
+    """``input (2, 4, 4) float -> round -> x in [-2^20, 2^20]``, then ``steps``:
+    ``(op, output, inputs, bound of the output (None: float), attrs)``."""
+    shape = (2, 4, 4)
+    values = {
+        "input": Value("input", shape, "float", 32),
+        "x": Value("x", shape, "int", 32, lo=-(2**20), hi=2**20),
+    }
+    ops = [Operation("round", ("input",), "x", "layer")]
+    for op, output, inputs, bound, attrs in steps:
+        source = values[inputs[0]].shape
+        if op == "flatten":
+            out_shape: tuple[int, ...] = (math.prod(source),)
+        elif attrs.get("mode") == "global":
+            out_shape = (source[0], 1, 1)
+        else:
+            out_shape = source
+        if bound is None:
+            values[output] = Value(output, out_shape, "float", 32)
+        else:
+            values[output] = Value(output, out_shape, "int", 64, lo=-bound, hi=bound)
+        ops.append(Operation(op, inputs, output, "layer", attrs=attrs))
+    constants = {
+        name: Constant(
+            name,
+            array.shape,
+            "int" if array.dtype.kind == "i" else "float",
+            32,
+            lo=int(array.min()) if array.dtype.kind == "i" else None,
+            hi=int(array.max()) if array.dtype.kind == "i" else None,
+        )
+        for name, array in arrays.items()
+    }
+    return IntegerProgram(values["input"], ops[-1].output, values, constants, ops, arrays=arrays)
+
+
+def _same_as_numpy(program: IntegerProgram) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(2**20), 2**20 + 1, size=(3, 2, 4, 4)).astype(np.float32)
+    x.flat[:2] = [2**20, -(2**20)]
+    reference = program.run(x, keep=True, check=False)
+    runner = TorchProgram(program, "cpu")
+    got = runner(torch.from_numpy(x))  # values overwritten in place where no one reads them
+    np.testing.assert_array_equal(got.numpy(), reference.output)
+    _, kept = runner.run(torch.from_numpy(x), keep=True)
+    for name, expected in reference.values.items():
+        assert kept[name].dtype == (torch.int64 if expected.dtype.kind == "i" else torch.float32)
+        np.testing.assert_array_equal(kept[name].numpy(), expected, err_msg=name)
+
+
+def test_wide_integers_stay_exact_on_float_carriers() -> None:
+    """Results past 2^24 (a shift's, a product's) and past 2^53 (int64) equal numpy's."""
+    i64 = np.int64
+    arrays = {
+        "up": np.array([[[11]], [[3]]], dtype=i64),  # x * 2^11: past 2^24 on float32
+        "down": np.array([[[-30]], [[-2]]], dtype=i64),
+        "m": np.array([[[987_654_321]], [[-5]]], dtype=i64),  # x * 2^11 * m: past 2^53
+        "k": np.array(7, dtype=i64),
+        "half": np.array(0.5, dtype=np.float32),
+    }
+    steps = [
+        ("shift", "s", ("x", "up"), 2**31, {}),
+        ("add", "a", ("s", "k"), 2**31 + 7, {}),
+        ("mul", "p", ("a", "m"), 2**62, {}),  # int64
+        ("shift", "d", ("p", "down"), 2**62, {}),
+        ("clip", "c", ("d",), 2**40, {"lo": -(2**40), "hi": 2**40}),  # float64
+        ("mul", "f", ("c", "half"), None, {}),  # an int meets a float: float32 as numpy
+        ("round", "r", ("f",), 2**40, {}),
+        ("sum", "g", ("r",), 16 * 2**40, {"mode": "global", "terms": 16}),
+    ]
+    _same_as_numpy(_chain(steps, arrays))
+
+
+def test_a_value_read_again_is_never_overwritten() -> None:
+    """In-place forms only write into values no later operation reads, views included."""
+    arrays = {"k": np.array(3, dtype=np.int64)}
+    steps = [
+        ("clip", "c", ("x",), 2**20, {"lo": -5, "hi": 5}),  # x is read again below
+        ("flatten", "v", ("c",), 2**20, {}),  # a view of c ...
+        ("clip", "w", ("v",), 2**20, {"lo": -2, "hi": 2}),  # ... overwritten? c is read below
+        ("add", "s", ("c", "k"), 2**20 + 3, {}),
+        ("add", "t", ("s", "x"), 2**21 + 3, {}),
+        ("flatten", "u", ("t",), 2**21 + 3, {}),
+        ("add", "o", ("u", "w"), 2**22, {}),
+    ]
+    _same_as_numpy(_chain(steps, arrays))
