@@ -177,8 +177,9 @@ def trained_front(run: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["ace_v2"])
 
 
-def train_baselines(config: dict[str, Any], out: Path) -> list[dict[str, Any]]:
-    """Each baseline fully trained with the config's ``full:`` recipe; test accuracy, costs."""
+def train_baseline(config: dict[str, Any], name: str, out: Path, quick: bool) -> dict[str, Any]:
+    """One baseline fully trained with the config's ``full:`` recipe (one thread, in a worker
+    process of its own); its test accuracy and costs."""
     import torch
 
     from pikenas.evaluators.cost import count_ace
@@ -189,31 +190,40 @@ def train_baselines(config: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     from pikenas.space.zoo import get_zoo_arch
 
     torch.set_num_threads(1)
+    if quick:
+        install_quick_splits()
     splits = load_dataset(config["dataset"]["name"], data_dir=config["dataset"]["data_dir"])
     recipe = TrainConfig.from_dict({**config["full"], "dataset": config["dataset"]["name"]})
-    rows = []
-    for name in config["baselines"]:
-        arch = fit_arch_to_dataset(get_zoo_arch(name), splits)
-        started = time.perf_counter()
-        result = train(arch, recipe, out / name, splits=splits)
-        report = count_ace(arch)
-        rows.append(
-            {
-                "baseline": name,
-                "accuracy": result.test_accuracy,
-                "ace_v2": report.ace_v2,
-                "ace_v1": report.ace_v1,
-                "params": report.params,
-                "bits": bits_string(arch),
-                "low_bit": low_bit_inside(arch),
-                "train_s": time.perf_counter() - started,
-            }
-        )
-        print(
-            f"  trained {name}: {result.test_accuracy:.2%} in {rows[-1]['train_s']:.0f} s",
-            flush=True,
-        )
-    return rows
+    arch = fit_arch_to_dataset(get_zoo_arch(name), splits)
+    started = time.perf_counter()
+    result = train(arch, recipe, out / name, splits=splits)
+    report = count_ace(arch)
+    row = {
+        "baseline": name,
+        "accuracy": result.test_accuracy,
+        "ace_v2": report.ace_v2,
+        "ace_v1": report.ace_v1,
+        "params": report.params,
+        "bits": bits_string(arch),
+        "low_bit": low_bit_inside(arch),
+        "train_s": time.perf_counter() - started,
+    }
+    print(f"  trained {name}: {row['accuracy']:.2%} in {row['train_s']:.0f} s", flush=True)
+    return row
+
+
+def train_baselines(
+    config: dict[str, Any], out: Path, workers: int, quick: bool
+) -> list[dict[str, Any]]:
+    """Every baseline of the config, ``workers`` at a time (one thread each), in config order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = config["baselines"]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+        futures = [pool.submit(train_baseline, config, name, out, quick) for name in names]
+        return [future.result() for future in futures]
 
 
 def matches(front: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,10 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     search_s = run_search(config_path, args.out / "search", args.workers, args.quick)
-    if args.quick:
-        install_quick_splits()
     started = time.perf_counter()
-    baselines = train_baselines(config, args.out / "baselines")
+    baselines = train_baselines(config, args.out / "baselines", args.workers, args.quick)
     baselines_s = time.perf_counter() - started
     rows = trained_front(args.out / "search")
     front = [row for row in rows if row["on_front"]]
