@@ -3,7 +3,8 @@
 * :mod:`.ir` — the IR (one ``Op`` vocabulary with its ``OP_SPECS``, one ``ProgramWalk``),
   program files and the numpy runner (numpy only: bundles ship it as ``run_program.py``);
 * :mod:`.builder` — ``ProgramBuilder`` and ``lower(model)``: modules lower themselves into it;
-* :mod:`._torch_runner` — the same program executed with torch (the eval forward), a table;
+* :mod:`._torch_runner` — the same program executed with torch (the eval forward), a table,
+  on the exact integer carriers and products of :mod:`._torch_exact`;
 * :mod:`.pricing` — the ACE primitives each operation costs, a table;
 * :mod:`.onnx` — ONNX and QONNX, export and import.
 """

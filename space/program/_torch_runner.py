@@ -7,15 +7,9 @@ torch dtype their declared range allows (:func:`carrier`): float32 up to 2^24, f
 2^53, int64 beyond. Integer arithmetic on a float carrier is exact because every result lies in
 the declared range of its value (the numpy runner checks those ranges), a shift is a multiply by
 an exact power of two then a floor, and a sum is carried wide enough for every partial sum: the
-fast vectorised float32 kernels do integer work without one int64 pass. Autocast and TF32 are
-off inside: evaluation is the arithmetic of the network that is costed.
-
-Integer convolutions and matrix products (:class:`IntegerProducts`, planned once per program
-with their weights cached on the device) run on CPU as float32 kernels, exact while every
-partial sum stays below 2^24, which the declared input range and the weight codes bound; wider
-ones split the weight codes into signed base-2^b digits (as the ONNX export does), one exact
-float32 product per digit, recombined in int64; when not even one-bit digits fit, and on other
-devices (whose libraries may pick inexact algorithms), float64, exact below 2^53.
+fast vectorised float32 kernels do integer work without one int64 pass. Integer convolutions
+and matrix products are exact products planned once per program (:mod:`._torch_exact`).
+Autocast and TF32 are off inside: evaluation is the arithmetic of the network that is costed.
 """
 
 from __future__ import annotations
@@ -23,44 +17,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from pikenas.space.program._torch_exact import (
+    WIDTH,
+    IntegerProducts,
+    carrier,
+    integer_carrier,
+    plan_products,
+    widest,
+)
 from pikenas.space.program.ir import IntegerProgram, Op, Operation, ProgramWalk, Value
 
-__all__ = ["IntegerProducts", "TORCH_OPS", "TorchProgram"]
-
-# float32 represents every integer of magnitude up to 2^24 exactly.
-_EXACT_FLOAT32 = 2**24
-# ... and float64 every integer up to 2^53.
-_EXACT_FLOAT64 = 2**53
-
-
-def carrier(value: Value) -> torch.dtype:
-    """The torch dtype that carries ``value`` exactly and cheapest: float32 for floats and for
-    integers within 2^24 of zero, float64 within 2^53, int64 beyond or without a range."""
-    if value.dtype != "int":
-        return torch.float32
-    if value.lo is None or value.hi is None:
-        return torch.int64
-    return _integer_carrier(max(abs(int(value.lo)), abs(int(value.hi))))
-
-
-def _integer_carrier(magnitude: int) -> torch.dtype:
-    if magnitude <= _EXACT_FLOAT32:
-        return torch.float32
-    return torch.float64 if magnitude <= _EXACT_FLOAT64 else torch.int64
-
-
-_WIDTH = {torch.float32: 0, torch.float64: 1, torch.int64: 2}
-
-
-def _widest(*dtypes: torch.dtype) -> torch.dtype:
-    return max(dtypes, key=_WIDTH.__getitem__)
+__all__ = ["TORCH_OPS", "TorchProgram"]
 
 
 def _conv(x: Tensor, w: Tensor, attrs: dict[str, Any], out: Value) -> Tensor:
@@ -88,10 +61,14 @@ def _shift(x: Tensor, amount: Tensor) -> Tensor:
     if not x.is_floating_point():
         left = torch.bitwise_left_shift(x, amount.clamp_min(0))
         return torch.bitwise_right_shift(left, (-amount).clamp_min(0))
+    return torch.floor(x * _pow2(amount, x.dtype))
+
+
+def _pow2(amount: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2^amount`` exactly in float ``dtype`` (from integer shifts: 2^a / 2^b is exact)."""
     one = torch.ones_like(amount)
-    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(x.dtype)
-    down = torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(x.dtype)
-    return torch.floor(x * (up / down))  # 2^a / 2^b and the product are exact
+    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(dtype)
+    return up / torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(dtype)
 
 
 def _sum(x: Tensor, attrs: dict[str, Any], integer: bool) -> Tensor:
@@ -180,11 +157,7 @@ _PROMOTED: dict[Op, tuple[int, ...]] = {Op.MUL: (0, 1), Op.ADD: (0, 1), Op.SELEC
 def _shift_in_place(x: Tensor, amount: Tensor) -> Tensor:
     if not x.is_floating_point():
         return x.copy_(_shift(x, amount))
-    amount = amount.long()
-    one = torch.ones_like(amount)
-    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(x.dtype)
-    down = torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(x.dtype)
-    return x.mul_(up / down).floor_()
+    return x.mul_(_pow2(amount.long(), x.dtype)).floor_()
 
 
 #: in-place forms of the elementwise operations that may overwrite their first operand: when
@@ -258,7 +231,7 @@ class _TorchWalk(ProgramWalk):
                 dtype = torch.float32
             else:
                 result = carrier(out) if out.dtype == "int" else torch.int64
-                dtype = _widest(result, *(operands[i].dtype for i in promoted))
+                dtype = widest(result, *(operands[i].dtype for i in promoted))
             for i in promoted:
                 operands[i] = operands[i].to(dtype)
         elif operation.op is Op.SUM and out.dtype == "int":  # every partial sum must fit
@@ -266,10 +239,10 @@ class _TorchWalk(ProgramWalk):
             if source.lo is None or source.hi is None:
                 wide = torch.int64
             else:
-                wide = _integer_carrier(
+                wide = integer_carrier(
                     _sum_terms(operation, source) * max(abs(int(source.lo)), abs(int(source.hi)))
                 )
-            operands[0] = operands[0].to(_widest(wide, operands[0].dtype))
+            operands[0] = operands[0].to(widest(wide, operands[0].dtype))
         if self.donated(operation, operands, env):
             return _IN_PLACE[operation.op](operation, operands)
         return function(operation, operands, out)
@@ -293,127 +266,9 @@ class _TorchWalk(ProgramWalk):
         """Exact integers stay in the carrier they came in when it is narrower than the
         value's range would need (a shift's result), and narrow to it otherwise."""
         wanted = carrier(self.program.values[operation.output])
-        if result.dtype in _WIDTH and _WIDTH[result.dtype] <= _WIDTH[wanted]:
+        if result.dtype in WIDTH and WIDTH[result.dtype] <= WIDTH[wanted]:
             return result
         return result.to(wanted)
-
-
-# ---- integer conv / linear: exact float32 products, planned once per program ------------------
-def _signed_digits(codes: Tensor, base_bits: int) -> list[tuple[Tensor, int]]:
-    """Signed base-``2^base_bits`` digits of integer ``codes`` (int64), each of magnitude at
-    most ``2^(base_bits - 1)``: ``codes == sum(digit * 2^power)``."""
-    digits, rest, power = [], codes, 0
-    base = 1 << base_bits
-    while bool(rest.any()):
-        low = rest - torch.floor(rest.double() / base + 0.5).long() * base
-        digits.append((low, power))
-        rest = torch.div(rest - low, base, rounding_mode="floor")
-        power += base_bits
-    return digits or [(torch.zeros_like(codes), 0)]
-
-
-@dataclass(frozen=True)
-class IntegerProducts:
-    """An integer ``conv`` or ``linear`` with its weight prepared once on the device.
-
-    ``parts``: ``(weight digit as float32 (or float64), power)``; the result is
-    ``sum(product(x, digit) * 2^power)``, exact integers in float32 (one float32 part), float64
-    (one float64 part; several parts whose result fits 2^53) or int64. One part with power 0
-    when every partial sum of the whole weight is below 2^24 (the usual case: 8-bit codes,
-    fan-in up to ~500).
-    """
-
-    op: str
-    attrs: dict[str, Any]
-    parts: tuple[tuple[Tensor, int], ...]
-    dtype: torch.dtype
-    #: where several parts add up: float64 while the accumulator's range fits 2^53, else int64
-    accumulate: torch.dtype = torch.float64
-
-    @classmethod
-    def plan(
-        cls, program: IntegerProgram, operation: Operation, weight: Tensor
-    ) -> IntegerProducts | None:
-        """The plan of an integer conv / linear (``None`` for a float one or an unknown input
-        range). ``weight``: the int64 codes on the target device."""
-        out = program.values[operation.output]
-        source = program.values.get(operation.inputs[0])
-        if out.dtype != "int" or source is None or source.lo is None or source.hi is None:
-            return None
-        attrs = dict(operation.attrs)
-        if weight.device.type != "cpu":  # cuDNN and friends may choose inexact algorithms
-            return cls(operation.op, attrs, ((weight.double(), 0),), torch.float64)
-        fan_in = math.prod(weight.shape[1:])
-        x_max = max(abs(int(source.lo)), abs(int(source.hi)), 1)
-        w_max = int(weight.abs().max()) if weight.numel() else 0
-        if fan_in * x_max * w_max < _EXACT_FLOAT32:
-            return cls(operation.op, attrs, ((_nhwc(weight.float()), 0),), torch.float32)
-        base_bits = int(math.log2(_EXACT_FLOAT32 / (fan_in * x_max)))
-        if base_bits < 1:  # not even digits in {-1, 0, 1} keep the sums exact
-            return cls(operation.op, attrs, ((weight.double(), 0),), torch.float64)
-        parts = tuple((_nhwc(d.float()), p) for d, p in _signed_digits(weight.long(), base_bits))
-        return cls(operation.op, attrs, parts, torch.float32, _widest(torch.float64, carrier(out)))
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """``x`` integer codes (N, C, H, W) or (N, features) -> the exact accumulators."""
-        x = x.to(self.dtype)
-        if self.op == "conv":
-            top, bottom, left, right = self.attrs["padding"]
-            padding: Any = (top, left)
-            if (top, left) != (bottom, right):
-                x, padding = F.pad(x, (left, right, top, bottom)), 0
-            if x.device.type == "cpu":  # oneDNN's fast kernels are NHWC (and so is the result)
-                x = x.contiguous(memory_format=torch.channels_last)
-        total: Tensor | None = None
-        with _exact_float32():
-            for weight, power in self.parts:
-                if self.op == "conv":
-                    y = F.conv2d(
-                        x, weight, None, self.attrs["stride"], padding, 1, self.attrs["groups"]
-                    )
-                else:
-                    y = x @ weight.T
-                if self.dtype == torch.float64:  # exact below 2^53: round off the last ulp
-                    y = torch.round(y)
-                if len(self.parts) > 1:
-                    y = y.to(self.accumulate)
-                    if power and self.accumulate == torch.int64:
-                        y = torch.bitwise_left_shift(y, power)
-                    elif power:
-                        y = y * float(2**power)
-                total = y if total is None else total.add_(y)
-        assert total is not None
-        return total
-
-
-def _nhwc(weight: Tensor) -> Tensor:
-    return weight.contiguous(memory_format=torch.channels_last) if weight.dim() == 4 else weight
-
-
-@contextlib.contextmanager
-def _exact_float32() -> Any:
-    """float32 matmuls and convs in full precision (no TF32 / bf16 shortcuts) inside."""
-    previous = torch.get_float32_matmul_precision()
-    if previous != "highest":
-        torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        if previous != "highest":
-            torch.set_float32_matmul_precision(previous)
-
-
-def plan_products(
-    program: IntegerProgram, constants: dict[str, Tensor]
-) -> dict[str, IntegerProducts]:
-    """Operation output name -> :class:`IntegerProducts`, for every integer conv / linear."""
-    plans = {}
-    for operation in program.ops:
-        if operation.op in ("conv", "linear") and operation.inputs[1] in constants:
-            plan = IntegerProducts.plan(program, operation, constants[operation.inputs[1]])
-            if plan is not None:
-                plans[operation.output] = plan
-    return plans
 
 
 def _constant(array: Any) -> Tensor:
@@ -422,7 +277,7 @@ def _constant(array: Any) -> Tensor:
     if tensor.is_floating_point() or tensor.dtype == torch.bool:
         return tensor
     magnitude = int(tensor.abs().max()) if tensor.numel() else 0
-    return tensor.to(_integer_carrier(magnitude))
+    return tensor.to(integer_carrier(magnitude))
 
 
 def _semantic(tensor: Tensor, value: Value) -> Tensor:
