@@ -164,8 +164,10 @@ def _input_contract(arch: ArchConfig) -> list[str]:
     mean = ", ".join(f"{value:.6f}" for value in arch.input.mean)
     std = ", ".join(f"{value:.6f}" for value in arch.input.std)
     return [
-        f"**Raw pixels**, what a camera gives: `{shape}` values `0..255` (uint8 values; pass "
-        f"them as float32 to ONNX runtimes), {order}, rows top to bottom, no resizing beyond "
+        f"**Raw pixels**, what a camera gives: `{shape}` values `0..255` (`model.onnx` takes "
+        f"them as uint8; `model.qonnx.onnx` as float32 declared UINT8, FINN's convention; "
+        f"`run_program.py` and `load_bundle` as any numeric array), {order}, rows top to "
+        f"bottom, no resizing beyond "
         f"{arch.resolution}x{arch.resolution}. Do not normalize: the per-channel normalization "
         f"`(pixel / 255 - mean) / std` with mean `({mean})` and std `({std})` (the training "
         "split's statistics, recorded in `arch.json` under `input`) is folded into the input "
@@ -319,7 +321,9 @@ def model_card(
         "import onnxruntime",
         "",
         f"session = onnxruntime.InferenceSession({onnx_literal})",
-        'logits = session.run(["logits"], {"input": images.astype("float32")})[0]',
+        'logits = session.run(["logits"], {"input": images.astype('
+        + ('"uint8"' if arch.input is not None else '"float32"')
+        + ")})[0]",
         "```",
         "",
     ]

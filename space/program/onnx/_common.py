@@ -23,6 +23,8 @@ __all__ = [
     "prefix_add",
     "datatype_name",
     "constant_annotation",
+    "takes_raw_pixels",
+    "graph_input",
 ]
 
 OPSET = 17
@@ -39,6 +41,30 @@ KIND_KEY = "pikenas.kind"
 #: on the nodes that repeat part of an operation already written (the weight digits of a wide
 #: integer conv in model.onnx, recombined): its output is its first input's, at no cost
 REPEAT_KEY = "pikenas.repeat"
+
+
+def takes_raw_pixels(program: IntegerProgram) -> bool:
+    """Whether ``program`` runs from raw pixels (its input declared 8-bit: values 0..255, the
+    normalization folded into its input quantizer): its ONNX graph then takes uint8 and its
+    QONNX graph declares the input ``UINT8``."""
+    return program.input.bits == 8
+
+
+def graph_input(program: IntegerProgram, images: np.ndarray) -> np.ndarray:
+    """``images`` as the exported graphs take them: uint8 for a raw-pixel program (integers
+    0..255, else ``ValueError``), float32 otherwise."""
+    if not takes_raw_pixels(program):
+        return np.asarray(images, dtype=np.float32)
+    pixels = np.asarray(images)
+    if pixels.dtype != np.uint8:
+        with np.errstate(invalid="ignore"):
+            whole = np.array_equal(pixels, np.round(pixels))
+        if not whole or pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+            raise ValueError(
+                "this network takes raw pixels: integers 0..255 (uint8), not normalized values"
+            )
+        pixels = pixels.astype(np.uint8)
+    return pixels
 
 
 def datatype_name(lo: int, hi: int) -> str:

@@ -19,7 +19,8 @@ sum         ``ReduceSum`` (integers: exact in any order; float sums of float net
             place besides float convs where onnxruntime may round differently)
 ==========  =====================================================================================
 
-Input ``input`` ``(N, C, H, W)`` float32 (any batch), output ``logits`` ``(N, classes)``.
+Input ``input`` ``(N, C, H, W)`` (any batch): uint8 raw pixels for a raw-pixel program (cast to
+float32 inside), float32 otherwise; output ``logits`` ``(N, classes)``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from pikenas.space.program.onnx._common import (
     SHIFT_KEY,
     GraphWriter,
     constant_annotation,
+    graph_input,
     prefix_add,
+    takes_raw_pixels,
 )
 
 __all__ = [
@@ -340,7 +343,12 @@ def program_to_onnx(program: IntegerProgram) -> Any:
                 "no exact ONNX graph"
             )
     emitter = _Emitter(program)
-    env = emitter.walk({program.input.name: "input"})
+    raw = takes_raw_pixels(program)
+    start = "input"
+    if raw:  # uint8 pixels in, float32 values inside (exact: 0..255)
+        emitter.graph.layer, emitter.graph.kind = "(model)", "input"
+        start = emitter.graph.node("Cast", ["input"], to=TensorProto.FLOAT)
+    env = emitter.walk({program.input.name: start})
     graph = emitter.graph
     graph.layer, graph.kind = "(model)", "output"
     last = env[program.output]
@@ -351,7 +359,9 @@ def program_to_onnx(program: IntegerProgram) -> Any:
     channels, height, width = program.input.shape
     inputs = [
         helper.make_tensor_value_info(
-            "input", TensorProto.FLOAT, ["batch", channels, height, width]
+            "input",
+            TensorProto.UINT8 if raw else TensorProto.FLOAT,
+            ["batch", channels, height, width],
         )
     ]
     classes = program.values[program.output].shape
@@ -405,7 +415,7 @@ def check_onnx_file(program: object, path: Path, images: np.ndarray) -> OnnxChec
         raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        actual = session.run(["logits"], {"input": images.astype(np.float32)})[0]
+        actual = session.run(["logits"], {"input": graph_input(program, images)})[0]
     except Exception as exc:  # onnxruntime's own errors: a graph it cannot run
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"onnxruntime cannot run {path.name}: {first}") from None

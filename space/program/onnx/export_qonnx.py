@@ -70,6 +70,7 @@ from pikenas.space.program.onnx._common import (
     GraphWriter,
     constant_annotation,
     prefix_add,
+    takes_raw_pixels,
 )
 
 __all__ = [
@@ -414,6 +415,8 @@ def program_to_qonnx(program: IntegerProgram) -> Any:
     emitter = _Emitter(program)
     emitter.env = emitter.walk(emitter.env)
     graph = emitter.graph
+    if takes_raw_pixels(program):  # FINN's convention: float container, integer data type
+        graph.annotations.setdefault("input", {})[DATATYPE_KEY] = "UINT8"
     graph.layer, graph.kind = "(model)", "output"
     last = graph.node("Identity", [emitter.env[program.output]])
     graph.nodes[-1].output[0] = "logits"
