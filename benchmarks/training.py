@@ -1,6 +1,6 @@
 """Training and evaluation speed on Fashion-MNIST: pikenas QAT nets versus plain PyTorch float.
 
-Run: ``.venv/bin/python benchmarks/training.py [--quick] [--threads 1,2] [--steps 40]
+Run: ``.venv/bin/python benchmarks/training.py [--quick] [--threads 1,2] [--steps 40] [--compile]
 [--device cpu|cuda] [--profile NAME]`` (``--quick``: about 1-2 minutes on 2 idle cores).
 
 One geometry, the one the Fashion-MNIST issue measures: 28x28x1 input, a 3x3 stride-2 conv stem
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from pikenas.space.nn._compiled import compiled_quantizers
 from pikenas.space.nn.build import build_model
 from pikenas.space.zoo._parts import separable_arch
 from pikenas.space.zoo.mobilenet import MOBILENET_PRECISIONS, PIKELPN_PRECISION
@@ -61,6 +62,7 @@ REFERENCE = "float-ref"
 TRAIN_TARGET, EVAL_TARGET, EPOCH_TARGET = 1.2, 2.0, 1.3
 BATCH = 128
 TRAIN_IMAGES, VAL_IMAGES = 60_000, 10_000
+COMPILED = "+compile"  # the same net trained with compiled quantizers (``--compile``)
 
 
 # ---- data: a small IDX reader (numpy + gzip) ---------------------------------------------------
@@ -122,6 +124,7 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def build(name: str, device: torch.device, channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
+    name = name.removesuffix(COMPILED)
     if name == REFERENCE:
         model: nn.Module = FloatReference()
     else:
@@ -147,15 +150,16 @@ def _sync(device: torch.device) -> None:
 
 
 def _train_step(
-    model: nn.Module, device: torch.device
+    model: nn.Module, device: torch.device, compiled: bool = False
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     model.train()
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with compiled_quantizers(compiled):  # pikenas's switch; no-op for the reference
+            loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
 
     return step
@@ -168,13 +172,18 @@ def time_training(
     steps: int,
     device: torch.device,
 ) -> dict[str, list[float]]:
-    """Seconds of each timed step per model, interleaved step by step after 3 warm-up steps."""
-    functions = {name: _train_step(model, device) for name, model in models.items()}
+    """Seconds of each timed step per model, interleaved step by step after 3 warm-up steps
+    (``"first"``: the first step of each, where a compiled model compiles)."""
+    functions = {
+        name: _train_step(model, device, compiled=name.endswith(COMPILED))
+        for name, model in models.items()
+    }
     batches = [
         (images[i : i + BATCH].to(device), labels[i : i + BATCH].to(device))
         for i in range(0, len(images) - BATCH + 1, BATCH)
     ]
     seconds: dict[str, list[float]] = {name: [] for name in functions}
+    first: dict[str, float] = {}
     for index in range(steps + 3):
         batch = batches[index % len(batches)]
         for name, step in functions.items():
@@ -182,9 +191,11 @@ def time_training(
             start = time.perf_counter()
             step(*batch)
             _sync(device)
+            if index == 0:
+                first[name] = time.perf_counter() - start
             if index >= 3:
                 seconds[name].append(time.perf_counter() - start)
-    return seconds
+    return seconds, first
 
 
 def _median_ratios(seconds: dict[str, list[float]]) -> dict[str, float]:
@@ -232,13 +243,15 @@ def _verdict(value: float, target: float) -> str:
 def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
     torch.set_num_threads(threads)
     names = [REFERENCE, *PRECISIONS]
+    if args.compile:
+        names += [name + COMPILED for name in PRECISIONS]
     models = {name: build(name, device, args.channels_last) for name in names}
     train_x, train_y = load("train", args.train_images)
     test_x, test_y = load("test", args.eval_images)
     train_x, test_x = _layout(train_x, args.channels_last), _layout(test_x, args.channels_last)
     layout = "channels_last" if args.channels_last else "contiguous"
     print(f"== {threads} thread(s), device {device}, {layout} (every network)")
-    times = time_training(models, train_x, train_y, args.steps, device)
+    times, first = time_training(models, train_x, train_y, args.steps, device)
     step_s = {name: statistics.median(values) for name, values in times.items()}
     ratios = _median_ratios(times)
     print(
@@ -253,6 +266,18 @@ def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
             f"  {name:10s} {1000 * step_s[name]:7.1f} ms/step {BATCH / step_s[name]:8.0f} img/s"
             f"  QAT/float {ratio:5.2f}x{target}"
         )
+    for name in names:
+        if name.endswith(COMPILED):
+            eager = name.removesuffix(COMPILED)
+            cost = first[name] - first[eager]
+            saved = step_s[eager] - step_s[name]
+            even = f"{cost / saved:,.0f} steps" if saved > 0 else "never"
+            print(
+                f"  {name:10s} compiling cost {cost:.1f} s in its first step, saves "
+                f"{1000 * saved:.1f} ms a step: break-even after {even}"
+            )
+    models = {name: model for name, model in models.items() if not name.endswith(COMPILED)}
+    names = [name for name in names if not name.endswith(COMPILED)]
     eval_s, accuracy = time_eval(models, test_x, test_y, args.eval_batch, device)
     print(
         f"(b) eval of {len(test_x)} test images, batch {args.eval_batch} "
@@ -277,6 +302,15 @@ def run(threads: int, args: argparse.Namespace, device: torch.device) -> None:
         f" ({ratio:.2f}x, target <= {EPOCH_TARGET}x: {_verdict(ratio, EPOCH_TARGET)}); "
         + ", ".join(f"{n} {epoch[n] / epoch[REFERENCE]:.2f}x" for n in PRECISIONS)
     )
+    if args.compile:
+        compiled = {
+            n: TRAIN_IMAGES / (BATCH / step_s[n + COMPILED]) + VAL_IMAGES * eval_s[n] / len(test_x)
+            for n in PRECISIONS
+        }
+        print(
+            "    with compiled quantizers (compiling not counted): "
+            + ", ".join(f"{n} {compiled[n] / epoch[REFERENCE]:.2f}x" for n in PRECISIONS)
+        )
 
 
 def profile(name: str, threads: int, device: torch.device, steps: int, channels_last: bool) -> None:
@@ -315,6 +349,11 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=128, help="as pikenas train")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--profile", default=None, help="profile one net instead: a name")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also each pikenas net with compiled quantizers (TrainConfig compile: on)",
+    )
     parser.add_argument(
         "--contiguous",
         dest="channels_last",

@@ -14,6 +14,12 @@ from pikenas.space.errors import SearchConfigError
 __all__ = ["TrainConfig", "TrainResult"]
 
 
+#: the schedule length (optimizer steps) from which ``compile: auto`` compiles the activation
+#: quantizers: about 10 s of compiling (cold, 2-core CPU) against the time they save a step,
+#: both measured by ``benchmarks/training.py --compile``
+COMPILE_MIN_STEPS = 2_000
+
+
 class TrainConfig(StrictModel):
     """Everything that decides a training run (the proxy budget of :func:`evaluate` too).
 
@@ -22,7 +28,10 @@ class TrainConfig(StrictModel):
     linear warm-up precede a cosine decay to 0 over the remaining steps. ``threads`` is the
     torch CPU thread count (keep workers x threads <= cores). ``distill_from`` names a float
     teacher: a folder written by :func:`train` (``arch.json`` + ``weights.safetensors``) or a
-    zoo name (trained first with this same config, without distillation).
+    zoo name (trained first with this same config, without distillation). ``compile``: the
+    activation quantizers as compiled kernels (:mod:`pikenas.space.nn._compiled`; same codes,
+    the scale gradient summed in another order); ``auto`` when the schedule has at least
+    :data:`COMPILE_MIN_STEPS` steps, where the compile time is won back.
     """
 
     dataset: str = "digits"
@@ -41,6 +50,7 @@ class TrainConfig(StrictModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     threads: int = Field(default=1, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
     distill_from: str | None = None
     distill_weight: float = Field(default=0.5, ge=0, le=1)
     distill_temperature: float = Field(default=4.0, gt=0)

@@ -46,9 +46,10 @@ from pikenas.evaluators.training._checkpoint import load_checkpoint, save_checkp
 from pikenas.evaluators.training._progress import TrainingProgress
 from pikenas.evaluators.training._run_dir import RunFolder
 from pikenas.evaluators.training._scoring import batch_statistics_eval, evaluate_split
-from pikenas.evaluators.training.config import TrainConfig, TrainResult
+from pikenas.evaluators.training.config import COMPILE_MIN_STEPS, TrainConfig, TrainResult
 from pikenas.space.arch import ArchConfig
 from pikenas.space.errors import DataError, EvaluationError, RunDirError
+from pikenas.space.nn._compiled import compiled_quantizers
 
 __all__ = [
     "TrainConfig",
@@ -206,7 +207,14 @@ def _fit(
 
     title = arch.name or arch.archid
     done_steps = state["epoch"] * steps_per_epoch
-    with TrainingProgress(progress, total_steps, done_steps, title) as bar:
+    # Decided by the whole schedule, so a resumed run trains as the uninterrupted one did.
+    compiled = config.compile == "on" or (
+        config.compile == "auto" and total_steps >= COMPILE_MIN_STEPS
+    )
+    with (
+        compiled_quantizers(compiled),
+        TrainingProgress(progress, total_steps, done_steps, title) as bar,
+    ):
         for epoch in range(state["epoch"], stop):
             model.train()
             epoch_start = time.perf_counter()

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from pikenas.space.errors import ArchConfigError
+from pikenas.space.nn._compiled import uniform_levels
 from pikenas.space.nn._data_quantizers import BinaryQuantizer, TernaryQuantizer
 from pikenas.space.nn._fixed_point import double_quantized, round_half_up, scale_format_bits
 from pikenas.space.nn._quantizer_base import QUANTIZERS, Quantizer, quantize_scale
@@ -178,6 +179,10 @@ class UniformQuantizer(_LearnedScale):
         per_scale = x.numel() // self.scale.numel() if x.numel() else 1
         grad_factor = 1.0 / math.sqrt(max(per_scale, 1) * self.q_max)
         if _eager_training(x, self.scale):
+            bounds = (float(self.q_min), float(self.q_max))
+            fused = uniform_levels(x, self.scale, self.scale_format, *bounds, grad_factor)
+            if fused is not None:
+                return fused
             return _LevelsFunction.apply(
                 x,
                 self.scale,

@@ -310,3 +310,41 @@ def test_a_checkpoint_past_the_rung_is_trained_again(tmp_path):
     again = evaluate(micro_arch(), config, until_epoch=1, checkpoint=checkpoint)
     assert again.epochs == 1
     assert (again.val_accuracy, again.val_loss) == (fresh.val_accuracy, fresh.val_loss)
+
+
+def test_compiled_quantizers_train_the_same_weights_again_and_after_a_resume(
+    tmp_path, monkeypatch
+):
+    config = SYNTHETIC.replace(epochs=3, compile="on")
+    train(micro_arch(), config, tmp_path / "a")
+    train(micro_arch(), config, tmp_path / "b")
+    assert_same_tensors(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    real_save = _checkpoint.save_checkpoint
+
+    def save_then_stop_after_one(path, model, optimizer, generator, state):
+        real_save(path, model, optimizer, generator, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(micro_arch(), config, tmp_path / "resumed")
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    train(micro_arch(), config, tmp_path / "resumed")
+    assert_same_tensors(weights(tmp_path / "a"), weights(tmp_path / "resumed"))
+
+
+def test_auto_compiles_only_schedules_long_enough_to_win_the_compile_back(monkeypatch):
+    decisions = []
+    real = training.compiled_quantizers
+
+    def spy(on):
+        decisions.append(on)
+        return real(on)
+
+    monkeypatch.setattr(training, "compiled_quantizers", spy)
+    evaluate(micro_arch(), SYNTHETIC.replace(epochs=1))
+    monkeypatch.setattr(training, "COMPILE_MIN_STEPS", 2)
+    evaluate(micro_arch(), SYNTHETIC.replace(epochs=1))
+    evaluate(micro_arch(), SYNTHETIC.replace(epochs=1, compile="off"))
+    assert decisions == [False, True, False]

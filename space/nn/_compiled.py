@@ -1,0 +1,130 @@
+"""The uniform learned-scale quantizer as two compiled kernels, for long trainings.
+
+Eager, the quantizer of an activation (:class:`pikenas.space.nn._ste._LevelsFunction`) makes
+five passes over the tensor forward (divide, clip, add, floor, multiply) and three backward (the
+straight-through mask, two dot products for LSQ's scale gradient). ``torch.compile`` fuses the
+forward into one pass and the backward into one pass with its reduction; the forward computes
+the same operations in the same order, so its codes are bit-equal to the eager quantizer's (and
+to the integer program's); the scale gradient sums in the compiler's order. Compiling costs
+seconds (about 10 s cold on the project's 2-core CPU, then about 2 s for each new tensor shape,
+see ``benchmarks/training.py --compile``), so the training loop turns it on only for runs long
+enough to win that back (:data:`pikenas.evaluators.training.config.COMPILE_MIN_STEPS`), and any
+failure to compile falls back to the eager quantizer for the rest of the process with one
+warning line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pikenas.space.nn._fixed_point import double_quantized
+
+__all__ = ["compiled_quantizers", "uniform_levels"]
+
+_log = logging.getLogger("pikenas")
+_STATE: dict[str, Any] = {"on": False, "failed": False, "kernels": None}
+
+
+def _forward(x: Tensor, step: Tensor, low: float, high: float) -> Tensor:
+    """``floor(clamp(x / step, low, high) + 0.5) * step``: the eager quantizer's operations."""
+    return torch.floor(torch.clamp(x / step, low, high) + 0.5) * step
+
+
+def _backward(g: Tensor, x: Tensor, step: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
+    """``(dx, sum)``: ``dx = g`` where ``low < x / step < high`` else 0 (straight through);
+    ``sum = sum(g * L) - sum(dx * v)`` (LSQ's step gradient before its factor, per tensor)."""
+    v = x / step
+    grad_x = torch.where((v > low) & (v < high), g, torch.zeros_like(g))
+    levels = torch.floor(torch.clamp(v, low, high) + 0.5)
+    return grad_x, (g * levels - grad_x * v).sum()
+
+
+@contextlib.contextmanager
+def compiled_quantizers(on: bool = True) -> Iterator[None]:
+    """Inside: per-tensor uniform quantizers of 4-D tensors in eager training run compiled."""
+    before = _STATE["on"]
+    _STATE["on"] = on
+    try:
+        yield
+    finally:
+        _STATE["on"] = before
+
+
+def _kernels() -> tuple[Callable[..., Tensor], Callable[..., tuple[Tensor, Tensor]]]:
+    if _STATE["kernels"] is None:
+        _STATE["kernels"] = (torch.compile(_forward), torch.compile(_backward))
+    return _STATE["kernels"]
+
+
+def _run(index: int, eager: Callable[..., Any], *args: Any) -> Any:
+    """Kernel ``index`` compiled, or ``eager`` once compiling has failed in this process."""
+    if not _STATE["failed"]:
+        try:
+            return _kernels()[index](*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so once
+            _STATE["failed"] = True
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            _log.warning(
+                "torch.compile of the quantizer failed (%s: %s); training continues eager",
+                type(exc).__name__,
+                first,
+            )
+    return eager(*args)
+
+
+class _CompiledLevels(torch.autograd.Function):
+    """:class:`~pikenas.space.nn._ste._LevelsFunction` for a per-tensor uniform scale, its
+    forward and backward each one compiled kernel; saves ``x`` and the step, not ``v`` and
+    the levels."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        scale: Tensor,
+        scale_format: str,
+        low: float,
+        high: float,
+        grad_factor: float,
+    ) -> Tensor:
+        step = double_quantized(scale.clamp_min(1e-8), scale_format, False).reshape(())
+        ctx.save_for_backward(x, step)
+        ctx.bounds, ctx.grad_factor, ctx.scale_shape = (low, high), grad_factor, scale.shape
+        return _run(0, _forward, x.detach(), step.detach(), low, high)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, step = ctx.saved_tensors
+        if grad.stride() != x.stride():  # one copy to x's layout: mixed layouts are slow
+            grad = (
+                grad.contiguous(memory_format=torch.channels_last)
+                if _nhwc(x)
+                else (grad.contiguous())
+            )
+        grad_x, total = _run(1, _backward, grad, x.detach(), step.detach(), *ctx.bounds)
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = (total * ctx.grad_factor).reshape(ctx.scale_shape)
+        return grad_x, grad_scale, None, None, None, None
+
+
+def _nhwc(x: Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def uniform_levels(
+    x: Tensor, scale: Tensor, scale_format: str, low: float, high: float, grad_factor: float
+) -> Tensor | None:
+    """The compiled quantizer of ``x`` when it applies (switched on, a per-tensor scale, a
+    4-D float tensor), else ``None``: the caller runs the eager one."""
+    if not _STATE["on"] or _STATE["failed"] or scale.numel() != 1 or x.dim() != 4:
+        return None
+    if not x.is_floating_point() or x.device.type not in ("cpu", "cuda"):
+        return None
+    return _CompiledLevels.apply(x, scale, scale_format, low, high, grad_factor)
