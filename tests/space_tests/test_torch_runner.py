@@ -168,3 +168,49 @@ def test_a_value_read_again_is_never_overwritten() -> None:
         ("add", "o", ("u", "w"), 2**22, {}),
     ]
     _same_as_numpy(_chain(steps, arrays))
+
+
+def test_signs_and_selects_by_arithmetic_equal_numpy_at_zeros_and_subnormals() -> None:
+    """``x >= 0`` holds for both zeros and fails for the smallest subnormal below zero, on
+    float32 and on float64 carriers, with constant and value operands."""
+    shape = (2, 3, 3)
+    f32 = np.float32
+    values = {
+        "input": Value("input", shape, "float", 32),
+        "y": Value("y", shape, "float", 32),
+        "s": Value("s", shape, "int", 2, lo=-1, hi=1),
+        "p": Value("p", shape, "float", 32),
+        "q": Value("q", shape, "float", 32),
+        "w": Value("w", shape, "int", 64, lo=-(2**40), hi=2**40),
+    }
+    arrays = {
+        "one": np.array(1.0, dtype=f32),
+        "a": np.array([[[1.0]], [[0.5]]], dtype=f32),
+        "b": np.array([[[-0.25]], [[0.0]]], dtype=f32),
+        "big": np.array([[[2**40]], [[-(2**40)]]], dtype=np.int64),
+        "small": np.array([[[3]], [[-7]]], dtype=np.int64),
+    }
+    constants = {
+        "one": Constant("one", (), "float", 32),
+        "a": Constant("a", (2, 1, 1), "float", 32),
+        "b": Constant("b", (2, 1, 1), "float", 32),
+        "big": Constant("big", (2, 1, 1), "int", 64, lo=-(2**40), hi=2**40),
+        "small": Constant("small", (2, 1, 1), "int", 8, lo=-7, hi=3),
+    }
+    ops = [
+        Operation("mul", ("input", "one"), "y", "layer"),
+        Operation("sign", ("y",), "s", "layer"),
+        Operation("select", ("y", "a", "b"), "p", "layer"),  # constants
+        Operation("select", ("s", "y", "p"), "q", "layer"),  # values, an int condition
+        Operation("select", ("q", "big", "small"), "w", "layer"),  # float64 carriers
+    ]
+    program = IntegerProgram(values["input"], "w", values, constants, ops, arrays=arrays)
+    tiny = np.float32(2.0**-149)
+    x = np.array(
+        [-0.0, 0.0, tiny, -tiny, 1e30, -1e30, 3.5, -3.5, 2.0**-126] * 4, dtype=f32
+    ).reshape(2, *shape)
+    reference = program.run(x, keep=True)
+    _, kept = TorchProgram(program, "cpu").run(torch.from_numpy(x), keep=True)
+    for name, expected in reference.values.items():
+        np.testing.assert_array_equal(kept[name].numpy(), expected, err_msg=name)
+    assert np.array_equal(reference.values["s"].reshape(-1)[:4], [1, 1, 1, -1])
