@@ -93,7 +93,9 @@ class _CompiledLevels(torch.autograd.Function):
         high: float,
         grad_factor: float,
     ) -> Tensor:
-        step = double_quantized(scale.clamp_min(1e-8), scale_format, False).reshape(())
+        # (1, 1, 1, 1) as the eager quantizer's view: the same type promotion (bf16 x / float32
+        # step is float32; a 0-d step would keep bf16)
+        step = double_quantized(scale.clamp_min(1e-8), scale_format, False).reshape((1,) * x.dim())
         ctx.save_for_backward(x, step)
         ctx.bounds, ctx.grad_factor, ctx.scale_shape = (low, high), grad_factor, scale.shape
         return _run(0, _forward, x.detach(), step.detach(), low, high)

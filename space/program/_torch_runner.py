@@ -65,13 +65,20 @@ def _shift(x: Tensor, amount: Tensor) -> Tensor:
 
 
 def _pow2(amount: Tensor, dtype: torch.dtype) -> Tensor:
-    """``2^amount`` exactly in float ``dtype`` (from integer shifts: 2^a / 2^b is exact)."""
+    """``2^amount`` exactly in float ``dtype``: the product of ``2^half`` and
+    ``2^(amount - half)``, each from integer shifts of at most 62 (quotients and products of
+    powers of two are exact), so ``|amount|`` up to 124."""
     one = torch.ones_like(amount)
-    up = torch.bitwise_left_shift(one, amount.clamp_min(0)).to(dtype)
-    return up / torch.bitwise_left_shift(one, (-amount).clamp_min(0)).to(dtype)
+    half = torch.div(amount, 2, rounding_mode="trunc")
+    factors = [
+        torch.bitwise_left_shift(one, part.clamp(0, 62)).to(dtype)
+        / torch.bitwise_left_shift(one, (-part).clamp(0, 62)).to(dtype)
+        for part in (half, amount - half)
+    ]
+    return factors[0] * factors[1]
 
 
-def _sum(x: Tensor, attrs: dict[str, Any], integer: bool) -> Tensor:
+def _sum(x: Tensor, attrs: dict[str, Any], *, integer: bool) -> Tensor:
     mode = attrs["mode"]
     if mode == "global":
         flat = x.reshape(x.shape[0], x.shape[1], -1)
@@ -152,11 +159,10 @@ def _sign(x: Tensor, out: Value) -> Tensor:
 def _select(condition: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``a`` where ``condition >= 0`` else ``b``: ``m * a + (1 - m) * b`` with the 0 / 1 mask
     ``m``, exact for finite ``a`` and ``b`` (a product with 0 adds a zero; only the sign of a
-    zero result may differ, which no later operation can see); ``torch.where`` for int64 or
-    non-finite constants."""
+    zero result may differ, which no later operation can see; the walk takes ``torch.where``
+    for a program with non-finite constants), ``torch.where`` on int64."""
     mask = _nonnegative(condition)
-    small = [t for t in (a, b) if t.numel() < condition.numel()]  # constants: check them
-    if mask is None or not a.is_floating_point() or not all(t.isfinite().all() for t in small):
+    if mask is None or not a.is_floating_point():
         return torch.where(condition >= 0, a, b)
     mask = mask.to(a.dtype)
     if mask.shape != torch.broadcast_shapes(mask.shape, a.shape, b.shape):
@@ -175,7 +181,7 @@ TORCH_OPS: dict[Op, Callable[[Operation, list[Tensor], Value], Tensor]] = {
     Op.CLIP: lambda o, a, out: torch.clamp(a[0], o.attrs["lo"], o.attrs["hi"]),
     Op.SIGN: lambda o, a, out: _sign(a[0], out),
     Op.SELECT: lambda o, a, out: _select(a[0], a[1], a[2]),
-    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs, out.dtype == "int"),
+    Op.SUM: lambda o, a, out: _sum(a[0], o.attrs, integer=not a[0].is_floating_point()),
     Op.PAD: lambda o, a, out: _pad(a[0], o.attrs),
     Op.TILE: lambda o, a, out: a[0].repeat(1, o.attrs["repeats"], 1, 1),
     Op.FLATTEN: lambda o, a, out: a[0].reshape(a[0].shape[0], -1),
@@ -207,7 +213,7 @@ _IN_PLACE: dict[Op, Callable[[Operation, list[Tensor]], Tensor]] = {
 def _last_uses(program: IntegerProgram) -> dict[str, str]:
     """Value name -> the output of the last operation reading it or any value sharing its
     memory (a ``flatten`` is a view of its input), for the values a walk may overwrite: not the
-    program's input (the caller's tensor) nor its output."""
+    program's input (the caller's tensor), its output, or a view of a constant."""
     root: dict[str, str] = {}
     last: dict[str, str] = {}
     for operation in program.ops:
@@ -218,9 +224,11 @@ def _last_uses(program: IntegerProgram) -> dict[str, str]:
             root[operation.output] = root.get(operation.inputs[0], operation.inputs[0])
     protected = {root.get(n, n) for n in (program.input.name, program.output)}
     return {
-        name: last[root.get(name, name)]
+        name: last[base]
         for name in program.values
-        if root.get(name, name) in last and root.get(name, name) not in protected
+        if (base := root.get(name, name)) in last
+        and base not in protected
+        and base in program.values  # a view of a constant is never written
     }
 
 
@@ -240,6 +248,10 @@ class _TorchWalk(ProgramWalk):
         self.constants = constants
         self.products = products
         self.last_use = _last_uses(program) if donate else {}
+        # selects blend with 0 / 1 masks, exact for finite operands (values are, by the ranges)
+        self.finite_constants = all(
+            bool(t.isfinite().all()) for t in constants.values() if t.is_floating_point()
+        )
 
     def constant(self, name: str) -> Tensor:
         return self.constants[name]
@@ -267,18 +279,28 @@ class _TorchWalk(ProgramWalk):
                 dtype = widest(result, *(operands[i].dtype for i in promoted))
             for i in promoted:
                 operands[i] = operands[i].to(dtype)
-        elif operation.op is Op.SUM and out.dtype == "int":  # every partial sum must fit
-            source = self.program.values[operation.inputs[0]]
-            if source.lo is None or source.hi is None:
-                wide = torch.int64
-            else:
-                wide = integer_carrier(
-                    _sum_terms(operation, source) * max(abs(int(source.lo)), abs(int(source.hi)))
-                )
-            operands[0] = operands[0].to(widest(wide, operands[0].dtype))
+        elif operation.op is Op.SHIFT and not self.is_int(operation.inputs[0]):
+            operands[0] = operands[0].long()  # numpy truncates a float to int64 first
+        elif operation.op is Op.CLIP and out.dtype == "int":  # bounds held exactly
+            operands[0] = operands[0].to(widest(carrier(out), operands[0].dtype))
+        elif operation.op is Op.SUM and self.is_int(operation.inputs[0]):
+            # integers: exact in any order on a carrier wide enough for every partial sum
+            wide = operands[0].to(widest(self.sum_carrier(operation), operands[0].dtype))
+            return _sum(wide, operation.attrs, integer=True)
+        if operation.op is Op.SELECT and not self.finite_constants:
+            return torch.where(operands[0] >= 0, operands[1], operands[2])
         if self.donated(operation, operands, env):
             return _IN_PLACE[operation.op](operation, operands)
         return function(operation, operands, out)
+
+    def sum_carrier(self, operation: Operation) -> torch.dtype:
+        """A carrier for every partial sum of an integer ``sum``: the terms times the largest
+        magnitude of its input (int64 without a declared range)."""
+        source = self.program.values[operation.inputs[0]]
+        if source.lo is None or source.hi is None:
+            return torch.int64
+        magnitude = max(abs(int(source.lo)), abs(int(source.hi)))
+        return integer_carrier(_sum_terms(operation, source) * magnitude)
 
     def donated(self, operation: Operation, operands: list[Tensor], env: dict[str, Tensor]) -> bool:
         """Whether ``operation`` may write into its first operand: an in-place form exists, the

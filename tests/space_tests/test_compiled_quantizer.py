@@ -75,3 +75,12 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, ca
     assert torch.equal(got, expected)
     warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(warnings) == 1 and "no C++ compiler here" in warnings[0].getMessage()
+
+
+def test_a_bfloat16_input_is_quantized_in_float32_as_the_eager_quantizer_does():
+    scale = torch.tensor([0.37], requires_grad=True)
+    x = _inputs((2, 4, 6, 6), True, 0.37).detach().to(torch.bfloat16).requires_grad_(True)
+    eager = _LevelsFunction.apply(x, scale, "float32", (1, 1, 1, 1), 0.0, 15.0, 0.01, None)
+    compiled = _CompiledLevels.apply(x, scale, "float32", 0.0, 15.0, 0.01)
+    assert compiled.dtype == eager.dtype == torch.float32
+    assert torch.equal(compiled, eager)

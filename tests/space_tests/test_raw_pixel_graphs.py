@@ -12,7 +12,7 @@ import torch
 
 from pikenas.evaluators.cost import count_ace, count_onnx
 from pikenas.space.nn.build import build_model
-from pikenas.space.program.onnx._common import DATATYPE_KEY, graph_input, takes_raw_pixels
+from pikenas.space.program.onnx._common import DATATYPE_KEY, raw_pixels, takes_raw_pixels
 from pikenas.space.program.onnx.export_onnx import program_to_onnx
 from pikenas.space.program.onnx.export_qonnx import program_to_qonnx
 from pikenas.space.zoo import get_zoo_arch
@@ -52,9 +52,9 @@ def test_model_qonnx_declares_its_input_uint8(program, tmp_path) -> None:  # noq
     assert count_onnx(path).ace_v2 == count_ace(program).ace_v2
 
 
-def test_graph_input_refuses_normalized_values(program) -> None:  # noqa: ANN001
+def test_raw_pixels_refuses_normalized_values() -> None:
     pixels = np.arange(784, dtype=np.float64).reshape(1, 1, 28, 28) % 256
-    assert graph_input(program, pixels).dtype == np.uint8
+    assert raw_pixels(pixels).dtype == np.uint8
     for wrong in (pixels / 255, pixels + 1, pixels - 1, pixels + 0.5):
         with pytest.raises(ValueError, match="raw pixels"):
-            graph_input(program, wrong)
+            raw_pixels(wrong)

@@ -214,3 +214,62 @@ def test_signs_and_selects_by_arithmetic_equal_numpy_at_zeros_and_subnormals() -
     for name, expected in reference.values.items():
         np.testing.assert_array_equal(kept[name].numpy(), expected, err_msg=name)
     assert np.array_equal(reference.values["s"].reshape(-1)[:4], [1, 1, 1, -1])
+
+
+def _equal_to_numpy(program: IntegerProgram, x: np.ndarray, runs: int = 1) -> None:
+    runner = TorchProgram(program, "cpu")
+    expected = program.run(x, check=False).output
+    for _ in range(runs):  # a constant overwritten in place would show on a later run
+        np.testing.assert_array_equal(runner(torch.from_numpy(x)).numpy(), expected)
+
+
+def test_clips_sums_float_shifts_and_constant_views_equal_numpy() -> None:
+    """A clip bound float32 cannot hold after a shift kept in float32; an integer sum whose
+    result is a float (partial sums past 2^24); a shift of a float value (numpy truncates);
+    a flatten of a constant read by an in-place add; a right shift by 63."""
+    i64 = np.int64
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    x.flat[:3] = [2**20, -(2**20), 12345]
+    clip = _chain(
+        [
+            ("shift", "s", ("x", "up"), 2**27, {}),
+            ("clip", "c", ("s",), 2**27, {"lo": -(2**27 - 1), "hi": 2**27 - 1}),
+        ],
+        {"up": np.array(7, dtype=i64)},
+    )
+    _equal_to_numpy(clip, x)
+    total = _chain(
+        [
+            ("mul", "m", ("x", "k"), 3 * 2**20, {}),
+            ("sum", "g", ("m",), None, {"mode": "global", "terms": 16}),
+        ],
+        {"k": np.array(3, dtype=i64)},
+    )
+    wide = np.full((1, 2, 4, 4), 2**20 - 1, np.float32)
+    wide.flat[1] = 1
+    _equal_to_numpy(total, wide)
+    far = _chain([("shift", "r", ("x", "down"), 2**20, {})], {"down": np.array(-63, dtype=i64)})
+    _equal_to_numpy(far, x)
+
+    values = {
+        "input": Value("input", (2,), "float", 32),
+        "x": Value("x", (2,), "int", 8, lo=-9, hi=9),
+        "f": Value("f", (2,), "int", 8, lo=-9, hi=9),
+        "y": Value("y", (2,), "int", 8, lo=-18, hi=18),
+        "s": Value("s", (2,), "int", 8, lo=-9, hi=9),
+        "z": Value("z", (2,), "int", 8, lo=-45, hi=45),
+    }
+    ops = [
+        Operation("round", ("input",), "x", "l"),
+        Operation("flatten", ("k",), "f", "l"),
+        Operation("add", ("f", "x"), "y", "l"),
+        Operation("shift", ("input", "zero"), "s", "l"),
+        Operation("add", ("y", "s"), "z", "l"),
+    ]
+    constants = {
+        "k": Constant("k", (2,), "int", 8, lo=-9, hi=9),
+        "zero": Constant("zero", (), "int", 8, lo=0, hi=0),
+    }
+    arrays = {"k": np.array([1, 2], dtype=i64), "zero": np.array(0, dtype=i64)}
+    program = IntegerProgram(values["input"], "z", values, constants, ops, arrays=arrays)
+    _equal_to_numpy(program, np.array([[3.0, -1.5]], np.float32), runs=3)

@@ -24,7 +24,7 @@ __all__ = [
     "datatype_name",
     "constant_annotation",
     "takes_raw_pixels",
-    "graph_input",
+    "raw_pixels",
 ]
 
 OPSET = 17
@@ -50,21 +50,19 @@ def takes_raw_pixels(program: IntegerProgram) -> bool:
     return program.input.bits == 8
 
 
-def graph_input(program: IntegerProgram, images: np.ndarray) -> np.ndarray:
-    """``images`` as the exported graphs take them: uint8 for a raw-pixel program (integers
-    0..255, else ``ValueError``), float32 otherwise."""
-    if not takes_raw_pixels(program):
-        return np.asarray(images, dtype=np.float32)
+def raw_pixels(images: np.ndarray) -> np.ndarray:
+    """``images`` as uint8 raw pixels (what a raw-pixel ``model.onnx`` takes): integers 0..255,
+    else ``ValueError``."""
     pixels = np.asarray(images)
-    if pixels.dtype != np.uint8:
-        with np.errstate(invalid="ignore"):
-            whole = np.array_equal(pixels, np.round(pixels))
-        if not whole or pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-            raise ValueError(
-                "this network takes raw pixels: integers 0..255 (uint8), not normalized values"
-            )
-        pixels = pixels.astype(np.uint8)
-    return pixels
+    if pixels.dtype == np.uint8:
+        return pixels
+    with np.errstate(invalid="ignore"):
+        whole = np.array_equal(pixels, np.round(pixels))
+    if not whole or pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        raise ValueError(
+            "this network takes raw pixels: integers 0..255 (uint8), not normalized values"
+        )
+    return pixels.astype(np.uint8)
 
 
 def datatype_name(lo: int, hi: int) -> str:

@@ -40,8 +40,8 @@ from pikenas.space.program.onnx._common import (
     SHIFT_KEY,
     GraphWriter,
     constant_annotation,
-    graph_input,
     prefix_add,
+    raw_pixels,
     takes_raw_pixels,
 )
 
@@ -415,7 +415,9 @@ def check_onnx_file(program: object, path: Path, images: np.ndarray) -> OnnxChec
         raise EvaluationError(f"the ONNX graph is invalid: {first}") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        actual = session.run(["logits"], {"input": graph_input(program, images)})[0]
+        uint8 = session.get_inputs()[0].type == "tensor(uint8)"  # raw-pixel graphs since 0.2
+        feed = raw_pixels(images) if uint8 else np.asarray(images, dtype=np.float32)
+        actual = session.run(["logits"], {"input": feed})[0]
     except Exception as exc:  # onnxruntime's own errors: a graph it cannot run
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvaluationError(f"onnxruntime cannot run {path.name}: {first}") from None
