@@ -246,6 +246,27 @@ def _count(value: float) -> str:
     return f"{value / 1e6:,.1f} M"
 
 
+def proxy_tau(run: Path, front: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> Any:
+    """Kendall tau of the search's proxy score (the top rung's accuracy) against the full test
+    accuracy, over every fully trained architecture: the front members the pipeline trained
+    and the baselines (their proxy score from the study, where the search trained them);
+    ``(tau, count)``."""
+    from scipy.stats import kendalltau
+
+    from pikenas.results.trials import load
+
+    frame = load(run)
+    pairs = [(row["proxy_accuracy"], row["accuracy"]) for row in front if not row["baseline"]]
+    for row in baselines:
+        proxy = frame[(frame["baseline"] == row["baseline"]) & frame["accuracy"].notna()]
+        if len(proxy):
+            pairs.append((float(proxy["accuracy"].max()), row["accuracy"]))
+    if len(pairs) < 3:
+        return float("nan"), len(pairs)
+    tau = kendalltau([p for p, _ in pairs], [a for _, a in pairs]).statistic
+    return float(tau), len(pairs)
+
+
 def report_text(result: dict[str, Any]) -> str:
     lines = [
         f"Fashion-MNIST benchmark ({result['mode']}): search + full training "
@@ -276,6 +297,11 @@ def report_text(result: dict[str, Any]) -> str:
             f"{_count(row['ace_v2']):>11} ACE v1 {_count(row['ace_v1']):>11} "
             f"params {row['params']:>7,}  bits {row['bits']}  -> {versus}"
         )
+    tau, count = result.get("proxy_tau", (float("nan"), 0))
+    lines.append(
+        f"\nKendall tau, proxy score (top rung) vs full test accuracy, {count} fully trained "
+        f"architectures (front + baselines): {tau:+.3f}"
+    )
     lines.append("\nPublished anchors (test accuracy):")
     lines += [f"  {name:<58} {accuracy:.2%}" for name, accuracy in ANCHORS]
     lines.append("\nTargets:")
@@ -342,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "front": rows,
         "baselines": baselines,
         "matches": found,
+        "proxy_tau": proxy_tau(args.out / "search", rows, baselines),
         "anchors": dict(ANCHORS),
         "targets": targets,
     }
