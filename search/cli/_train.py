@@ -63,6 +63,13 @@ def train(
         int, typer.Option("--threads", min=1, help="Torch CPU threads (at most the cores).")
     ] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    compile_quantizers: Annotated[
+        str,
+        typer.Option(
+            "--compile",
+            help="Compiled activation quantizers: auto (schedules of >= 2,000 steps), on, off.",
+        ),
+    ] = "auto",
     distill_from: Annotated[
         str | None,
         typer.Option(
@@ -104,6 +111,7 @@ def train(
         "seed": seed,
         "threads": threads,
         "device": device,
+        "compile": compile_quantizers,
         "resolution": resolution,
     }
     optional = {"batch_size": batch_size, "lr": lr, "optimizer": optimizer}
