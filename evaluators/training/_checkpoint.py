@@ -1,7 +1,8 @@
 """Per-epoch training checkpoints as one safetensors file (no pickles).
 
 ``checkpoint.safetensors`` holds every tensor needed to continue bit-identically on the CPU:
-the model's ``state_dict`` (``model.*``), the optimizer's per-parameter state
+the model's ``state_dict`` (``model.*``), the weights of the best epoch so far when it is an
+earlier one (``best.*``, see :func:`load_checkpoint`), the optimizer's per-parameter state
 (``optimizer.<index>.<name>``), the global torch RNG state and the data-order generator's
 state (``rng.*``). The small JSON state (finished epochs, optimizer step, curve, elapsed time,
 the optimizer's parameter groups) lives in the same file's header metadata under ``"state"``,
@@ -75,11 +76,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     state: dict[str, Any],
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the checkpoint (see the module docstring); ``state`` must be JSON-serializable."""
+    """Write the checkpoint (see the module docstring); ``state`` must be JSON-serializable;
+    ``best``: a ``state_dict`` kept beside the model's (the best epoch's weights)."""
     import torch
 
     tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    tensors.update({f"best.{name}": value for name, value in (best or {}).items()})
     optimizer_state = optimizer.state_dict()
     plain_values: dict[str, dict[str, Any]] = {}
     for index, parameter_state in optimizer_state["state"].items():
@@ -108,7 +112,8 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """Restore model, optimizer and RNG states from ``path``; return the JSON ``state``. A
+    """Restore model, optimizer and RNG states from ``path``; return the JSON ``state``, with
+    the ``best`` weights saved beside the model's (if any) under ``"best_weights"``. A
     truncated, garbage or foreign checkpoint raises :class:`RunDirError` with one line."""
     import stat
 
@@ -120,8 +125,16 @@ def load_checkpoint(
         return _restore(path, model, optimizer, generator)
     except RunDirError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError,
-            AttributeError, SafetensorError) as exc:
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        SafetensorError,
+    ) as exc:
         raise RunDirError(
             f"cannot resume from checkpoint {path} ({_first_line(exc)}); delete it to restart "
             "that run from scratch"
@@ -165,4 +178,12 @@ def _restore(
         cuda_states = [tensors.get(f"rng.cuda.{i}") for i in range(torch.cuda.device_count())]
         if cuda_states and all(cuda_state is not None for cuda_state in cuda_states):
             torch.cuda.set_rng_state_all(cuda_states)
-    return header["state"]
+    state = dict(header["state"])
+    best = {
+        name.removeprefix("best."): value
+        for name, value in tensors.items()
+        if name.startswith("best.")
+    }
+    if best:
+        state["best_weights"] = best
+    return state

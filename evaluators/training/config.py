@@ -78,7 +78,8 @@ class TrainResult:
     """Metrics of one run. ``wall_s``: seconds of the whole run (all resumed parts);
     ``images_per_s``: training images per second of training steps; ``curve``: one dict per
     epoch (``epoch``, ``lr``, ``train_loss``, ``train_accuracy``, ``val_loss``,
-    ``val_accuracy``, ``seconds``)."""
+    ``val_accuracy``, ``seconds``); ``best_epoch``: the epoch whose weights a full run keeps
+    (the best validation accuracy of the integer program; 0 for a rung)."""
 
     val_accuracy: float
     test_accuracy: float
@@ -88,6 +89,7 @@ class TrainResult:
     wall_s: float
     images_per_s: float
     curve: tuple[dict[str, float], ...] = field(default=())
+    best_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -189,9 +189,13 @@ def _fit(
     state: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "wall_s": 0.0}
     state.update(train_s=0.0, train_images=0)
     stop = min(config.epochs, until_epoch or config.epochs)
+    best: dict[str, torch.Tensor] | None = None  # the weights of the best epoch so far
     if checkpoint_path is not None and checkpoint_path.exists():
         fresh = dict(state)
         state = load_checkpoint(checkpoint_path, model, optimizer, generator)
+        best = state.pop("best_weights", None)  # saved only when an earlier epoch was better
+        if best is None and "best_epoch" in state:
+            best = _snapshot(model)
         logger.info("resuming %s after epoch %d", checkpoint_path, state["epoch"])
         if state["epoch"] > stop:  # measured beyond this rung already: train it again
             logger.warning("%s is past epoch %d; starting afresh", checkpoint_path, stop)
@@ -199,7 +203,7 @@ def _fit(
             model = _build_model(arch, config.seed).to(device=device, memory_format=memory_format)
             optimizer = _make_optimizer(model, config)
             generator = torch.Generator().manual_seed(config.seed)
-            state = fresh
+            state, best = fresh, None
     if teacher is not None:
         teacher = teacher.to(device=device, memory_format=memory_format).eval()
     elapsed_before = state["wall_s"]
@@ -290,11 +294,23 @@ def _fit(
                 }
             )
             bar.status(f"val {100 * val_accuracy:.1f}%")
+            if val_accuracy > state.get("best_val_accuracy", -1.0):
+                state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch + 1
+                best = _snapshot(model)
             state["wall_s"] = elapsed_before + time.perf_counter() - run_start
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, optimizer, generator, state)
+                earlier = best if state["best_epoch"] != state["epoch"] else None
+                save_checkpoint(checkpoint_path, model, optimizer, generator, state, earlier)
 
     last = state["curve"][-1]
+    best_epoch = 0
+    if stop == config.epochs and best is not None:
+        # A full run keeps its best epoch (validation accuracy of the integer program): a late
+        # collapse (a quantizer that dies at the peak learning rate) cannot cost the result.
+        best_epoch = state["best_epoch"]
+        if best_epoch != state["epoch"]:
+            model.load_state_dict(best)
+            last = state["curve"][best_epoch - 1]
     val_loss, val_accuracy = last["val_loss"], last["val_accuracy"]
     if stop < config.epochs:
         test_loss = test_accuracy = math.nan
@@ -314,8 +330,13 @@ def _fit(
         wall_s=elapsed_before + time.perf_counter() - run_start,
         images_per_s=state["train_images"] / max(state["train_s"], 1e-9),
         curve=tuple(state["curve"]),
+        best_epoch=best_epoch,
     )
     return model, result
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
 # ---- distillation teachers ----------------------------------------------------------------

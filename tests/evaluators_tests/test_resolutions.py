@@ -86,8 +86,8 @@ def test_train_kill_resume_and_export_from_raw_pixels(tmp_path, monkeypatch, res
 
     real_save = _checkpoint.save_checkpoint
 
-    def save_then_stop(path, model, optimizer, generator, state):
-        real_save(path, model, optimizer, generator, state)
+    def save_then_stop(path, model, optimizer, generator, state, best=None):
+        real_save(path, model, optimizer, generator, state, best)
         raise KeyboardInterrupt  # killed right after the first checkpoint
 
     monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
@@ -128,7 +128,8 @@ def test_train_kill_resume_and_export_from_raw_pixels(tmp_path, monkeypatch, res
 
     session = onnxruntime.InferenceSession(str(bundle / "model.onnx"))
     name = session.get_inputs()[0].name
-    onnx_logits = session.run(None, {name: pixels.astype(np.float32)})[0]
+    assert session.get_inputs()[0].type == "tensor(uint8)"  # what a camera gives
+    onnx_logits = session.run(None, {name: pixels.astype(np.uint8)})[0]
     assert float((onnx_logits.argmax(1) == splits.test.labels.numpy()).mean()) == pytest.approx(
         straight.test_accuracy
     )

@@ -188,8 +188,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     saved_epochs = []
     real_save = _checkpoint.save_checkpoint
 
-    def save_then_stop_after_two(path, model, optimizer, generator, state):
-        real_save(path, model, optimizer, generator, state)
+    def save_then_stop_after_two(path, model, optimizer, generator, state, best=None):
+        real_save(path, model, optimizer, generator, state, best)
         saved_epochs.append(state["epoch"])
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # as if killed right after the second checkpoint
@@ -321,8 +321,8 @@ def test_compiled_quantizers_train_the_same_weights_again_and_after_a_resume(
     assert_same_tensors(weights(tmp_path / "a"), weights(tmp_path / "b"))
     real_save = _checkpoint.save_checkpoint
 
-    def save_then_stop_after_one(path, model, optimizer, generator, state):
-        real_save(path, model, optimizer, generator, state)
+    def save_then_stop_after_one(path, model, optimizer, generator, state, best=None):
+        real_save(path, model, optimizer, generator, state, best)
         if state["epoch"] == 1:
             raise KeyboardInterrupt
 
@@ -348,3 +348,40 @@ def test_auto_compiles_only_schedules_long_enough_to_win_the_compile_back(monkey
     evaluate(micro_arch(), SYNTHETIC.replace(epochs=1))
     evaluate(micro_arch(), SYNTHETIC.replace(epochs=1, compile="off"))
     assert decisions == [False, True, False]
+
+
+def test_a_full_run_keeps_its_best_epoch_through_a_collapse_and_a_resume(tmp_path, monkeypatch):
+    """Validation accuracy 0.5, 0.9, then a collapse: the run ends with epoch 2's weights,
+    also when killed after epoch 3 (the checkpoint carries them) and resumed."""
+    # per call: the four epochs' validations then the test (None: measured), for the straight
+    # run, then for the killed run (epochs 1-3) and its resumption (epoch 4, test)
+    scripted = iter([0.5, 0.9, 0.3, 0.2, None] * 2)
+    real_evaluate = training.evaluate_split
+    snapshots = []
+
+    def scripted_validation(model, split, splits, batch_size, channels_last):
+        loss, accuracy = real_evaluate(model, split, splits, batch_size, channels_last)
+        value = next(scripted)
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return loss, accuracy if value is None else value
+
+    monkeypatch.setattr(training, "evaluate_split", scripted_validation)
+    config = SYNTHETIC.replace(epochs=4)
+    result = train(micro_arch(), config, tmp_path / "straight")
+    assert result.best_epoch == 2 and result.val_accuracy == 0.9
+    assert_same_tensors(weights(tmp_path / "straight"), snapshots[1])
+
+    real_save = _checkpoint.save_checkpoint
+
+    def save_then_stop_after_three(path, model, optimizer, generator, state, best=None):
+        real_save(path, model, optimizer, generator, state, best)
+        if state["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(micro_arch(), config, tmp_path / "resumed")
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    resumed = train(micro_arch(), config, tmp_path / "resumed")
+    assert resumed.best_epoch == 2
+    assert_same_tensors(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
