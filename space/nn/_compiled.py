@@ -31,12 +31,15 @@ _log = logging.getLogger("pikenas")
 _STATE: dict[str, Any] = {"on": False, "failed": False, "kernels": None}
 
 
-def _forward(x: Tensor, step: Tensor, low: float, high: float) -> Tensor:
-    """``floor(clamp(x / step, low, high) + 0.5) * step``: the eager quantizer's operations."""
+def _forward(x: Tensor, step: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """``floor(clamp(x / step, low, high) + 0.5) * step``: the eager quantizer's operations
+    (``low`` / ``high``: 0-d tensors, so one compiled graph serves every bit width)."""
     return torch.floor(torch.clamp(x / step, low, high) + 0.5) * step
 
 
-def _backward(g: Tensor, x: Tensor, step: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
+def _backward(
+    g: Tensor, x: Tensor, step: Tensor, low: Tensor, high: Tensor
+) -> tuple[Tensor, Tensor]:
     """``(dx, sum)``: ``dx = g`` where ``low < x / step < high`` else 0 (straight through);
     ``sum = sum(g * L) - sum(dx * v)`` (LSQ's step gradient before its factor, per tensor)."""
     v = x / step
@@ -45,21 +48,48 @@ def _backward(g: Tensor, x: Tensor, step: Tensor, low: float, high: float) -> tu
     return grad_x, (g * levels - grad_x * v).sum()
 
 
+#: compiled graphs allowed per kernel (dynamo's default of 8 runs a kernel's Python eagerly, and
+#: slowly, past it): shapes are dynamic, so a graph is added only per dtype, layout and whether
+#: the input needs a gradient, but a process may train many networks
+_RECOMPILE_LIMIT = 64
+
+
 @contextlib.contextmanager
 def compiled_quantizers(on: bool = True) -> Iterator[None]:
     """Inside: per-tensor uniform quantizers of 4-D tensors in eager training run compiled."""
     before = _STATE["on"]
     _STATE["on"] = on
     try:
-        yield
+        if on:
+            limit = max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)  # noqa: SLF001
+            with torch._dynamo.config.patch(recompile_limit=limit):  # noqa: SLF001
+                yield
+        else:
+            yield
     finally:
         _STATE["on"] = before
 
 
 def _kernels() -> tuple[Callable[..., Tensor], Callable[..., tuple[Tensor, Tensor]]]:
     if _STATE["kernels"] is None:
-        _STATE["kernels"] = (torch.compile(_forward), torch.compile(_backward))
+        _STATE["kernels"] = (
+            torch.compile(_forward, dynamic=True),
+            torch.compile(_backward, dynamic=True),
+        )
     return _STATE["kernels"]
+
+
+def _bounds(low: float, high: float, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``low`` / ``high`` as 0-d float32 tensors on ``like``'s device (cached)."""
+    key = (low, high, like.device)
+    if key not in _BOUNDS:
+        _BOUNDS[key] = tuple(
+            torch.tensor(v, dtype=torch.float32, device=like.device) for v in (low, high)
+        )
+    return _BOUNDS[key]
+
+
+_BOUNDS: dict[tuple[float, float, torch.device], tuple[Tensor, Tensor]] = {}
 
 
 def _run(index: int, eager: Callable[..., Any], *args: Any) -> Any:
@@ -98,7 +128,7 @@ class _CompiledLevels(torch.autograd.Function):
         step = double_quantized(scale.clamp_min(1e-8), scale_format, False).reshape((1,) * x.dim())
         ctx.save_for_backward(x, step)
         ctx.bounds, ctx.grad_factor, ctx.scale_shape = (low, high), grad_factor, scale.shape
-        return _run(0, _forward, x.detach(), step.detach(), low, high)
+        return _run(0, _forward, x.detach(), step.detach(), *_bounds(low, high, x))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -109,7 +139,8 @@ class _CompiledLevels(torch.autograd.Function):
                 if _nhwc(x)
                 else (grad.contiguous())
             )
-        grad_x, total = _run(1, _backward, grad, x.detach(), step.detach(), *ctx.bounds)
+        bounds = _bounds(*ctx.bounds, x)
+        grad_x, total = _run(1, _backward, grad, x.detach(), step.detach(), *bounds)
         grad_scale = None
         if ctx.needs_input_grad[1]:
             grad_scale = (total * ctx.grad_factor).reshape(ctx.scale_shape)

@@ -57,7 +57,7 @@ def test_only_switched_on_and_per_tensor_scales_take_the_compiled_path():
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
-    def broken(function):  # noqa: ANN001, ANN202
+    def broken(function, **options):  # noqa: ANN001, ANN003, ANN202
         def run(*args):  # noqa: ANN002, ANN202
             raise RuntimeError("no C++ compiler here")
 
