@@ -287,11 +287,17 @@ def report_text(result: dict[str, Any]) -> str:
         )
     lines.append("\nZoo baselines, same full-training recipe:")
     for row, match in zip(result["baselines"], result["matches"], strict=True):
-        versus = (
-            f"front trial {match['member']} matches it at {match['ratio']:.2f}x lower ACE v2"
-            if match["member"] is not None
-            else "no front member reaches it"
-        )
+        if match["member"] is None:
+            versus = "no front member reaches it"
+        elif match["ratio"] >= 1:
+            versus = (
+                f"front trial {match['member']} matches it at {match['ratio']:.2f}x lower ACE v2"
+            )
+        else:
+            versus = (
+                f"the cheapest front member reaching it (trial {match['member']}) costs "
+                f"{1 / match['ratio']:.2f}x more ACE v2"
+            )
         lines.append(
             f"  {row['baseline']:<15} {row['accuracy']:>7.2%} ACE v2 "
             f"{_count(row['ace_v2']):>11} ACE v1 {_count(row['ace_v1']):>11} "
