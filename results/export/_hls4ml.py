@@ -124,6 +124,14 @@ class _Graph:
     names: dict[str, str] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: value -> the value it equals (an add of 0, a multiply by 1, a shift by 0: no layer, since
+    #: hls4ml deletes a scale-1, bias-0 BatchNormalization and with it a clip folded into it)
+    same_as: dict[str, str] = field(default_factory=dict)
+
+    def root(self, name: str) -> str:
+        while name in self.same_as:
+            name = self.same_as[name]
+        return name
 
     def add(self, operation: Operation, layer: dict[str, Any], precision: dict[str, str]) -> None:
         name = f"l{len(self.layers)}_{operation.op}"
@@ -225,11 +233,18 @@ def _integer_op(graph: _Graph, operation: Operation) -> None:
                   {"result": _int_type(out)})
     elif op in ("add", "mul", "shift") and constant is not None:
         scale = np.ones(1) if op == "add" else constant if op == "mul" else np.exp2(constant * 1.0)
-        _affine(graph, operation, np.asarray(scale, dtype=np.float64),
-                constant * 1.0 if op == "add" else np.zeros(1), _int_type(out, floor=op == "shift"))
+        bias = constant * 1.0 if op == "add" else np.zeros(1)
+        if np.all(np.asarray(scale) == 1) and np.all(bias == 0):  # the identity: no layer
+            graph.names[operation.output] = graph.names[inputs[0]]
+            graph.same_as[operation.output] = inputs[0]
+            return
+        _affine(graph, operation, np.asarray(scale, dtype=np.float64), bias,
+                _int_type(out, floor=op == "shift"))
     elif op == "clip" and _full_range(int(operation.attrs["lo"]), int(operation.attrs["hi"])):
         # the producer's cast saturates (hls4ml removes a scale-1, bias-0 layer as a no-op)
-        if sum(inputs[0] in o.inputs for o in program.ops) > 1:
+        group = {name for name in program.values if graph.root(name) == graph.root(inputs[0])}
+        readers = [o for o in program.ops if group & set(o.inputs) and o.output not in group]
+        if len(readers) > 1:
             graph.refuse(operation, "a clip of a value that is also used unclipped")
             return
         producer = graph.names[inputs[0]]

@@ -69,3 +69,26 @@ def test_c_simulation_is_bit_exact_and_a_wrong_project_is_caught(
     monkeypatch.setattr(_hls4ml, "_affine", shift_off_by_one)
     wrong = export_hls4ml(program, tmp_path / "bad", images)
     assert wrong.compiled and not wrong.exact and wrong.mismatching_images > 0
+
+
+def test_identity_steps_make_no_layer_and_the_clip_after_them_stays() -> None:
+    """Training can leave a residual's shifts at 0 and its offset at 0: hls4ml would delete
+    such a scale-1, bias-0 layer and the clip folded into it (the trained fmnist-pikelpn's C
+    simulation differed on every image); they alias their input and the clip saturates the
+    real producer instead."""
+    program = build_model(get_zoo_arch("fmnist-pikelpn"), seed=0).program()
+    steps = [
+        op for op in program.ops
+        if op.layer.endswith("residual") and op.op.value in ("shift", "add")
+        and op.inputs[1] in program.arrays
+    ]
+    assert steps
+    for op in steps:
+        program.arrays[op.inputs[1]][...] = 0
+    graph, _, _ = _hls4ml._build(program)
+    assert graph.refusals == []
+    for layer in graph.layers:
+        if layer["class_name"] == "BatchNormalization":
+            assert not (np.all(layer["scale_data"] == 1) and np.all(layer["bias_data"] == 0))
+    clip = next(op for op in program.ops if op.layer.endswith("residual") and op.op.value == "clip")
+    assert "AP_SAT" in graph.config[graph.names[clip.output]]["Precision"]["result"]
