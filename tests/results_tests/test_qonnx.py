@@ -183,7 +183,11 @@ def test_every_zoo_model(name: str, tmp_path) -> None:  # noqa: ANN001
     model = build_model(arch, seed=1)
     shape = (arch.input_channels, arch.resolution, arch.resolution)
     _train_on_noise(model, shape, arch.num_classes)
-    images = np.random.default_rng(1).standard_normal((1 if name in SLOW else 2, *shape))
+    rng, count = np.random.default_rng(1), 1 if name in SLOW else 2
+    if arch.input is not None:  # a raw-pixel network (QONNX input UINT8): pixels 0..255
+        images = rng.integers(0, 256, (count, *shape)).astype(np.float64)
+    else:
+        images = rng.standard_normal((count, *shape))
     difference = _agree(model, images.astype(np.float32), tmp_path, qonnx_tools=name not in POKEBNN)
     print(f"{name}: qonnx - program max |diff| {difference}")
 
@@ -209,7 +213,7 @@ def test_twenty_random_candidates_on_random_and_digits_inputs(chunk: int, digits
         config = training.TrainConfig(dataset="digits", epochs=1, seed=seed, threads=1)
         model, _ = training._fit(arch, config, digits)
         model.eval()
-        batch = next(iter(iterate_batches(digits.val, 4, mean=digits.mean, std=digits.std)))[0]
-        noise = np.random.default_rng(seed).standard_normal((2, *batch.shape[1:]))
+        batch = next(iter(iterate_batches(digits.val, 4)))[0]  # raw pixels, as the net takes
+        noise = np.random.default_rng(seed).integers(0, 256, (2, *batch.shape[1:]))
         images = np.concatenate([batch.numpy(), noise]).astype(np.float32)
         _agree(model, images, tmp_path)
