@@ -16,7 +16,9 @@ operations run by the numpy runner):
   ``k`` or ``2^a`` and bias ``c`` (exact in ``ap_fixed``; a right shift is the cast to
   ``ap_int`` with ``AP_TRN``, which floors); ``clip`` -> the cast with ``AP_SAT`` when its bounds
   are those of a two's-complement / unsigned width (the producing layer's cast: hls4ml drops a
-  scale-1 ``BatchNormalization`` as a no-op); ``add`` of two values -> ``Add``;
+  scale-1 ``BatchNormalization`` as a no-op, so an add of 0, a multiply by 1 or a shift by 0
+  makes no layer at all and a clip after it saturates the real producer); ``add`` of two
+  values -> ``Add``;
 * ``sum`` over the whole image -> ``DepthwiseConv2D`` with a kernel of ones;
 * the head's float ``mul`` by one scalar, ``clip``, ``round`` -> one ``BatchNormalization``
   (bias 0.5, ``AP_TRN``, ``AP_SAT``): exact for a power of two; otherwise the fixed-point
