@@ -38,12 +38,14 @@ def test_trained_trial_round_trip(tmp_path):
     assert loaded_arch.archid == arch.archid
     weights = (bundle / "weights.safetensors").read_bytes()
     assert weights == (final_dir / "weights.safetensors").read_bytes()
-    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    # raw pixels, what the trained (raw-pixel) network and its uint8 model.onnx take
+    x = torch.randint(0, 256, (5, 1, 8, 8), generator=torch.Generator().manual_seed(1)).float()
     with torch.no_grad():
         expected = model(x).numpy()
     session = onnxruntime.InferenceSession(str(bundle / "model.onnx"))
+    pixels = x.numpy().astype(np.uint8)
     actual = np.concatenate(
-        [session.run(["logits"], {"input": x[i : i + 1].numpy()})[0] for i in range(5)]
+        [session.run(["logits"], {"input": pixels[i : i + 1]})[0] for i in range(5)]
     )
     assert np.max(np.abs(actual - expected)) <= 1e-4 and np.abs(expected).max() > 1e-2
     cost = json.loads((bundle / "cost.json").read_text())
