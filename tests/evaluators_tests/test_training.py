@@ -312,6 +312,22 @@ def test_a_checkpoint_past_the_rung_is_trained_again(tmp_path):
     assert (again.val_accuracy, again.val_loss) == (fresh.val_accuracy, fresh.val_loss)
 
 
+def _killed_after_then_resumed(epoch, config, folder, monkeypatch):
+    """Train into ``folder`` killed right after epoch ``epoch``'s checkpoint, then rerun."""
+    real_save = _checkpoint.save_checkpoint
+
+    def save_then_stop(path, model, optimizer, generator, state, best=None):
+        real_save(path, model, optimizer, generator, state, best)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(micro_arch(), config, folder)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    return train(micro_arch(), config, folder)
+
+
 def test_compiled_quantizers_train_the_same_weights_again_and_after_a_resume(
     tmp_path, monkeypatch
 ):
@@ -319,18 +335,7 @@ def test_compiled_quantizers_train_the_same_weights_again_and_after_a_resume(
     train(micro_arch(), config, tmp_path / "a")
     train(micro_arch(), config, tmp_path / "b")
     assert_same_tensors(weights(tmp_path / "a"), weights(tmp_path / "b"))
-    real_save = _checkpoint.save_checkpoint
-
-    def save_then_stop_after_one(path, model, optimizer, generator, state, best=None):
-        real_save(path, model, optimizer, generator, state, best)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_stop_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        train(micro_arch(), config, tmp_path / "resumed")
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
-    train(micro_arch(), config, tmp_path / "resumed")
+    _killed_after_then_resumed(1, config, tmp_path / "resumed", monkeypatch)
     assert_same_tensors(weights(tmp_path / "a"), weights(tmp_path / "resumed"))
 
 
@@ -371,17 +376,6 @@ def test_a_full_run_keeps_its_best_epoch_through_a_collapse_and_a_resume(tmp_pat
     assert result.best_epoch == 2 and result.val_accuracy == 0.9
     assert_same_tensors(weights(tmp_path / "straight"), snapshots[1])
 
-    real_save = _checkpoint.save_checkpoint
-
-    def save_then_stop_after_three(path, model, optimizer, generator, state, best=None):
-        real_save(path, model, optimizer, generator, state, best)
-        if state["epoch"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_stop_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        train(micro_arch(), config, tmp_path / "resumed")
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
-    resumed = train(micro_arch(), config, tmp_path / "resumed")
+    resumed = _killed_after_then_resumed(3, config, tmp_path / "resumed", monkeypatch)
     assert resumed.best_epoch == 2
     assert_same_tensors(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
