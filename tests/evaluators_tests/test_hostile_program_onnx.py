@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pikenas.evaluators.cost import count_onnx
 from pikenas.search.cli import main
 from pikenas.space.program.onnx._common import QONNX_DOMAIN
-from pikenas.space.program.onnx.importer import OnnxImportError
+from pikenas.space.program.onnx.importer import OnnxImportError, import_onnx
 
 
 def _model(
@@ -73,6 +73,23 @@ def _mul_by_k(notes: dict[str, str]) -> tuple[list, list, tuple, dict]:
     return nodes, [*_scalars(**BASE), k], (1, 1, 4, 4), {"k": notes}
 
 
+def _pow(base: float, exponent_bits: float = 4.0, clip: bool = False) -> tuple[list, list]:
+    """Quant(x) * Pow(base, Quant(a)): a power-of-two multiplier only for base 2."""
+    a = numpy_helper.from_array(np.array(-2.0, np.float32), "a")
+    nodes = [
+        _quant("x", "q"),
+        helper.make_node(
+            "Quant", ["a", "one", "z", "ba"], ["aq"], name="quant_a", domain=QONNX_DOMAIN, signed=1
+        ),
+        helper.make_node("Pow", ["two", "ac" if clip else "aq"], ["p"], name="pow2"),
+        helper.make_node("Mul", ["q", "p"], ["y"], name="shift"),
+    ]
+    if clip:
+        nodes.insert(2, helper.make_node("Clip", ["aq", "lo", "hi"], ["ac"], name="narrow"))
+    scalars = _scalars(**BASE, two=base, ba=exponent_bits, lo=-3.0, hi=0.0)
+    return nodes, [*scalars, a]
+
+
 def _with(nodes_and_inits: tuple[list, list], **replaced: Any) -> tuple[list, list]:
     nodes, inits = nodes_and_inits
     names = {i.name for i in inits}
@@ -127,6 +144,8 @@ CASES: dict[str, tuple[tuple, str]] = {
         ([helper.make_node("Relu", ["x"], ["y"])], [], (1, 1, 10**6, 10**6)),
         r"elements per sample pikenas prices",
     ),
+    "Pow of base 3": (_pow(3.0), r"node pow2 \(Pow\): only Pow\(2, integer constant codes\)"),
+    "Pow beyond 64-bit shifts": (_pow(2.0, exponent_bits=16.0), r"pow2.*declared in \[-32768, 32767\]"),
     "garbage range annotation": (
         _mul_by_k({"pikenas_range": "garbage"}),
         r"tensor 'k': pikenas_range",
@@ -209,3 +228,17 @@ def test_control_characters_in_node_names_cannot_forge_lines() -> None:
 
 def test_a_valid_graph_still_prices() -> None:
     assert count_onnx(_model(*_conv())).macs == 16
+
+
+def test_a_power_of_two_multiplier_is_a_shift_over_its_declared_range() -> None:
+    """``Mul(q, Pow(2, a))`` is a shift; a ``Clip`` of the exponent codes narrows their range to
+    [-3, 0] (no left shift: the shifted INT4 codes stay in [-8, 7]); without it the Quant's INT4
+    range [-8, 7] allows left shifts by 7 (results in [-1024, 896])."""
+
+    def shifted(clip: bool) -> tuple[int, int]:
+        program = import_onnx(_model(*_pow(2.0, clip=clip)))
+        (op,) = [o for o in program.ops if o.op == "shift"]
+        return program.values[op.output].lo, program.values[op.output].hi  # type: ignore[return-value]
+
+    assert shifted(clip=True) == (-8, 7)
+    assert shifted(clip=False) == (-1024, 896)

@@ -5,6 +5,7 @@ does every zoo model and random candidates)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -282,33 +283,64 @@ def _stripped(model):  # noqa: ANN001, ANN202
     return model
 
 
+def _one_price(program) -> None:  # noqa: ANN001
+    """The program, its model.onnx and its QONNX with every pikenas annotation and node
+    metadata removed: the same breakdown, row for row (layer names aside)."""
+    native = count_ace(program)
+    plain = count_onnx(program_to_onnx(program))
+    assert plain.to_dict()["breakdown"] == native.to_dict()["breakdown"]
+    qonnx = program_to_qonnx(program)
+    assert not [
+        e.key
+        for a in qonnx.graph.quantization_annotation
+        for e in a.quant_parameter_tensor_names
+        if e.key.startswith("pikenas")
+    ]  # every declared range is in the graph's own nodes
+    stripped = count_onnx(_stripped(qonnx))
+
+    def rows(report):  # noqa: ANN001, ANN202
+        return sorted(
+            (r["op"], r["count"], r["bits_a"], r["bits_b"], r["float_operands"], r["cost"])
+            for r in report.to_dict()["breakdown"]
+        )
+
+    assert rows(stripped) == rows(native)
+    assert (stripped.ace_v2, stripped.ace_v1, stripped.macs) == (
+        native.ace_v2,
+        native.ace_v1,
+        native.macs,
+    )
+
+
 @pytest.mark.parametrize(
     "name", ["tiny-float", "tiny-w8a8", "tiny-w4a4", "tiny-binary", "tiny-pikelpn"]
 )
 def test_our_model_onnx_and_stripped_qonnx_cost_what_the_program_does(name: str) -> None:
-    """One price for one network: the bundle's model.onnx (today's plain-ONNX export) and its
-    QONNX with every pikenas annotation removed are priced from the graph alone."""
-    program = build_model(get_zoo_arch(name), seed=0).eval().program()
-    native = count_ace(program)
-    plain = count_onnx(program_to_onnx(program))
-    assert plain.to_dict()["breakdown"] == native.to_dict()["breakdown"]
-    assert plain.ace_v2 == native.ace_v2
-    stripped = count_onnx(_stripped(program_to_qonnx(program)))
-    assert (stripped.macs, stripped.ace_v1, stripped.op_totals["mac"]) == (
-        native.macs,
-        native.ace_v1,
-        native.op_totals["mac"],
-    )
-    if name != "tiny-pikelpn":
-        assert stripped.ace_v2 == native.ace_v2
-        return
-    # QuantNorm with pow2 DQ: the multipliers and the rounding are priced as ours, but two
-    # ranges the configuration declares cannot be written in standard QONNX: an integer bias
-    # narrower than its INTn type (priced at the type's range: a 1-bit wider shift) and the
-    # declared range of a power-of-two exponent (priced from the exponents in the graph).
-    assert stripped.op_totals["mul"] == native.op_totals["mul"]
-    assert stripped.op_totals["round"] == native.op_totals["round"]
-    assert abs(stripped.ace_v2 - native.ace_v2) < 0.05 * native.ace_v2
+    """One price for one network: QuantNorm with pow2 DQ included (the bias range narrower than
+    its INTn type is a Clip, the exponent range of each power-of-two multiplier is Pow(2, Clip
+    of its codes))."""
+    _one_price(build_model(get_zoo_arch(name), seed=0).eval().program())
+
+
+@pytest.mark.parametrize("config", [None, "configs/fashion_mnist.yaml"])
+def test_random_candidates_have_one_price_without_annotations(config: str | None) -> None:
+    """Random candidates of the default and Fashion-MNIST spaces (pow2 / int8 / float32 DQ,
+    PReLU and DPReLU slopes, pow2 weights, residuals): one price with annotations stripped."""
+    import random
+
+    from pikenas.search.config import load_config
+
+    class Trial:
+        def __init__(self, seed: int) -> None:
+            self.random = random.Random(seed)
+
+        def suggest_categorical(self, name: str, choices: object) -> object:
+            return self.random.choice(list(choices))  # type: ignore[call-overload]
+
+    root = Path(__file__).resolve().parents[2]
+    space = load_config(None if config is None else root / config).space
+    for seed in range(4):
+        _one_price(build_model(space.suggest(Trial(seed)), seed=seed).eval().program())
 
 
 def test_a_wide_accumulator_split_into_weight_digits_is_priced_once() -> None:

@@ -29,8 +29,8 @@ __all__ = [
 
 OPSET = 17
 QONNX_DOMAIN = "qonnx.custom_op.general"
-#: ``graph.quantization_annotation`` keys: QONNX's data type, then pikenas's own (optional:
-#: the importer derives ranges from ``Quant`` nodes where they are missing)
+#: ``graph.quantization_annotation`` keys: QONNX's data type, then pikenas's own, written on
+#: ``model.onnx`` only (no quantizer nodes there; QONNX declares ranges with standard nodes)
 DATATYPE_KEY = "finn_datatype"
 RANGE_KEY = "pikenas_range"  # "lo,hi": the declared range of an integer constant
 BITS_KEY = "pikenas_bits"  # the width ACE charges, where it differs from the QONNX type

@@ -14,10 +14,14 @@ program op      QONNX nodes
 weights         ``Quant(codes, 1, 0, b)`` (uniform: INTb; ternary and 2-bit pow2: INT2 narrow; a
                 b-bit pow2 code ``+-2^K`` (``K = 2^(b-1) - 2``): INT(K+2) narrow; uniform codes
                 that a pow2 QuantNorm's sign fold turned into ``+2^(b-1)``: INT(b+1) narrow);
-                binary: ``BipolarQuant(codes, 1)``
+                binary: ``BipolarQuant(codes, 1)``; then ``Clip(lo, hi)`` where the declared
+                range is narrower than the type (pow2: +-2^K)
+int constants   ``Quant(codes, 1, 0, n)`` of the covering INTn / UINTn, then ``Clip(lo, hi)``
+                where the declared range is narrower (a bias, a multiplier k, a shift amount)
 conv, linear    ``Conv`` / ``Gemm`` (transB) on codes (float ops on float networks)
 mul, add        ``Mul`` / ``Add`` (a prefix add: ``Slice``, ``Add``, ``Concat``)
-shift           ``Mul(x, 2^a)`` (dynamic amounts: ``Where`` of powers of two); a right shift
+shift           ``Mul(x, Pow(2, a))``, ``a`` an int constant as above (dynamic amounts: ``Where``
+                of two such powers); a right shift
                 always feeds a clip, fused into ``Quant(..., rounding_mode=FLOOR)``
 clip + round    ``Add(x, 0.5)`` then ``Quant(scale 1, FLOOR)``: half up, ``floor(x + 0.5)``, as the
                 program (QONNX's ``ROUND`` is half to even and its ``HALF_UP`` rounds half away
@@ -30,12 +34,11 @@ sum             ``ReduceSum`` (global, groups); a k x k window: a depthwise ``Co
 pad/tile/flat   ``Pad`` / ``Tile`` / ``Flatten``
 ==============  ===================================================================================
 
-Integer constants carry their declared range in ``graph.quantization_annotation`` (QONNX's place
-for data types): ``finn_datatype`` (the QONNX type), ``pikenas_range`` (``lo,hi``), ``pikenas_bits``
-(the width ACE charges, where it differs from the QONNX type: pow2 weights) and, on a power-of-
-two multiplier, ``pikenas_shift`` (the declared range of its exponent). ``pikenas ace MODEL.onnx``
-reads them; other tools ignore them. Every node has ``metadata_props`` ``pikenas.layer`` and
-``pikenas.kind`` (the module path and kind of the program op), which survive ``qonnx`` cleanup.
+Every range the configuration declares is written with standard nodes (the table), so
+``pikenas ace`` prices the graph exactly as the program with no private annotation;
+``graph.quantization_annotation`` holds QONNX's own ``finn_datatype``. Every node has
+``metadata_props`` ``pikenas.layer`` and ``pikenas.kind`` (the module path and kind of the program
+op: layer names in the report), which survive ``qonnx`` cleanup.
 
 Float32 keeps integers exact below 2^24: the export is checked against the program on the
 verification images, and refused where it differs.
@@ -59,16 +62,13 @@ from pikenas.space.program.ir import (
     range_bits,
 )
 from pikenas.space.program.onnx._common import (
-    BITS_KEY,
     DATATYPE_KEY,
     KIND_KEY,
     LAYER_KEY,
     OPSET,
     QONNX_DOMAIN,
-    RANGE_KEY,
-    SHIFT_KEY,
     GraphWriter,
-    constant_annotation,
+    datatype_name,
     prefix_add,
     takes_raw_pixels,
 )
@@ -79,9 +79,6 @@ __all__ = [
     "QONNX_DOMAIN",
     "OPSET",
     "qonnx_range",
-    "RANGE_KEY",
-    "BITS_KEY",
-    "SHIFT_KEY",
     "LAYER_KEY",
     "KIND_KEY",
     "QONNX_OPS",
@@ -130,43 +127,65 @@ class _Graph(GraphWriter):
         return self.node("BipolarQuant", [x, self.scalar(1.0)], domain=QONNX_DOMAIN)
 
 
+def _type_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1 - int(narrow)
+
+
+def _declared(graph: _Graph, codes: str, dtype: str, type_range: tuple[int, int],
+              constant: Constant) -> str:
+    """``codes`` (a quantization node's output, of QONNX type ``dtype`` whose range is
+    ``type_range``) declared in ``constant``'s range: a ``Clip`` where that is narrower than the
+    type (qonnx keeps the type through a ``Clip``; ``pikenas ace`` reads the range)."""
+    graph.annotations[codes] = {DATATYPE_KEY: dtype}
+    lo, hi = int(constant.lo), int(constant.hi)  # type: ignore[arg-type]
+    if (lo, hi) == type_range:
+        return codes
+    out = graph.node("Clip", [codes, graph.scalar(lo), graph.scalar(hi)])
+    graph.annotations[out] = {DATATYPE_KEY: dtype}
+    return out
+
+
 def _weight(graph: _Graph, constant: Constant) -> str:
     """Integer weight codes through their QONNX quantization node (see the module table)."""
     codes = graph.program.arrays[constant.name]
     bits, magnitude = constant.bits, max(abs(constant.lo), abs(constant.hi))  # type: ignore[arg-type]
     init = graph.const(codes, "w")
     if bits == 1:
-        out = graph.bipolar(init)
-        dtype = "BIPOLAR"
-    elif magnitude == 2 ** (bits - 1) and codes.max(initial=0) < magnitude:
-        out = graph.quant(init, bits, True, False, "ROUND")
-        dtype = f"INT{bits}"
+        return _declared(graph, graph.bipolar(init), "BIPOLAR", (-1, 1), constant)
+    if magnitude == 2 ** (bits - 1) and codes.max(initial=0) < magnitude:
+        out, width, narrow = graph.quant(init, bits, True, False, "ROUND"), bits, False
     else:
-        width = range_bits(-magnitude, magnitude)
+        width, narrow = range_bits(-magnitude, magnitude), True
         out = graph.quant(init, width, True, True, "ROUND")
-        dtype = f"INT{width}"
-    graph.annotations[out] = {
-        DATATYPE_KEY: dtype,
-        RANGE_KEY: f"{constant.lo},{constant.hi}",
-        BITS_KEY: str(bits),
-    }
-    return out
+    return _declared(graph, out, f"INT{width}", _type_range(width, True, narrow), constant)
+
+
+def _integer(graph: _Graph, constant: Constant) -> str:
+    """An integer constant (a bias, a multiplier, a shift amount) as its codes through a
+    ``Quant`` of the covering QONNX type, then a ``Clip`` to its declared range if narrower."""
+    lo, hi = int(constant.lo), int(constant.hi)  # type: ignore[arg-type]
+    bits, signed = range_bits(lo, hi), lo < 0
+    codes = graph.quant(graph.const(graph.program.arrays[constant.name], "k"), bits, signed,
+                        False, "ROUND")
+    return _declared(graph, codes, datatype_name(lo, hi), _type_range(bits, signed, False),
+                     constant)
 
 
 def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
     if name in env:
         return env[name]
     constant = graph.program.constants[name]
-    array = graph.program.arrays[name]
     if constant.dtype == "int":
-        return graph.const(array, "k", **constant_annotation(constant))
-    return graph.const(array, "f", **{DATATYPE_KEY: "FLOAT32"})
+        return _integer(graph, constant)
+    return graph.const(graph.program.arrays[name], "f", **{DATATYPE_KEY: "FLOAT32"})
 
 
 def _pow2(graph: _Graph, constant: Constant) -> str:
-    """``2^a`` of an integer constant ``a`` (a shift amount), with its declared range."""
-    amounts = graph.program.arrays[constant.name].astype(np.float64)
-    return graph.const(np.exp2(amounts), "pow2", **{SHIFT_KEY: f"{constant.lo},{constant.hi}"})
+    """``2^a`` of an integer constant ``a`` (a shift amount): ``Pow(2, a)``, ``a`` declared as
+    :func:`_integer` declares it (its range is the shift's)."""
+    return graph.node("Pow", [graph.scalar(2.0), _integer(graph, constant)])
 
 
 class _Emitter(ProgramWalk):

@@ -26,17 +26,21 @@ the two below):
   weights offline, as the native lowering does); below 1 only where a floor follows.
   ``Add(x, 0.5)`` feeding a FLOOR rounding is half-up rounding: no add of its own.
 * ``BatchNormalization``: one multiply and one add. ``Relu`` / ``Clip`` / ``Max`` / ``Min``:
-  a compare for each bound that can bind. ``GreaterOrEqual(x, 0)`` + ``Where``: a select.
+  a compare for each bound that can bind (of a constant: none, see below). ``Pow(2, a)``: see
+  below. ``GreaterOrEqual(x, 0)`` + ``Where``: a select.
 * ``GlobalAveragePool`` / ``ReduceMean`` / ``AveragePool`` / ``ReduceSum``: adds, the division
   folded into the next multiply; ``MaxPool``: one compare per window element beyond the first.
 * ``Reshape``, ``Flatten``, ``Transpose``, ``Slice``, ``Concat``, ``Pad``, ``Tile``,
   ``Identity`` and friends move data: free.
 
 Any other node stops the count with :class:`OnnxImportError` naming it (never a silent zero).
-Annotations written by :mod:`.export_qonnx` (keys in :mod:`._common`: ``pikenas_range``,
-``pikenas_bits``, ``pikenas_shift``; node ``metadata_props`` ``pikenas.layer`` /
-``pikenas.kind``) give declared ranges and layer names; without them ranges come from the
-``Quant`` nodes and the data.
+Ranges come from the graph's own quantizers: a ``Quant``'s type, narrowed by a ``Clip`` of the
+codes (a constant computation: free); ``Pow(2, a)`` of integer codes ``a`` is a power-of-two
+multiplier with ``a``'s range (a ``Mul`` by it is a shift over that range). That is how
+:mod:`.export_qonnx` writes every declared range. ``model.onnx`` (:mod:`.export_onnx`) has no
+quantizers: annotations (keys in :mod:`._common`: ``pikenas_range``, ``pikenas_bits``,
+``pikenas_shift``) give its declared ranges. Node ``metadata_props`` ``pikenas.layer`` /
+``pikenas.kind`` give layer names.
 """
 
 from __future__ import annotations
