@@ -145,7 +145,10 @@ CASES: dict[str, tuple[tuple, str]] = {
         r"elements per sample pikenas prices",
     ),
     "Pow of base 3": (_pow(3.0), r"node pow2 \(Pow\): only Pow\(2, integer constant codes\)"),
-    "Pow beyond 64-bit shifts": (_pow(2.0, exponent_bits=16.0), r"pow2.*declared in \[-32768, 32767\]"),
+    "Pow beyond 64-bit shifts": (
+        _pow(2.0, exponent_bits=16.0),
+        r"pow2.*declared in \[-32768, 32767\]",
+    ),
     "garbage range annotation": (
         _mul_by_k({"pikenas_range": "garbage"}),
         r"tensor 'k': pikenas_range",
