@@ -20,6 +20,11 @@ operations run by the numpy runner):
   makes no layer at all and a clip after it saturates the real producer); ``add`` of two
   values -> ``Add``;
 * ``sum`` over the whole image -> ``DepthwiseConv2D`` with a kernel of ones;
+* ``select(t >= 0, a, b)`` read as ``t``'s multiplier (PReLU / DPReLU with int8 or pow2 slopes)
+  -> ``a * relu(t) - b * relu(-t)``: ReLU ``Activation`` layers, per-channel scales, an ``Add``;
+* ``sign`` (1-bit activations, +-1) -> ``2 * clip(t + 1, 0, 1) - 1``: a saturating 1-bit cast
+  and a scale (hls4ml's ``binary_tanh`` would be merged with the batch norm before it into a
+  {0, 1} threshold that its XNOR layers read differently);
 * the head's float ``mul`` by one scalar, ``clip``, ``round`` -> one ``BatchNormalization``
   (bias 0.5, ``AP_TRN``, ``AP_SAT``): exact for a power of two; otherwise the fixed-point
   product is exact where the program's float32 one is rounded, which can move a value across a
@@ -27,7 +32,7 @@ operations run by the numpy runner):
 
 Everything else is refused with one line saying which operation and why
 (:func:`hls4ml_refusals`): float requantization multipliers (float batch norm: a float32
-multiply-add has no exact fixed-point form), float convs, signs, slopes, windows.
+multiply-add has no exact fixed-point form), float convs, float slopes, grouped convs, windows.
 """
 
 from __future__ import annotations
@@ -129,18 +134,24 @@ class _Graph:
     #: value -> the value it equals (an add of 0, a multiply by 1, a shift by 0: no layer, since
     #: hls4ml deletes a scale-1, bias-0 BatchNormalization and with it a clip folded into it)
     same_as: dict[str, str] = field(default_factory=dict)
+    #: outputs already built with an earlier operation (the multiply / shift of a slope select)
+    done: set[str] = field(default_factory=set)
 
     def root(self, name: str) -> str:
         while name in self.same_as:
             name = self.same_as[name]
         return name
 
-    def add(self, operation: Operation, layer: dict[str, Any], precision: dict[str, str]) -> None:
-        name = f"l{len(self.layers)}_{operation.op}"
+    def append(self, tag: str, layer: dict[str, Any], precision: dict[str, str]) -> str:
+        """Add ``layer`` (named from ``tag``) with its types; returns its name."""
+        name = f"l{len(self.layers)}_{tag}"
         layer["name"] = name
         self.layers.append(layer)
         self.config[name] = {"Precision": precision}
-        self.names[operation.output] = name
+        return name
+
+    def add(self, operation: Operation, layer: dict[str, Any], precision: dict[str, str]) -> None:
+        self.names[operation.output] = self.append(operation.op, layer, precision)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.program.values[name].shape
@@ -149,17 +160,73 @@ class _Graph:
         self.refusals.append(f"{operation.layer}: {operation.op} -> {why}")
 
 
-def _affine(graph: _Graph, operation: Operation, scale: np.ndarray, bias: np.ndarray,
-            result: str) -> None:
-    source = operation.inputs[0]
-    channels = graph.shape(source)[0]
-    graph.add(operation, {
-        "class_name": "BatchNormalization", "inputs": [graph.names[source]],
-        "n_in": int(np.prod(graph.shape(source))), "n_filt": channels,
-        "data_format": "channels_last",
+def _range_type(lo: int, hi: int) -> str:
+    return f"ap_{'int' if lo < 0 else 'uint'}<{range_bits(lo, hi)}>"
+
+
+def _scale_layer(graph: _Graph, tag: str, source: str, shape: tuple[int, ...],
+                 scale: np.ndarray, bias: np.ndarray, result: str) -> str:
+    """``source * scale + bias`` per channel (a ``BatchNormalization``: exact in ap_fixed)."""
+    channels = shape[0]
+    return graph.append(tag, {
+        "class_name": "BatchNormalization", "inputs": [source],
+        "n_in": int(np.prod(shape)), "n_filt": channels, "data_format": "channels_last",
         "scale_data": np.broadcast_to(scale.reshape(-1), (channels,)).astype(np.float64).copy(),
         "bias_data": np.broadcast_to(bias.reshape(-1), (channels,)).astype(np.float64).copy(),
     }, {"scale": "ap_fixed<72,36>", "bias": "ap_fixed<72,36>", "result": result})
+
+
+def _affine(graph: _Graph, operation: Operation, scale: np.ndarray, bias: np.ndarray,
+            result: str) -> None:
+    source = operation.inputs[0]
+    graph.names[operation.output] = _scale_layer(
+        graph, operation.op, graph.names[source], graph.shape(source), scale, bias, result
+    )
+
+
+def _slopes(graph: _Graph, operation: Operation) -> None:
+    """``select(t >= 0, a, b)`` read only as ``t``'s multiplier (PReLU / DPReLU: a multiply by
+    int8 slope codes or a shift by pow2 amounts) -> ``a * relu(t) - b * relu(-t)``: two ReLU
+    ``Activation`` layers, per-channel scales and an ``Add``. Exact on integers: for ``t >= 0``
+    the second term is 0, for ``t < 0`` the first."""
+    program = graph.program
+    t, a, b = operation.inputs
+    readers = [o for o in program.ops if operation.output in o.inputs]
+    reader = readers[0] if len(readers) == 1 else None
+    if (reader is None or reader.op not in ("mul", "shift")
+            or list(reader.inputs) != [t, operation.output]
+            or a not in program.arrays or b not in program.arrays):
+        graph.refuse(operation, "a per-sign slope read other than as its input's multiplier "
+                     "has no hls4ml layer")
+        return
+    factors = [program.arrays[n].astype(np.float64) for n in (a, b)]
+    if reader.op == "shift":
+        factors = [np.exp2(f) for f in factors]
+    if any(np.any(f != np.round(f)) for f in factors):
+        graph.refuse(operation, "a slope that shifts right (a fraction) has no exact layer")
+        return
+    value = program.values[t]
+    lo, hi = int(value.lo), int(value.hi)  # type: ignore[arg-type]
+    shape = graph.shape(t)
+    terms = []
+    for sign, factor, (low, high) in ((1, factors[0], (0, max(hi, 0))),
+                                      (-1, -factors[1], (0, max(-lo, 0)))):
+        source = graph.names[t]
+        if sign < 0:  # -t
+            source = _scale_layer(graph, "negate", source, shape, -np.ones(1), np.zeros(1),
+                                  _range_type(-hi, -lo))
+        part = graph.append("relu", {"class_name": "Activation", "activation": "relu",
+                                     "inputs": [source]}, {"result": _range_type(low, high)})
+        if np.any(factor != 1):
+            ends = [int(v) for v in (factor.min() * high, factor.max() * high, 0)]
+            part = _scale_layer(graph, "slope", part, shape, factor, np.zeros(1),
+                                _range_type(min(ends), max(ends)))
+        terms.append(part)
+    graph.names[reader.output] = graph.append(
+        "select", {"class_name": "Merge", "op": "add", "inputs": terms},
+        {"result": _int_type(program.values[reader.output])},
+    )
+    graph.done.add(reader.output)
 
 
 def _conv(graph: _Graph, operation: Operation) -> None:
@@ -257,10 +324,16 @@ def _integer_op(graph: _Graph, operation: Operation) -> None:
     elif op == "clip":
         graph.refuse(operation, "a clip to a range that is not a whole integer width")
     elif op == "sign":
-        graph.refuse(operation, "1-bit sign activations: hls4ml's binary type is {0, 1} codes "
-                     "with XNOR products, not the program's +-1 integers")
+        # sign(t) = 2 * clip(t + 1, 0, 1) - 1 on integers (the clip: a saturating 1-bit cast).
+        # Not hls4ml's binary_tanh: after a batch norm, hls4ml merges the two into a {0, 1}
+        # thresholding whose XNOR consumers differ from the program's +-1 products.
+        shape = graph.shape(inputs[0])
+        step = _scale_layer(graph, "step", graph.names[inputs[0]], shape, np.ones(1),
+                            np.ones(1), "ap_ufixed<1,1,AP_TRN,AP_SAT>")
+        graph.names[operation.output] = _scale_layer(graph, "sign", step, shape, np.full(1, 2.0),
+                                                     -np.ones(1), _int_type(out))
     elif op == "select":
-        graph.refuse(operation, "a per-sign slope (PReLU / DPReLU) has no hls4ml layer")
+        _slopes(graph, operation)
     else:
         graph.refuse(operation, f"integer {op} ({operation.attrs or 'no attributes'}) has no "
                      "exact hls4ml layer")
@@ -332,6 +405,9 @@ def _build(program: IntegerProgram, start: int | None = None) -> tuple[_Graph, s
     k = start + 1
     while k < len(ops) and not graph.refusals:
         operation = ops[k]
+        if operation.output in graph.done:
+            k += 1
+            continue
         out = program.values[operation.output]
         sources = [n for n in operation.inputs if n in program.values]
         if any(n not in graph.names for n in sources):

@@ -92,3 +92,58 @@ def test_identity_steps_make_no_layer_and_the_clip_after_them_stays() -> None:
             assert not (np.all(layer["scale_data"] == 1) and np.all(layer["bias_data"] == 0))
     clip = next(op for op in program.ops if op.layer.endswith("residual") and op.op.value == "clip")
     assert "AP_SAT" in graph.config[graph.names[clip.output]]["Precision"]["result"]
+
+
+def _signs_and_slopes():  # noqa: ANN202
+    """tiny-pikelpn with DPReLU (pow2 slopes: shifts), PReLU under int8 QuantNorm (int8 slope
+    codes: multiplies) and a block of 1-bit (+-1 sign) activations; slopes and biases moved off
+    their initial values so every branch is exercised."""
+    arch = get_zoo_arch("tiny-pikelpn")
+    blocks = list(arch.blocks)
+    blocks[0] = blocks[0].model_copy(update={"activation": "dprelu"})
+    blocks[1] = blocks[1].model_copy(update={"activation": "prelu", "scale_format": "int8"})
+    blocks[2] = blocks[2].model_copy(
+        update={"activation": "dprelu", "activation_bits": 1, "residual": False}
+    )
+    arch = type(arch).model_validate({**arch.model_dump(), "blocks": [
+        b.model_dump() for b in blocks
+    ]})
+    model = build_model(arch, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "slope" in name or "alpha" in name or "bias" in name:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    program = model.eval().program()
+    assert {"select", "sign"} <= {op.op.value for op in program.ops}
+    return program
+
+
+def test_signs_and_slopes_convert() -> None:
+    """A per-sign slope becomes a * relu(t) - b * relu(-t); a sign 2 * clip(t + 1, 0, 1) - 1."""
+    program = _signs_and_slopes()
+    assert hls4ml_refusals(program) == []
+    graph, _, _ = _hls4ml._build(program)
+    assert not any(layer.get("activation") == "binary_tanh" for layer in graph.layers)
+    assert sum(layer.get("activation") == "relu" for layer in graph.layers) >= 4
+
+
+@needs_hls4ml
+@pytest.mark.slow
+def test_signs_and_slopes_simulate_bit_exact_and_a_wrong_step_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = _signs_and_slopes()
+    images = _images(program, 16)
+    check = export_hls4ml(program, tmp_path / "good", images)
+    assert check.compiled and check.exact, check.summary
+    scale_layer = _hls4ml._scale_layer
+
+    def sign_at_zero_wrong(graph, tag, source, shape, scale, bias, result):  # noqa: ANN001, ANN202
+        if tag == "step":  # clip(t, 0, 1): sign(0) = -1 instead of +1
+            bias = bias * 0
+        return scale_layer(graph, tag, source, shape, scale, bias, result)
+
+    monkeypatch.setattr(_hls4ml, "_scale_layer", sign_at_zero_wrong)
+    wrong = export_hls4ml(program, tmp_path / "bad", images)
+    assert wrong.compiled and not wrong.exact and wrong.mismatching_images > 0
