@@ -55,6 +55,18 @@ def _shifted(value: int, amount: int) -> int:
     return value << amount if amount >= 0 else value >> -amount
 
 
+def float32_bounds(lo: int, hi: int) -> tuple[int, int]:
+    """``[lo, hi]`` widened to float32 numbers (exact below 2^24; beyond, rounded outward to 24
+    significant bits), so that a float32 graph states a declared range exactly (QONNX's
+    ``Clip`` of a constant)."""
+    low, high = np.float32(lo), np.float32(hi)
+    if int(low) > lo:
+        low = np.nextafter(low, np.float32(-np.inf))
+    if int(high) < hi:
+        high = np.nextafter(high, np.float32(np.inf))
+    return int(low), int(high)
+
+
 class ProgramBuilder:
     """Collects values, constants and operations; ``with_constants`` False on the meta device
     (shapes and ranges only)."""
@@ -118,6 +130,7 @@ class ProgramBuilder:
         name = self._name(hint)
         if dtype == "int":
             assert lo is not None and hi is not None
+            lo, hi = float32_bounds(lo, hi)
             bits = range_bits(lo, hi) if bits is None else bits
         else:
             bits = 32

@@ -144,6 +144,20 @@ CASES: dict[str, tuple[tuple, str]] = {
         ([helper.make_node("Relu", ["x"], ["y"])], [], (1, 1, 10**6, 10**6)),
         r"elements per sample pikenas prices",
     ),
+    "Pow of a scaled base": (
+        (_pow(1.0)[0][:2] + [
+            helper.make_node("Quant", ["two", "s", "z", "b4"], ["tq"], domain=QONNX_DOMAIN,
+                             signed=1),
+            helper.make_node("Pow", ["tq", "aq"], ["p"], name="pow2"),
+            helper.make_node("Mul", ["q", "p"], ["y"], name="shift"),
+        ], _pow(1.0)[1]),  # base codes 2 x scale 0.5: a real base of 1, not a shift
+        r"pow2 \(Pow\)",
+    ),
+    "Max by a per-channel constant": (
+        ([_quant("x", "q"), helper.make_node("Max", ["q", "m"], ["y"], name="mx")],
+         [*_scalars(**BASE), numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "m")]),
+        r"node mx \(Max\): only scalar bounds are supported",
+    ),
     "Pow of base 3": (_pow(3.0), r"node pow2 \(Pow\): only Pow\(2, integer constant codes\)"),
     "Pow beyond 64-bit shifts": (
         _pow(2.0, exponent_bits=16.0),
@@ -245,3 +259,27 @@ def test_a_power_of_two_multiplier_is_a_shift_over_its_declared_range() -> None:
 
     assert shifted(clip=True) == (-8, 7)
     assert shifted(clip=False) == (-1024, 896)
+
+
+def test_a_clip_of_constants_keeps_real_values() -> None:
+    """A clip of a scaled Quant's codes clips the real values (0.5 here: a float weight, not an
+    all-ones sum window), and fractional bounds make a float constant, not an integer one."""
+    weight = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.5, np.float32), "w")
+    nodes = [
+        _quant("x", "q"),
+        helper.make_node("Quant", ["w", "s", "z", "b4"], ["wq"], domain=QONNX_DOMAIN, signed=1),
+        helper.make_node("Clip", ["wq", "lo", "hi"], ["wc"]),
+        helper.make_node("Conv", ["q", "wc"], ["y"], kernel_shape=[1, 1]),
+    ]
+    program = import_onnx(_model(nodes, [*_scalars(**BASE, lo=-4.0, hi=4.0), weight]))
+    assert [op.op.value for op in program.ops][-1] == "conv"
+    bias = numpy_helper.from_array(np.array(-7.0, np.float32), "c")
+    nodes = [
+        _quant("x", "q"),
+        helper.make_node("Quant", ["c", "one", "z", "b8"], ["cq"], domain=QONNX_DOMAIN, signed=1),
+        helper.make_node("Clip", ["cq", "lo", "hi"], ["cc"]),
+        helper.make_node("Add", ["q", "cc"], ["y"]),
+    ]
+    program = import_onnx(_model(nodes, [*_scalars(**BASE, b8=8.0, lo=-2.5, hi=2.5), bias]))
+    add = next(op for op in program.ops if op.op.value == "add")
+    assert program.values[add.output].dtype == "float"

@@ -407,3 +407,63 @@ def test_a_shift_by_a_selected_amount_in_model_onnx() -> None:
     np.testing.assert_array_equal(
         session.run(["logits"], {"input": images})[0], program.run(images).output
     )
+
+
+def test_the_weight_width_is_declared_not_guessed_from_the_codes() -> None:
+    """pow2 weights are a FloatQuant (FLOAT<b-1,0,1>), so the width ACE charges comes from the
+    graph, not from the trained codes: sign-folded 8-bit uniform codes that all happen to be
+    0 or +-2^e stay 9 bits; pow2 weights that are all 0 stay b bits."""
+    arch = get_zoo_arch("tiny-pikelpn")
+    program = build_model(arch, seed=0).eval().program()
+    by_kind = {}
+    for name, constant in program.constants.items():
+        if constant.dtype != "int" or name not in program.arrays or "weight" not in name:
+            continue
+        magnitude = max(abs(constant.lo), abs(constant.hi))
+        if constant.bits >= 3 and magnitude == 2 ** (2 ** (constant.bits - 1) - 2):
+            by_kind.setdefault("pow2", name)
+        elif magnitude == 2 ** (constant.bits - 2):
+            by_kind.setdefault("folded", name)
+    assert set(by_kind) == {"pow2", "folded"}
+    generator = np.random.default_rng(0)
+    folded = program.arrays[by_kind["folded"]]
+    program.arrays[by_kind["folded"]] = generator.choice(
+        [-16, -8, -1, 0, 1, 2, 16, 128], folded.shape
+    ).astype(folded.dtype)
+    program.arrays[by_kind["pow2"]] = np.zeros_like(program.arrays[by_kind["pow2"]])
+    _one_price(program)
+
+
+def test_wide_declared_ranges_are_float32_numbers() -> None:
+    """A float32 graph can state a declared range beyond 2^24 only if it is a float32 number:
+    the builder rounds such bounds outward (below 2^24 nothing changes)."""
+    from pikenas.space.program.builder import ProgramBuilder, float32_bounds
+
+    assert float32_bounds(-616_934_250, 2_764_417_898) == (-616_934_272, 2_764_418_048)
+    constant = ProgramBuilder(with_constants=False).constant(
+        "bias", None, shape=(3, 1, 1), dtype="int", lo=-616_934_250, hi=2_764_417_898
+    )
+    assert (constant.lo, constant.hi) == (-616_934_272, 2_764_418_048)
+    assert float32_bounds(-(2**24), 2**24 - 1) == (-(2**24), 2**24 - 1)
+    lo, hi = float32_bounds(-(2**40) - 3, 2**33 + 1)
+    assert lo <= -(2**40) - 3 and hi >= 2**33 + 1
+    assert float(np.float32(lo)) == lo and float(np.float32(hi)) == hi
+
+
+def test_a_constant_in_minus_one_to_zero_is_not_a_sign() -> None:
+    """qonnx runs a signed 1-bit Quant as a sign (0 -> +1): a constant declared [-1, 0] is
+    written as INT2 (clipped), and qonnx computes what the program does."""
+    pytest.importorskip("qonnx")
+    from pikenas.results.export._qonnx_check import run_qonnx
+    from pikenas.space.program.builder import ProgramBuilder
+
+    builder = ProgramBuilder(with_constants=True)
+    x = builder.input((2, 2, 2))
+    codes = builder.round(builder.clip(x, 0.0, 15.0, kind="input"), 0, 15, kind="input")
+    offset = builder.constant(
+        "offset", np.array([0, -1]).reshape(2, 1, 1), shape=(2, 1, 1), dtype="int", lo=-1, hi=0
+    )
+    program = builder.program(x, builder.add(codes, offset, kind="bias"), "offsets")
+    images = np.arange(16, dtype=np.float32).reshape(2, 2, 2, 2)
+    assert np.array_equal(run_qonnx(program_to_qonnx(program), images), program.run(images).output)
+    _one_price(program)

@@ -69,13 +69,16 @@ def _activation_type(program: IntegerProgram, name: str) -> str:
 
 def _weight_type(program: IntegerProgram, name: str) -> str:
     """The stated mapping: binary BIPOLAR; uniform b-bit INTb (INT(b+1) where a pow2 QuantNorm's
-    sign fold made a code +2^(b-1)); ternary INT2; b-bit pow2 INT(K+2), K = 2^(b-1) - 2."""
+    sign fold made a code +2^(b-1)); ternary INT2; b-bit pow2 (b >= 3) FLOAT<b-1,0,1> (a
+    minifloat with no mantissa: the codes are powers of two)."""
     constant = program.constants[name]
     if constant.dtype == "float":
         return "FLOAT32"
     if constant.bits == 1:
         return "BIPOLAR"
     magnitude = max(abs(constant.lo), abs(constant.hi))
+    if constant.bits >= 3 and magnitude == 2 ** (2 ** (constant.bits - 1) - 2):
+        return f"FLOAT<{constant.bits - 1},0,1>"
     if magnitude == 2 ** (constant.bits - 1):
         over = program.arrays[name].max(initial=0) >= magnitude
         return f"INT{constant.bits + 1}" if over else f"INT{constant.bits}"

@@ -322,14 +322,21 @@ def _clip_bounds(reader: GraphReader, node: Any) -> tuple[float | None, float | 
     op, attrs = node.op_type, reader.attrs(node)
     if op == "Relu":
         return 0.0, None
+
+    def bound(position: int) -> float:
+        array = np.asarray(reader.constant(node, position))
+        if array.size != 1:
+            shape = list(array.shape)
+            raise reader.fail(node, f"only scalar bounds are supported, got shape {shape}")
+        return float(array.reshape(-1)[0])
+
     if op in ("Max", "Min"):
-        value = float(np.asarray(reader.constant(node, 1)).reshape(-1)[0])
-        return (value, None) if op == "Max" else (None, value)
+        return (bound(1), None) if op == "Max" else (None, bound(1))
     lo, hi = attrs.get("min"), attrs.get("max")
     if len(node.input) > 1 and node.input[1]:
-        lo = float(np.asarray(reader.constant(node, 1)).reshape(-1)[0])
+        lo = bound(1)
     if len(node.input) > 2 and node.input[2]:
-        hi = float(np.asarray(reader.constant(node, 2)).reshape(-1)[0])
+        hi = bound(2)
     return lo, hi
 
 
@@ -368,10 +375,11 @@ def _clip(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
 def _clipped_constant(x: Entry, lo: float | None, hi: float | None) -> Entry:
     """A clip of a constant is a constant; on integer codes it declares their range (how our
     QONNX writes a range narrower than its ``Quant``'s type, e.g. a bias or a shift amount)."""
+    real = np.asarray(x.array, np.float64) * (1.0 if x.scale is None else x.scale)
+    array = np.clip(real, lo, hi)
     found = declared_range(x)
-    array = np.clip(np.asarray(x.array, np.float64), lo, hi)
-    if found is None or x.scale is not None:
-        return Entry(array=array)
+    if found is None or x.scale is not None or not np.array_equal(array, np.round(array)):
+        return Entry(array=array)  # real values (codes of a scaled Quant, or fractions)
     old_lo, old_hi, bits = found
     low = old_lo if lo is None else max(old_lo, math.ceil(lo))
     high = old_hi if hi is None else min(old_hi, math.floor(hi))
@@ -386,7 +394,13 @@ def _pow(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> N
     ``a``'s declared range (what a ``Mul`` by it shifts by)."""
     base, exponent = entry_of(reader, env, node, 0), entry_of(reader, env, node, 1)
     found = declared_range(exponent) if exponent.is_constant and exponent.scale is None else None
-    two = base.is_constant and np.size(base.array) == 1 and float(np.asarray(base.array)) == 2.0
+    two = (
+        base.is_constant
+        and np.size(base.array) == 1
+        and float(np.asarray(base.array, np.float64).reshape(-1)[0] * (
+            1.0 if base.scale is None else np.asarray(base.scale).reshape(-1)[0]
+        )) == 2.0
+    )
     if not two or found is None:
         raise reader.fail(
             node, "only Pow(2, integer constant codes) is supported: a power-of-two multiplier"

@@ -46,16 +46,6 @@ def _round(array: np.ndarray, mode: str) -> np.ndarray:
     return np.round(array)
 
 
-def _pow2_width(codes: np.ndarray, bits: int) -> int:
-    """The width of weight codes that are all zero or signed powers of two ``+-2^e``: a sign
-    bit and the index of ``e`` in ``0 .. bits - 2`` or zero (our pow2 quantizer's b-bit code is
-    written as a narrow ``INT(2^(b-1))`` Quant); ``bits`` for any other codes."""
-    magnitude = np.abs(codes[codes != 0])
-    if bits < 4 or magnitude.size == 0 or np.any(magnitude != 2.0 ** np.round(np.log2(magnitude))):
-        return bits
-    return 1 + math.ceil(math.log2(bits))
-
-
 def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
     x = entry_of(reader, env, node, 0)
     scale = np.asarray(reader.constant(node, 1), dtype=np.float64)
@@ -77,8 +67,7 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     declared = reader.annotations.get(node.output[0], {})
     if x.is_constant:  # a weight: its codes, offline
         codes = np.clip(_round(np.asarray(x.array, np.float64) / scale, mode), lo, hi)
-        width = _pow2_width(codes, bits) if signed and narrow else bits
-        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(width), **declared}
+        range_ = {RANGE_KEY: f"{lo},{hi}", BITS_KEY: str(bits), **declared}
         env[node.output[0]] = Entry(array=codes, scale=out_scale, declared=range_)
         return
     kind = reader.kind_of(node)
@@ -120,6 +109,41 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
             clipped = builder.clip(value, float(lo), float(hi), kind=kind)
             value = builder.round(clipped, lo, hi, kind=kind)
     env[node.output[0]] = Entry(value, scale=out_scale)
+
+
+def _float_quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
+    """``FloatQuant`` of a constant with no mantissa: power-of-two weight codes (0 and +-2^k),
+    charged their width ``1 + exponent bits``, as our pow2 weights natively. Minifloats with a
+    mantissa, or of computed values, have no ACE v2 rule here."""
+    x = entry_of(reader, env, node, 0)
+    if len(node.input) != 6:
+        raise reader.fail(node, "FloatQuant takes 6 inputs (x, scale, exponent and mantissa "
+                          "bits, exponent bias, max value)")
+    values = []
+    for position in range(1, 6):
+        array = np.asarray(reader.constant(node, position), np.float64)
+        if array.size != 1:
+            raise reader.fail(node, f"input {position} must be a scalar")
+        values.append(float(array.reshape(-1)[0]))
+    scale, exponent_bits, mantissa_bits, bias, max_val = values
+    if not x.is_constant or mantissa_bits != 0 or scale != 1.0:
+        raise reader.fail(node, "only a FloatQuant of constant weights with scale 1 and no "
+                          "mantissa (power-of-two codes) is priced")
+    if exponent_bits != int(exponent_bits) or not 1 <= exponent_bits <= 6 or bias != int(bias):
+        raise reader.fail(node, "its exponent width must be an integer in [1, 6] and its bias "
+                          "an integer")
+    low = 1 - int(bias)
+    high = min(2 ** int(exponent_bits) - 1 - int(bias),
+               int(np.floor(np.log2(max_val))) if max_val > 0 else -1)
+    if low < 0 or high < low or high > 62 or max_val != 2.0**high:
+        raise reader.fail(node, "its codes must be integers 0 and +-2^k, 0 <= k <= 62 (exponent "
+                          "bias <= 1, a power-of-two max value)")
+    real = np.asarray(x.array, np.float64) * (1.0 if x.scale is None else x.scale)
+    with np.errstate(divide="ignore"):
+        step = np.exp2(np.maximum(np.floor(np.log2(np.abs(real))), low))
+    codes = np.clip(step * _round(real / step, "ROUND"), -(2.0**high), 2.0**high)
+    declared = {RANGE_KEY: f"{-(2**high)},{2**high}", BITS_KEY: str(1 + int(exponent_bits))}
+    env[node.output[0]] = Entry(array=codes, declared=declared)
 
 
 def _sign(
@@ -179,6 +203,7 @@ def _trunc(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
 HANDLERS: dict[str, Any] = {
     "Quant": _quant,
     "BipolarQuant": _bipolar,
+    "FloatQuant": _float_quant,
     "Trunc": _trunc,
     **ARITHMETIC,
     **POOLS,

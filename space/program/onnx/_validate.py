@@ -26,7 +26,7 @@ MAX_BITS = 64
 _STANDARD_DOMAINS = ("", "ai.onnx")
 #: QONNX's own domain and the names older Brevitas / FINN exports use for it
 _QONNX_DOMAINS = (QONNX_DOMAIN, "onnx.brevitas", "finn.custom_op.general")
-_QONNX_OPS = ("Quant", "BipolarQuant", "Trunc")
+_QONNX_OPS = ("Quant", "BipolarQuant", "Trunc", "FloatQuant")
 #: attribute -> (smallest value, what it is)
 _WINDOW_ATTRS = {
     "strides": (1, "strides"),
@@ -73,7 +73,9 @@ def _check_node(reader: Any, node: Any) -> None:
 def _check_bits(reader: Any, node: Any) -> None:
     """The bit-width inputs of a ``Quant`` (3) / ``Trunc`` (3 and the last): integer constants in
     ``[1, MAX_BITS]``; the scale (1): positive."""
-    positions = {"Quant": [3], "Trunc": [3, len(node.input) - 1], "BipolarQuant": []}
+    positions = {
+        "Quant": [3], "Trunc": [3, len(node.input) - 1], "BipolarQuant": [], "FloatQuant": []
+    }
     for position in positions[node.op_type]:
         bits = np.asarray(reader.constant(node, position), dtype=np.float64).reshape(-1)
         if bits.size != 1 or not (bits[0] == np.round(bits[0]) and 1 <= bits[0] <= MAX_BITS):

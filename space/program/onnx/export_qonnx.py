@@ -11,8 +11,9 @@ float32 rounding would then flip codes at rounding boundaries: no longer the pro
 ==============  ===================================================================================
 program op      QONNX nodes
 ==============  ===================================================================================
-weights         ``Quant(codes, 1, 0, b)`` (uniform: INTb; ternary and 2-bit pow2: INT2 narrow; a
-                b-bit pow2 code ``+-2^K`` (``K = 2^(b-1) - 2``): INT(K+2) narrow; uniform codes
+weights         ``Quant(codes, 1, 0, b)`` (uniform: INTb; ternary and 2-bit pow2: INT2 narrow; b-bit
+                pow2 codes ``0, +-2^k`` (``k <= K = 2^(b-1) - 2``): INT(K+2) narrow, then
+                ``FloatQuant(., 1, b-1, 0, 1, 2^K)``: FLOAT<b-1,0,1>, powers of two; uniform codes
                 that a pow2 QuantNorm's sign fold turned into ``+2^(b-1)``: INT(b+1) narrow);
                 binary: ``BipolarQuant(codes, 1)``; then ``Clip(lo, hi)`` where the declared
                 range is narrower than the type (pow2: +-2^K)
@@ -68,7 +69,6 @@ from pikenas.space.program.onnx._common import (
     OPSET,
     QONNX_DOMAIN,
     GraphWriter,
-    datatype_name,
     prefix_add,
     takes_raw_pixels,
 )
@@ -159,18 +159,35 @@ def _weight(graph: _Graph, constant: Constant) -> str:
     else:
         width, narrow = range_bits(-magnitude, magnitude), True
         out = graph.quant(init, width, True, True, "ROUND")
+    top = 2 ** (bits - 1) - 2  # b-bit pow2 codes: 0 and +-2^k, k <= top
+    if bits >= 3 and (constant.lo, constant.hi) == (-(2**top), 2**top):
+        return _powers_of_two(graph, out, bits, top)
     return _declared(graph, out, f"INT{width}", _type_range(width, True, narrow), constant)
+
+
+def _powers_of_two(graph: _Graph, codes: str, bits: int, top: int) -> str:
+    """b-bit pow2 weight codes (0 and +-2^k, k <= top): a minifloat with no mantissa,
+    ``FloatQuant(codes, 1, b - 1, 0, 1, 2^top)``: a sign, a (b-1)-bit exponent field with bias 1
+    (field 0: zero), QONNX type ``FLOAT<b-1,0,1>``. It follows the integer ``Quant`` (kept by
+    qonnx cleanup, so the ``FloatQuant`` is not folded away)."""
+    inputs = [codes, graph.scalar(1.0), graph.scalar(float(bits - 1)), graph.scalar(0.0),
+              graph.scalar(1.0), graph.scalar(float(2**top))]
+    out = graph.node("FloatQuant", inputs, domain=QONNX_DOMAIN, has_inf=0, has_nan=0,
+                     has_subnormal=0, saturation=1, rounding_mode="ROUND")
+    graph.annotations[out] = {DATATYPE_KEY: f"FLOAT<{bits - 1},0,1>"}
+    return out
 
 
 def _integer(graph: _Graph, constant: Constant) -> str:
     """An integer constant (a bias, a multiplier, a shift amount) as its codes through a
     ``Quant`` of the covering QONNX type, then a ``Clip`` to its declared range if narrower."""
     lo, hi = int(constant.lo), int(constant.hi)  # type: ignore[arg-type]
-    bits, signed = range_bits(lo, hi), lo < 0
+    signed = lo < 0
+    bits = max(range_bits(lo, hi), 2 if signed else 1)  # a signed 1-bit Quant is a sign in qonnx
     codes = graph.quant(graph.const(graph.program.arrays[constant.name], "k"), bits, signed,
                         False, "ROUND")
-    return _declared(graph, codes, datatype_name(lo, hi), _type_range(bits, signed, False),
-                     constant)
+    return _declared(graph, codes, f"{'INT' if signed else 'UINT'}{bits}",
+                     _type_range(bits, signed, False), constant)
 
 
 def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:

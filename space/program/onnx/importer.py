@@ -14,7 +14,9 @@ the two below):
 * ``Quant(x, s, 0, b)`` emits integer codes with scale ``s``: on an integer input already on its
   grid a clip; otherwise a float multiply by ``(scale of x) / s`` (skipped when 1), clip and
   round. ``BipolarQuant``: a sign. ``Trunc``: a shift (plus an add for non-FLOOR rounding). A
-  ``Quant`` / ``BipolarQuant`` of an initializer is a weight: integer codes, no operation.
+  ``Quant`` / ``BipolarQuant`` of an initializer is a weight: integer codes, no operation; a
+  ``FloatQuant`` with no mantissa on such codes declares them powers of two (b-bit pow2 weights,
+  ``1 + exponent bits`` wide).
 * ``Conv`` / ``Gemm`` / ``MatMul``: integer MACs when both operands are integer codes (the input
   scale a scalar), else float MACs on dequantized values. The accumulator keeps the product of
   the scales; the next float ``Mul`` or ``BatchNormalization`` folds that dequantization into its
