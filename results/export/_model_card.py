@@ -84,8 +84,9 @@ def _architecture_rows(arch: ArchConfig) -> list[str]:
     return rows
 
 
-def _verification_text(verified: Any, check: Any) -> list[str]:
+def _verification_text(verified: Any, check: Any, raw_pixels: bool) -> list[str]:
     """What was verified at export, on how many images, with what result."""
+    inputs = "uniform raw pixels 0..255" if raw_pixels else "normal"
     widest = max((seen for seen, _ in verified.widest.values()), default=0)
     if check is None:
         onnx = "(not written: the export's --format left it out)"
@@ -96,7 +97,7 @@ def _verification_text(verified: Any, check: Any) -> list[str]:
             else f"within {check.max_difference:.2g} on the logits (float convs sum differently)"
         )
     return [
-        f"Verified at export on {verified.images} random inputs (normal, seed 0):",
+        f"Verified at export on {verified.images} random inputs ({inputs}, seed 0):",
         "",
         f"- the PyTorch eval forward equals the numpy runner of the integer program "
         f"({verified.compared_elements:,} values of {verified.values} intermediates compared, "
@@ -304,7 +305,7 @@ def model_card(
         "",
         "## Verification",
         "",
-        *_verification_text(verified, onnx_check),
+        *_verification_text(verified, onnx_check, arch.input is not None),
         *_qonnx_text(qonnx_check),
         *_hls4ml_text(getattr(verified, "hls4ml", None)),
         "",

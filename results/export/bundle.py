@@ -94,7 +94,7 @@ DEFAULT_FORMATS = ("onnx", "qonnx")
 COST_FILE = "cost.json"
 CARD_FILE = "README.md"
 RUNNER_FILE = "run_program.py"
-#: random images (normal, seed 0) every bundle is verified on.
+#: random inputs of its contract (raw pixels or normal values, seed 0) every bundle is verified on.
 VERIFY_IMAGES = 16
 
 
