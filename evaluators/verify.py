@@ -53,6 +53,9 @@ __all__ = ["VerifyReport", "verify", "TIE_EPSILON", "UNIT_ROUNDOFF"]
 #: 2^-24 of the largest term: 1e-4 leaves room for ~800x cancellation and is still far below
 #: the half step a lowering bug moves a value by.
 TIE_EPSILON = 1e-4
+#: the coarsest grid (in output steps) whose one-step error still counts as a rounding tie:
+#: a tenth of the half step a lowering bug moves a code by.
+TIE_CAP = 0.05
 #: float32 unit roundoff.
 UNIT_ROUNDOFF = 2.0**-24
 
@@ -260,6 +263,19 @@ def _compare_stored(program: IntegerProgram, stored: IntegerProgram) -> list[str
     ]
 
 
+def _grid(units: np.ndarray) -> float:
+    """The dyadic grid a stage's training-forward values lie on, in output steps (an integer
+    QuantNorm computes its sum on 2^e output steps, rounded there in float32: one grid step off
+    at worst, so an exact half can come out one step below it); 0 when none is as fine as
+    :data:`TIE_CAP`."""
+    finite = units[np.isfinite(units)]
+    for k in range(5, 25):  # grids 2^-5 (<= TIE_CAP) .. 2^-24
+        scaled = finite * 2.0**k
+        if np.array_equal(scaled, np.round(scaled)):
+            return 2.0**-k
+    return 0.0
+
+
 def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int:
     """How many of the ``wrong`` codes are not explained by a rounding tie: the training
     forward's value before its requantizer sits, within float32 error, on a half step (multi-bit
@@ -272,7 +288,15 @@ def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int
         tie = np.abs(v) <= tolerance
     else:
         units = v / value.scale
-        tie = np.abs(units - np.floor(units) - 0.5) <= TIE_EPSILON * np.maximum(1.0, np.abs(units))
+        grids = (
+            np.array([_grid(units[:, c]) for c in range(units.shape[1])]).reshape(
+                1, -1, *([1] * (units.ndim - 2))
+            )
+            if units.ndim >= 2
+            else _grid(units)
+        )  # per channel: each has its own exponent
+        tolerance = np.maximum(TIE_EPSILON * np.maximum(1.0, np.abs(units)), grids)
+        tie = np.abs(units - np.floor(units) - 0.5) <= tolerance
     return int(np.count_nonzero(wrong & ~tie))
 
 

@@ -124,3 +124,27 @@ def test_a_lowering_bug_makes_verify_exit_1(bug: str, monkeypatch: pytest.Monkey
     forward = data["training_forward"]
     assert forward["mismatches_not_at_ties"] > 0 or data["overflows"], data["failures"]
     assert np.isfinite(data["max_logit_diff"])
+
+
+def test_a_code_one_grid_step_below_a_half_is_a_tie() -> None:
+    """An integer QuantNorm's training forward computes on a grid of 2^e output steps, rounded
+    there in float32: an exact half (the program rounds it up) can come out one grid step
+    below (measured: 15.498046875 = 15.5 - 2^-9 on a trained Fashion-MNIST network). That is a
+    tie; a code off by more than a grid step, or on a coarse grid, is not."""
+    import numpy as np
+    import torch
+
+    from pikenas.evaluators import verify
+
+    class Value:
+        bits, scale = 8, 1.0
+
+    units = np.full((4, 2, 2, 2), 3.0)
+    units[:, 0] += np.arange(8).reshape(4, 2, 1) * 2.0**-9  # channel 0 on a 2^-9 grid
+    units[:, 1] = np.arange(8).reshape(4, 2, 1) * 0.5  # channel 1 on a grid of 1/2
+    wrong = np.zeros(units.shape, dtype=bool)
+    units[0, 0, 0, 0] = 15.5 - 2.0**-9
+    units[1, 0, 0, 0] = 15.25  # on the grid, a quarter from the half
+    units[2, 1, 0, 0] = 15.0
+    wrong[0, 0, 0, 0] = wrong[1, 0, 0, 0] = wrong[2, 1, 0, 0] = True
+    assert verify._not_ties(wrong, torch.from_numpy(units), Value()) == 2
