@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from pikenas.space.program.builder import ProgramBuilder, channel_shape
-from pikenas.space.program.ir import Value, range_bits
-from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY, SHIFT_KEY
+from pikenas.space.program.ir import Value
+from pikenas.space.program.onnx._common import SHIFT_KEY
+from pikenas.space.program.onnx._constants import clipped_constant, power_of_two
 from pikenas.space.program.onnx._fuse import pending_clamp, quant_ahead
 from pikenas.space.program.onnx._graph import (
     Entry,
@@ -26,7 +27,6 @@ from pikenas.space.program.onnx._graph import (
     per_sample,
 )
 from pikenas.space.program.onnx._shapes import moved_value
-from pikenas.space.program.onnx._validate import MAX_BITS
 
 __all__ = ["ARITHMETIC", "pads_of", "stride_of"]
 
@@ -346,7 +346,7 @@ def _clip(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
         raise reader.fail(node, "only Max / Min of a value and one constant are supported")
     lo, hi = _clip_bounds(reader, node)
     if x.is_constant:  # offline: a constant, declared in the narrower range if integer
-        env[node.output[0]] = _clipped_constant(x, lo, hi)
+        env[node.output[0]] = clipped_constant(x, lo, hi)
         return
     kind = reader.kind_of(node)
     pending = x.affine is not None or x.clamp is not None
@@ -370,49 +370,6 @@ def _clip(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> 
     old_lo, old_hi = x.bounds
     bounds = (lo if lo is not None else old_lo, hi if hi is not None else old_hi)
     env[node.output[0]] = Entry(builder.clip(value, lo, hi, kind=kind), bounds=bounds)
-
-
-def _clipped_constant(x: Entry, lo: float | None, hi: float | None) -> Entry:
-    """A clip of a constant is a constant; on integer codes it declares their range (how our
-    QONNX writes a range narrower than its ``Quant``'s type, e.g. a bias or a shift amount)."""
-    real = np.asarray(x.array, np.float64) * (1.0 if x.scale is None else x.scale)
-    array = np.clip(real, lo, hi)
-    found = declared_range(x)
-    if found is None or x.scale is not None or not np.array_equal(array, np.round(array)):
-        return Entry(array=array)  # real values (codes of a scaled Quant, or fractions)
-    old_lo, old_hi, bits = found
-    low = old_lo if lo is None else max(old_lo, math.ceil(lo))
-    high = old_hi if hi is None else min(old_hi, math.floor(hi))
-    if low > high:
-        return Entry(array=array)
-    bits = min(bits, range_bits(low, high))
-    return Entry(array=array, declared={RANGE_KEY: f"{low},{high}", BITS_KEY: str(bits)})
-
-
-def _pow(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
-    """``Pow(2, a)`` of an integer constant ``a``: a power-of-two multiplier whose exponent has
-    ``a``'s declared range (what a ``Mul`` by it shifts by)."""
-    base, exponent = entry_of(reader, env, node, 0), entry_of(reader, env, node, 1)
-    found = declared_range(exponent) if exponent.is_constant and exponent.scale is None else None
-    two = (
-        base.is_constant
-        and np.size(base.array) == 1
-        and float(np.asarray(base.array, np.float64).reshape(-1)[0] * (
-            1.0 if base.scale is None else np.asarray(base.scale).reshape(-1)[0]
-        )) == 2.0
-    )
-    if not two or found is None:
-        raise reader.fail(
-            node, "only Pow(2, integer constant codes) is supported: a power-of-two multiplier"
-        )
-    lo, hi, _ = found
-    if lo < -MAX_BITS or hi > MAX_BITS:
-        raise reader.fail(
-            node, f"its exponents are declared in [{lo}, {hi}]; a shift must stay within "
-            f"+-{MAX_BITS} (Clip the exponent codes)"
-        )
-    array = np.exp2(np.asarray(exponent.array, np.float64))
-    env[node.output[0]] = Entry(array=array, declared={SHIFT_KEY: f"{lo},{hi}"})
 
 
 def _floor(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) -> None:
@@ -495,7 +452,7 @@ ARITHMETIC: dict[str, Any] = {
     "Max": _clip,
     "Min": _clip,
     "Floor": _floor,
-    "Pow": _pow,
+    "Pow": power_of_two,
     "GreaterOrEqual": _compare,
     "Where": _where,
 }
