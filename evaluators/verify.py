@@ -276,6 +276,14 @@ def _grid(units: np.ndarray) -> float:
     return 0.0
 
 
+def _grids(units: np.ndarray) -> np.ndarray | float:
+    """:func:`_grid` of each channel (axis 1: each has its own exponent), broadcastable."""
+    if units.ndim < 2:
+        return _grid(units)
+    grids = [_grid(units[:, c]) for c in range(units.shape[1])]
+    return np.array(grids).reshape(1, -1, *([1] * (units.ndim - 2)))
+
+
 def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int:
     """How many of the ``wrong`` codes are not explained by a rounding tie: the training
     forward's value before its requantizer sits, within float32 error, on a half step (multi-bit
@@ -288,14 +296,7 @@ def _not_ties(wrong: np.ndarray, before: torch.Tensor | None, value: Any) -> int
         tie = np.abs(v) <= tolerance
     else:
         units = v / value.scale
-        grids = (
-            np.array([_grid(units[:, c]) for c in range(units.shape[1])]).reshape(
-                1, -1, *([1] * (units.ndim - 2))
-            )
-            if units.ndim >= 2
-            else _grid(units)
-        )  # per channel: each has its own exponent
-        tolerance = np.maximum(TIE_EPSILON * np.maximum(1.0, np.abs(units)), grids)
+        tolerance = np.maximum(TIE_EPSILON * np.maximum(1.0, np.abs(units)), _grids(units))
         tie = np.abs(units - np.floor(units) - 0.5) <= tolerance
     return int(np.count_nonzero(wrong & ~tie))
 

@@ -107,12 +107,16 @@ def hls4ml_available() -> str | None:
     return None
 
 
+def _range_type(lo: int, hi: int) -> str:
+    return f"ap_{'int' if lo < 0 else 'uint'}<{range_bits(lo, hi)}>"
+
+
 def _int_type(value: Value, *, saturate: bool = False, floor: bool = False) -> str:
     bits = range_bits(value.lo, value.hi)  # type: ignore[arg-type]
     kind = "fixed" if value.lo < 0 else "ufixed"  # type: ignore[operator]
     if saturate or floor:
         return f"ap_{kind}<{bits},{bits},AP_TRN,{'AP_SAT' if saturate else 'AP_WRAP'}>"
-    return f"ap_{'int' if value.lo < 0 else 'uint'}<{bits}>"  # type: ignore[operator]
+    return _range_type(value.lo, value.hi)  # type: ignore[arg-type]
 
 
 def _full_range(lo: int, hi: int) -> bool:
@@ -158,10 +162,6 @@ class _Graph:
 
     def refuse(self, operation: Operation, why: str) -> None:
         self.refusals.append(f"{operation.layer}: {operation.op} -> {why}")
-
-
-def _range_type(lo: int, hi: int) -> str:
-    return f"ap_{'int' if lo < 0 else 'uint'}<{range_bits(lo, hi)}>"
 
 
 def _scale_layer(graph: _Graph, tag: str, source: str, shape: tuple[int, ...],

@@ -326,21 +326,13 @@ def test_our_model_onnx_and_stripped_qonnx_cost_what_the_program_does(name: str)
 def test_random_candidates_have_one_price_without_annotations(config: str | None) -> None:
     """Random candidates of the default and Fashion-MNIST spaces (pow2 / int8 / float32 DQ,
     PReLU and DPReLU slopes, pow2 weights, residuals): one price with annotations stripped."""
-    import random
-
     from pikenas.search.config import load_config
-
-    class Trial:
-        def __init__(self, seed: int) -> None:
-            self.random = random.Random(seed)
-
-        def suggest_categorical(self, name: str, choices: object) -> object:
-            return self.random.choice(list(choices))  # type: ignore[call-overload]
+    from tests._random_trial import RandomTrial
 
     root = Path(__file__).resolve().parents[2]
     space = load_config(None if config is None else root / config).space
     for seed in range(4):
-        _one_price(build_model(space.suggest(Trial(seed)), seed=seed).eval().program())
+        _one_price(build_model(space.suggest(RandomTrial(seed)), seed=seed).eval().program())
 
 
 def test_a_wide_accumulator_split_into_weight_digits_is_priced_once() -> None:

@@ -17,8 +17,6 @@ Mismatch counts are in the assertion messages (and printed with ``-s``).
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -31,6 +29,7 @@ from pikenas.space.arch import ArchConfig, ConvQuantSpec, ConvStemSpec, HeadSpec
 from pikenas.space.nn.build import build_model
 from pikenas.space.program.builder import lower
 from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names
+from tests._random_trial import RandomTrial
 
 torch.set_num_threads(1)
 
@@ -93,14 +92,6 @@ def test_every_zoo_model(name: str) -> None:
     _check(model, images)
 
 
-class _RandomTrial:
-    def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
-
-    def suggest_categorical(self, name: str, choices: object) -> object:
-        return self.random.choice(list(choices))  # type: ignore[call-overload]
-
-
 @pytest.fixture(scope="module")
 def digits():  # noqa: ANN201
     return load_dataset("digits")
@@ -118,7 +109,7 @@ def _trained_on_digits(arch: ArchConfig, splits, seed: int, epochs: int = 1):  #
 def test_fifty_random_candidates_of_the_default_space(chunk: int, digits) -> None:  # noqa: ANN001
     space = load_config().space
     for seed in range(10 * chunk, 10 * chunk + 10):
-        arch = space.suggest(_RandomTrial(seed))
+        arch = space.suggest(RandomTrial(seed))
         model, images = _trained_on_digits(arch, digits, seed)
         _check(model, images)
 

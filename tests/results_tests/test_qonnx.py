@@ -15,7 +15,6 @@ of the default space trained briefly on digits, the exported graph
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import numpy as np
@@ -40,6 +39,7 @@ from pikenas.space.program.ir import IntegerProgram, range_bits  # noqa: E402
 from pikenas.space.program.onnx.export_onnx import program_to_onnx  # noqa: E402
 from pikenas.space.program.onnx.export_qonnx import program_to_qonnx  # noqa: E402
 from pikenas.space.zoo.catalog import get_zoo_arch, zoo_names  # noqa: E402
+from tests._random_trial import RandomTrial  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -195,14 +195,6 @@ def test_every_zoo_model(name: str, tmp_path) -> None:  # noqa: ANN001
     print(f"{name}: qonnx - program max |diff| {difference}")
 
 
-class _RandomTrial:
-    def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
-
-    def suggest_categorical(self, name: str, choices: object) -> object:
-        return self.random.choice(list(choices))  # type: ignore[call-overload]
-
-
 @pytest.fixture(scope="module")
 def digits():  # noqa: ANN201
     return load_dataset("digits")
@@ -212,7 +204,7 @@ def digits():  # noqa: ANN201
 def test_twenty_random_candidates_on_random_and_digits_inputs(chunk: int, digits, tmp_path) -> None:  # noqa: ANN001
     space = load_config().space
     for seed in range(100 + 10 * chunk, 110 + 10 * chunk):
-        arch = training.fit_arch_to_dataset(space.suggest(_RandomTrial(seed)), digits)
+        arch = training.fit_arch_to_dataset(space.suggest(RandomTrial(seed)), digits)
         config = training.TrainConfig(dataset="digits", epochs=1, seed=seed, threads=1)
         model, _ = training._fit(arch, config, digits)
         model.eval()

@@ -21,6 +21,7 @@ __all__ = [
     "DATATYPE_KEY",
     "GraphWriter",
     "prefix_add",
+    "quant_range",
     "datatype_name",
     "constant_annotation",
     "takes_raw_pixels",
@@ -63,6 +64,13 @@ def raw_pixels(images: np.ndarray) -> np.ndarray:
             "this network takes raw pixels: integers 0..255 (uint8), not normalized values"
         )
     return pixels.astype(np.uint8)
+
+
+def quant_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    """The codes a QONNX ``Quant`` of ``bits`` makes (signed / narrow as its attributes)."""
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1 - int(narrow)
 
 
 def datatype_name(lo: int, hi: int) -> str:

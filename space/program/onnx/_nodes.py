@@ -9,7 +9,7 @@ import numpy as np
 
 from pikenas.space.program.builder import ProgramBuilder
 from pikenas.space.program.onnx._arith import ARITHMETIC
-from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY
+from pikenas.space.program.onnx._common import BITS_KEY, RANGE_KEY, quant_range
 from pikenas.space.program.onnx._fuse import emit_pending
 from pikenas.space.program.onnx._graph import (
     Entry,
@@ -29,12 +29,6 @@ __all__ = ["lower_node", "materialize"]
 
 
 # ---- quantization ---------------------------------------------------------------------------
-def _quant_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-    if signed:
-        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1 - int(narrow)
-
-
 def _round(array: np.ndarray, mode: str) -> np.ndarray:
     mode = mode.upper()
     if mode == "FLOOR":
@@ -62,7 +56,7 @@ def _quant(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     if bits == 1 and signed:  # qonnx executes a signed 1-bit Quant as a sign
         _sign(reader, builder, env, node, x, scale)
         return
-    lo, hi = _quant_range(bits, signed, narrow)
+    lo, hi = quant_range(bits, signed, narrow)
     out_scale = None if is_one(scale) else scale
     declared = reader.annotations.get(node.output[0], {})
     if x.is_constant:  # a weight: its codes, offline
@@ -193,7 +187,7 @@ def _trunc(reader: GraphReader, builder: ProgramBuilder, env: Env, node: Any) ->
     shift = builder.constant("shift", None, shape=(), dtype="int", lo=amount, hi=amount)
     value = builder.shift(value, shift, kind=kind)  # type: ignore[arg-type]
     if len(node.input) == 6:  # Trunc v2 clamps to the output width
-        lo, hi = _quant_range(out_bits, bool(reader.attrs(node).get("signed", 1)), False)
+        lo, hi = quant_range(out_bits, bool(reader.attrs(node).get("signed", 1)), False)
         value = builder.clip(value, lo, hi, kind=kind)
     in_scale = 1.0 if x.scale is None else x.scale
     out_scale = np.asarray(in_scale * scale * 2.0 ** (in_bits - out_bits))

@@ -70,6 +70,7 @@ from pikenas.space.program.onnx._common import (
     QONNX_DOMAIN,
     GraphWriter,
     prefix_add,
+    quant_range,
     takes_raw_pixels,
 )
 
@@ -127,12 +128,6 @@ class _Graph(GraphWriter):
         return self.node("BipolarQuant", [x, self.scalar(1.0)], domain=QONNX_DOMAIN)
 
 
-def _type_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-    if signed:
-        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1 - int(narrow)
-
-
 def _declared(graph: _Graph, codes: str, dtype: str, type_range: tuple[int, int],
               constant: Constant) -> str:
     """``codes`` (a quantization node's output, of QONNX type ``dtype`` whose range is
@@ -162,7 +157,7 @@ def _weight(graph: _Graph, constant: Constant) -> str:
     top = 2 ** (bits - 1) - 2  # b-bit pow2 codes: 0 and +-2^k, k <= top
     if bits >= 3 and (constant.lo, constant.hi) == (-(2**top), 2**top):
         return _powers_of_two(graph, out, bits, top)
-    return _declared(graph, out, f"INT{width}", _type_range(width, True, narrow), constant)
+    return _declared(graph, out, f"INT{width}", quant_range(width, True, narrow), constant)
 
 
 def _powers_of_two(graph: _Graph, codes: str, bits: int, top: int) -> str:
@@ -187,7 +182,7 @@ def _integer(graph: _Graph, constant: Constant) -> str:
     codes = graph.quant(graph.const(graph.program.arrays[constant.name], "k"), bits, signed,
                         False, "ROUND")
     return _declared(graph, codes, f"{'INT' if signed else 'UINT'}{bits}",
-                     _type_range(bits, signed, False), constant)
+                     quant_range(bits, signed, False), constant)
 
 
 def _operand(graph: _Graph, env: dict[str, str], name: str) -> str:
